@@ -1,0 +1,50 @@
+"""The one clock business rules read "now" from (DESIGN.md, Time).
+
+``system``: the wall clock. ``simulated``: the time carried by ``clock.advanced`` events, so a
+simulation can run a year in minutes and every scheduled job fires as the clock moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+
+class Clock:
+    """System clock. ``changed`` is set whenever time jumps (only the simulated clock jumps)."""
+
+    simulated = False
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def advance_to(self, moment: datetime) -> bool:  # noqa: ARG002 - the system clock ignores it
+        return False
+
+
+class SimulatedClock(Clock):
+    """Moves only forward, only when told; before the first tick it reads the wall clock."""
+
+    simulated = True
+
+    def __init__(self, start: datetime | None = None) -> None:
+        super().__init__()
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now or datetime.now(timezone.utc)
+
+    def advance_to(self, moment: datetime) -> bool:
+        moment = moment.astimezone(timezone.utc)
+        if self._now is not None and moment <= self._now:
+            return False
+        self._now = moment
+        self.changed.set()
+        return True
+
+
+def make_clock(kind: str) -> Clock:
+    return SimulatedClock() if kind == "simulated" else Clock()

@@ -1,0 +1,250 @@
+"""HTTP plumbing every service shares: API-key auth, Idempotency-Key, body limit, health,
+metrics and the mapping of domain errors to clear 4xx answers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.db import IdempotencyKeyRow
+from shared.errors import DomainError
+from shared.metrics import PlumbingMetrics
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <CLIENTFLOW_API_KEY>")
+
+
+def api_key_guard(expected: str) -> Callable[..., Awaitable[None]]:
+    """A dependency that refuses a write without the right bearer key (401)."""
+
+    async def require_api_key(
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    ) -> None:
+        if credentials is None:
+            raise HTTPException(
+                401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
+        if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise HTTPException(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
+
+    return require_api_key
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` with 413, before anything reads them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _json(send, 413, f"body larger than {self.max_bytes} bytes")
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _json(send, 413, f"body larger than {self.max_bytes} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# Answers that say nothing about the request itself are not kept: a retry after fixing the
+# key or after a server error must run for real (Stripe keeps neither).
+_NOT_KEPT = {401, 403, 429}
+
+
+class IdempotencyMiddleware:
+    """``Idempotency-Key`` on writes: a repeat returns the first answer; the same key with a
+    different request is refused with 409, as Stripe does."""
+
+    def __init__(self, app: ASGIApp, sessions: async_sessionmaker, clock: Any, ttl: timedelta) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.clock = clock
+        self.ttl = ttl
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+            return await self.app(scope, receive, send)
+        key = dict(scope["headers"]).get(b"idempotency-key")
+        if not key:
+            return await self.app(scope, receive, send)
+        key_text = key.decode("latin-1").strip()
+        if not 1 <= len(key_text) <= 255:
+            return await _json(send, 400, "Idempotency-Key must be 1 to 255 characters")
+        body = await _read_body(receive)
+        digest = hashlib.sha256(
+            b"\n".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
+        ).hexdigest()
+
+        existing = await self._claim(key_text, scope, digest)
+        if existing is not None:
+            if existing.request_hash != digest:
+                return await _json(send, 409, "Idempotency-Key was already used with a different request")
+            if existing.state != "done":
+                return await _json(send, 409, "a request with this Idempotency-Key is still in progress")
+            headers = [(k.encode(), v.encode()) for k, v in (existing.response_headers or {}).items()]
+            headers.append((b"idempotent-replayed", b"true"))
+            await send({"type": "http.response.start", "status": existing.status_code, "headers": headers})
+            await send({"type": "http.response.body", "body": existing.response_body or b""})
+            return
+
+        status = 500
+        headers_out: dict[str, str] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers_out.update({k.decode(): v.decode() for k, v in message.get("headers", [])})
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body), capture)
+        finally:
+            async with self.sessions() as session, session.begin():
+                if status >= 500 or status in _NOT_KEPT:
+                    await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key_text))
+                else:
+                    await session.execute(
+                        update(IdempotencyKeyRow)
+                        .where(IdempotencyKeyRow.key == key_text)
+                        .values(
+                            state="done",
+                            status_code=status,
+                            response_body=b"".join(chunks),
+                            response_headers={k: v for k, v in headers_out.items() if k != "content-length"}
+                            | {"content-length": str(sum(map(len, chunks)))},
+                        )
+                    )
+
+    async def _claim(self, key: str, scope: Scope, digest: str) -> IdempotencyKeyRow | None:
+        """Insert the key as in progress; returns the earlier row when the key is taken."""
+        now = self.clock.now()
+        async with self.sessions() as session:
+            try:
+                async with session.begin():
+                    stale = await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
+                    if stale is not None and now - stale.created_at > self.ttl:
+                        await session.delete(stale)
+                        stale = None
+                    if stale is not None:
+                        return stale
+                    session.add(
+                        IdempotencyKeyRow(
+                            key=key,
+                            method=scope["method"],
+                            path=scope["path"],
+                            request_hash=digest,
+                            state="in_progress",
+                            created_at=now,
+                        )
+                    )
+                return None
+            except IntegrityError:
+                return await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
+
+
+def install_plumbing(
+    app: FastAPI,
+    *,
+    metrics: PlumbingMetrics,
+    ready: Callable[[], Awaitable[dict[str, bool]]],
+    sessions: async_sessionmaker,
+    clock: Any,
+    max_body_bytes: int,
+) -> None:
+    """Health, metrics, error mapping, idempotency and body limit on a service's app."""
+
+    @app.get("/health/live", tags=["health"], summary="The process is up")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"], summary="Database and broker reachable")
+    async def readiness() -> JSONResponse:
+        checks = await ready()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, exc.status)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.http_requests.labels(metrics.service, request.method, path, str(response.status_code)).inc()
+        metrics.http_seconds.labels(metrics.service, request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=timedelta(hours=24))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

@@ -1,0 +1,64 @@
+"""Metrics every service publishes; each service gets its own registry (tests run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class PlumbingMetrics:
+    """Consumer, outbox and HTTP figures that ops dashboards and alerts rely on."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.service = service
+        self.registry = registry
+        labels = {"registry": registry}
+        self.events_consumed = Counter(
+            "clientflow_events_consumed_total",
+            "Events read from a topic, by outcome (applied, duplicate, ignored, unknown_type, dead_lettered)",
+            ["service", "topic", "type", "outcome"],
+            **labels,
+        )
+        self.dead_letters = Counter(
+            "clientflow_dead_letters_total",
+            "Messages sent to a dead-letter topic",
+            ["service", "topic", "reason"],
+            **labels,
+        )
+        self.batch_seconds = Histogram(
+            "clientflow_consumer_batch_seconds",
+            "Time to apply one batch of events in one transaction",
+            ["service", "topic"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            **labels,
+        )
+        self.events_published = Counter(
+            "clientflow_events_published_total",
+            "Events published by the outbox relay",
+            ["service", "topic", "type"],
+            **labels,
+        )
+        self.outbox_backlog = Gauge(
+            "clientflow_outbox_backlog", "Outbox rows not yet published", ["service"], **labels
+        )
+        self.outbox_oldest_age = Gauge(
+            "clientflow_outbox_oldest_unsent_seconds",
+            "Age of the oldest outbox row not yet published",
+            ["service"],
+            **labels,
+        )
+        self.relay_errors = Counter(
+            "clientflow_relay_errors_total", "Failed outbox publish attempts", ["service"], **labels
+        )
+        self.http_requests = Counter(
+            "clientflow_http_requests_total",
+            "HTTP requests by route and status",
+            ["service", "method", "route", "status"],
+            **labels,
+        )
+        self.http_seconds = Histogram(
+            "clientflow_http_request_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            **labels,
+        )

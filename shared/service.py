@@ -1,0 +1,246 @@
+"""The runtime one service process is built on: engine, broker, clock, unit of work, outbox
+relay, batch subscribers, scheduled jobs and the HTTP app's lifespan. Each service's
+``create_app`` builds one, registers its subscribers and routes, and returns the app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from prometheus_client import CollectorRegistry
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
+
+from shared import topics
+from shared.broker import ensure_topics, make_broker
+from shared.clock import Clock, make_clock
+from shared.consumer import BatchConsumer, DeadLetters, Handler
+from shared.db import StateRow, create_engine
+from shared.events import ClockAdvanced, Envelope
+from shared.http import install_plumbing
+from shared.metrics import PlumbingMetrics
+from shared.migrations import upgrade_async
+from shared.relay import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.uow import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[datetime], Awaitable[None]]
+_CLOCK_STATE = "clock.now"
+
+
+class ServiceRuntime:
+    """Everything a service process runs, wired once; nothing connects until ``start``."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        migrations_dir: Path,
+        publishes_to: tuple[str, ...],
+        broker: KafkaBroker | None = None,
+        engine: AsyncEngine | None = None,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.migrations_dir = migrations_dir
+        self.registry = registry or CollectorRegistry()
+        self.metrics = PlumbingMetrics(self.name, self.registry)
+        self.engine = engine or create_engine(settings.database_url)
+        self.clock = clock or make_clock(settings.clock)
+        self.broker = broker or make_broker(settings, self.registry)
+        self.uow = UnitOfWorkFactory(self.engine, producer=self.name, clock=self.clock)
+        self.publishers = {
+            topic: self.broker.publisher(
+                topic,
+                title=f"{self.name}:{topic}",
+                description=f"Events {self.name} publishes on `{topic}` (see the envelope's `type`)",
+                schema=Envelope,
+            )
+            for topic in publishes_to
+        }
+        self.relay = OutboxRelay(
+            self.engine,
+            self._publish,
+            metrics=self.metrics,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+            publish_timeout_s=settings.relay_publish_timeout_s,
+            retention=timedelta(hours=settings.outbox_retention_hours),
+        )
+        self.uow.after_commit.append(self.relay.wake)
+        self.dead_letters = DeadLetters(self.broker, service=self.name, metrics=self.metrics)
+        self._jobs: list[tuple[str, Job, float]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        if self.clock.simulated:
+            self._subscribe_clock()
+
+    # ------------------------------------------------------------------ wiring
+
+    def consume(self, topic: str, handlers: dict[str, Handler]) -> BatchConsumer:
+        """Subscribe to ``topic`` in the service's group, in batches, with offsets committed
+        only after the batch's transaction (NACK on error rewinds, so nothing is skipped)."""
+        consumer = BatchConsumer(
+            service=self.name,
+            uow=self.uow,
+            handlers=handlers,
+            dead_letters=self.dead_letters,
+            metrics=self.metrics,
+            max_attempts=self.settings.max_attempts,
+        )
+
+        @self.broker.subscriber(
+            topic,
+            group_id=self.settings.group_id,
+            batch=True,
+            max_records=self.settings.consumer_max_records,
+            batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"{self.name}:{topic}",
+            description=f"{self.name} applies {', '.join(sorted(handlers))}",
+        )
+        async def on_batch(message: KafkaMessage) -> None:
+            records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+            await consumer.handle(records)
+
+        return consumer
+
+    def every(self, name: str, job: Job, interval_s: float) -> None:
+        """Run ``job(now)`` every ``interval_s`` seconds and whenever the business clock jumps."""
+        self._jobs.append((name, job, interval_s))
+
+    def _subscribe_clock(self) -> None:
+        # No group: every instance reads the whole (one-partition) clock topic and keeps the max.
+        @self.broker.subscriber(
+            topics.CLOCK,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{self.name}:clock",
+            description="The simulated business clock (CLIENTFLOW_CLOCK=simulated)",
+        )
+        async def on_clock(message: KafkaMessage) -> None:
+            try:
+                event = Envelope.model_validate_json(message.body)
+                if event.type != "clock.advanced":
+                    return
+                moment = ClockAdvanced.model_validate(event.data).now
+            except ValueError as exc:
+                log.warning("ignoring bad clock message: %s", exc)
+                return
+            if self.clock.advance_to(moment):
+                await self._save_clock(moment)
+
+    async def _save_clock(self, moment: datetime) -> None:
+        async with self.uow() as tx:
+            row = await tx.session.get(StateRow, _CLOCK_STATE)
+            if row is None:
+                tx.session.add(StateRow(name=_CLOCK_STATE, value=moment.isoformat()))
+            else:
+                row.value = max(datetime.fromisoformat(row.value), moment).isoformat()
+
+    async def _load_clock(self) -> None:
+        async with self.uow.sessions() as session:
+            value = await session.scalar(select(StateRow.value).where(StateRow.name == _CLOCK_STATE))
+        if value:
+            self.clock.advance_to(datetime.fromisoformat(value))
+
+    # ------------------------------------------------------------------ running
+
+    async def _publish(self, topic: str, key: bytes | None, payload: bytes, headers: dict[str, str]) -> None:
+        publisher = self.publishers.get(topic)
+        if publisher is None:
+            raise RuntimeError(f"{self.name} does not publish to {topic}")
+        await publisher.publish(payload, key=key, headers=headers)
+
+    async def ready(self) -> dict[str, bool]:
+        database = True
+        try:
+            async with self.engine.connect() as connection:
+                await asyncio.wait_for(connection.execute(text("SELECT 1")), 2.0)
+        except Exception:
+            database = False
+        broker = await self.broker.ping(timeout=2.0)
+        return {"database": database, "broker": broker}
+
+    async def start(self) -> None:
+        if self.settings.migrate_on_start:
+            await upgrade_async(self.migrations_dir, self.settings.database_url)
+        if self.clock.simulated:
+            await self._load_clock()
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(self.settings.broker_connect_timeout_s),
+            wait=wait_exponential(multiplier=0.2, max=3),
+            reraise=True,
+        ):
+            with attempt:
+                if self.settings.create_topics_on_start:
+                    await ensure_topics(
+                        self.settings.kafka_bootstrap_servers, partitions=self.settings.topic_partitions
+                    )
+                await self.broker.start()
+        self.relay.start()
+        for name, job, interval in self._jobs:
+            self._tasks.append(asyncio.create_task(self._run_job(name, job, interval), name=name))
+        log.info("%s started on broker %s", self.name, self.settings.kafka_bootstrap_servers)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.broker.stop()
+        # Publish what was committed meanwhile is the next start's job: the outbox keeps it.
+        await self.relay.stop()
+        await self.engine.dispose()
+
+    async def _run_job(self, name: str, job: Job, interval_s: float) -> None:
+        while True:
+            self.clock.changed.clear()
+            try:
+                await job(self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduled job %s failed; it runs again at the next tick", name)
+            try:
+                await asyncio.wait_for(self.clock.changed.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    def http_app(self, *, title: str, description: str, routers: list[Any]) -> FastAPI:
+        """The service's FastAPI app, whose lifespan starts and stops this runtime."""
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+        for router in routers:
+            app.include_router(router)
+        install_plumbing(
+            app,
+            metrics=self.metrics,
+            ready=self.ready,
+            sessions=self.uow.sessions,
+            clock=self.clock,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+        app.state.runtime = self
+        return app

@@ -1,0 +1,74 @@
+"""Settings base: every service reads its own prefix (``LEADS_``...) plus the shared names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_API_KEY = "dev-api-key-change-me"
+DEV_SECRET = "dev-secret-change-me"
+
+
+def _shared(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. Subclasses set ``service_name``, ``default_port`` and a prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service_name: ClassVar[str] = "service"
+    default_port: ClassVar[int] = 8000
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", validation_alias=_shared("CLIENTFLOW_ENV")
+    )
+    data_dir: Path = Field(default=Path(".clientflow"), validation_alias=_shared("CLIENTFLOW_DATA_DIR"))
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # Tansu (the embedded broker) does not support the idempotent producer; real Kafka does.
+    kafka_enable_idempotence: bool = Field(
+        default=False, validation_alias=_shared("KAFKA_ENABLE_IDEMPOTENCE")
+    )
+    topic_partitions: int = Field(default=3, ge=1, validation_alias=_shared("CLIENTFLOW_TOPIC_PARTITIONS"))
+    api_key: SecretStr = Field(default=SecretStr(DEV_API_KEY), validation_alias=_shared("CLIENTFLOW_API_KEY"))
+    secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET), validation_alias=_shared("CLIENTFLOW_SECRET_KEY"))
+    clock: Literal["system", "simulated"] = Field(default="system", validation_alias=_shared("CLIENTFLOW_CLOCK"))
+
+    # Service-specific, read with the service's prefix (LEADS_DATABASE_URL, LEADS_PORT, ...).
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 0
+    group_id: str = ""
+    consumer_max_records: int = Field(default=500, ge=1)
+    consumer_batch_timeout_ms: int = Field(default=50, ge=1)
+    max_attempts: int = Field(default=3, ge=1, description="tries before a failing event is dead-lettered")
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    relay_publish_timeout_s: float = Field(default=10.0, gt=0)
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    migrate_on_start: bool = True
+    create_topics_on_start: bool = True
+    broker_connect_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> ServiceSettings:
+        if not self.database_url:
+            path = (self.data_dir / f"{self.service_name}.db").resolve()
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        if not self.port:
+            self.port = self.default_port
+        if not self.group_id:
+            self.group_id = self.service_name
+        if self.environment == "production":
+            if self.api_key.get_secret_value() == DEV_API_KEY:
+                raise ValueError("CLIENTFLOW_API_KEY must be set outside development")
+            if self.secret_key.get_secret_value() == DEV_SECRET:
+                raise ValueError("CLIENTFLOW_SECRET_KEY must be set outside development")
+        return self

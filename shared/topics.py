@@ -1,0 +1,23 @@
+"""Topic names from DESIGN.md. They are a public contract: never rename one."""
+
+LEADS = "leads"
+DEALS = "deals"
+ENGAGEMENT = "engagement"
+PAYMENTS = "payments"
+CANCELLATIONS = "cancellations"
+RETENTION = "retention"
+CLOCK = "clock"
+
+BUSINESS_TOPICS: tuple[str, ...] = (LEADS, DEALS, ENGAGEMENT, PAYMENTS, CANCELLATIONS, RETENTION)
+ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, CLOCK)
+
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter topic of ``topic``."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def all_topics_with_dlq() -> list[str]:
+    return [t for topic in ALL_TOPICS for t in (topic, dlq(topic))]

@@ -1,0 +1,107 @@
+"""Unit of work: state, outbox rows and inbox marks commit together or not at all."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.clock import Clock
+from shared.db import InboxRow, OutboxRow
+from shared.events import Envelope, Payload, make_event, topic_of
+
+
+class UnitOfWork:
+    """One database transaction. ``emit`` records an event in the outbox; it is published by
+    the relay only after the commit, so nothing is published that was not committed."""
+
+    def __init__(
+        self, session: AsyncSession, *, producer: str, clock: Clock, cause: Envelope | None = None
+    ) -> None:
+        self.session = session
+        self.producer = producer
+        self.clock = clock
+        self.cause = cause
+        self.emitted: list[Envelope] = []
+        self._applied: set[uuid.UUID] = set()
+
+    def now(self):  # noqa: ANN201 - datetime, from the one clock
+        return self.clock.now()
+
+    def emit(self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None) -> Envelope:
+        event = make_event(
+            event_type,
+            payload,
+            producer=self.producer,
+            occurred_at=self.clock.now(),
+            lead_id=lead_id,
+            cause=self.cause,
+        )
+        self.session.add(
+            OutboxRow(
+                event_id=event.event_id,
+                topic=topic_of(event_type),
+                event_type=event_type,
+                key=event.key,
+                payload=event.model_dump_json().encode(),
+                created_at=self.clock.now(),
+            )
+        )
+        self.emitted.append(event)
+        return event
+
+    async def already_applied(self, event_id: uuid.UUID) -> bool:
+        if event_id in self._applied:
+            return True
+        found = await self.session.scalar(select(InboxRow.event_id).where(InboxRow.event_id == event_id))
+        return found is not None
+
+    def mark_applied(self, event: Envelope) -> None:
+        self._applied.add(event.event_id)
+        self.session.add(InboxRow(event_id=event.event_id, event_type=event.type, applied_at=self.clock.now()))
+
+
+class UnitOfWorkFactory:
+    """``async with uow() as tx:`` opens a transaction; a clean exit commits and wakes the relay."""
+
+    def __init__(self, engine: AsyncEngine, *, producer: str, clock: Clock) -> None:
+        self.engine = engine
+        self.producer = producer
+        self.clock = clock
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        self.after_commit: list[Callable[[], None]] = []
+
+    def __call__(self, cause: Envelope | None = None) -> _Scope:
+        return _Scope(self, cause)
+
+
+class _Scope:
+    def __init__(self, factory: UnitOfWorkFactory, cause: Envelope | None) -> None:
+        self.factory = factory
+        self.cause = cause
+        self.tx: UnitOfWork | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        session = self.factory.sessions()
+        await session.begin()
+        self.tx = UnitOfWork(session, producer=self.factory.producer, clock=self.factory.clock, cause=self.cause)
+        return self.tx
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.tx is not None
+        session = self.tx.session
+        try:
+            if exc_type is None:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+        if exc_type is None and self.tx.emitted:
+            for callback in self.factory.after_commit:
+                callback()
