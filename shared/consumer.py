@@ -126,9 +126,7 @@ class BatchConsumer:
             outcomes = [await self._apply_alone(item) for item in items]
         for item, outcome in zip(items, outcomes, strict=True):
             self._count(item.record, item.event.type, outcome)
-        self.metrics.batch_seconds.labels(self.service, items[0].record.topic).observe(
-            time.perf_counter() - started
-        )
+        self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
     async def _parse(self, record: ConsumerRecord) -> _Item | None:
         try:

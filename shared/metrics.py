@@ -27,7 +27,7 @@ class PlumbingMetrics:
         self.batch_seconds = Histogram(
             "clientflow_consumer_batch_seconds",
             "Time to apply one batch of events in one transaction",
-            ["service", "topic"],
+            ["service"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             **labels,
         )

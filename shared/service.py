@@ -25,7 +25,7 @@ from shared.broker import ensure_topics, make_broker
 from shared.clock import Clock, make_clock
 from shared.consumer import BatchConsumer, DeadLetters, Handler
 from shared.db import StateRow, create_engine
-from shared.events import ClockAdvanced, Envelope
+from shared.events import ClockAdvanced, Envelope, topic_of
 from shared.http import install_plumbing
 from shared.metrics import PlumbingMetrics
 from shared.migrations import upgrade_async
@@ -83,15 +83,20 @@ class ServiceRuntime:
         self.uow.after_commit.append(self.relay.wake)
         self.dead_letters = DeadLetters(self.broker, service=self.name, metrics=self.metrics)
         self._jobs: list[tuple[str, Job, float]] = []
+        self._consumer: BatchConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         if self.clock.simulated:
             self._subscribe_clock()
 
     # ------------------------------------------------------------------ wiring
 
-    def consume(self, topic: str, handlers: dict[str, Handler]) -> BatchConsumer:
-        """Subscribe to ``topic`` in the service's group, in batches, with offsets committed
-        only after the batch's transaction (NACK on error rewinds, so nothing is skipped)."""
+    def consume(self, handlers: dict[str, Handler]) -> BatchConsumer:
+        """Subscribe to the topics of the handled event types, as one member of the service's
+        group (one member, not one per topic, so a start is one rebalance, not several), in
+        batches, with offsets committed only after the batch's transaction (NACK on error
+        rewinds, so nothing is skipped)."""
+        if self._consumer is not None:
+            raise RuntimeError("consume() is called once, with every handler of the service")
         consumer = BatchConsumer(
             service=self.name,
             uow=self.uow,
@@ -100,22 +105,24 @@ class ServiceRuntime:
             metrics=self.metrics,
             max_attempts=self.settings.max_attempts,
         )
+        subscribed = sorted({topic_of(event_type) for event_type in handlers})
 
         @self.broker.subscriber(
-            topic,
+            *subscribed,
             group_id=self.settings.group_id,
             batch=True,
             max_records=self.settings.consumer_max_records,
             batch_timeout_ms=self.settings.consumer_batch_timeout_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            title=f"{self.name}:{topic}",
+            title=f"{self.name}:{','.join(subscribed)}",
             description=f"{self.name} applies {', '.join(sorted(handlers))}",
         )
         async def on_batch(message: KafkaMessage) -> None:
             records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
             await consumer.handle(records)
 
+        self._consumer = consumer
         return consumer
 
     def every(self, name: str, job: Job, interval_s: float) -> None:

@@ -1,0 +1,1 @@
+"""The four Clientflow services; each owns its database and talks to the others by events."""

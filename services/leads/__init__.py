@@ -1,0 +1,1 @@
+"""Leads: acquisition and sales (leads, ICP fit, qualification, deals and estimates, spend)."""
