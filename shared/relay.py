@@ -46,7 +46,7 @@ class OutboxRelay:
         self.publish_timeout_s = publish_timeout_s
         self.retention = retention
         self._wake = asyncio.Event()
-        self._backoff = wait_exponential_jitter(initial=0.2, max=5.0)
+        self._backoff = wait_exponential_jitter(multiplier=0.2, max=5.0)
         self._task: asyncio.Task[None] | None = None
         self._last_prune = datetime.min.replace(tzinfo=timezone.utc)
 

@@ -47,6 +47,14 @@ class ServiceSettings(BaseSettings):
     group_id: str = ""
     consumer_max_records: int = Field(default=500, ge=1)
     consumer_batch_timeout_ms: int = Field(default=50, ge=1)
+    # Tansu makes a joining member wait about half the session timeout: the embedded run and
+    # the tests use a short one; real Kafka deployments keep Kafka's usual values.
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, ge=500, validation_alias=_shared("KAFKA_SESSION_TIMEOUT_MS")
+    )
+    consumer_heartbeat_interval_ms: int = Field(
+        default=3_000, ge=100, validation_alias=_shared("KAFKA_HEARTBEAT_INTERVAL_MS")
+    )
     max_attempts: int = Field(default=3, ge=1, description="tries before a failing event is dead-lettered")
     relay_batch_size: int = Field(default=500, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)

@@ -1,0 +1,195 @@
+"""Test support: infrastructure discovery, running a service in-process, reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI
+
+from shared.embedded import free_port
+from shared.events import Envelope, Payload, make_event, topic_of
+
+API_KEY = "test-api-key"
+T = TypeVar("T")
+
+
+def docker_answers() -> bool:
+    """True when a Docker engine answers (testcontainers can then start real servers)."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def service_settings(settings_cls: type, *, bootstrap: str, database_url: str, **overrides: Any) -> Any:
+    """Settings for a service under test: short group timeouts, a fixed API key."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "database_url": database_url,
+        "api_key": API_KEY,
+        "environment": "test",
+        "port": free_port(),
+        "consumer_session_timeout_ms": 2000,
+        "consumer_heartbeat_interval_ms": 300,
+        "relay_poll_interval_s": 0.1,
+        "broker_connect_timeout_s": 20,
+        "topic_partitions": 3,
+    }
+    values.update(overrides)
+    return settings_cls(**values)
+
+
+@dataclass
+class RunningService:
+    app: FastAPI
+    url: str
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+
+@asynccontextmanager
+async def run_service(app: FastAPI, port: int) -> AsyncIterator[RunningService]:
+    """Serve ``app`` with uvicorn on ``port`` inside this event loop (lifespan included)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if task.done():
+            task.result()  # raises the start-up error
+        if time.monotonic() > deadline:
+            raise TimeoutError("service did not start in 60 s")
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+    ) as client:
+        try:
+            yield RunningService(app, url, client)
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns a truthy value (or stops raising AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    if last:
+        raise last
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+class TopicReader:
+    """Reads events from topics with a plain aiokafka consumer, not the services' code."""
+
+    def __init__(self, bootstrap: str, *topics: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=f"test-reader-{uuid.uuid4().hex}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=300,
+        )
+        self.seen: list[tuple[Any, Envelope | None]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def _poll(self) -> None:
+        batches = await self.consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                try:
+                    event = Envelope.model_validate_json(record.value)
+                except ValueError:
+                    event = None
+                self.seen.append((record, event))
+
+    def events(self, event_type: str | None = None, lead_id: uuid.UUID | str | None = None) -> list[Envelope]:
+        return [
+            e
+            for _, e in self.seen
+            if e is not None
+            and (event_type is None or e.type == event_type)
+            and (lead_id is None or str(e.lead_id) == str(lead_id))
+        ]
+
+    async def wait_for(
+        self, event_type: str, *, lead_id: uuid.UUID | str | None = None, count: int = 1, timeout: float = 20.0
+    ) -> list[Envelope]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(event_type, lead_id)
+            if len(found) >= count:
+                return found
+            await self._poll()
+        raise TimeoutError(f"saw {len(self.events(event_type, lead_id))} {event_type}, wanted {count}")
+
+    async def records(self, topic: str, *, count: int, timeout: float = 20.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r, _ in self.seen if r.topic == topic]
+            if len(found) >= count:
+                return found
+            await self._poll()
+        raise TimeoutError(f"saw fewer than {count} records on {topic}")
+
+
+@asynccontextmanager
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+def event(event_type: str, payload: Payload, *, lead_id: uuid.UUID | None = None, producer_name: str = "test") -> Envelope:
+    from datetime import datetime, timezone
+
+    return make_event(event_type, payload, producer=producer_name, occurred_at=datetime.now(timezone.utc), lead_id=lead_id)
+
+
+async def publish(p: AIOKafkaProducer, envelope: Envelope) -> None:
+    await p.send_and_wait(topic_of(envelope.type), envelope.model_dump_json().encode(), key=envelope.key)
+
+
+async def publish_raw(p: AIOKafkaProducer, topic: str, value: bytes, key: bytes | None = None) -> None:
+    await p.send_and_wait(topic, value, key=key)
+
+
+def as_json(response: httpx.Response) -> Any:
+    assert response.status_code < 400, f"{response.status_code}: {response.text}"
+    return json.loads(response.text)
