@@ -24,6 +24,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _accepts(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 class EmbeddedBroker:
     """Starts Tansu on a free port, waits until it answers Kafka requests, stops it cleanly."""
 
@@ -74,6 +80,9 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"embedded broker exited with code {self.process.returncode}")
+            if not _accepts(self.host, self.port):
+                await asyncio.sleep(0.05)
+                continue
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
             try:
                 await admin.start()

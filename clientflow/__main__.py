@@ -1,0 +1,3 @@
+from clientflow.cli import app
+
+app()

@@ -1,0 +1,304 @@
+"""The ``clientflow`` command: run the whole system, migrate, manage topics, move the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from clientflow.services import SERVICES, ServiceSpec
+from shared import topics
+from shared.broker import ensure_topics
+from shared.embedded import EmbeddedBroker, free_port
+from shared.migrations import upgrade
+
+app = typer.Typer(help="Clientflow: the client lifecycle of a service business.", no_args_is_help=True)
+clock_app = typer.Typer(help="Move the simulated business clock (CLIENTFLOW_CLOCK=simulated).")
+app.add_typer(clock_app, name="clock")
+console = Console()
+
+DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))
+
+
+def api_key(data_dir: Path) -> tuple[str, bool]:
+    """CLIENTFLOW_API_KEY when set, else the saved key, else a new one saved for next time."""
+    given = os.environ.get("CLIENTFLOW_API_KEY")
+    if given:
+        return given, False
+    path = data_dir / "api-key"
+    if path.exists():
+        return path.read_text().strip(), False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key, True
+
+
+def _secret_key(data_dir: Path) -> str:
+    given = os.environ.get("CLIENTFLOW_SECRET_KEY")
+    if given:
+        return given
+    path = data_dir / "secret-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies, however it dies (no orphans)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()  # Ctrl-C in the terminal reaches the parent only; it stops children in order
+
+
+class System:
+    """The broker (embedded unless given) and the four service processes."""
+
+    def __init__(self, *, data_dir: Path, kafka_port: int, only: list[str] | None) -> None:
+        self.data_dir = data_dir
+        self.kafka_port = kafka_port
+        self.specs = [s for s in SERVICES if not only or s.name in only]
+        self.broker: EmbeddedBroker | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+
+    def start(self) -> dict[str, str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["CLIENTFLOW_DATA_DIR"] = str(self.data_dir.resolve())
+        key, _ = api_key(self.data_dir)
+        env["CLIENTFLOW_API_KEY"] = key
+        env["CLIENTFLOW_SECRET_KEY"] = _secret_key(self.data_dir)
+        if not self.bootstrap:
+            port = self.kafka_port or free_port()
+            self.broker = EmbeddedBroker(port=port, log_file=self.data_dir / "broker.log")
+            with console.status(f"starting the embedded broker on 127.0.0.1:{port}"):
+                self.broker.start()
+            self.bootstrap = self.broker.bootstrap_servers
+            # Tansu makes a joining consumer wait about half its session timeout.
+            env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
+        partitions = int(env.get("CLIENTFLOW_TOPIC_PARTITIONS", "3"))
+        created = asyncio.run(ensure_topics(self.bootstrap, partitions=partitions))
+        console.print(f"broker {self.bootstrap}: {len(created)} topics created")
+        os.environ.update({k: env[k] for k in ("CLIENTFLOW_DATA_DIR", "KAFKA_BOOTSTRAP_SERVERS")})
+        for spec in self.specs:
+            settings = spec.settings()
+            with console.status(f"migrating {spec.name}"):
+                upgrade(spec.migrations, settings.database_url)
+        env["CLIENTFLOW_MIGRATED"] = "1"
+        urls: dict[str, str] = {}
+        for spec in self.specs:
+            settings = spec.settings()
+            child_env = env | {f"{spec.prefix}MIGRATE_ON_START": "false", f"{spec.prefix}CREATE_TOPICS_ON_START": "false"}
+            log = open(self.data_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
+            self.processes[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{spec.name}"],
+                env=child_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+            log.close()
+            urls[spec.name] = f"http://{settings.host}:{settings.port}"
+        self._wait_ready(urls)
+        return urls
+
+    def _wait_ready(self, urls: dict[str, str], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(urls)
+        with console.status("waiting for the services to be ready") as status:
+            while pending:
+                for name, url in list(pending.items()):
+                    process = self.processes[name]
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with code {process.returncode}; see {self.data_dir / (name + '.log')}"
+                        )
+                    try:
+                        if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                            del pending[name]
+                            status.update(f"waiting for {', '.join(pending) or 'nothing'}")
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
+                time.sleep(0.2)
+
+    def watch(self) -> int:
+        """Block until a signal asks us to stop or a service dies; returns the exit code."""
+        stop = {"signal": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop["signal"] = signum
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop["signal"]:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    console.print(f"[red]{name} exited with code {process.returncode}[/red]; stopping")
+                    return 1
+            time.sleep(0.3)
+        return 0
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.broker:
+            self.broker.stop()
+
+
+@app.command()
+def run(
+    only: Annotated[list[str] | None, typer.Option("--only", help="run just these services")] = None,
+    kafka_port: Annotated[
+        int, typer.Option(envvar="CLIENTFLOW_KAFKA_PORT", help="port of the embedded broker (0: any free)")
+    ] = 9092,
+    data_dir: Annotated[Path, typer.Option(envvar="CLIENTFLOW_DATA_DIR")] = DATA_DIR,
+) -> None:
+    """Start the broker (embedded unless KAFKA_BOOTSTRAP_SERVERS is set), create the topics,
+    migrate the databases and run the four services until Ctrl-C or SIGTERM."""
+    unknown = set(only or []) - {s.name for s in SERVICES}
+    if unknown:
+        raise typer.BadParameter(f"unknown services: {', '.join(sorted(unknown))}")
+    if kafka_port and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not _port_free(kafka_port):
+        console.print(f"port {kafka_port} is taken; the embedded broker takes a free one")
+        kafka_port = 0
+    system = System(data_dir=data_dir, kafka_port=kafka_port, only=only)
+    code = 1
+    try:
+        started = time.monotonic()
+        urls = system.start()
+        key, new = api_key(data_dir)
+        console.print(f"[bold]Clientflow is up[/bold] in {time.monotonic() - started:.1f}s")
+        for name, url in urls.items():
+            console.print(f"  {name:<10} {url}  (docs {url}/docs, log {data_dir / (name + '.log')})", soft_wrap=True)
+        console.print(f"broker: {system.bootstrap}")
+        origin = "new, saved to" if new else "from"
+        source = "CLIENTFLOW_API_KEY" if os.environ.get("CLIENTFLOW_API_KEY") else f"{origin} {data_dir / 'api-key'}"
+        console.print(f"API key ({source}): [bold]{key}[/bold]", soft_wrap=True)
+        console.print("Ctrl-C stops everything.")
+        code = system.watch()
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+    finally:
+        with console.status("stopping"):
+            system.stop()
+        console.print("stopped")
+    raise typer.Exit(code)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@app.command()
+def migrate(
+    service: Annotated[list[str] | None, typer.Argument(help="services to migrate (default: all)")] = None,
+) -> None:
+    """Bring each service's database to the newest schema."""
+    for spec in _pick(service):
+        upgrade(spec.migrations, spec.settings().database_url)
+        console.print(f"{spec.name}: migrated")
+
+
+@app.command("create-topics")
+def create_topics(
+    partitions: Annotated[int, typer.Option(envvar="CLIENTFLOW_TOPIC_PARTITIONS")] = 3,
+    bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+) -> None:
+    """Create every topic and its dead-letter topic (existing ones are left as they are)."""
+    created = asyncio.run(ensure_topics(bootstrap, partitions=partitions))
+    console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@clock_app.command("advance")
+def clock_advance(
+    days: Annotated[float, typer.Option(help="days to move forward")] = 0,
+    hours: Annotated[float, typer.Option(help="hours to move forward")] = 0,
+    to: Annotated[str | None, typer.Option(help="ISO 8601 moment to move to")] = None,
+    bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+) -> None:
+    """Publish ``clock.advanced`` on topic ``clock``; services on the simulated clock follow."""
+    moment = asyncio.run(_advance(bootstrap, days=days, hours=hours, to=to))
+    console.print(f"clock: {moment.isoformat()}")
+
+
+async def _advance(bootstrap: str, *, days: float, hours: float, to: str | None) -> datetime:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    from shared.events import ClockAdvanced, Envelope, make_event
+
+    current = None
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.CLOCK, 0)
+        consumer.assign([partition])
+        end = (await consumer.end_offsets([partition]))[partition]
+        if end > 0:
+            consumer.seek(partition, end - 1)
+            for records in (await consumer.getmany(timeout_ms=2000)).values():
+                for record in records:
+                    current = ClockAdvanced.model_validate(Envelope.model_validate_json(record.value).data).now
+    finally:
+        await consumer.stop()
+    if to:
+        moment = datetime.fromisoformat(to)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    else:
+        moment = (current or datetime.now(timezone.utc)) + timedelta(days=days, hours=hours)
+    event = make_event("clock.advanced", ClockAdvanced(now=moment), producer="clock", occurred_at=moment)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.CLOCK, event.model_dump_json().encode(), key=b"clock")
+    finally:
+        await producer.stop()
+    return moment
+
+
+def _pick(names: list[str] | None) -> list[ServiceSpec]:
+    specs = [s for s in SERVICES if not names or s.name in names]
+    if names and len(specs) != len(names):
+        raise typer.BadParameter(f"services are {', '.join(s.name for s in SERVICES)}")
+    return specs
+
+
+if __name__ == "__main__":
+    app()
