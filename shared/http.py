@@ -215,6 +215,7 @@ def install_plumbing(
     sessions: async_sessionmaker,
     clock: Any,
     max_body_bytes: int,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Health, metrics, error mapping, idempotency and body limit on a service's app."""
 
@@ -230,6 +231,8 @@ def install_plumbing(
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
     async def metrics_endpoint() -> Response:
+        if before_scrape is not None:
+            await before_scrape()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(DomainError)

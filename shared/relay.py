@@ -73,7 +73,7 @@ class OutboxRelay:
                 while await self.publish_batch() == self.batch_size:
                     pass
                 failures = 0
-                await self._refresh_gauges()
+                await self.refresh_gauges()
                 await self._prune()
             except asyncio.CancelledError:
                 raise
@@ -134,7 +134,7 @@ class OutboxRelay:
         headers = {"event_type": row.event_type, "event_id": str(row.event_id)}
         await asyncio.wait_for(self.publish(row.topic, row.key, row.payload, headers), self.publish_timeout_s)
 
-    async def _refresh_gauges(self) -> None:
+    async def refresh_gauges(self) -> None:
         async with self.sessions() as session:
             count, oldest = (
                 await session.execute(

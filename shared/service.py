@@ -250,6 +250,8 @@ class ServiceRuntime:
             sessions=self.uow.sessions,
             clock=self.clock,
             max_body_bytes=self.settings.max_body_bytes,
+            # The relay may be stuck on a frozen broker: read the backlog when scraped.
+            before_scrape=self.relay.refresh_gauges,
         )
         app.state.runtime = self
         return app

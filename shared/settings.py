@@ -58,7 +58,9 @@ class ServiceSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, description="tries before a failing event is dead-lettered")
     relay_batch_size: int = Field(default=500, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
-    relay_publish_timeout_s: float = Field(default=10.0, gt=0)
+    # Longer than the producer's own request timeout (15 s): a send cut short here could still
+    # be delivered later by the producer, and then be published twice.
+    relay_publish_timeout_s: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     migrate_on_start: bool = True

@@ -1,0 +1,1 @@
+"""Billing: invoices, deposits, payments, subscriptions (port 8003, topic `payments`)."""

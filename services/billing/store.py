@@ -1,0 +1,243 @@
+"""Billing's own tables and the small repository helpers that need SQL.
+
+Invoices are immutable once issued: only their payment state (``amount_paid``, ``status``,
+``paid_at``) and voiding may change; lines never change. Corrections are a void and a new
+invoice, so every number once issued stays what the client received.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, MetaData, String, Text, event, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.db import NAMING, Money, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    """A client as billing knows it: the billing contact is the person who signed (the only
+    personal data billing keeps, and it is erased on request)."""
+
+    __tablename__ = "accounts"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class InvoiceCounter(Base):
+    """The last invoice number used per year; incremented in the invoice's own transaction, so
+    a rolled-back invoice gives its number back and the sequence has no gaps."""
+
+    __tablename__ = "invoice_counters"
+
+    year: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    deal_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    amount_paid: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
+    status: Mapped[str] = mapped_column(String(10), index=True)  # open | paid | void
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # The service period a subscription or overage invoice bills (none for a deposit).
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+    lines: Mapped[list[InvoiceLine]] = relationship(
+        order_by="InvoiceLine.position", lazy="selectin", cascade="save-update, merge"
+    )
+
+    __table_args__ = (Index("ix_invoices_lead_issued", "lead_id", "issued_at"),)
+
+
+# What an issued invoice says to the client; changing any of them is refused.
+IMMUTABLE_INVOICE_FIELDS = (
+    "number",
+    "lead_id",
+    "kind",
+    "deal_id",
+    "subscription_id",
+    "currency",
+    "amount",
+    "issued_at",
+    "due_at",
+    "period_start",
+    "period_end",
+)
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int]
+    description: Mapped[str] = mapped_column(String(1000))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+
+
+class Payment(Base):
+    """Money received against an invoice; ``applied + credited == amount``."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    applied: Mapped[Decimal] = mapped_column(Money())
+    credited: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(32))
+    # Free text from a bank statement may name a person: erased with the client's data.
+    reference: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20), default="manual")  # manual | webhook
+    # The payment provider's id, so a replayed webhook is recognised (unique when present).
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    days_late: Mapped[int] = mapped_column(default=0)
+
+
+class CreditBalance(Base):
+    """Money a client has with us beyond what was invoiced, per currency (never mixed)."""
+
+    __tablename__ = "credit_balances"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    balance: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Deal(Base):
+    """A won deal as billing sees it: its deposit, and whether work may start."""
+
+    __tablename__ = "deals"
+
+    deal_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str] = mapped_column(String(3))
+    total: Mapped[Decimal] = mapped_column(Money())
+    signed_by: Mapped[str | None] = mapped_column(String(200))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deposit_share: Mapped[Decimal] = mapped_column(Money())
+    deposit_amount: Mapped[Decimal] = mapped_column(Money())
+    deposit_invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), unique=True)
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Subscription(Base):
+    """A retainer: pending until its deposit clears, then billed monthly (a later issue)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    deal_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)  # pending|active|paused|cancelled
+    currency: Mapped[str] = mapped_column(String(3))
+    monthly_fee: Mapped[Decimal] = mapped_column(Money())
+    included_hours: Mapped[Decimal | None] = mapped_column(Money())
+    hourly_rate: Mapped[Decimal | None] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    paused_fee: Mapped[Decimal | None] = mapped_column(Money(), default=None)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    cancel_effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --------------------------------------------------------------------------- immutability
+
+
+class ImmutableInvoice(RuntimeError):
+    """A bug, not a user error: code tried to rewrite an issued invoice."""
+
+
+@event.listens_for(Invoice, "before_update")
+def _invoice_stays_as_issued(_mapper: Any, _connection: Any, target: Invoice) -> None:
+    state = inspect(target)
+    changed = [name for name in IMMUTABLE_INVOICE_FIELDS if state.attrs[name].history.has_changes()]
+    if changed:
+        raise ImmutableInvoice(f"invoice {target.number} is issued; cannot change {', '.join(changed)}")
+
+
+@event.listens_for(Invoice, "before_delete")
+@event.listens_for(InvoiceLine, "before_update")
+@event.listens_for(InvoiceLine, "before_delete")
+def _no_rewrite(_mapper: Any, _connection: Any, target: Any) -> None:
+    raise ImmutableInvoice(f"issued invoices and their lines are never rewritten or deleted ({target!r})")
+
+
+# --------------------------------------------------------------------------- repository
+
+
+async def ensure_row(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
+    """Insert the row unless its key exists, without failing the transaction on a race
+    (two instances creating the same counter or balance row at once)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
+async def next_invoice_sequence(session: AsyncSession, year: int, *, next_of: Any) -> int:
+    """Take the year's next number. The counter row stays locked (FOR UPDATE on PostgreSQL,
+    the write lock on SQLite) until the invoice commits, so numbers are never shared."""
+    await ensure_row(session, InvoiceCounter, {"year": year, "last_number": 0})
+    counter = await session.scalar(
+        select(InvoiceCounter).where(InvoiceCounter.year == year).with_for_update()
+    )
+    assert counter is not None
+    counter.last_number = next_of(counter.last_number)
+    return counter.last_number
+
+
+async def locked_credit_balance(session: AsyncSession, *, lead_id: uuid.UUID, currency: str, now: datetime) -> CreditBalance:
+    await ensure_row(
+        session,
+        CreditBalance,
+        {"lead_id": lead_id, "currency": currency, "balance": Decimal("0.00"), "updated_at": now},
+    )
+    balance = await session.scalar(
+        select(CreditBalance)
+        .where(CreditBalance.lead_id == lead_id, CreditBalance.currency == currency)
+        .with_for_update()
+    )
+    assert balance is not None
+    return balance
