@@ -1,0 +1,1 @@
+"""Nurture: sequences, enrollments, messages, consent, feedback and human takeovers."""

@@ -1,0 +1,37 @@
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+HERE = Path(__file__).parent
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="NURTURE_", extra="ignore", populate_by_name=True)
+    service_name: ClassVar[str] = "nurture"
+    default_port: ClassVar[int] = 8002
+
+    sequences_dir: Path = Field(default=HERE / "sequences", description="sequence definitions (*.yaml)")
+    templates_dir: Path = Field(default=HERE / "templates", description="email templates (Jinja2)")
+    default_language: str = Field(default="en", description="templates fall back to this language")
+
+    send_interval_s: float = Field(default=0.5, gt=0, description="how often the sender looks for due steps")
+    send_batch_size: int = Field(default=50, ge=1, description="due steps claimed per pass")
+    send_lease_s: float = Field(
+        default=120.0, gt=0, description="a claimed step another instance may retry after this (business time)"
+    )
+
+    brand_name: str = "Clientflow"
+    mail_from: str = Field(default="Clientflow <hello@clientflow.example>", description="From header")
+    public_url: str = Field(default="http://127.0.0.1:8002", description="base of public links (unsubscribe)")
+
+    # SMTP is used when a host is set; otherwise messages are files under data_dir/mail/nurture.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS")
+    smtp_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,0 +1,1 @@
+"""Retention: client health, tiers, cancellations and save offers, referrals, loyalty, economics."""

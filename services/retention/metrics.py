@@ -1,0 +1,105 @@
+"""Retention's Prometheus metrics.
+
+Gauges are read back from the database rather than moved by +1/-1 in memory: a restart, a
+rolled-back transaction or a second instance would make in-memory counts drift. They are
+refreshed right after a commit that changed them and on the review schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.retention import domain
+from services.retention.store import Client, Subscription
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class RetentionMetrics:
+    """Clients by tier and by health band, MRR by currency, cancellations by reason and outcome."""
+
+    def __init__(self, registry: CollectorRegistry, sessions: async_sessionmaker) -> None:
+        labels = {"registry": registry}
+        self.sessions = sessions
+        self.clients_by_tier = Gauge(
+            "clientflow_retention_clients_by_tier", "Clients by tier", ["tier"], **labels
+        )
+        self.clients_by_band = Gauge(
+            "clientflow_retention_clients_by_health_band", "Clients by health band", ["band"], **labels
+        )
+        self.mrr = Gauge(
+            "clientflow_retention_mrr",
+            "Monthly recurring revenue of active subscriptions (paused ones excluded)",
+            ["currency"],
+            **labels,
+        )
+        self.cancellations = Counter(
+            "clientflow_retention_cancellations_total",
+            "Cancellation requests and their outcomes (requested, saved, completed)",
+            ["reason", "outcome"],
+            **labels,
+        )
+        self._mrr_currencies: set[str] = set()
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+
+    def count_cancellation(self, reason: str, outcome: str) -> None:
+        self.cancellations.labels(reason, outcome).inc()
+
+    def refresh_after_commit(self, tx: UnitOfWork) -> None:
+        """Refresh the gauges once ``tx`` has committed (never on a rollback)."""
+        if tx.session.info.get("retention.refresh"):
+            return
+        tx.session.info["retention.refresh"] = True
+        event.listen(tx.session.sync_session, "after_commit", lambda _session: self.request_refresh(), once=True)
+
+    def request_refresh(self) -> None:
+        # Coalesce: a burst of commits costs one refresh in flight and at most one more.
+        if self._running is not None and not self._running.done():
+            self._again = True
+            return
+        self._running = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.refresh()
+            except Exception as exc:  # metrics must never break a business flow
+                log.warning("refreshing retention gauges failed: %r", exc)
+            if not self._again:
+                return
+
+    async def refresh(self) -> None:
+        async with self.sessions() as session:
+            await self._refresh(session)
+
+    async def _refresh(self, session: AsyncSession) -> None:
+        is_client = Client.became_client_at.is_not(None)
+        tiers = dict.fromkeys(domain.TIERS, 0)
+        rows = await session.execute(select(Client.tier, func.count()).where(is_client).group_by(Client.tier))
+        tiers.update({tier: n for tier, n in rows.all() if tier})
+        bands = dict.fromkeys(domain.BANDS, 0)
+        rows = await session.execute(select(Client.band, func.count()).where(is_client).group_by(Client.band))
+        bands.update({band: n for band, n in rows.all() if band})
+        subs = await session.execute(
+            select(Subscription.status, Subscription.monthly_fee, Subscription.currency).where(
+                Subscription.status == "active"
+            )
+        )
+        mrr = domain.mrr_by_currency(domain.SubscriptionView(*row) for row in subs.all())
+        for tier, n in tiers.items():
+            self.clients_by_tier.labels(tier).set(n)
+        for band, n in bands.items():
+            self.clients_by_band.labels(band).set(n)
+        # A currency whose MRR fell to nothing reads 0, not its last value.
+        self._mrr_currencies |= set(mrr)
+        for currency in self._mrr_currencies:
+            # Prometheus samples are floats; this is reporting, never money arithmetic.
+            self.mrr.labels(currency).set(float(mrr.get(currency, Decimal(0))))

@@ -1,0 +1,114 @@
+"""Retention's own tables.
+
+A client row is a projection of other services' events, created on the first event seen about
+a person (events arrive on several topics, so ``lead.captured`` is not always first). It keeps
+counts, not copies: retention holds almost no personal data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import NAMING, Money, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Client(Base):
+    """One person, from first sight; a client once the first deposit cleared."""
+
+    __tablename__ = "clients"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    channel: Mapped[str | None] = mapped_column(String(32), index=True)
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    became_client_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    tier: Mapped[str | None] = mapped_column(String(20), index=True)
+    tier_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    health_score: Mapped[int | None]
+    band: Mapped[str | None] = mapped_column(String(10), index=True)
+    health_factors: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    health_assessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Summary of the client's subscriptions (the rows are in ``subscriptions``).
+    subscription_id: Mapped[uuid.UUID | None]  # the most recently started one
+    subscription_status: Mapped[str] = mapped_column(String(20), default="none", index=True)
+    mrr: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+    mrr_currency: Mapped[str | None] = mapped_column(String(3))
+    first_subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Behaviour, counted; the evidence behind health and (later) tier reviews.
+    deals_won: Mapped[int] = mapped_column(default=0)
+    invoices_issued: Mapped[int] = mapped_column(default=0)
+    payments_on_time: Mapped[int] = mapped_column(default=0)
+    payments_late: Mapped[int] = mapped_column(default=0)
+    days_late_total: Mapped[int] = mapped_column(default=0)
+    payments_failed: Mapped[int] = mapped_column(default=0)
+    change_requests: Mapped[int] = mapped_column(default=0)
+    out_of_scope_requests: Mapped[int] = mapped_column(default=0)
+    feedback_count: Mapped[int] = mapped_column(default=0)
+    complaints: Mapped[int] = mapped_column(default=0)
+    last_feedback_score: Mapped[int | None]
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClientMoney(Base):
+    """Running totals per client, measure and currency (revenue, won deal value, invoiced).
+
+    One row per currency, so amounts in different currencies are never added together."""
+
+    __tablename__ = "client_money"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), primary_key=True)
+    measure: Mapped[str] = mapped_column(String(20), primary_key=True)  # revenue | won | invoiced
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0))
+
+
+class Subscription(Base):
+    """A retainer as billing reports it; a client may hold several over time."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    deal_id: Mapped[uuid.UUID | None]
+    status: Mapped[str] = mapped_column(String(20))  # active | paused | cancelled
+    # Unknown when a pause or cancellation is the first we hear of it (its start went astray).
+    monthly_fee: Mapped[Decimal | None] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    paused_fee: Mapped[Decimal | None] = mapped_column(Money())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_reason: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_subscriptions_status", "status"),)
+
+
+class Cancellation(Base):
+    """A client's request to cancel, the save offer made, and how it ended."""
+
+    __tablename__ = "cancellations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    subscription_id: Mapped[uuid.UUID | None]
+    reason: Mapped[str] = mapped_column(String(40))
+    comment: Mapped[str | None] = mapped_column(Text)  # free text may name people: erased with the client
+    offer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))  # requested | saved | completed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_cancellations_status", "status"),)
