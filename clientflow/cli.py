@@ -293,6 +293,36 @@ async def _advance(bootstrap: str, *, days: float, hours: float, to: str | None)
     return moment
 
 
+def build_apps(bootstrap: str = "kafka:9092") -> dict:
+    """Each service's app, built without connecting to anything (for documents)."""
+    import importlib
+
+    apps = {}
+    for spec in SERVICES:
+        module = importlib.import_module(f"services.{spec.name}.app")
+        settings_cls = type(spec.settings())
+        settings = settings_cls(kafka_bootstrap_servers=bootstrap, database_url="sqlite+aiosqlite:///:memory:")
+        apps[spec.name] = module.create_app(settings)
+    return apps
+
+
+@app.command()
+def docs(out: Annotated[Path, typer.Option(help="folder to write to")] = Path("docs")) -> None:
+    """Write the event catalogue, the AsyncAPI document and each service's OpenAPI document."""
+    import json
+
+    from shared import docs as generate
+
+    apps = build_apps()
+    (out / "openapi").mkdir(parents=True, exist_ok=True)
+    (out / "events.md").write_text(generate.event_catalogue(apps) + "\n")
+    (out / "asyncapi.json").write_text(json.dumps(generate.asyncapi(apps), indent=2, sort_keys=True) + "\n")
+    for name, service_app in apps.items():
+        document = json.dumps(generate.openapi(service_app), indent=2, sort_keys=True) + "\n"
+        (out / "openapi" / f"{name}.json").write_text(document)
+    console.print(f"wrote {out}/events.md, {out}/asyncapi.json and {out}/openapi/*.json")
+
+
 def _pick(names: list[str] | None) -> list[ServiceSpec]:
     specs = [s for s in SERVICES if not names or s.name in names]
     if names and len(specs) != len(names):

@@ -25,6 +25,7 @@ from shared.broker import ensure_topics, make_broker
 from shared.clock import Clock, make_clock
 from shared.consumer import BatchConsumer, DeadLetters, Handler
 from shared.db import StateRow, create_engine
+from shared.docs import topic_schema
 from shared.events import ClockAdvanced, Envelope, topic_of
 from shared.http import install_plumbing
 from shared.metrics import PlumbingMetrics
@@ -67,7 +68,7 @@ class ServiceRuntime:
                 topic,
                 title=f"{self.name}:{topic}",
                 description=f"Events {self.name} publishes on `{topic}` (see the envelope's `type`)",
-                schema=Envelope,
+                schema=topic_schema(topic),
             )
             for topic in publishes_to
         }

@@ -52,7 +52,7 @@ class Invoice(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
-    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    lead_id: Mapped[uuid.UUID]  # indexed by ix_invoices_lead_issued (a client's invoices in order)
     kind: Mapped[str] = mapped_column(String(20))
     deal_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     subscription_id: Mapped[uuid.UUID | None] = mapped_column(index=True)

@@ -1,8 +1,8 @@
 """initial
 
-Revision ID: 1db3c32faa34
+Revision ID: b70b89ebdfa2
 Revises: 
-Create Date: 2026-11-23 06:42:26.388374
+Create Date: 2026-11-23 06:42:30.705706
 """
 from typing import Sequence, Union
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import shared.db
 
 
-revision: str = '1db3c32faa34'
+revision: str = 'b70b89ebdfa2'
 down_revision: Union[str, None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -102,7 +102,6 @@ def upgrade() -> None:
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_invoices_deal_id'), ['deal_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoices_due_at'), ['due_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_invoices_lead_id'), ['lead_id'], unique=False)
         batch_op.create_index('ix_invoices_lead_issued', ['lead_id', 'issued_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoices_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoices_subscription_id'), ['subscription_id'], unique=False)
@@ -220,7 +219,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoices_subscription_id'))
         batch_op.drop_index(batch_op.f('ix_invoices_status'))
         batch_op.drop_index('ix_invoices_lead_issued')
-        batch_op.drop_index(batch_op.f('ix_invoices_lead_id'))
         batch_op.drop_index(batch_op.f('ix_invoices_due_at'))
         batch_op.drop_index(batch_op.f('ix_invoices_deal_id'))
 

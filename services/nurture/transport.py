@@ -1,0 +1,129 @@
+"""How an email leaves: composed as a standard MIME message, then written to a file (the
+default, for development and tests) or handed to an SMTP server (when NURTURE_SMTP_HOST is set).
+
+Each message's Message-ID comes from its ``message_id`` (the scheduled step's id), so a retried
+send carries the same Message-ID and receivers can tell it is the same email.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from services.nurture.settings import Settings
+
+
+class Transport(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+def message_id_header(message_id: uuid.UUID, sender: str) -> str:
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "clientflow.local"
+    return f"<{message_id}@{domain}>"
+
+
+def compose(
+    *,
+    message_id: uuid.UUID,
+    sender: str,
+    to_name: str | None,
+    to_address: str,
+    subject: str,
+    text: str,
+    html: str,
+    unsubscribe_url: str,
+    date: datetime,
+) -> EmailMessage:
+    """A multipart/alternative email with the headers bulk senders must carry (RFC 8058
+    one-click unsubscribe). Raises ValueError for an address that cannot be written."""
+    message = EmailMessage()
+    message["Message-ID"] = message_id_header(message_id, sender)
+    message["Date"] = format_datetime(date)
+    message["From"] = sender
+    local, _, domain = to_address.partition("@")
+    if not local or not domain:
+        raise ValueError(f"not an email address: {to_address!r}")
+    message["To"] = Address(display_name=to_name or "", username=local, domain=domain)
+    message["Subject"] = subject
+    message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["X-Clientflow-Message-Id"] = str(message_id)
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
+
+
+def _file_name(message: EmailMessage) -> str:
+    # The Message-ID's local part is the message_id: one file per message, rewritten by a resend.
+    return f"{str(message['X-Clientflow-Message-Id'])}.eml"
+
+
+class FileTransport:
+    """Writes one ``<message_id>.eml`` per message into ``directory`` (atomically)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _write(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / _file_name(message)
+        partial = target.with_suffix(".eml.tmp")
+        partial.write_bytes(message.as_bytes())
+        os.replace(partial, target)
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.to_thread(self._write, message)
+
+
+class SmtpTransport:
+    """Hands each message to an SMTP server (one connection per message, for now)."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.starttls = starttls
+        self.timeout_s = timeout_s
+
+    async def send(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(
+            message,
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            timeout=self.timeout_s,
+        )
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.smtp_host:
+        return SmtpTransport(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_user,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            timeout_s=settings.smtp_timeout_s,
+        )
+    return FileTransport(settings.data_dir / "mail" / "nurture")
