@@ -11,12 +11,22 @@ from datetime import datetime, timezone
 
 
 class Clock:
-    """System clock. ``changed`` is set whenever time jumps (only the simulated clock jumps)."""
+    """System clock. Watchers' events are set whenever time jumps (only a simulated clock jumps)."""
 
     simulated = False
 
     def __init__(self) -> None:
-        self.changed = asyncio.Event()
+        self._watchers: list[asyncio.Event] = []
+
+    def watch(self) -> asyncio.Event:
+        """An event of the caller's own, set at every jump (the caller clears it)."""
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
+    def _jumped(self) -> None:
+        for event in self._watchers:
+            event.set()
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -42,7 +52,7 @@ class SimulatedClock(Clock):
         if self._now is not None and moment <= self._now:
             return False
         self._now = moment
-        self.changed.set()
+        self._jumped()
         return True
 
 

@@ -289,6 +289,17 @@ class PaymentSucceeded(Payload):
     paid_at: AwareDatetime
     days_late: int = Field(default=0, description="days after the due date; 0 when on time")
     invoice_paid: bool = Field(description="the invoice is now fully paid")
+    applied: Amount | None = Field(default=None, description="part of `amount` applied to the invoice")
+    credited: Amount | None = Field(default=None, description="part of `amount` kept as the client's credit")
+
+
+class InvoiceVoided(Payload):
+    """An issued invoice was cancelled (invoices are never edited; a voided one stops dunning)."""
+
+    invoice_id: uuid.UUID
+    number: str
+    reason: str
+    voided_at: AwareDatetime
 
 
 class PaymentFailed(Payload):
@@ -496,6 +507,7 @@ EVENT_TYPES: dict[str, EventType] = {
         ("subscription.cancelled", SubscriptionCancelled),
         ("price.change_scheduled", PriceChangeScheduled),
         ("dunning.state_changed", DunningStateChanged),
+        ("invoice.voided", InvoiceVoided),
     ),
     **_t(
         topics.CANCELLATIONS,

@@ -151,6 +151,7 @@ class IdempotencyMiddleware:
         status = 500
         headers_out: dict[str, str] = {}
         chunks: list[bytes] = []
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
             nonlocal status
@@ -159,7 +160,9 @@ class IdempotencyMiddleware:
                 headers_out.update({k.decode(): v.decode() for k, v in message.get("headers", [])})
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
-            await send(message)
+            # Held back until the key is stored: a client retrying the moment it has the answer
+            # must find the key done, not still in progress.
+            held.append(message)
 
         try:
             await self.app(scope, _replay(body), capture)
@@ -179,6 +182,8 @@ class IdempotencyMiddleware:
                             | {"content-length": str(sum(map(len, chunks)))},
                         )
                     )
+        for message in held:
+            await send(message)
 
     async def _claim(self, key: str, scope: Scope, digest: str) -> IdempotencyKeyRow | None:
         """Insert the key as in progress; returns the earlier row when the key is taken."""

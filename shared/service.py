@@ -37,6 +37,20 @@ from shared.uow import UnitOfWorkFactory
 log = logging.getLogger(__name__)
 
 Job = Callable[[datetime], Awaitable[None]]
+
+
+class ScheduledJob:
+    """A job run every ``interval_s``, when the business clock jumps, and when woken."""
+
+    def __init__(self, name: str, job: Job, interval_s: float) -> None:
+        self.name = name
+        self.job = job
+        self.interval_s = interval_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the next interval."""
+        self._wake.set()
 _CLOCK_STATE = "clock.now"
 
 
@@ -83,10 +97,13 @@ class ServiceRuntime:
         )
         self.uow.after_commit.append(self.relay.wake)
         self.dead_letters = DeadLetters(self.broker, service=self.name, metrics=self.metrics)
-        self._jobs: list[tuple[str, Job, float]] = []
+        self._jobs: list[ScheduledJob] = []
         self._consumer: BatchConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        if self.clock.simulated:
+        # Only a clock made from the settings follows the clock topic; a clock handed in (tests)
+        # is moved by whoever handed it in.
+        self._follows_topic = clock is None and self.clock.simulated
+        if self._follows_topic:
             self._subscribe_clock()
 
     # ------------------------------------------------------------------ wiring
@@ -128,9 +145,12 @@ class ServiceRuntime:
         self._consumer = consumer
         return consumer
 
-    def every(self, name: str, job: Job, interval_s: float) -> None:
-        """Run ``job(now)`` every ``interval_s`` seconds and whenever the business clock jumps."""
-        self._jobs.append((name, job, interval_s))
+    def every(self, name: str, job: Job, interval_s: float) -> ScheduledJob:
+        """Run ``job(now)`` every ``interval_s`` seconds, whenever the business clock jumps and
+        whenever the returned handle's ``wake()`` is called."""
+        scheduled = ScheduledJob(name, job, interval_s)
+        self._jobs.append(scheduled)
+        return scheduled
 
     def _subscribe_clock(self) -> None:
         # No group: every instance reads the whole (one-partition) clock topic and keeps the max.
@@ -188,7 +208,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         if self.settings.migrate_on_start:
             await upgrade_async(self.migrations_dir, self.settings.database_url)
-        if self.clock.simulated:
+        if self._follows_topic:
             await self._load_clock()
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(self.settings.broker_connect_timeout_s),
@@ -202,8 +222,8 @@ class ServiceRuntime:
                     )
                 await self.broker.start()
         self.relay.start()
-        for name, job, interval in self._jobs:
-            self._tasks.append(asyncio.create_task(self._run_job(name, job, interval), name=name))
+        for job in self._jobs:
+            self._tasks.append(asyncio.create_task(self._run_job(job), name=job.name))
         log.info("%s started on broker %s", self.name, self.settings.kafka_bootstrap_servers)
 
     async def stop(self) -> None:
@@ -216,19 +236,23 @@ class ServiceRuntime:
         await self.relay.stop()
         await self.engine.dispose()
 
-    async def _run_job(self, name: str, job: Job, interval_s: float) -> None:
+    async def _run_job(self, job: ScheduledJob) -> None:
+        jumped = self.clock.watch()
         while True:
-            self.clock.changed.clear()
+            jumped.clear()
+            job._wake.clear()
             try:
-                await job(self.clock.now())
+                await job.job(self.clock.now())
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("scheduled job %s failed; it runs again at the next tick", name)
+                log.exception("scheduled job %s failed; it runs again at the next tick", job.name)
+            waits = [asyncio.ensure_future(jumped.wait()), asyncio.ensure_future(job._wake.wait())]
             try:
-                await asyncio.wait_for(self.clock.changed.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=job.interval_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
 
     def http_app(self, *, title: str, description: str, routers: list[Any]) -> FastAPI:
         """The service's FastAPI app, whose lifespan starts and stops this runtime."""

@@ -27,6 +27,12 @@ class UnitOfWork:
         self.cause = cause
         self.emitted: list[Envelope] = []
         self._applied: set[uuid.UUID] = set()
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed (never after a rollback)."""
+        if callback not in self._after_commit:
+            self._after_commit.append(callback)
 
     def now(self):  # noqa: ANN201 - datetime, from the one clock
         return self.clock.now()
@@ -102,6 +108,9 @@ class _Scope:
                 await session.rollback()
         finally:
             await session.close()
-        if exc_type is None and self.tx.emitted:
-            for callback in self.factory.after_commit:
+        if exc_type is None:
+            for callback in self.tx._after_commit:
                 callback()
+            if self.tx.emitted:
+                for callback in self.factory.after_commit:
+                    callback()

@@ -6,19 +6,17 @@ import uuid
 from decimal import Decimal
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from services.billing import domain, handlers
 from services.billing.metrics import BillingMetrics
 from services.billing.schemas import (
     AuthorizationOut,
     InvoiceLineOut,
-    InvoiceList,
     InvoiceOut,
     InvoicePaymentOut,
     PaymentIn,
     PaymentOut,
-    SubscriptionList,
     SubscriptionOut,
     VoidIn,
 )
@@ -30,8 +28,9 @@ from shared.service import ServiceRuntime
 
 
 def _due(invoice: Invoice) -> Decimal:
-    # A void invoice asks for nothing any more.
-    return quantize(domain.ZERO if invoice.status == "void" else domain.amount_due(invoice.amount, invoice.amount_paid))
+    if invoice.status == "void":
+        return domain.ZERO  # a void invoice asks for nothing any more
+    return quantize(domain.amount_due(invoice.amount, invoice.amount_paid))
 
 
 def invoice_out(invoice: Invoice, payments: list[Payment] | None = None) -> InvoiceOut:
@@ -109,20 +108,20 @@ def router(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics)
     write = [Depends(api_key_guard(settings.api_key.get_secret_value()))]
     api = APIRouter()
 
-    @api.get("/invoices", response_model=InvoiceList, tags=["invoices"])
+    @api.get("/invoices", response_model=list[InvoiceOut], tags=["invoices"])
     async def list_invoices(
+        response: Response,
         lead_id: uuid.UUID | None = None,
         status: Literal["open", "paid", "void"] | None = None,
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0),
-    ) -> InvoiceList:
-        """A client's invoices (or all), in number order."""
+    ) -> list[InvoiceOut]:
+        """A client's invoices (or all), in number order; `X-Total-Count` says how many match."""
         async with uow() as tx:
             rows, total = await handlers.list_invoices(tx, lead_id=lead_id, status=status, limit=limit, offset=offset)
             payments = await handlers.invoice_payments(tx, [r.id for r in rows])
-            return InvoiceList(
-                items=[invoice_out(r, payments[r.id]) for r in rows], total=total, limit=limit, offset=offset
-            )
+        response.headers["X-Total-Count"] = str(total)
+        return [invoice_out(r, payments[r.id]) for r in rows]
 
     @api.get("/invoices/{invoice_id}", response_model=InvoiceOut, tags=["invoices"])
     async def read_invoice(invoice_id: uuid.UUID) -> InvoiceOut:
@@ -150,9 +149,9 @@ def router(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics)
             metrics.watch(tx)
             return await handlers.record_payment(tx, body)
 
-    @api.get("/subscriptions", response_model=SubscriptionList, tags=["subscriptions"])
-    async def list_subscriptions(lead_id: uuid.UUID | None = None) -> SubscriptionList:
+    @api.get("/subscriptions", response_model=list[SubscriptionOut], tags=["subscriptions"])
+    async def list_subscriptions(lead_id: uuid.UUID | None = None) -> list[SubscriptionOut]:
         async with uow() as tx:
-            return SubscriptionList(items=[subscription_out(s) for s in await handlers.list_subscriptions(tx, lead_id)])
+            return [subscription_out(s) for s in await handlers.list_subscriptions(tx, lead_id)]
 
     return api

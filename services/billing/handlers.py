@@ -126,6 +126,11 @@ async def void_invoice(tx: UnitOfWork, invoice_id: uuid.UUID, *, reason: str) ->
     invoice.status = "void"
     invoice.voided_at = tx.now()
     invoice.void_reason = reason
+    tx.emit(
+        "invoice.voided",
+        ev.InvoiceVoided(invoice_id=invoice.id, number=invoice.number, reason=reason, voided_at=invoice.voided_at),
+        lead_id=invoice.lead_id,
+    )
     return invoice
 
 
@@ -208,7 +213,7 @@ async def open_deposit_invoice(
         signed_at=won.signed_at,
         deposit_share=won.deposit_share,
         deposit_amount=amount,
-        deposit_invoice_id=invoice.id,
+        deposit_invoice=invoice,
         subscription_id=subscription.id if subscription else None,
         created_at=now,
     )
@@ -269,7 +274,7 @@ async def get_deal(tx: UnitOfWork, deal_id: uuid.UUID) -> tuple[Deal, Invoice]:
     deal = await tx.session.get(Deal, deal_id)
     if deal is None:
         raise NotFound(f"no deal {deal_id} in billing (billing learns of a deal when it is won)")
-    return deal, await get_invoice(tx, deal.deposit_invoice_id)
+    return deal, deal.deposit_invoice
 
 
 # --------------------------------------------------------------------------- payments
@@ -325,6 +330,8 @@ async def record_payment(tx: UnitOfWork, data: PaymentIn) -> PaymentOut:
             paid_at=now,
             days_late=late,
             invoice_paid=application.status == "paid",
+            applied=application.applied,
+            credited=application.credited,
         ),
         lead_id=invoice.lead_id,
     )

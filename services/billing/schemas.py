@@ -92,13 +92,6 @@ class InvoiceOut(BaseModel):
     payments: list[InvoicePaymentOut] = Field(default_factory=list)
 
 
-class InvoiceList(BaseModel):
-    items: list[InvoiceOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class VoidIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
@@ -132,7 +125,3 @@ class SubscriptionOut(BaseModel):
     paused_fee: DecimalStr | None
     paused_until: datetime | None
     cancelled_at: datetime | None
-
-
-class SubscriptionList(BaseModel):
-    items: list[SubscriptionOut]

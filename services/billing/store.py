@@ -152,6 +152,8 @@ class Deal(Base):
     deposit_share: Mapped[Decimal] = mapped_column(Money())
     deposit_amount: Mapped[Decimal] = mapped_column(Money())
     deposit_invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), unique=True)
+    # A relationship (not only the key) so the flush writes the invoice before the deal.
+    deposit_invoice: Mapped[Invoice] = relationship(lazy="selectin")
     subscription_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -228,7 +230,10 @@ async def next_invoice_sequence(session: AsyncSession, year: int, *, next_of: An
     return counter.last_number
 
 
-async def locked_credit_balance(session: AsyncSession, *, lead_id: uuid.UUID, currency: str, now: datetime) -> CreditBalance:
+async def locked_credit_balance(
+    session: AsyncSession, *, lead_id: uuid.UUID, currency: str, now: datetime
+) -> CreditBalance:
+    """The client's balance row in ``currency``, created at 0 if new, locked until commit."""
     await ensure_row(
         session,
         CreditBalance,

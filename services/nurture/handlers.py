@@ -20,19 +20,6 @@ from shared.uow import UnitOfWork
 S = ScheduledMessage
 
 
-def _after_commit(tx: UnitOfWork, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once this transaction commits (never on a rollback)."""
-    session = tx.session.sync_session
-
-    def fire(_session: Any) -> None:
-        callback()
-
-    # One listener per transaction is enough, however many events of the batch scheduled steps.
-    if not session.info.get("nurture.after_commit"):
-        session.info["nurture.after_commit"] = True
-        sa_event.listen(session, "after_commit", fire)
-
-
 # --------------------------------------------------------------------------- contacts and enrollment
 
 
@@ -73,7 +60,7 @@ async def enroll_captured_lead(
     for sequence in catalog.triggered_by("lead.captured", segment=data.segment):
         scheduled += await enroll(tx, sequence=sequence, lead_id=lead_id, at=now)
     if scheduled and on_scheduled is not None:
-        _after_commit(tx, on_scheduled)
+        tx.after_commit(on_scheduled)
     return scheduled
 
 
@@ -276,7 +263,9 @@ async def claim_due_steps(tx: UnitOfWork, *, now: datetime, limit: int, lease: t
 
 async def _finish_if_done(tx: UnitOfWork, lead_id: uuid.UUID, sequence: str) -> None:
     left = await tx.session.scalar(
-        select(func.count()).select_from(S).where(S.lead_id == lead_id, S.sequence == sequence, S.status == domain.PENDING)
+        select(func.count())
+        .select_from(S)
+        .where(S.lead_id == lead_id, S.sequence == sequence, S.status == domain.PENDING)
     )
     if not left:
         await tx.session.execute(

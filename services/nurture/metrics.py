@@ -10,9 +10,6 @@ class NurtureMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = {"registry": registry}
-        self.enrolled = Counter(
-            "clientflow_nurture_enrollments_total", "People enrolled in a sequence", ["sequence"], **labels
-        )
         self.sent = Counter(
             "clientflow_nurture_emails_sent_total",
             "Emails handed to the transport and recorded",

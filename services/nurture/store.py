@@ -38,7 +38,7 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    lead_id: Mapped[uuid.UUID]  # indexed by the unique constraint, which starts with it
     sequence: Mapped[str] = mapped_column(String(63))
     status: Mapped[str] = mapped_column(String(20))  # active | completed | exited | cancelled
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -55,7 +55,7 @@ class ScheduledMessage(Base):
 
     # Also the sent message's id (and Message-ID), so a retried send carries the same id.
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    lead_id: Mapped[uuid.UUID]  # indexed by the unique constraint, which starts with it
     sequence: Mapped[str] = mapped_column(String(63))
     step: Mapped[int]
     template: Mapped[str] = mapped_column(String(63))

@@ -383,7 +383,7 @@ async def revenue_of(tx: UnitOfWork, lead_id: uuid.UUID) -> dict[str, Decimal]:
             ClientMoney.lead_id == lead_id, ClientMoney.measure == "revenue"
         )
     )
-    return domain.add_money({}, rows.tuples().all())
+    return domain.add_money({}, rows.all())
 
 
 async def list_clients(
@@ -420,7 +420,7 @@ async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> 
                 )
             )
             for client in page:
-                changed += _assess(tx, ctx, client, now=now)
+                changed += int(_assess(tx, ctx, client, now=now))
         if len(page) < REVIEW_PAGE:
             break
         after = page[-1].lead_id
@@ -569,18 +569,18 @@ async def economics(tx: UnitOfWork) -> Economics:
     session = tx.session
     clients = await session.scalar(select(func.count()).where(Client.became_client_at.is_not(None)))
     by_status = dict(
-        (await session.execute(select(Subscription.status, func.count()).group_by(Subscription.status))).tuples().all()
+        (await session.execute(select(Subscription.status, func.count()).group_by(Subscription.status))).all()
     )
     active = await session.execute(
         select(Subscription.status, Subscription.monthly_fee, Subscription.currency).where(
             Subscription.status == "active"
         )
     )
-    mrr = domain.mrr_by_currency(domain.SubscriptionView(*row) for row in active.tuples())
+    mrr = domain.mrr_by_currency(domain.SubscriptionView(*row) for row in active)
     revenue_rows = await session.execute(
         select(ClientMoney.currency, ClientMoney.amount).where(ClientMoney.measure == "revenue")
     )
-    revenue = domain.add_money({}, revenue_rows.tuples())
+    revenue = domain.add_money({}, revenue_rows)
     ever = await session.scalar(select(func.count()).where(Client.first_subscribed_at.is_not(None)))
     lost = await session.scalar(select(func.count()).where(Client.subscription_status == "cancelled"))
     return Economics(

@@ -24,9 +24,10 @@ def test_money_rounds_like_accounting_and_refuses_mixed_currencies() -> None:
 def test_simulated_clock_moves_only_forward_and_signals_jumps() -> None:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     clock = SimulatedClock(start)
-    assert clock.now() == start and not clock.changed.is_set()
+    first, second = clock.watch(), clock.watch()
+    assert clock.now() == start and not first.is_set()
     assert clock.advance_to(start + timedelta(days=31))
-    assert clock.changed.is_set() and clock.now() == start + timedelta(days=31)
+    assert first.is_set() and second.is_set() and clock.now() == start + timedelta(days=31)
     assert not clock.advance_to(start)
     assert clock.now() == start + timedelta(days=31)
     assert isinstance(make_clock("system"), Clock) and not make_clock("system").simulated

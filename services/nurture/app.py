@@ -1,0 +1,64 @@
+"""Composition root of the nurture service: the one place things are wired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.nurture import api, subscribers
+from services.nurture.content import Renderer, load_catalog
+from services.nurture.metrics import NurtureMetrics
+from services.nurture.sender import Sender
+from services.nurture.settings import Settings
+from services.nurture.transport import Transport, make_transport
+from shared import topics
+from shared.clock import Clock
+from shared.service import ServiceRuntime
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    engine: AsyncEngine | None = None,
+    clock: Clock | None = None,
+    transport: Transport | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    # Bad sequences or missing templates stop the service here, not at the first send.
+    catalog = load_catalog(settings.sequences_dir)
+    renderer = Renderer(settings.templates_dir, fallback=settings.default_language)
+    renderer.check(catalog.templates())
+    runtime = ServiceRuntime(
+        settings,
+        migrations_dir=MIGRATIONS,
+        publishes_to=(topics.ENGAGEMENT,),
+        broker=broker,
+        engine=engine,
+        clock=clock,
+    )
+    sender = Sender(
+        settings=settings,
+        uow=runtime.uow,
+        clock=runtime.clock,
+        renderer=renderer,
+        transport=transport or make_transport(settings),
+        metrics=NurtureMetrics(runtime.registry),
+    )
+    job = runtime.every("nurture-sender", sender.tick, interval_s=settings.send_interval_s)
+    # A released takeover (and any commit that emitted) may have freed steps to send.
+    runtime.uow.after_commit.append(job.wake)
+    subscribers.register(runtime, catalog=catalog, wake_sender=job.wake)
+    app = runtime.http_app(
+        title="Clientflow nurture",
+        description="Sequences, enrollments, messages, consent and human takeovers.",
+        routers=[api.router(runtime, settings)],
+    )
+    app.state.sender = sender
+    app.state.sender_job = job
+    return app

@@ -1,0 +1,85 @@
+"""Nurture's transports: the file one and SMTP (against a local aiosmtpd server)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from services.nurture.settings import Settings
+from services.nurture.transport import FileTransport, SmtpTransport, compose, make_transport
+from shared.embedded import free_port
+
+
+def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):  # noqa: ANN201
+    return compose(
+        message_id=message_id,
+        sender="Clientflow <hello@clientflow.example>",
+        to_name=to_name,
+        to_address="ada@analytical.example",
+        subject="به Clientflow خوش آمدید",
+        text="سلام آدا",
+        html="<p dir='rtl'>سلام آدا</p>",
+        unsubscribe_url="https://clientflow.example/unsubscribe?token=abc",
+        date=datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc),
+    )
+
+
+async def test_file_transport_writes_one_file_per_message_id(tmp_path: Path) -> None:
+    message_id = uuid.uuid4()
+    transport = FileTransport(tmp_path / "mail")
+    await transport.send(message(message_id))
+    await transport.send(message(message_id))  # a resend rewrites the same file
+    files = list((tmp_path / "mail").iterdir())
+    assert [f.name for f in files] == [f"{message_id}.eml"]
+    parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert parsed["Message-ID"] == f"<{message_id}@clientflow.example>"
+    assert parsed["List-Unsubscribe"] == "<https://clientflow.example/unsubscribe?token=abc>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["Subject"] == "به Clientflow خوش آمدید"
+    assert parsed.get_body(("plain",)).get_content().strip() == "سلام آدا"
+    assert "rtl" in parsed.get_body(("html",)).get_content()
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook name
+        self.received.append(envelope.original_content or envelope.content)
+        return "250 OK"
+
+
+async def test_smtp_transport_hands_the_message_to_the_server() -> None:
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        message_id = uuid.uuid4()
+        await SmtpTransport(host="127.0.0.1", port=port, starttls=False, timeout_s=5).send(message(message_id))
+    finally:
+        controller.stop()
+    (raw,) = inbox.received
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Message-ID"] == f"<{message_id}@clientflow.example>"
+    assert parsed["To"].addresses[0].addr_spec == "ada@analytical.example"
+
+
+def test_smtp_is_used_only_when_a_host_is_set(tmp_path: Path) -> None:
+    assert isinstance(make_transport(Settings(data_dir=tmp_path)), FileTransport)
+    smtp = make_transport(Settings(data_dir=tmp_path, smtp_host="mail.example", smtp_port=2525, smtp_starttls=False))
+    assert isinstance(smtp, SmtpTransport) and (smtp.host, smtp.port, smtp.starttls) == ("mail.example", 2525, False)
+
+
+def test_an_unwritable_address_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an email address"):
+        compose(
+            message_id=uuid.uuid4(), sender="a@b.example", to_name=None, to_address="nobody", subject="s",
+            text="t", html="h", unsubscribe_url="https://x.example/u", date=datetime(2026, 3, 1, tzinfo=timezone.utc),
+        )
