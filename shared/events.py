@@ -389,6 +389,9 @@ class SaveOffer(Payload):
 
 class CancellationRequested(Payload):
     cancellation_id: uuid.UUID
+    subscription_id: uuid.UUID | None = Field(
+        default=None, description="the subscription to pause, discount or end; none: all of the client's"
+    )
     reason: str
     comment: str | None = None
     offer: SaveOffer
@@ -396,11 +399,17 @@ class CancellationRequested(Payload):
 
 class CancellationSaved(Payload):
     cancellation_id: uuid.UUID
+    subscription_id: uuid.UUID | None = Field(
+        default=None, description="the subscription to pause, discount or end; none: all of the client's"
+    )
     offer: SaveOffer
 
 
 class CancellationCompleted(Payload):
     cancellation_id: uuid.UUID
+    subscription_id: uuid.UUID | None = Field(
+        default=None, description="the subscription to pause, discount or end; none: all of the client's"
+    )
     reason: str
     effective_at: AwareDatetime
 

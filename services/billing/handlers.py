@@ -379,25 +379,31 @@ async def list_subscriptions(tx: UnitOfWork, lead_id: uuid.UUID | None) -> list[
     return list(rows)
 
 
-async def _subscriptions_in(tx: UnitOfWork, lead_id: uuid.UUID, statuses: tuple[str, ...]) -> list[Subscription]:
-    rows = await tx.session.scalars(
-        select(Subscription)
-        .where(Subscription.lead_id == lead_id, Subscription.status.in_(statuses))
-        .order_by(Subscription.created_at, Subscription.id)
-        .with_for_update()
-    )
+async def _subscriptions_in(
+    tx: UnitOfWork, lead_id: uuid.UUID, statuses: tuple[str, ...], *, only: uuid.UUID | None = None
+) -> list[Subscription]:
+    query = select(Subscription).where(Subscription.lead_id == lead_id, Subscription.status.in_(statuses))
+    if only is not None:
+        query = query.where(Subscription.id == only)
+    rows = await tx.session.scalars(query.order_by(Subscription.created_at, Subscription.id).with_for_update())
     return list(rows)
 
 
 async def cancel_subscriptions(
-    tx: UnitOfWork, *, lead_id: uuid.UUID | None, reason: str, effective_at: datetime
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID | None,
+    reason: str,
+    effective_at: datetime,
+    subscription_id: uuid.UUID | None = None,
 ) -> list[Subscription]:
-    """The client left: end their subscriptions (``subscription.cancelled`` for each that had
-    started, with its fee, so retention can count the churned MRR)."""
+    """The client left: end the named subscription, or all of theirs when none is named
+    (``subscription.cancelled`` for each that had started, with its fee, so retention can
+    count the churned MRR)."""
     if lead_id is None:
         return []
     now = tx.now()
-    cancelled = await _subscriptions_in(tx, lead_id, ("pending", "active", "paused"))
+    cancelled = await _subscriptions_in(tx, lead_id, ("pending", "active", "paused"), only=subscription_id)
     for subscription in cancelled:
         was = subscription.status
         subscription.status = domain.transition(was, "cancel")
@@ -423,7 +429,9 @@ async def cancel_subscriptions(
     return cancelled
 
 
-async def apply_save_offer(tx: UnitOfWork, *, lead_id: uuid.UUID | None, offer: ev.SaveOffer) -> list[Subscription]:
+async def apply_save_offer(
+    tx: UnitOfWork, *, lead_id: uuid.UUID | None, offer: ev.SaveOffer, subscription_id: uuid.UUID | None = None
+) -> list[Subscription]:
     """A client who wanted to leave took a save offer. A pause keeps the subscription at the
     offer's (low) fee until the offer's months run out (``subscription.paused``); a paused
     subscription is not churn. Discounts and downgrades change the price: not billed here yet."""
@@ -431,7 +439,7 @@ async def apply_save_offer(tx: UnitOfWork, *, lead_id: uuid.UUID | None, offer: 
         return []
     now = tx.now()
     fee = quantize(offer.fee or Decimal(0))
-    paused = await _subscriptions_in(tx, lead_id, ("active",))
+    paused = await _subscriptions_in(tx, lead_id, ("active",), only=subscription_id)
     for subscription in paused:
         if offer.currency is not None and offer.currency != subscription.currency:
             raise Invalid(

@@ -18,12 +18,18 @@ def register(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetric
 
     async def cancellation_saved(tx: UnitOfWork, event: Envelope, payload: ev.CancellationSaved) -> None:
         metrics.watch(tx)
-        await handlers.apply_save_offer(tx, lead_id=event.lead_id, offer=payload.offer)
+        await handlers.apply_save_offer(
+            tx, lead_id=event.lead_id, offer=payload.offer, subscription_id=payload.subscription_id
+        )
 
     async def cancellation_completed(tx: UnitOfWork, event: Envelope, payload: ev.CancellationCompleted) -> None:
         metrics.watch(tx)
         await handlers.cancel_subscriptions(
-            tx, lead_id=event.lead_id, reason=payload.reason, effective_at=payload.effective_at
+            tx,
+            lead_id=event.lead_id,
+            reason=payload.reason,
+            effective_at=payload.effective_at,
+            subscription_id=payload.subscription_id,
         )
 
     async def lead_erased(tx: UnitOfWork, event: Envelope, _payload: ev.LeadErased) -> None:

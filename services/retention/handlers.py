@@ -491,7 +491,13 @@ async def request_cancellation(
     tx.session.add(cancellation)
     tx.emit(
         "cancellation.requested",
-        ev.CancellationRequested(cancellation_id=cancellation.id, reason=reason, comment=comment, offer=payload),
+        ev.CancellationRequested(
+            cancellation_id=cancellation.id,
+            subscription_id=cancellation.subscription_id,
+            reason=reason,
+            comment=comment,
+            offer=payload,
+        ),
         lead_id=lead_id,
     )
     return cancellation
@@ -520,7 +526,11 @@ async def accept_offer(tx: UnitOfWork, cancellation_id: uuid.UUID) -> tuple[Canc
     cancellation.decided_at = tx.now()
     tx.emit(
         "cancellation.saved",
-        ev.CancellationSaved(cancellation_id=cancellation.id, offer=ev.SaveOffer.model_validate(cancellation.offer)),
+        ev.CancellationSaved(
+            cancellation_id=cancellation.id,
+            subscription_id=cancellation.subscription_id,
+            offer=ev.SaveOffer.model_validate(cancellation.offer),
+        ),
         lead_id=cancellation.lead_id,
     )
     return cancellation, True
@@ -542,7 +552,12 @@ async def confirm_cancellation(tx: UnitOfWork, cancellation_id: uuid.UUID) -> tu
     cancellation.decided_at = now
     tx.emit(
         "cancellation.completed",
-        ev.CancellationCompleted(cancellation_id=cancellation.id, reason=cancellation.reason, effective_at=now),
+        ev.CancellationCompleted(
+            cancellation_id=cancellation.id,
+            subscription_id=cancellation.subscription_id,
+            reason=cancellation.reason,
+            effective_at=now,
+        ),
         lead_id=cancellation.lead_id,
     )
     return cancellation, True

@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.retention import domain
@@ -54,10 +54,7 @@ class RetentionMetrics:
 
     def refresh_after_commit(self, tx: UnitOfWork) -> None:
         """Refresh the gauges once ``tx`` has committed (never on a rollback)."""
-        if tx.session.info.get("retention.refresh"):
-            return
-        tx.session.info["retention.refresh"] = True
-        event.listen(tx.session.sync_session, "after_commit", lambda _session: self.request_refresh(), once=True)
+        tx.after_commit(self.request_refresh)
 
     def request_refresh(self) -> None:
         # Coalesce: a burst of commits costs one refresh in flight and at most one more.

@@ -1,0 +1,29 @@
+"""The committed documents (docs/) are what `clientflow docs` makes from the code today."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clientflow.cli import build_apps
+from shared import docs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+HINT = "docs/ is out of date: run `clientflow docs` and commit the result"
+
+
+def test_event_catalogue_asyncapi_and_openapi_are_current() -> None:
+    apps = build_apps()
+    assert (DOCS / "events.md").read_text() == docs.event_catalogue(apps) + "\n", HINT
+    assert json.loads((DOCS / "asyncapi.json").read_text()) == docs.asyncapi(apps), HINT
+    for name, app in apps.items():
+        assert json.loads((DOCS / "openapi" / f"{name}.json").read_text()) == docs.openapi(app), HINT
+
+
+def test_asyncapi_documents_every_topic_each_service_publishes() -> None:
+    document = docs.asyncapi(build_apps())
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert {"leads", "deals", "engagement", "payments", "cancellations", "retention"} <= addresses
+    assert {"LeadCaptured", "DealWon", "InvoiceIssued", "CancellationCompleted", "ClientTierChanged"} <= set(
+        document["components"]["schemas"]
+    )
