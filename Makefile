@@ -13,10 +13,11 @@ help:
 	@echo "make test    - install if needed, then run every test (unit, integration, end to end)"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
 
-$(BIN)/python:
+# pyvenv.cfg, not bin/python: the latter is a symlink whose time is the system Python's.
+$(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-*
