@@ -6,11 +6,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration test-e2e clean help
+ASYNCAPI_SPECS := 6.11.1
+ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
+COMPOSE := docker compose -f deploy/compose.yaml
+
+.PHONY: install tools run test test-unit test-integration test-e2e docs up down clean help
 
 help:
 	@echo "make run     - install if needed, then run the whole system (embedded broker, SQLite)"
 	@echo "make test    - install if needed, then run every test (unit, integration, end to end)"
+	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
+	@echo "make up/down - the compose stack in deploy/ (Kafka, PostgreSQL, Prometheus, Grafana, mail)"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
 
 # pyvenv.cfg, not bin/python: the latter is a symlink whose time is the system Python's.
@@ -25,10 +31,21 @@ $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 
 install: $(STAMP)
 
+# Checkers the tests use: promtool and prometheus (Debian's package), the official AsyncAPI
+# JSON schema (the @asyncapi/specs npm package).
+tools: install $(ASYNCAPI_SCHEMA)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (promtool)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+$(ASYNCAPI_SCHEMA):
+	mkdir -p $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)
+	cd $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS) && npm pack --silent @asyncapi/specs@$(ASYNCAPI_SPECS) >/dev/null && tar xzf asyncapi-specs-$(ASYNCAPI_SPECS).tgz
+
 run: install
 	$(BIN)/clientflow run
 
-test: install
+test: tools
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
 test-unit: install
@@ -37,8 +54,19 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests/integration $(PYTEST_ARGS)
 
-test-e2e: install
+test-e2e: tools
 	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+docs: tools
+	$(BIN)/clientflow docs
+	$(BIN)/check-jsonschema --schemafile '$(ASYNCAPI_SCHEMA)' docs/asyncapi.json
+	$(BIN)/python deploy/grafana/dashboards.py
+
+up:
+	$(COMPOSE) up -d --build --wait
+
+down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .clientflow *.egg-info

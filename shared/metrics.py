@@ -46,6 +46,12 @@ class PlumbingMetrics:
             ["service"],
             **labels,
         )
+        self.consumer_lag = Gauge(
+            "clientflow_consumer_lag",
+            "Messages on a partition not yet consumed by the service's group (high watermark - position)",
+            ["service", "topic", "partition"],
+            **labels,
+        )
         self.relay_errors = Counter(
             "clientflow_relay_errors_total", "Failed outbox publish attempts", ["service"], **labels
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry
@@ -141,9 +142,24 @@ class ServiceRuntime:
         async def on_batch(message: KafkaMessage) -> None:
             records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
             await consumer.handle(records)
+            self._observe_lag(message.consumer, records)
 
         self._consumer = consumer
         return consumer
+
+    def _observe_lag(self, kafka_consumer: Any, records: tuple[Any, ...]) -> None:
+        """Lag per partition: the high watermark of the last fetch minus what this batch reached."""
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            last[key] = max(last.get(key, -1), record.offset)
+        for (topic, partition), offset in last.items():
+            try:
+                highwater = kafka_consumer.highwater(TopicPartition(topic, partition))
+            except Exception:  # no fetch metadata for it yet (just assigned)
+                continue
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(self.name, topic, str(partition)).set(max(0, highwater - offset - 1))
 
     def every(self, name: str, job: Job, interval_s: float) -> ScheduledJob:
         """Run ``job(now)`` every ``interval_s`` seconds, whenever the business clock jumps and

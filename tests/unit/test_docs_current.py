@@ -27,3 +27,18 @@ def test_asyncapi_documents_every_topic_each_service_publishes() -> None:
     assert {"LeadCaptured", "DealWon", "InvoiceIssued", "CancellationCompleted", "ClientTierChanged"} <= set(
         document["components"]["schemas"]
     )
+
+
+def test_asyncapi_document_is_valid_against_the_official_schema() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    schemas = sorted((root / ".venv" / "share").glob("asyncapi-specs-*/package/schemas/3.0.0-without-$id.json"))
+    assert schemas, "the AsyncAPI schema is fetched by `make tools` (npm pack @asyncapi/specs)"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--schemafile", str(schemas[-1]), str(DOCS / "asyncapi.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,124 @@
+"""The compose stack, Prometheus config, rules and dashboards, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+JOBS_THAT_FINISH = {"no"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("promtool")
+    assert tool, "promtool missing: `make test` installs Debian's prometheus package"
+    return subprocess.run([tool, *args], capture_output=True, text=True, cwd=PROMETHEUS)
+
+
+def test_compose_file_matches_the_compose_schema() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_cross_references_hold() -> None:
+    spec = compose()
+    services = spec["services"]
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition["condition"] == "service_completed_successfully":
+                assert services[dependency].get("restart") == "no", f"{dependency} is a job: restart no"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency}'s health"
+        if service.get("restart") not in JOBS_THAT_FINISH:
+            assert "healthcheck" in service, f"long-running {name} has no healthcheck"
+        command = service.get("command") or []
+        if command[:2] == ["python", "-m"]:
+            module = command[2]
+            assert importlib.util.find_spec(module) is not None, f"{name} runs missing module {module}"
+            port = {"services.leads": 8001, "services.nurture": 8002, "services.billing": 8003, "services.retention": 8004}[module]
+            assert any(str(p).endswith(f":{port}") for p in service["ports"]), f"{name} publishes {port}"
+            assert f":{port}/health/ready" in json.dumps(service["healthcheck"]), f"{name} checks its own port"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in spec["volumes"], f"{name} uses undeclared volume {source}"
+        build = service.get("build")
+        if build:
+            assert (DEPLOY / build["context"] / build["dockerfile"]).exists()
+    # Every service has its migration job, and all four share one image.
+    for name in ("leads", "nurture", "billing", "retention"):
+        assert services[f"migrate-{name}"]["command"] == ["clientflow", "migrate", name]
+        assert f"{name.upper()}_DATABASE_URL" in services[name]["environment"]
+    init = (DEPLOY / "postgres" / "init.sql").read_text()
+    assert all(f"CREATE DATABASE {n};" in init for n in ("leads", "nurture", "billing", "retention"))
+
+
+def test_every_scrape_target_is_a_compose_service_on_its_port() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    scraped = set()
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                assert name in services, f"scrape target {name} is not a compose service"
+                assert any(str(p).endswith(f":{sd['port']}") for p in services[name]["ports"])
+                scraped.add(name)
+    assert scraped == {"leads", "nurture", "billing", "retention"}
+
+
+def test_promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() -> None:
+    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "rules.yml"), ("test", "rules", "rules.test.yml")):
+        result = promtool(*args)
+        assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def test_dashboards_are_what_the_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location("dashboards", DEPLOY / "grafana" / "dashboards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    for name, board in module.DASHBOARDS.items():
+        written = json.loads((DEPLOY / "grafana" / "dashboards" / f"{name}.json").read_text())
+        assert written == json.loads(json.dumps(board)), f"run `python deploy/grafana/dashboards.py` ({name})"
+        assert all(p["targets"] and p["datasource"]["uid"] == "prometheus" for p in written["panels"])
+
+
+METRIC = re.compile(r"\b(clientflow_[a-z0-9_]+|faststream_[a-z0-9_]+)")
+SUFFIXES = ("_bucket", "_count", "_sum", "_created")
+
+
+def metric_names_used() -> set[str]:
+    """Raw metric names the rules and dashboards query (recording rule names excluded)."""
+    texts = [(PROMETHEUS / "rules.yml").read_text()]
+    texts += [p.read_text() for p in (DEPLOY / "grafana" / "dashboards").glob("*.json")]
+    names = set()
+    for text in texts:
+        for name in METRIC.findall(text):
+            for suffix in SUFFIXES:
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+            names.add(name)
+    return names
+
+
+def test_rules_and_dashboards_query_something() -> None:
+    assert {"clientflow_events_consumed_total", "clientflow_outbox_backlog", "clientflow_consumer_lag"} <= metric_names_used()
