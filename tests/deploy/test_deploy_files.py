@@ -122,3 +122,27 @@ def metric_names_used() -> set[str]:
 
 def test_rules_and_dashboards_query_something() -> None:
     assert {"clientflow_events_consumed_total", "clientflow_outbox_backlog", "clientflow_consumer_lag"} <= metric_names_used()
+
+
+def test_the_wheel_the_image_installs_carries_migrations_templates_and_sequences(tmp_path: Path) -> None:
+    """The Dockerfile runs `pip install .`: a non-editable install must have every data file."""
+    import zipfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("clientflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for service in ("leads", "nurture", "billing", "retention"):
+        versions = [n for n in names if n.startswith(f"services/{service}/migrations/versions/") and n.endswith(".py")]
+        on_disk = list((ROOT / "services" / service / "migrations" / "versions").glob("*.py"))
+        assert len(versions) == len(on_disk) > 0, service
+        assert f"services/{service}/migrations/env.py" in names
+        assert f"services/{service}/migrations/script.py.mako" in names
+    for folder in ("templates", "sequences"):
+        on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / "nurture" / folder).iterdir() if p.is_file()}
+        assert on_disk and on_disk <= names, f"nurture {folder} missing from the wheel"
+    assert not any(n.startswith("tests/") for n in names)
