@@ -277,6 +277,12 @@ class InvoiceIssued(Payload):
     issued_at: AwareDatetime
     due_at: AwareDatetime
     lines: list[InvoiceLine] = Field(default_factory=list)
+    hours_used: DecimalStr | None = Field(
+        default=None, description="hours worked in the billed month (subscription invoices); retention reads usage"
+    )
+    included_hours: DecimalStr | None = Field(default=None, description="hours the retainer includes a month")
+    period_start: AwareDatetime | None = Field(default=None, description="service period billed (retainers)")
+    period_end: AwareDatetime | None = Field(default=None, description="end of the billed period, exclusive")
 
 
 class PaymentSucceeded(Payload):
@@ -373,6 +379,35 @@ class DunningStateChanged(Payload):
     from_state: str | None
     to_state: str = Field(examples=["warning"])
     reason: str | None = None
+
+
+class HoursUsageReported(Payload):
+    """A retainer period closed: hours used against those included (under- and overuse are signals)."""
+
+    subscription_id: uuid.UUID
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    included_hours: DecimalStr | None = None
+    used_hours: DecimalStr
+    overage_hours: DecimalStr
+    overage_amount: Amount
+    currency: CurrencyCode
+    utilisation: DecimalStr | None = Field(default=None, description="used / included; under 1 is under-use")
+
+
+class CreditNoteIssued(Payload):
+    """An issued invoice was corrected: the due part lowered, the paid part refunded or credited."""
+
+    credit_note_id: uuid.UUID
+    number: str = Field(examples=["CN-2026-000003"])
+    invoice_id: uuid.UUID
+    amount: Amount
+    currency: CurrencyCode
+    reduces_due: Amount
+    refunded: Amount
+    credited: Amount
+    reason: str
+    issued_at: AwareDatetime
 
 
 # --------------------------------------------------------------------------- cancellations topic
@@ -517,6 +552,8 @@ EVENT_TYPES: dict[str, EventType] = {
         ("price.change_scheduled", PriceChangeScheduled),
         ("dunning.state_changed", DunningStateChanged),
         ("invoice.voided", InvoiceVoided),
+        ("hours.usage_reported", HoursUsageReported),
+        ("credit_note.issued", CreditNoteIssued),
     ),
     **_t(
         topics.CANCELLATIONS,

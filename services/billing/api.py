@@ -6,22 +6,34 @@ import uuid
 from decimal import Decimal
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import ValidationError
 
-from services.billing import domain, handlers
-from services.billing.metrics import BillingMetrics
+from services.billing import domain, dunning, handlers, projects, reports
+from services.billing.context import Billing
 from services.billing.schemas import (
     AuthorizationOut,
+    ChangeOrderOut,
+    CreditNoteIn,
+    CreditNoteOut,
     InvoiceLineOut,
     InvoiceOut,
     InvoicePaymentOut,
+    LeakedRevenueOut,
     PaymentIn,
     PaymentOut,
+    PriceChangeIn,
+    PriceChangeOut,
+    ProjectInvoiceIn,
+    ScheduledPriceOut,
     SubscriptionOut,
+    TimeEntryIn,
+    TimeEntryOut,
     VoidIn,
+    WebhookIn,
 )
-from services.billing.settings import Settings
-from services.billing.store import Deal, Invoice, Payment, Subscription
+from services.billing.store import ChangeOrder, CreditNote, Deal, Invoice, Payment, Subscription
+from shared.errors import Invalid
 from shared.http import api_key_guard
 from shared.money import quantize
 from shared.service import ServiceRuntime
@@ -30,7 +42,7 @@ from shared.service import ServiceRuntime
 def _due(invoice: Invoice) -> Decimal:
     if invoice.status == "void":
         return domain.ZERO  # a void invoice asks for nothing any more
-    return quantize(domain.amount_due(invoice.amount, invoice.amount_paid))
+    return quantize(domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited))
 
 
 def invoice_out(invoice: Invoice, payments: list[Payment] | None = None) -> InvoiceOut:
@@ -45,7 +57,10 @@ def invoice_out(invoice: Invoice, payments: list[Payment] | None = None) -> Invo
         currency=invoice.currency,
         amount=quantize(invoice.amount),
         amount_paid=quantize(invoice.amount_paid),
+        amount_credited=quantize(invoice.amount_credited),
         amount_due=_due(invoice),
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
         issued_at=invoice.issued_at,
         due_at=invoice.due_at,
         paid_at=invoice.paid_at,
@@ -100,11 +115,30 @@ def subscription_out(s: Subscription) -> SubscriptionOut:
         paused_fee=quantize(s.paused_fee) if s.paused_fee is not None else None,
         paused_until=s.paused_until,
         cancelled_at=s.cancelled_at,
+        dunning_state=s.dunning_state,
+        service_blocked=s.dunning_state in ("blocked", "cancelled"),
     )
 
 
-def router(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics) -> APIRouter:
+def credit_note_out(n: CreditNote) -> CreditNoteOut:
+    return CreditNoteOut(
+        credit_note_id=n.id, number=n.number, invoice_id=n.invoice_id, lead_id=n.lead_id, currency=n.currency,
+        amount=quantize(n.amount), reduces_due=quantize(n.reduces_due), refunded=quantize(n.refunded),
+        credited=quantize(n.credited), reason=n.reason, issued_at=n.issued_at,
+    )
+
+
+def change_order_out(o: ChangeOrder, *, leaked: bool) -> ChangeOrderOut:
+    return ChangeOrderOut(
+        request_id=o.request_id, deal_id=o.deal_id, lead_id=o.lead_id, description=o.description,
+        in_scope=o.in_scope, hours=o.hours, amount=quantize(o.amount), currency=o.currency, status=o.status,
+        invoice_id=o.invoice_id, work_done_at=o.work_done_at, leaked=leaked,
+    )
+
+
+def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     uow = runtime.uow
+    settings, metrics = ctx.settings, ctx.metrics
     write = [Depends(api_key_guard(settings.api_key.get_secret_value()))]
     api = APIRouter()
 
@@ -134,6 +168,7 @@ def router(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics)
     async def void(invoice_id: uuid.UUID, body: VoidIn) -> InvoiceOut:
         """Void an open invoice nothing was paid on (it keeps its number; 409 otherwise)."""
         async with uow() as tx:
+            metrics.watch(tx)
             return invoice_out(await handlers.void_invoice(tx, invoice_id, reason=body.reason))
 
     @api.get("/deals/{deal_id}/authorization", response_model=AuthorizationOut, tags=["deals"])
@@ -147,11 +182,178 @@ def router(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics)
         """Record a manual payment; partial payments add up, a surplus becomes credit."""
         async with uow() as tx:
             metrics.watch(tx)
-            return await handlers.record_payment(tx, body)
+            return await handlers.record_payment(tx, ctx, body)
 
     @api.get("/subscriptions", response_model=list[SubscriptionOut], tags=["subscriptions"])
     async def list_subscriptions(lead_id: uuid.UUID | None = None) -> list[SubscriptionOut]:
         async with uow() as tx:
             return [subscription_out(s) for s in await handlers.list_subscriptions(tx, lead_id)]
 
+    @api.post("/payments/webhook", tags=["payments"])
+    async def webhook(request: Request) -> dict[str, str]:
+        """A payment provider's event (`payment.succeeded`, `payment.failed`), signed like
+        Stripe's: header `Clientflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+        "<t>." + raw body with BILLING_WEBHOOK_SECRET>`. A bad signature or a timestamp outside
+        the tolerance window answers 400; the same event `id` again answers 200 `duplicate`
+        and changes nothing. No API key: the signature is the authentication."""
+        body = await request.body()
+        try:
+            domain.verify_signature(
+                header=request.headers.get(domain.SIGNATURE_HEADER),
+                body=body,
+                secret=settings.webhook_secret.get_secret_value(),
+                now=runtime.clock.now(),
+                tolerance_s=settings.webhook_tolerance_s,
+            )
+        except domain.BadSignature:
+            metrics.webhooks.labels("bad_signature").inc()
+            raise
+        try:
+            hook = WebhookIn.model_validate_json(body)
+        except ValidationError as exc:
+            raise Invalid(f"not a payment event: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        async with uow() as tx:
+            metrics.watch(tx)
+            return await dunning.receive_webhook(tx, ctx, hook)
+
+    @api.get("/credit-notes", response_model=list[CreditNoteOut], tags=["invoices"])
+    async def list_credit_notes(lead_id: uuid.UUID | None = None, invoice_id: uuid.UUID | None = None) -> list[CreditNoteOut]:
+        async with uow() as tx:
+            return [credit_note_out(n) for n in await handlers.list_credit_notes(tx, lead_id=lead_id, invoice_id=invoice_id)]
+
+    @api.post(
+        "/invoices/{invoice_id}/credit-notes", status_code=201, response_model=CreditNoteOut, dependencies=write,
+        tags=["invoices"],
+    )
+    async def credit_note(invoice_id: uuid.UUID, body: CreditNoteIn) -> CreditNoteOut:
+        """Correct an issued invoice (it never changes): the credit lowers what is still due;
+        the paid part is refunded (`refund: true`) or kept as the client's credit."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            return credit_note_out(await handlers.credit_note_from(tx, ctx, invoice_id, body))
+
+    @api.get("/credit-balances", tags=["payments"])
+    async def credit_balances(lead_id: uuid.UUID) -> list[dict[str, str]]:
+        """The client's credit per currency (never converted), spent on their next invoices."""
+        async with uow() as tx:
+            rows = await handlers.credit_balances(tx, lead_id)
+        return [{"currency": r.currency, "balance": format(quantize(r.balance), "f")} for r in rows]
+
+    @api.post("/deals/{deal_id}/invoices", status_code=201, response_model=InvoiceOut, dependencies=write, tags=["deals"])
+    async def project_invoice(deal_id: uuid.UUID, body: ProjectInvoiceIn, response: Response) -> InvoiceOut:
+        """Invoice a project's milestone (an amount) or its final balance (the rest of the
+        estimate after the deposit and milestones); `X-Remaining` says what is left."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            invoice, remaining = await projects.invoice_project(
+                tx, ctx, deal_id=deal_id, kind=body.kind, amount=body.amount, description=body.description
+            )
+            response.headers["X-Remaining"] = format(quantize(remaining), "f")
+            return invoice_out(invoice)
+
+    @api.get("/change-orders", response_model=list[ChangeOrderOut], tags=["change orders"])
+    async def list_change_orders(lead_id: uuid.UUID | None = None, deal_id: uuid.UUID | None = None) -> list[ChangeOrderOut]:
+        async with uow() as tx:
+            now = tx.now()
+            return [
+                change_order_out(o, leaked=projects.is_leaked(o, now=now, leak_after_days=settings.leak_after_days))
+                for o in await projects.list_orders(tx, lead_id=lead_id, deal_id=deal_id)
+            ]
+
+    @api.post("/change-orders/{request_id}/approve", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    async def approve_change_order(request_id: uuid.UUID) -> ChangeOrderOut:
+        """The client approved the priced change order: it is invoiced (once)."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            return change_order_out(await projects.approve(tx, ctx, request_id), leaked=False)
+
+    @api.post("/change-orders/{request_id}/reject", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    async def reject_change_order(request_id: uuid.UUID) -> ChangeOrderOut:
+        async with uow() as tx:
+            order = await projects.reject(tx, request_id)
+            return change_order_out(order, leaked=projects.is_leaked(order, now=tx.now(), leak_after_days=settings.leak_after_days))
+
+    @api.post("/change-orders/{request_id}/work-done", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    async def change_order_done(request_id: uuid.UUID) -> ChangeOrderOut:
+        """The change was delivered; unbilled, it counts as leaked revenue."""
+        async with uow() as tx:
+            order = await projects.work_done(tx, request_id)
+            return change_order_out(order, leaked=projects.is_leaked(order, now=tx.now(), leak_after_days=settings.leak_after_days))
+
+    @api.get("/reports/leaked-revenue", response_model=LeakedRevenueOut, tags=["reports"])
+    async def leaked_revenue(lead_id: uuid.UUID | None = None) -> LeakedRevenueOut:
+        """Out-of-scope work never billed: delivered without an invoice, or left undecided
+        longer than BILLING_LEAK_AFTER_DAYS. Totals per currency."""
+        async with uow() as tx:
+            orders = await projects.leaked(tx, ctx, lead_id=lead_id)
+        totals: dict[str, Decimal] = {}
+        for order in orders:
+            totals[order.currency] = totals.get(order.currency, Decimal(0)) + order.amount
+        return LeakedRevenueOut(
+            totals={c: quantize(v) for c, v in totals.items()},
+            change_orders=[change_order_out(o, leaked=True) for o in orders],
+        )
+
+    @api.get("/reports/summary", tags=["reports"])
+    async def summary() -> dict:
+        """MRR (active only), subscriptions by status, receivables, overdue invoices, dunning
+        states, days sales outstanding and leaked revenue, per currency."""
+        async with uow() as tx:
+            figures = await reports.refresh_gauges(tx, ctx)
+        return _jsonable(figures)
+
+    @api.post("/time-entries", status_code=201, response_model=TimeEntryOut, dependencies=write, tags=["subscriptions"])
+    async def time_entry(body: TimeEntryIn) -> TimeEntryOut:
+        """Hours worked on an active retainer, counted against the period's included hours;
+        overage is billed at the hourly rate on the next invoice."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            entry, sub, used = await handlers.record_time(
+                tx, ctx, subscription_id=body.subscription_id, hours=body.hours, description=body.description,
+                change_order_id=body.change_order_id,
+            )
+            over, _ = domain.overage(used=used, included=sub.included_hours, rate=sub.hourly_rate)
+            return TimeEntryOut(
+                time_entry_id=entry.id, subscription_id=sub.id, hours=entry.hours, period_start=entry.period_start,
+                period_end=sub.current_period_end, used_hours=used, included_hours=sub.included_hours,
+                overage_hours=over,
+            )
+
+    @api.post("/price-changes", status_code=201, response_model=PriceChangeOut, dependencies=write, tags=["subscriptions"])
+    async def price_change(body: PriceChangeIn) -> PriceChangeOut:
+        """Schedule a price change (percent or new price) from a future date, announced with
+        notices (30 and 7 days before by default); grandfathered subscriptions keep their price."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            change, scheduled, notices = await handlers.schedule_price_change(
+                tx, ctx, percent=body.percent, new_price=body.new_price, currency=body.currency,
+                effective_at=body.effective, subscription_ids=body.subscription_ids, grandfathered=body.grandfathered,
+            )
+            return PriceChangeOut(
+                price_change_id=change.id, effective_at=change.effective_at, notice_dates=notices,
+                subscriptions=[
+                    ScheduledPriceOut(subscription_id=s.subscription_id, old_price=quantize(s.old_fee), new_price=s.new_fee)
+                    for s in scheduled
+                ],
+                grandfathered=body.grandfathered,
+            )
+
+    @api.post(
+        "/subscriptions/{subscription_id}/resume", response_model=SubscriptionOut, dependencies=write,
+        tags=["subscriptions"],
+    )
+    async def resume(subscription_id: uuid.UUID) -> SubscriptionOut:
+        """End a pause: the full fee applies again from the next period."""
+        async with uow() as tx:
+            metrics.watch(tx)
+            return subscription_out(await handlers.resume_subscription(tx, ctx, subscription_id))
+
     return api
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value

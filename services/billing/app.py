@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import api, subscribers
+from services.billing import api, dunning, handlers, reports, subscribers
+from services.billing.context import Billing
+from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
 from services.billing.settings import Settings
 from shared import topics
@@ -16,6 +20,7 @@ from shared.clock import Clock
 from shared.service import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -24,6 +29,7 @@ def create_app(
     broker: KafkaBroker | None = None,
     engine: AsyncEngine | None = None,
     clock: Clock | None = None,
+    gateway: CardGateway | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     runtime = ServiceRuntime(
@@ -34,10 +40,35 @@ def create_app(
         engine=engine,
         clock=clock,
     )
-    metrics = BillingMetrics(runtime.registry)
-    subscribers.register(runtime, settings, metrics)
-    return runtime.http_app(
+    ctx = Billing(settings=settings, metrics=BillingMetrics(runtime.registry), gateway=gateway or NoGateway())
+    subscribers.register(runtime, ctx)
+
+    async def cycle(_now: datetime) -> None:
+        """Retainer periods due (each subscription in its own transaction), then dunning."""
+        async with runtime.uow() as tx:
+            due = await handlers.subscriptions_due(tx, tx.now())
+        for subscription_id in due:
+            try:
+                async with runtime.uow() as tx:
+                    ctx.metrics.watch(tx)
+                    await handlers.bill_subscription(tx, ctx, subscription_id)
+            except Exception:
+                log.exception("billing subscription %s failed; retried at the next cycle", subscription_id)
+        await dunning.run(runtime.uow, ctx, runtime.clock.now())
+
+    async def report(_now: datetime) -> None:
+        async with runtime.uow() as tx:
+            await reports.refresh_gauges(tx, ctx)
+
+    runtime.every("billing.cycle", cycle, settings.cycle_interval_s)
+    runtime.every("billing.report", report, settings.report_interval_s)
+    app = runtime.http_app(
         title="Clientflow billing",
-        description="Invoices, deposits before work, payments, credit balances and subscriptions.",
-        routers=[api.router(runtime, settings, metrics)],
+        description=(
+            "Invoices, deposits before work, milestones, retainers with hours and overage, change orders, "
+            "payments and signed webhooks, credit notes, dunning, pauses and price changes."
+        ),
+        routers=[api.router(runtime, ctx)],
     )
+    app.state.billing = ctx
+    return app

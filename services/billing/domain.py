@@ -7,11 +7,13 @@ Money is always ``Decimal``, rounded to cents with banker's rounding (``shared.m
 from __future__ import annotations
 
 import calendar
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from shared.errors import Conflict, Invalid
+from shared.errors import Conflict, DomainError, Invalid
 from shared.money import quantize
 
 ZERO = Decimal("0.00")
@@ -187,3 +189,281 @@ def add_months(moment: datetime, months: int) -> datetime:
     month = month_index % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
+
+
+def amount_open(amount: Decimal, amount_paid: Decimal, amount_credited: Decimal) -> Decimal:
+    """What the client still owes: credit notes reduce it as payments do."""
+    return max(amount - amount_paid - amount_credited, ZERO)
+
+
+# --------------------------------------------------------------------------- billing periods
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def period_after(start: datetime, *, anchor: datetime, calendar_aligned: bool) -> datetime:
+    """The end of the billing period that begins at ``start``.
+
+    Calendar-aligned periods end on the 1st of the next month (as Stripe's billing cycle
+    anchor on the 1st); otherwise a period is one month from the subscription's anchor,
+    counted from the anchor (not from ``start``) so Jan 31 -> Feb 28 -> Mar 31 does not drift.
+    """
+    if calendar_aligned:
+        return add_months(month_start(start), 1)
+    months = (start.year - anchor.year) * 12 + start.month - anchor.month
+    end = add_months(anchor, months + 1)
+    while end <= start:  # start fell after the anchor's day in its month
+        months += 1
+        end = add_months(anchor, months + 1)
+    return end
+
+
+def prorate(amount: Decimal, *, period: tuple[datetime, datetime], used: tuple[datetime, datetime]) -> Decimal:
+    """``amount`` for the part ``used`` of ``period``, by the second (Stripe prorates by the
+    second too), rounded to cents. A used span outside the period counts nothing."""
+    start, end = period
+    if end <= start:
+        raise ValueError("a billing period ends after it starts")
+    lo, hi = max(start, used[0]), min(end, used[1])
+    if hi <= lo:
+        return ZERO
+    return quantize(amount * Decimal((hi - lo).total_seconds()) / Decimal((end - start).total_seconds()))
+
+
+def full_month(period: tuple[datetime, datetime], *, calendar_aligned: bool) -> tuple[datetime, datetime]:
+    """The whole month a (possibly partial) period belongs to, the base proration divides by."""
+    start, end = period
+    if calendar_aligned:
+        return month_start(start), add_months(month_start(start), 1)
+    return add_months(end, -1), end
+
+
+def describe_period(start: datetime, end: datetime) -> str:
+    last = end - timedelta(seconds=1)
+    return f"{start:%d %b %Y} - {last:%d %b %Y}"
+
+
+def overage(*, used: Decimal, included: Decimal | None, rate: Decimal | None) -> tuple[Decimal, Decimal]:
+    """Hours over the included ones and their price at ``rate`` (0 without a rate)."""
+    over = max(used - (included or Decimal(0)), Decimal(0))
+    return over, quantize(over * rate) if rate is not None else ZERO
+
+
+def utilisation(*, used: Decimal, included: Decimal | None) -> Decimal | None:
+    """Share of the included hours used (1 = all; under 1 is under-use, over 1 overuse)."""
+    if not included:
+        return None
+    return (used / included).quantize(Decimal("0.0001"))
+
+
+# --------------------------------------------------------------------------- pause
+
+
+def billed_fee(*, status: str, monthly_fee: Decimal, paused_fee: Decimal | None) -> Decimal:
+    """What one period costs: the low pause fee while paused, the monthly fee otherwise."""
+    if status == "paused":
+        return paused_fee if paused_fee is not None else ZERO
+    return monthly_fee
+
+
+def pause_ends(*, paused_until: datetime | None, period_start: datetime) -> bool:
+    """A pause with an end resumes the subscription for the first period starting at or after it."""
+    return paused_until is not None and paused_until <= period_start
+
+
+def in_mrr(status: str) -> bool:
+    """Only an active subscription counts in MRR: a paused one is not churn and not revenue."""
+    return status == "active"
+
+
+# --------------------------------------------------------------------------- price changes
+
+
+def new_price(*, old: Decimal, percent_change: Decimal | None, price: Decimal | None) -> Decimal:
+    if (percent_change is None) == (price is None):
+        raise Invalid("give either percent or new_price, not both and not neither")
+    if price is not None:
+        if price < 0:
+            raise Invalid("new_price must not be negative")
+        return quantize(price)
+    assert percent_change is not None
+    if percent_change <= -100:
+        raise Invalid("percent must be above -100")
+    return quantize(old * (Decimal(100) + percent_change) / Decimal(100))
+
+
+def notice_dates(*, effective_at: datetime, now: datetime, days_before: list[int]) -> list[datetime]:
+    """When clients are told (30 and 7 days before by default): those still ahead, and now
+    when every one of them has passed (a late notice is still a notice)."""
+    if effective_at <= now:
+        raise Invalid(f"effective_at {effective_at.isoformat()} is not in the future: a price change in the past is refused")
+    ahead = sorted(effective_at - timedelta(days=d) for d in days_before if effective_at - timedelta(days=d) > now)
+    return ahead or [now]
+
+
+def mrr_movement(*, old: Decimal, new: Decimal) -> str | None:
+    if new > old:
+        return "expansion"
+    if new < old:
+        return "contraction"
+    return None
+
+
+# --------------------------------------------------------------------------- dunning
+
+DUNNING_STATES = ("retrying", "grace", "overdue", "warning", "blocked", "cancelled", "clear")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Kill Bill style overdue ladder, in days past due (or past the grace period's end)."""
+
+    warning_days: int = 10
+    blocked_days: int = 14
+    cancelled_days: int = 21
+    retry_days: tuple[int, ...] = (1, 3, 5, 7)
+    grace_days: int = 14
+    best_extra_days: int = 7
+
+    def extra(self, tier: str | None) -> int:
+        """A ``best`` client gets a longer grace at every step."""
+        return self.best_extra_days if tier == "best" else 0
+
+
+def classify_decline(code: str | None, *, hard_codes: frozenset[str], grace_codes: frozenset[str]) -> str:
+    """``hard`` (never retried: stolen card, closed account), ``grace`` (expired card: the
+    client must update it; service kept meanwhile) or ``soft`` (retried on the schedule)."""
+    if code in grace_codes:
+        return "grace"
+    if code in hard_codes:
+        return "hard"
+    return "soft"
+
+
+def next_retry_at(*, first_failed_at: datetime, retries_done: int, ladder: Ladder) -> datetime | None:
+    """When the next retry is due, counted from the first failure (1, 3, 5, 7 days after it
+    by default, as Stripe's and Kill Bill's examples); None when the schedule is used up."""
+    if retries_done >= len(ladder.retry_days):
+        return None
+    return first_failed_at + timedelta(days=ladder.retry_days[retries_done])
+
+
+def dunning_state(
+    *,
+    now: datetime,
+    due_at: datetime,
+    grace_until: datetime | None,
+    retrying: bool,
+    tier: str | None,
+    ladder: Ladder,
+) -> str | None:
+    """Where an unpaid invoice stands. The ladder counts from the due date, or from the end
+    of a grace period (an expired card keeps service until then). None: nothing to chase."""
+    if grace_until is not None and now < grace_until:
+        return "grace"
+    start = max(due_at, grace_until) if grace_until is not None else due_at
+    days = (now - start).days if now > start else -1
+    extra = ladder.extra(tier)
+    if days >= ladder.cancelled_days + extra:
+        return "cancelled"
+    if days >= ladder.blocked_days + extra:
+        return "blocked"
+    if days >= ladder.warning_days + extra:
+        return "warning"
+    if retrying:
+        return "retrying"
+    if now > due_at and days >= 1:
+        return "overdue"
+    return None
+
+
+def days_overdue(*, due_at: datetime, now: datetime) -> int:
+    return max((now - due_at).days, 0)
+
+
+# --------------------------------------------------------------------------- projects
+
+
+def remaining_to_invoice(*, total: Decimal, invoiced: Decimal) -> Decimal:
+    return max(quantize(total) - quantize(invoiced), ZERO)
+
+
+def milestone_check(*, amount: Decimal, remaining: Decimal) -> None:
+    if amount <= 0:
+        raise Invalid("amount must be greater than zero")
+    if quantize(amount) != amount:
+        raise Invalid("amount must have at most two decimal places")
+    if amount > remaining:
+        raise Invalid(f"amount {amount} is more than what remains to invoice on the project ({remaining})")
+
+
+# --------------------------------------------------------------------------- credit notes
+
+
+@dataclass(frozen=True)
+class CreditSplit:
+    """How a credit note of ``amount`` lands: first it lowers what is still due, then the
+    paid part goes back to the client as a refund or as credit on their balance."""
+
+    reduces_due: Decimal
+    refunded: Decimal
+    credited: Decimal
+
+
+def split_credit(
+    *, amount: Decimal, invoice_amount: Decimal, paid: Decimal, credited_before: Decimal, refund: bool
+) -> CreditSplit:
+    if amount <= 0:
+        raise Invalid("amount must be greater than zero")
+    if quantize(amount) != amount:
+        raise Invalid("amount must have at most two decimal places")
+    creditable = invoice_amount - credited_before
+    if amount > creditable:
+        raise Invalid(f"amount {amount} is more than the invoice can still be credited ({quantize(creditable)})")
+    due = amount_open(invoice_amount, paid, credited_before)
+    reduces = min(amount, due)
+    rest = amount - reduces
+    return CreditSplit(
+        reduces_due=reduces, refunded=rest if refund else ZERO, credited=ZERO if refund else rest
+    )
+
+
+# --------------------------------------------------------------------------- webhook signatures
+
+SIGNATURE_HEADER = "Clientflow-Signature"
+
+
+class BadSignature(DomainError):
+    """A webhook whose signature or timestamp does not check out (400, as Stripe answers)."""
+
+    status = 400
+
+
+def sign(*, body: bytes, secret: str, timestamp: int) -> str:
+    """The header value a provider sends: ``t=<unix seconds>,v1=<hex HMAC-SHA256>`` over
+    ``"<t>." + body``, as Stripe signs its webhooks."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(*, header: str | None, body: bytes, secret: str, now: datetime, tolerance_s: int) -> int:
+    """Check a webhook's signature and that it was signed within ``tolerance_s`` of ``now``
+    (a replay of an old, validly signed request is refused). Returns the signed timestamp."""
+    if not header:
+        raise BadSignature(f"missing {SIGNATURE_HEADER} header")
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        raise BadSignature("signature header has no valid t=<unix seconds>") from None
+    expected = sign(body=body, secret=secret, timestamp=timestamp).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", [])):
+        raise BadSignature("bad signature")
+    if abs(now.timestamp() - timestamp) > tolerance_s:
+        raise BadSignature(f"timestamp outside the {tolerance_s} s tolerance window (replayed or clock skew)")
+    return timestamp

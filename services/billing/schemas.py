@@ -6,9 +6,10 @@ Money goes out as decimal strings with two decimals and its currency.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, time, timezone
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.billing.domain import PAYMENT_METHODS
 from shared.money import CurrencyCode, DecimalStr
@@ -82,7 +83,10 @@ class InvoiceOut(BaseModel):
     currency: str
     amount: DecimalStr
     amount_paid: DecimalStr
+    amount_credited: DecimalStr = Field(description="lowered by credit notes")
     amount_due: DecimalStr
+    period_start: datetime | None = Field(default=None, description="service period billed (retainers)")
+    period_end: datetime | None = None
     issued_at: datetime
     due_at: datetime
     paid_at: datetime | None
@@ -125,3 +129,123 @@ class SubscriptionOut(BaseModel):
     paused_fee: DecimalStr | None
     paused_until: datetime | None
     cancelled_at: datetime | None
+    dunning_state: str | None = Field(default=None, description="worst dunning state of its unpaid invoices")
+    service_blocked: bool = Field(default=False, description="dunning reached `blocked`: hold the work")
+
+
+class WebhookData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    invoice_id: uuid.UUID
+    amount: DecimalStr
+    currency: CurrencyCode
+    method: str = "card"
+    reference: str | None = Field(default=None, max_length=200, description="the provider's charge id")
+    decline_code: str | None = Field(default=None, max_length=60, examples=["insufficient_funds", "expired_card"])
+
+
+class WebhookIn(BaseModel):
+    """A payment provider's event, signed in the `Clientflow-Signature` header."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=200, description="the provider's event id; a replay is applied once")
+    type: str = Field(examples=["payment.succeeded", "payment.failed"])
+    data: WebhookData
+
+
+class CreditNoteIn(BaseModel):
+    amount: DecimalStr = Field(examples=["100.00"])
+    currency: CurrencyCode
+    reason: str = Field(min_length=1, max_length=1000)
+    refund: bool = Field(default=False, description="pay the already-paid part back instead of crediting the balance")
+
+
+class CreditNoteOut(BaseModel):
+    credit_note_id: uuid.UUID
+    number: str
+    invoice_id: uuid.UUID
+    lead_id: uuid.UUID
+    currency: str
+    amount: DecimalStr
+    reduces_due: DecimalStr
+    refunded: DecimalStr
+    credited: DecimalStr
+    reason: str
+    issued_at: datetime
+
+
+class TimeEntryIn(BaseModel):
+    subscription_id: uuid.UUID
+    hours: DecimalStr = Field(examples=["2.5"])
+    description: str | None = Field(default=None, max_length=1000)
+    change_order_id: uuid.UUID | None = Field(default=None, description="the change order this work delivers")
+
+
+class TimeEntryOut(BaseModel):
+    time_entry_id: uuid.UUID
+    subscription_id: uuid.UUID
+    hours: DecimalStr
+    period_start: datetime
+    period_end: datetime | None
+    used_hours: DecimalStr = Field(description="hours recorded in this period so far")
+    included_hours: DecimalStr | None
+    overage_hours: DecimalStr = Field(description="billed at the hourly rate on the next invoice")
+
+
+class PriceChangeIn(BaseModel):
+    """A price change from a date: `percent` (10 = +10 %) or `new_price` with its currency."""
+
+    percent: DecimalStr | None = None
+    new_price: DecimalStr | None = None
+    currency: CurrencyCode | None = None
+    effective_at: AwareDatetime | date = Field(description="a date is midnight UTC")
+    subscription_ids: list[uuid.UUID] | None = Field(default=None, description="none: every running subscription")
+    grandfathered: list[uuid.UUID] = Field(default_factory=list, description="subscriptions that keep their price")
+
+    @property
+    def effective(self) -> datetime:
+        value = self.effective_at
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc)
+        return datetime.combine(value, time(0), tzinfo=timezone.utc)
+
+
+class ScheduledPriceOut(BaseModel):
+    subscription_id: uuid.UUID
+    old_price: DecimalStr
+    new_price: DecimalStr
+
+
+class PriceChangeOut(BaseModel):
+    price_change_id: uuid.UUID
+    effective_at: datetime
+    notice_dates: list[datetime]
+    subscriptions: list[ScheduledPriceOut]
+    grandfathered: list[uuid.UUID]
+
+
+class ProjectInvoiceIn(BaseModel):
+    kind: Literal["milestone", "final"]
+    amount: DecimalStr | None = Field(default=None, description="a milestone's amount; the final invoice is the balance")
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class ChangeOrderOut(BaseModel):
+    request_id: uuid.UUID
+    deal_id: uuid.UUID
+    lead_id: uuid.UUID
+    description: str | None
+    in_scope: bool
+    hours: DecimalStr | None
+    amount: DecimalStr
+    currency: str
+    status: str = Field(description="in_scope | proposed | invoiced | rejected")
+    invoice_id: uuid.UUID | None
+    work_done_at: datetime | None
+    leaked: bool
+
+
+class LeakedRevenueOut(BaseModel):
+    totals: dict[str, DecimalStr]
+    change_orders: list[ChangeOrderOut]

@@ -35,6 +35,10 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # From retention's client.tier_changed: a `best` client gets a longer dunning grace.
+    tier: Mapped[str | None] = mapped_column(String(20), default=None)
+    # From nurture's takeover.started/ended: a human handles the client, reminders wait.
+    takeover_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class InvoiceCounter(Base):
@@ -59,6 +63,8 @@ class Invoice(Base):
     currency: Mapped[str] = mapped_column(String(3))
     amount: Mapped[Decimal] = mapped_column(Money())
     amount_paid: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
+    # Lowered by credit notes on the unpaid part (a correction, never an edit of the invoice).
+    amount_credited: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"), server_default="0")
     status: Mapped[str] = mapped_column(String(10), index=True)  # open | paid | void
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -183,6 +189,146 @@ class Subscription(Base):
     cancel_effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The worst dunning state of its unpaid invoices (None: nothing to chase).
+    dunning_state: Mapped[str | None] = mapped_column(String(12), default=None)
+
+
+class BilledPeriod(Base):
+    """One row per retainer period billed: its key makes "exactly once per period" hold
+    across restarts, clock jumps and two instances racing."""
+
+    __tablename__ = "billed_periods"
+
+    subscription_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    invoice_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("invoices.id"))
+    fee: Mapped[Decimal] = mapped_column(Money())
+    status: Mapped[str] = mapped_column(String(12))  # the subscription's status when billed
+    usage_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class TimeEntry(Base):
+    """Hours worked on a retainer, counted against the period's included hours."""
+
+    __tablename__ = "time_entries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    hours: Mapped[Decimal] = mapped_column(Money())
+    description: Mapped[str | None] = mapped_column(String(1000))
+    change_order_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    worked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_time_entries_period", "subscription_id", "period_start"),)
+
+
+class ChangeOrder(Base):
+    """A change requested on a deal: in scope (no charge) or a priced change order."""
+
+    __tablename__ = "change_orders"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    deal_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    in_scope: Mapped[bool]
+    hours: Mapped[Decimal | None] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    # in_scope | proposed | invoiced | rejected
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    work_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    invoice_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("invoices.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class CreditNoteCounter(Base):
+    """Credit notes have their own gapless yearly sequence (CN-2026-000001)."""
+
+    __tablename__ = "credit_note_counters"
+
+    year: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class CreditNote(Base):
+    """A correction of an issued invoice (which itself never changes)."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(24), unique=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    reduces_due: Mapped[Decimal] = mapped_column(Money())
+    refunded: Mapped[Decimal] = mapped_column(Money())
+    credited: Mapped[Decimal] = mapped_column(Money())
+    reason: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookEvent(Base):
+    """Provider event ids already applied: a replayed webhook changes nothing."""
+
+    __tablename__ = "webhook_events"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(60))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DunningCase(Base):
+    """An unpaid invoice being chased: card failures, retries, grace, the overdue ladder."""
+
+    __tablename__ = "dunning_cases"
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    state: Mapped[str | None] = mapped_column(String(12), default=None)
+    open: Mapped[bool] = mapped_column(default=True, index=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    retries_done: Mapped[int] = mapped_column(default=0)
+    first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    hard_declined: Mapped[bool] = mapped_column(default=False)
+    last_decline_code: Mapped[str | None] = mapped_column(String(60), default=None)
+    grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    overdue_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PriceChange(Base):
+    __tablename__ = "price_changes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    percent: Mapped[Decimal | None] = mapped_column(Money())
+    new_price: Mapped[Decimal | None] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScheduledPrice(Base):
+    """A subscription's new fee from a date; applied to the first period starting on or after it."""
+
+    __tablename__ = "scheduled_prices"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    price_change_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("price_changes.id"), index=True)
+    subscription_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    old_fee: Mapped[Decimal] = mapped_column(Money())
+    new_fee: Mapped[Decimal] = mapped_column(Money())
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 # --------------------------------------------------------------------------- immutability
@@ -227,6 +373,16 @@ async def next_invoice_sequence(session: AsyncSession, year: int, *, next_of: An
     )
     assert counter is not None
     counter.last_number = next_of(counter.last_number)
+    return counter.last_number
+
+
+async def next_credit_note_sequence(session: AsyncSession, year: int) -> int:
+    await ensure_row(session, CreditNoteCounter, {"year": year, "last_number": 0})
+    counter = await session.scalar(
+        select(CreditNoteCounter).where(CreditNoteCounter.year == year).with_for_update()
+    )
+    assert counter is not None
+    counter.last_number += 1
     return counter.last_number
 
 

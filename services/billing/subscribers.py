@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-from services.billing import handlers
-from services.billing.metrics import BillingMetrics
-from services.billing.settings import Settings
+from services.billing import handlers, projects
+from services.billing.context import Billing
 from shared import events as ev
 from shared.events import Envelope
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
 
-def register(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetrics) -> None:
+def register(runtime: ServiceRuntime, ctx: Billing) -> None:
     async def deal_won(tx: UnitOfWork, event: Envelope, payload: ev.DealWon) -> None:
-        metrics.watch(tx)
-        await handlers.open_deposit_invoice(tx, settings=settings, lead_id=event.lead_id, won=payload)
+        ctx.metrics.watch(tx)
+        await handlers.open_deposit_invoice(tx, ctx, lead_id=event.lead_id, won=payload)
+
+    async def change_requested(tx: UnitOfWork, event: Envelope, payload: ev.DealChangeRequested) -> None:
+        await projects.change_requested(tx, ctx, lead_id=event.lead_id, request=payload)
 
     async def cancellation_saved(tx: UnitOfWork, event: Envelope, payload: ev.CancellationSaved) -> None:
-        metrics.watch(tx)
+        ctx.metrics.watch(tx)
         await handlers.apply_save_offer(
-            tx, lead_id=event.lead_id, offer=payload.offer, subscription_id=payload.subscription_id
+            tx, ctx, lead_id=event.lead_id, offer=payload.offer, subscription_id=payload.subscription_id
         )
 
     async def cancellation_completed(tx: UnitOfWork, event: Envelope, payload: ev.CancellationCompleted) -> None:
-        metrics.watch(tx)
+        ctx.metrics.watch(tx)
         await handlers.cancel_subscriptions(
             tx,
+            ctx,
             lead_id=event.lead_id,
             reason=payload.reason,
             effective_at=payload.effective_at,
             subscription_id=payload.subscription_id,
         )
+
+    async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
+        await handlers.set_tier(tx, event.lead_id, payload.to_tier)
+
+    async def takeover_started(tx: UnitOfWork, event: Envelope, _payload: ev.TakeoverStarted) -> None:
+        await handlers.set_takeover(tx, event.lead_id, active=True)
+
+    async def takeover_ended(tx: UnitOfWork, event: Envelope, _payload: ev.TakeoverEnded) -> None:
+        await handlers.set_takeover(tx, event.lead_id, active=False)
 
     async def lead_erased(tx: UnitOfWork, event: Envelope, _payload: ev.LeadErased) -> None:
         await handlers.erase_contact(tx, event.lead_id)
@@ -38,8 +50,12 @@ def register(runtime: ServiceRuntime, settings: Settings, metrics: BillingMetric
     runtime.consume(
         {
             "deal.won": deal_won,
+            "deal.change_requested": change_requested,
             "cancellation.saved": cancellation_saved,
             "cancellation.completed": cancellation_completed,
+            "client.tier_changed": tier_changed,
+            "takeover.started": takeover_started,
+            "takeover.ended": takeover_ended,
             "lead.erased": lead_erased,
         }
     )

@@ -28,7 +28,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
 
 # Types the contract adds to DESIGN.md's table (extend, never rename).
-ADDED = {"payments": {"invoice.voided"}}
+ADDED = {"payments": {"invoice.voided", "hours.usage_reported", "credit_note.issued"}}
 
 
 def test_every_event_type_of_the_design_is_in_the_contract_on_its_topic() -> None:

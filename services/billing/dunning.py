@@ -1,0 +1,260 @@
+"""Dunning: card failures (from the provider's webhook or a retry), the retry schedule, the
+grace period of an expired card and the overdue ladder (warning, blocked, cancelled).
+
+Every unpaid invoice past due, and every invoice a card failed on, has a ``DunningCase``.
+The billing cycle job walks the open cases: due retries are asked of the card gateway, and
+each case's state is recomputed from "now" (``domain.dunning_state``); a change is published
+as ``dunning.state_changed``. While a human has taken the client over, states and reminders
+wait (payment retries go on: they are not messages to the client).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from services.billing import domain, handlers
+from services.billing.context import Billing
+from services.billing.gateway import ChargeRequest
+from services.billing.schemas import WebhookIn
+from services.billing.store import Account, DunningCase, Invoice, Subscription, WebhookEvent
+from shared import events as ev
+from shared.errors import Conflict, Invalid, NotFound
+from shared.money import quantize
+from shared.uow import UnitOfWork
+
+
+async def _case(tx: UnitOfWork, invoice: Invoice) -> DunningCase:
+    case = await tx.session.get(DunningCase, invoice.id)
+    if case is None:
+        now = tx.now()
+        case = DunningCase(
+            invoice_id=invoice.id, lead_id=invoice.lead_id, subscription_id=invoice.subscription_id,
+            state=None, open=True, failures=0, retries_done=0, hard_declined=False,
+            opened_at=now, updated_at=now,
+        )
+        tx.session.add(case)
+        await tx.session.flush()
+    return case
+
+
+async def record_failure(
+    tx: UnitOfWork,
+    ctx: Billing,
+    *,
+    invoice_id: uuid.UUID,
+    amount: Decimal,
+    currency: str,
+    method: str,
+    decline_code: str | None,
+) -> DunningCase:
+    """A card payment failed (``payment.failed``). A soft decline is retried on the schedule;
+    a hard decline is not retried; an expired card starts a grace period with service kept."""
+    invoice = await tx.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    if invoice is None:
+        raise NotFound(f"no invoice {invoice_id}")
+    if invoice.status == "void":
+        raise Conflict("the invoice is void: it can no longer be paid")
+    if currency != invoice.currency:
+        raise Invalid(f"payment currency {currency} differs from the invoice's {invoice.currency}")
+    if amount <= 0:
+        raise Invalid("amount must be greater than zero")
+    if invoice.status == "paid":
+        raise Conflict("the invoice is already paid")
+    now = tx.now()
+    account = await tx.session.get(Account, invoice.lead_id)
+    tier = account.tier if account else None
+    case = await _case(tx, invoice)
+    case.open = True
+    case.failures += 1
+    case.first_failed_at = case.first_failed_at or now
+    case.last_decline_code = decline_code
+    case.updated_at = now
+    kind = domain.classify_decline(decline_code, hard_codes=ctx.hard_declines, grace_codes=ctx.grace_declines)
+    ladder = ctx.settings.ladder
+    if kind == "hard":
+        case.hard_declined = True
+    elif kind == "grace" and case.grace_until is None:
+        case.grace_until = now + timedelta(days=ladder.grace_days + ladder.extra(tier))
+    case.next_retry_at = (
+        None
+        if case.hard_declined or kind == "grace"
+        else domain.next_retry_at(first_failed_at=case.first_failed_at, retries_done=case.retries_done, ladder=ladder)
+    )
+    tx.emit(
+        "payment.failed",
+        ev.PaymentFailed(
+            invoice_id=invoice.id,
+            amount=amount,
+            currency=currency,
+            method=method,
+            decline_code=decline_code,
+            hard_decline=kind == "hard",
+            attempt=case.failures,
+            next_retry_at=case.next_retry_at,
+        ),
+        lead_id=invoice.lead_id,
+    )
+    await advance(tx, ctx, case, invoice, account=account)
+    return case
+
+
+async def advance(
+    tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoice, *, account: Account | None
+) -> str | None:
+    """Recompute the case's state from now; publish a change (``dunning.state_changed``) and the
+    first time the invoice is late, ``invoice.overdue``. Cancelled ends the subscription."""
+    now = tx.now()
+    if not case.open or invoice.status != "open":
+        return case.state
+    if account is not None and account.takeover_since is not None:
+        return case.state  # a human is talking to the client: reminders wait
+    tier = account.tier if account else None
+    new = domain.dunning_state(
+        now=now,
+        due_at=invoice.due_at,
+        grace_until=case.grace_until,
+        retrying=case.next_retry_at is not None,
+        tier=tier,
+        ladder=ctx.settings.ladder,
+    )
+    if new is None or new == case.state:
+        return case.state
+    if case.state == "cancelled":
+        return case.state  # the end of the ladder: only a payment clears it
+    late = domain.days_overdue(due_at=invoice.due_at, now=now)
+    if late >= 1 and case.overdue_notified_at is None:
+        case.overdue_notified_at = now
+        tx.emit(
+            "invoice.overdue",
+            ev.InvoiceOverdue(
+                invoice_id=invoice.id,
+                amount_due=quantize(domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited)),
+                currency=invoice.currency,
+                due_at=invoice.due_at,
+                days_overdue=late,
+            ),
+            lead_id=invoice.lead_id,
+        )
+    previous, case.state = case.state, new
+    case.updated_at = now
+    tx.emit(
+        "dunning.state_changed",
+        ev.DunningStateChanged(
+            invoice_id=invoice.id,
+            subscription_id=case.subscription_id,
+            from_state=previous,
+            to_state=new,
+            reason=_reason(new, case, late),
+        ),
+        lead_id=invoice.lead_id,
+    )
+    if case.subscription_id is not None:
+        await handlers.refresh_subscription_dunning(tx, case.subscription_id)
+        if new == "cancelled":
+            await handlers.cancel_subscriptions(
+                tx, ctx, lead_id=invoice.lead_id, reason="non_payment", effective_at=now,
+                subscription_id=case.subscription_id,
+            )
+    return new
+
+
+def _reason(state: str, case: DunningCase, late: int) -> str:
+    if state == "grace":
+        return f"card declined ({case.last_decline_code}); service kept until {case.grace_until:%Y-%m-%d}"
+    if state == "retrying":
+        return f"card declined ({case.last_decline_code}); retry {case.retries_done + 1} on {case.next_retry_at:%Y-%m-%d}"
+    return f"{late} days overdue" + (" after a hard decline" if case.hard_declined else "")
+
+
+async def run(tx_factory, ctx: Billing, now: datetime) -> None:  # noqa: ANN001 - the runtime's UnitOfWorkFactory
+    """One dunning pass: open cases for invoices newly past due, retry due cards, move states."""
+    async with tx_factory() as tx:
+        late = await tx.session.scalars(
+            select(Invoice)
+            .outerjoin(DunningCase, DunningCase.invoice_id == Invoice.id)
+            .where(Invoice.status == "open", Invoice.due_at < now, DunningCase.invoice_id.is_(None))
+        )
+        for invoice in late:
+            await _case(tx, invoice)
+    async with tx_factory() as tx:
+        ids = list(await tx.session.scalars(select(DunningCase.invoice_id).where(DunningCase.open.is_(True))))
+    for invoice_id in ids:
+        async with tx_factory() as tx:
+            ctx.metrics.watch(tx)
+            await step(tx, ctx, invoice_id)
+
+
+async def step(tx: UnitOfWork, ctx: Billing, invoice_id: uuid.UUID) -> None:
+    invoice = await tx.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    case = await tx.session.get(DunningCase, invoice_id)
+    if invoice is None or case is None or not case.open:
+        return
+    if invoice.status != "open":
+        await handlers.close_dunning(tx, invoice, reason=invoice.status)
+        return
+    account = await tx.session.get(Account, invoice.lead_id)
+    if case.next_retry_at is not None and case.next_retry_at <= tx.now() and not case.hard_declined:
+        await _retry(tx, ctx, case, invoice)
+        if invoice.status != "open":
+            return
+    await advance(tx, ctx, case, invoice, account=account)
+
+
+async def _retry(tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoice) -> None:
+    """Ask the gateway to charge again; the schedule moves on whatever the answer."""
+    due = domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited)
+    case.retries_done += 1
+    case.next_retry_at = domain.next_retry_at(
+        first_failed_at=case.first_failed_at or tx.now(), retries_done=case.retries_done, ladder=ctx.settings.ladder
+    )
+    result = await ctx.gateway.charge(
+        ChargeRequest(invoice_id=invoice.id, lead_id=invoice.lead_id, amount=due, currency=invoice.currency, attempt=case.failures + 1)
+    )
+    if result is None:
+        return  # the provider reports the outcome by webhook
+    if result.succeeded:
+        await handlers.apply_money(
+            tx, ctx, invoice_id=invoice.id, amount=due, currency=invoice.currency, method="card",
+            reference=result.reference, source="retry", external_id=result.reference,
+        )
+    else:
+        await record_failure(
+            tx, ctx, invoice_id=invoice.id, amount=due, currency=invoice.currency, method="card",
+            decline_code=result.decline_code,
+        )
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+async def receive_webhook(tx: UnitOfWork, ctx: Billing, hook: WebhookIn) -> dict[str, str]:
+    """Apply one verified provider event exactly once (its ``id`` is stored with its effects)."""
+    if await tx.session.get(WebhookEvent, hook.id) is not None:
+        ctx.metrics.webhooks.labels("duplicate").inc()
+        return {"status": "duplicate", "id": hook.id}
+    tx.session.add(WebhookEvent(event_id=hook.id, type=hook.type, received_at=tx.now()))
+    data = hook.data
+    if hook.type == "payment.succeeded":
+        out = await handlers.apply_money(
+            tx, ctx, invoice_id=data.invoice_id, amount=data.amount, currency=data.currency, method=data.method,
+            reference=data.reference, source="webhook", external_id=data.reference or hook.id,
+        )
+        outcome = {"status": "applied", "id": hook.id, "payment_id": str(out.payment_id), "invoice_status": out.invoice_status}
+    elif hook.type == "payment.failed":
+        case = await record_failure(
+            tx, ctx, invoice_id=data.invoice_id, amount=data.amount, currency=data.currency, method=data.method,
+            decline_code=data.decline_code,
+        )
+        outcome = {"status": "applied", "id": hook.id, "dunning_state": str(case.state)}
+    else:
+        outcome = {"status": "ignored", "id": hook.id}
+    tx.after_commit(lambda: ctx.metrics.webhooks.labels(outcome["status"]).inc())
+    return outcome
+
+
+async def subscription_of(tx: UnitOfWork, subscription_id: uuid.UUID) -> Subscription | None:
+    return await tx.session.get(Subscription, subscription_id)

@@ -1,0 +1,86 @@
+"""Figures recomputed from the database for the gauges and ``GET /reports/summary``: MRR
+(active subscriptions only: paused is neither churn nor revenue), receivables, overdue
+invoices, dunning states, days sales outstanding and leaked revenue, each per currency
+(amounts in different currencies are never added together)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from services.billing import domain, projects
+from services.billing.context import Billing
+from services.billing.store import DunningCase, Invoice, Subscription
+from shared.money import quantize
+from shared.uow import UnitOfWork
+
+DSO_DAYS = 90
+
+
+async def summary(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
+    now = tx.now()
+    mrr: dict[str, Decimal] = defaultdict(Decimal)
+    statuses: dict[str, int] = defaultdict(int)
+    for status, fee, currency in await tx.session.execute(
+        select(Subscription.status, Subscription.monthly_fee, Subscription.currency)
+    ):
+        statuses[status] += 1
+        if domain.in_mrr(status):
+            mrr[currency] += fee
+    receivables: dict[str, Decimal] = defaultdict(Decimal)
+    overdue = 0
+    for invoice in await tx.session.scalars(select(Invoice).where(Invoice.status == "open")):
+        receivables[invoice.currency] += domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited)
+        overdue += invoice.due_at < now
+    invoiced: dict[str, Decimal] = defaultdict(Decimal)
+    for amount, currency in await tx.session.execute(
+        select(Invoice.amount, Invoice.currency).where(
+            Invoice.status != "void", Invoice.issued_at >= now - timedelta(days=DSO_DAYS)
+        )
+    ):
+        invoiced[currency] += amount
+    dso = {c: (receivables[c] / invoiced[c] * DSO_DAYS).quantize(Decimal("0.1")) for c in invoiced if invoiced[c] > 0}
+    dunning = dict(
+        (state, count)
+        for state, count in await tx.session.execute(
+            select(DunningCase.state, func.count()).where(DunningCase.open.is_(True)).group_by(DunningCase.state)
+        )
+        if state is not None
+    )
+    leaked: dict[str, Decimal] = defaultdict(Decimal)
+    for order in await projects.leaked(tx, ctx):
+        leaked[order.currency] += order.amount
+    return {
+        "mrr": {c: quantize(v) for c, v in mrr.items()},
+        "subscriptions": dict(statuses),
+        "receivables": {c: quantize(v) for c, v in receivables.items()},
+        "invoices_overdue": overdue,
+        "days_sales_outstanding": dso,
+        "dunning": dunning,
+        "leaked_revenue": {c: quantize(v) for c, v in leaked.items()},
+    }
+
+
+async def refresh_gauges(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
+    figures = await summary(tx, ctx)
+    m = ctx.metrics
+    for gauge in (m.mrr, m.subscriptions, m.receivables, m.dunning, m.dso, m.leaked):
+        gauge.clear()
+    for currency, value in figures["mrr"].items():
+        m.mrr.labels(currency).set(float(value))
+    for status, count in figures["subscriptions"].items():
+        m.subscriptions.labels(status).set(count)
+    for currency, value in figures["receivables"].items():
+        m.receivables.labels(currency).set(float(value))
+    m.overdue.set(figures["invoices_overdue"])
+    for state, count in figures["dunning"].items():
+        m.dunning.labels(state).set(count)
+    for currency, value in figures["days_sales_outstanding"].items():
+        m.dso.labels(currency).set(float(value))
+    for currency, value in figures["leaked_revenue"].items():
+        m.leaked.labels(currency).set(float(value))
+    return figures
