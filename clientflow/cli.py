@@ -18,6 +18,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from clientflow import leads_cli
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
 from shared.broker import ensure_topics
@@ -27,6 +28,7 @@ from shared.migrations import upgrade
 app = typer.Typer(help="Clientflow: the client lifecycle of a service business.", no_args_is_help=True)
 clock_app = typer.Typer(help="Move the simulated business clock (CLIENTFLOW_CLOCK=simulated).")
 app.add_typer(clock_app, name="clock")
+app.add_typer(leads_cli.app, name="leads", help="Leads: import a CSV of leads.")
 console = Console()
 
 DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))

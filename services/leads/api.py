@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date, timezone
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import func, select
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
 
-from services.leads import handlers
+from services.leads import handlers, importer
+from services.leads.handlers import Context, LeadFilter
 from services.leads.schemas import (
+    ActivityEntry,
+    ChangeRequestIn,
+    ChangeRequestOut,
     DealIn,
     DealOut,
+    ErasedOut,
     FunnelOut,
+    IcpOut,
+    ImportReportOut,
     LeadCreated,
     LeadIn,
     LeadList,
     LeadOut,
     LostIn,
+    MergeIn,
+    QualificationIn,
+    QualificationOut,
+    RedFlagIn,
+    SpendIn,
+    SpendOut,
     StageEntry,
+    StageIn,
+    TouchOut,
     WonIn,
 )
-from services.leads.settings import Settings
-from services.leads.store import Deal, Lead
+from services.leads.store import ChangeRequest, Deal, Lead
+from shared.errors import Conflict, DomainError
 from shared.http import api_key_guard
 from shared.service import ServiceRuntime
 
 
-def lead_out(lead: Lead, history: list | None = None) -> LeadOut:
+def lead_out(ctx: Context, lead: Lead, now, *, history=None, activity=None, touches=None, deals=None) -> LeadOut:  # noqa: ANN001
     return LeadOut(
         lead_id=lead.id,
         name=lead.name,
@@ -37,18 +54,46 @@ def lead_out(lead: Lead, history: list | None = None) -> LeadOut:
         fit_score=lead.fit_score,
         fit_matched=lead.fit_matched,
         fit_missed=lead.fit_missed,
-        engagement_score=lead.engagement_score,
+        engagement_score=handlers.engagement_now(ctx, lead, now),
         red_flags=lead.red_flags,
         tier=lead.tier,
         created_at=lead.created_at,
         erased=lead.erased_at is not None,
-        timeline=[
-            StageEntry(from_stage=h.from_stage, to_stage=h.to_stage, cause=h.cause, at=h.at) for h in history or []
+        timeline=[StageEntry(from_stage=h.from_stage, to_stage=h.to_stage, cause=h.cause, at=h.at) for h in history or []],
+        job_title=lead.job_title,
+        industry=lead.industry,
+        employees=lead.employees,
+        annual_revenue=lead.annual_revenue,
+        country=lead.country,
+        language=lead.language,
+        timezone=lead.timezone,
+        campaign=lead.campaign,
+        utm=lead.utm or {},
+        budget=lead.budget,
+        currency=lead.currency,
+        brief=lead.brief,
+        timeline_text=lead.timeline,
+        needs=lead.needs or [],
+        consent_marketing=lead.consent_marketing,
+        legal_basis=lead.legal_basis,
+        referred_by=lead.referred_by,
+        referrals=lead.referrals or 0,
+        tier_reasons=lead.tier_reasons or [],
+        qualification=lead.qualification,
+        merged_into=lead.merged_into,
+        updated_at=lead.updated_at,
+        erased_at=lead.erased_at,
+        touches=[
+            TouchOut(channel=t.channel, campaign=t.campaign, utm=t.utm, matched_by=t.matched_by,
+                     contact_name=t.contact_name, contact_email=t.contact_email, at=t.at)
+            for t in touches or []
         ],
+        activity=[ActivityEntry(type=a.type, at=a.at, detail=a.detail or {}) for a in activity or []],
+        deals=[d.id for d in deals or []],
     )
 
 
-def deal_out(deal: Deal) -> DealOut:
+def deal_out(deal: Deal, requests: list[ChangeRequest] | None = None) -> DealOut:
     return DealOut(
         deal_id=deal.id,
         lead_id=deal.lead_id,
@@ -65,74 +110,232 @@ def deal_out(deal: Deal) -> DealOut:
         signed_at=deal.signed_at,
         deposit_share=deal.deposit_share,
         lost_reason=deal.lost_reason,
+        change_requests=[change_out(r) for r in requests or []],
     )
 
 
-def router(runtime: ServiceRuntime, settings: Settings) -> APIRouter:
+def change_out(r: ChangeRequest) -> ChangeRequestOut:
+    return ChangeRequestOut(
+        request_id=r.id, deal_id=r.deal_id, description=r.description, line=r.line, in_scope=r.in_scope,
+        hours=r.hours, amount=r.amount, currency=r.currency, reason=r.reason, created_at=r.created_at,
+    )
+
+
+def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     uow = runtime.uow
-    write = [Depends(api_key_guard(settings.api_key.get_secret_value()))]
+    write = [Depends(api_key_guard(ctx.settings.api_key.get_secret_value()))]
     api = APIRouter()
 
     @api.post("/leads", status_code=201, response_model=LeadCreated, dependencies=write, tags=["leads"])
     async def create_lead(body: LeadIn, response: Response) -> LeadCreated:
-        """Capture a lead; a known email answers 200 with the existing `lead_id`."""
-        async with uow() as tx:
-            created = await handlers.capture_lead(tx, body)
+        """Capture a lead; a known email (or company domain) answers 200 with the existing
+        `lead_id` and records the new touch on it."""
+        for attempt in (1, 2):
+            try:
+                async with uow() as tx:
+                    created = await handlers.capture_lead(tx, ctx, body)
+                break
+            except IntegrityError:
+                # The same person captured at the same moment by another request: read it again.
+                if attempt == 2:
+                    raise Conflict("the same lead is being captured by another request; retry") from None
         if created.duplicate:
             response.status_code = 200
         return created
 
+    @api.post(
+        "/leads/import",
+        response_model=ImportReportOut,
+        dependencies=write,
+        tags=["leads"],
+        openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
+    )
+    async def import_leads(request: Request, first_row: int = Query(1, ge=1, description="number of the first data row (for a file sent in parts)")) -> ImportReportOut:
+        """Import a CSV file (body `text/csv`, header with the JSON field names): good rows go in,
+        every rejected row is reported with what is wrong. Duplicates count as touches."""
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DomainError(f"the file is not UTF-8 text (byte {exc.start} cannot be read)") from exc
+        try:
+            rows, ignored = importer.parse(text, first_row=first_row, max_rows=ctx.settings.import_max_rows)
+        except importer.ImportError_ as exc:
+            raise DomainError(str(exc)) from exc
+        async with uow() as tx:
+            report = await handlers.import_rows(tx, ctx, rows)
+        return ImportReportOut(
+            rows=report.rows, accepted=report.accepted, duplicates=report.duplicates, rejected=report.rejected,
+            errors=report.errors, ignored_columns=ignored,
+        )
+
     @api.get("/leads", response_model=LeadList, tags=["leads"])
     async def list_leads(
         stage: str | None = None,
+        tier: str | None = None,
         channel: str | None = None,
+        min_fit: int | None = Query(None, ge=0, le=100, description="minimum fit score"),
+        red_flag: str | None = Query(None, description="only leads with this red flag"),
+        q: str | None = Query(None, max_length=200, description="text in name, email or company"),
+        include_erased: bool = False,
+        sort: str = Query("created_at", description="created_at, fit_score or updated_at; '-' for descending"),
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0),
     ) -> LeadList:
+        """Leads with filters and paging (merged duplicates are left out)."""
         async with uow() as tx:
-            query = select(Lead)
-            if stage:
-                query = query.where(Lead.stage == stage)
-            if channel:
-                query = query.where(Lead.channel == channel)
-            total = await tx.session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = await tx.session.scalars(query.order_by(Lead.created_at, Lead.id).limit(limit).offset(offset))
-            return LeadList(items=[lead_out(r) for r in rows], total=total or 0, limit=limit, offset=offset)
+            found, total = await handlers.list_leads(
+                tx,
+                LeadFilter(stage=stage, tier=tier, channel=channel, min_fit=min_fit, red_flag=red_flag, q=q,
+                           include_erased=include_erased),
+                sort=sort, limit=limit, offset=offset,
+            )
+            now = tx.now()
+            return LeadList(items=[lead_out(ctx, r, now) for r in found], total=total, limit=limit, offset=offset)
 
     @api.get("/leads/{lead_id}", response_model=LeadOut, tags=["leads"])
     async def read_lead(lead_id: uuid.UUID) -> LeadOut:
+        """A lead with its scores, red flags, tier, stage history (`timeline`) and every event
+        about it (`activity`)."""
         async with uow() as tx:
             lead = await handlers.get_lead(tx, lead_id)
-            return lead_out(lead, await handlers.stage_history(tx, lead_id))
+            return lead_out(
+                ctx, lead, tx.now(),
+                history=await handlers.stage_history(tx, lead_id),
+                activity=await handlers.activity(tx, lead_id),
+                touches=await handlers.touches(tx, lead_id),
+                deals=await handlers.deals_of(tx, lead_id),
+            )
+
+    @api.delete("/leads/{lead_id}", response_model=ErasedOut, dependencies=write, tags=["leads"])
+    async def erase(lead_id: uuid.UUID) -> ErasedOut:
+        """Erase the person's data (`lead.erased`); anonymous counts stay. Repeating is harmless."""
+        async with uow() as tx:
+            lead = await handlers.erase_lead(tx, ctx, lead_id)
+        assert lead.erased_at is not None
+        return ErasedOut(lead_id=lead.id, erased=True, erased_at=lead.erased_at)
+
+    @api.post("/leads/{lead_id}/qualification", response_model=QualificationOut, dependencies=write, tags=["leads"])
+    async def qualify(lead_id: uuid.UUID, body: QualificationIn = Body(default_factory=QualificationIn)) -> QualificationOut:  # noqa: B008
+        """BANT qualification: `lead.qualified` or `lead.disqualified` with the reasons."""
+        async with uow() as tx:
+            lead, result = await handlers.qualify_lead(tx, ctx, lead_id, body)
+        q = lead.qualification or {}
+        return QualificationOut(
+            lead_id=lead.id, qualified=result.qualified, budget=q["budget"], authority=q["authority"],
+            need=q["need"], timeline=q["timeline"], reasons=result.reasons, stage=lead.stage,
+        )
+
+    @api.post("/leads/{lead_id}/red-flags", status_code=201, response_model=LeadOut, dependencies=write, tags=["leads"])
+    async def add_red_flag(lead_id: uuid.UUID, body: RedFlagIn) -> LeadOut:
+        """Note a red flag seen during the sale (refuses a deposit, boss reverses direction...)."""
+        async with uow() as tx:
+            lead = await handlers.note_red_flag(tx, lead_id, body.name, body.evidence)
+            return lead_out(ctx, lead, tx.now())
+
+    @api.delete("/leads/{lead_id}/red-flags/{name}", response_model=LeadOut, dependencies=write, tags=["leads"])
+    async def remove_red_flag(lead_id: uuid.UUID, name: str, reason: str | None = None) -> LeadOut:
+        async with uow() as tx:
+            lead = await handlers.clear_red_flag(tx, lead_id, name, reason)
+            return lead_out(ctx, lead, tx.now())
+
+    @api.post("/leads/{lead_id}/stage", response_model=LeadOut, dependencies=write, tags=["funnel"])
+    async def move(lead_id: uuid.UUID, body: StageIn) -> LeadOut:
+        """Move a lead by hand, forwards or backwards, with the reason kept in its history."""
+        async with uow() as tx:
+            lead = await handlers.set_stage(tx, ctx, lead_id, body.stage, body.reason)
+            return lead_out(ctx, lead, tx.now(), history=await handlers.stage_history(tx, lead.id))
+
+    @api.post("/leads/{lead_id}/merge", response_model=LeadOut, dependencies=write, tags=["leads"])
+    async def merge(lead_id: uuid.UUID, body: MergeIn) -> LeadOut:
+        """Merge `duplicate_id` into this lead (explicit, logged on both)."""
+        async with uow() as tx:
+            lead = await handlers.merge_leads(tx, ctx, lead_id, body.duplicate_id, body.reason)
+            return lead_out(ctx, lead, tx.now(), touches=await handlers.touches(tx, lead.id))
+
+    @api.get("/icp", response_model=IcpOut, tags=["icp"])
+    async def read_icp() -> IcpOut:
+        """The ideal client profile in force (YAML and its parsed criteria)."""
+        async with uow() as tx:
+            icp, document, version = await handlers.current_icp(tx, ctx)
+        return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"])
+
+    @api.put(
+        "/icp",
+        response_model=IcpOut,
+        dependencies=write,
+        tags=["icp"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+    )
+    async def replace_icp(request: Request) -> IcpOut:
+        """Replace the ICP with a YAML (or JSON) document; every live lead is rescored."""
+        try:
+            document = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DomainError("the ICP must be UTF-8 text") from exc
+        async with uow() as tx:
+            version, rescored = await handlers.replace_icp(tx, ctx, document)
+            icp, document, _ = await handlers.current_icp(tx, ctx)
+        return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"], rescored=rescored)
 
     @api.post("/leads/{lead_id}/deals", status_code=201, response_model=DealOut, dependencies=write, tags=["deals"])
     async def create_deal(lead_id: uuid.UUID, body: DealIn) -> DealOut:
         """Write an estimate (scope lines; a retainer has a monthly fee and included hours)."""
         async with uow() as tx:
-            return deal_out(await handlers.propose_deal(tx, lead_id, body))
+            return deal_out(await handlers.propose_deal(tx, ctx, lead_id, body))
 
     @api.get("/deals/{deal_id}", response_model=DealOut, tags=["deals"])
     async def read_deal(deal_id: uuid.UUID) -> DealOut:
         async with uow() as tx:
-            return deal_out(await handlers.get_deal(tx, deal_id))
+            deal = await handlers.get_deal(tx, deal_id)
+            return deal_out(deal, await handlers.change_requests_of(tx, deal_id))
 
     @api.post("/deals/{deal_id}/won", response_model=DealOut, dependencies=write, tags=["deals"])
     async def won(deal_id: uuid.UUID, body: WonIn) -> DealOut:
         """The estimate was signed: no signature, no deal."""
         async with uow() as tx:
-            return deal_out(
-                await handlers.win_deal(tx, settings, deal_id, signed_by=body.signed_by, signed_at=body.signed_at)
-            )
+            return deal_out(await handlers.win_deal(tx, ctx, deal_id, signed_by=body.signed_by, signed_at=body.signed_at))
 
     @api.post("/deals/{deal_id}/lost", response_model=DealOut, dependencies=write, tags=["deals"])
     async def lost(deal_id: uuid.UUID, body: LostIn) -> DealOut:
         async with uow() as tx:
-            return deal_out(await handlers.lose_deal(tx, deal_id, body.reason))
+            return deal_out(await handlers.lose_deal(tx, ctx, deal_id, body.reason))
+
+    @api.post(
+        "/deals/{deal_id}/change-requests", status_code=201, response_model=ChangeRequestOut, dependencies=write,
+        tags=["deals"],
+    )
+    async def change_request(deal_id: uuid.UUID, body: ChangeRequestIn) -> ChangeRequestOut:
+        """A change on a signed deal, checked against the estimate's lines: in scope (free) or a
+        paid change order (`deal.change_requested`)."""
+        async with uow() as tx:
+            return change_out(await handlers.request_change(tx, ctx, deal_id, body))
+
+    @api.post("/channels/{channel}/spend", status_code=201, response_model=SpendOut, dependencies=write, tags=["channels"])
+    async def spend(channel: str, body: SpendIn) -> SpendOut:
+        """Spend on a channel for a period (`channel.spend_recorded`), for CAC."""
+        async with uow() as tx:
+            row, replaced = await handlers.record_spend(tx, channel, body)
+        return SpendOut(channel=row.channel, period_start=row.period_start, period_end=row.period_end,
+                        amount=row.amount, currency=row.currency, replaced=replaced)
+
+    @api.get("/channels", tags=["channels"])
+    async def read_channels() -> list[dict]:
+        """Per channel: spend, leads, clients, cost per lead and CAC (per currency)."""
+        async with uow() as tx:
+            return await handlers.channels(tx)
 
     @api.get("/funnel", response_model=FunnelOut, tags=["funnel"])
-    async def read_funnel() -> FunnelOut:
+    async def read_funnel(
+        channel: str | None = None,
+        since: date | None = Query(None, alias="from", description="captured on or after (UTC date)"),
+        until: date | None = Query(None, alias="to", description="captured on or before (UTC date)"),
+        period: Literal["week", "month", "quarter", "year"] = Query("month", description="grain of by_period"),
+    ) -> FunnelOut:
+        """Counts by stage, how many ever reached each stage and the conversion between stages:
+        overall, per channel and per period of capture."""
         async with uow() as tx:
-            stages = await handlers.funnel(tx)
-        return FunnelOut(stages=stages, total=sum(stages.values()))
+            report = await handlers.funnel(tx, channel=channel, since=since, until=until, grain=period, tz=timezone.utc)
+        return FunnelOut.model_validate(report)
 
     return api

@@ -9,6 +9,8 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.leads import api, subscribers
+from services.leads.handlers import Context
+from services.leads.metrics import LeadsMetrics
 from services.leads.settings import Settings
 from shared import topics
 from shared.clock import Clock
@@ -33,9 +35,19 @@ def create_app(
         engine=engine,
         clock=clock,
     )
-    subscribers.register(runtime)
+    ctx = Context(settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions))
+
+    async def refresh_gauges(_now: object) -> None:
+        await ctx.metrics.refresh()
+
+    # Stage gauges come from the database: at start, after commits that move stages, and now and then.
+    runtime.every("leads-gauges", refresh_gauges, 60.0)
+    subscribers.register(runtime, ctx)
     return runtime.http_app(
         title="Clientflow leads",
-        description="Acquisition and sales: leads, ICP fit, red flags, qualification, deals and estimates.",
-        routers=[api.router(runtime, settings)],
+        description=(
+            "Acquisition and sales: leads and CSV import, dedupe, ICP fit, red flags, BANT qualification, "
+            "engagement, funnel, deals and estimates, change requests, channel spend, erasure."
+        ),
+        routers=[api.router(runtime, ctx)],
     )

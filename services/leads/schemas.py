@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.leads.domain import CHANNELS
+from services.leads.domain import CHANNELS, RED_FLAGS, STAGES
 from shared.money import Amount, CurrencyCode, DecimalStr
 
 
@@ -50,6 +50,11 @@ class LeadIn(BaseModel):
         except EmailNotValidError as exc:
             raise ValueError(f"invalid email: {exc}") from exc
 
+    @field_validator("needs")
+    @classmethod
+    def _needs(cls, value: list[str]) -> list[str]:
+        return [need.strip() for need in value if need and need.strip()]
+
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str) -> str:
@@ -87,12 +92,31 @@ class LeadCreated(BaseModel):
     red_flags: list[str]
     stage: str
     duplicate: bool = False
+    matched_by: Literal["email", "company_domain"] | None = Field(
+        default=None, description="for a duplicate: what matched the existing lead"
+    )
 
 
 class StageEntry(BaseModel):
     from_stage: str | None
     to_stage: str
     cause: str
+    at: datetime
+
+
+class ActivityEntry(BaseModel):
+    type: str = Field(examples=["email.clicked"])
+    at: datetime
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class TouchOut(BaseModel):
+    channel: str
+    campaign: str | None
+    utm: dict[str, str] | None
+    matched_by: str | None
+    contact_name: str | None
+    contact_email: str | None
     at: datetime
 
 
@@ -106,12 +130,40 @@ class LeadOut(BaseModel):
     fit_score: int
     fit_matched: list[str]
     fit_missed: list[str]
-    engagement_score: int
-    red_flags: list[dict[str, Any]]
+    engagement_score: int = Field(description="0-100, decayed to now; kept apart from fit")
+    red_flags: list[dict[str, Any]] = Field(description="name, evidence, source, at")
     tier: str | None
     created_at: datetime
     erased: bool
-    timeline: list[StageEntry] = Field(default_factory=list)
+    timeline: list[StageEntry] = Field(default_factory=list, description="stage history, oldest first")
+    job_title: str | None = None
+    industry: str | None = None
+    employees: int | None = None
+    annual_revenue: DecimalStr | None = None
+    country: str | None = None
+    language: str | None = None
+    timezone: str | None = None
+    campaign: str | None = None
+    utm: dict[str, str] = Field(default_factory=dict)
+    budget: DecimalStr | None = None
+    currency: str | None = None
+    brief: str | None = None
+    timeline_text: str | None = Field(default=None, description="the timeline the lead gave (text)")
+    needs: list[str] = Field(default_factory=list)
+    consent_marketing: bool = False
+    legal_basis: str | None = None
+    referred_by: uuid.UUID | None = None
+    referrals: int = 0
+    tier_reasons: list[str] = Field(default_factory=list)
+    qualification: dict[str, Any] | None = None
+    merged_into: uuid.UUID | None = None
+    updated_at: datetime | None = None
+    erased_at: datetime | None = None
+    touches: list[TouchOut] = Field(default_factory=list)
+    activity: list[ActivityEntry] = Field(
+        default_factory=list, description="every event about the lead, oldest first (its full timeline)"
+    )
+    deals: list[uuid.UUID] = Field(default_factory=list)
 
 
 class LeadList(BaseModel):
@@ -170,17 +222,183 @@ class DealOut(BaseModel):
     signed_at: datetime | None
     deposit_share: DecimalStr | None
     lost_reason: str | None
+    change_requests: list[ChangeRequestOut] = Field(default_factory=list)
 
 
 class WonIn(BaseModel):
     signed_by: str = Field(min_length=1, max_length=200, description="who signed the estimate")
-    signed_at: datetime | None = Field(default=None, description="when it was signed; defaults to now")
+    signed_at: AwareDatetime | None = Field(
+        default=None, description="when it was signed, with its UTC offset; defaults to now"
+    )
 
 
 class LostIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
-class FunnelOut(BaseModel):
-    stages: dict[str, int]
+class ConversionStep(BaseModel):
+    from_stage: str
+    to_stage: str
+    rate: DecimalStr | None = Field(description="reached to_stage / reached from_stage; null when none reached from_stage")
+
+
+class FunnelSlice(BaseModel):
     total: int
+    stages: dict[str, int] = Field(description="leads in each stage now")
+    reached: dict[str, int] = Field(description="leads that ever reached each stage of the main path")
+    conversion: list[ConversionStep]
+    overall_conversion: DecimalStr | None = Field(description="share of leads that became paying clients (action)")
+
+
+class PeriodSlice(FunnelSlice):
+    period: str = Field(examples=["2026-03"])
+
+
+class FunnelOut(FunnelSlice):
+    grain: str
+    by_channel: dict[str, FunnelSlice]
+    by_period: list[PeriodSlice]
+
+
+class QualificationIn(BaseModel):
+    """BANT answers; an answer left out is read from the intake (budget stated, decision-maker
+    title, needs or brief given, timeline given). ``reasons`` disqualify whatever the four say."""
+
+    budget: bool | None = None
+    authority: bool | None = None
+    need: bool | None = None
+    timeline: bool | None = None
+    notes: str | None = Field(default=None, max_length=5000)
+    reasons: list[str] = Field(default_factory=list, max_length=20, examples=[["competitor"]])
+
+
+class QualificationOut(BaseModel):
+    lead_id: uuid.UUID
+    qualified: bool
+    budget: bool
+    authority: bool
+    need: bool
+    timeline: bool
+    reasons: list[str]
+    stage: str
+
+
+class RedFlagIn(BaseModel):
+    name: str = Field(description="one of " + ", ".join(RED_FLAGS), examples=["refuses_deposit"])
+    evidence: str = Field(min_length=1, max_length=2000, examples=["refused to pay 40% up front on the call"])
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value not in RED_FLAGS:
+            raise ValueError(f"unknown red flag {value!r}; known: {', '.join(RED_FLAGS)}")
+        return value
+
+
+class StageIn(BaseModel):
+    stage: str = Field(description="one of " + ", ".join(STAGES))
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("stage")
+    @classmethod
+    def _stage(cls, value: str) -> str:
+        if value not in STAGES:
+            raise ValueError(f"unknown stage {value!r}; known: {', '.join(STAGES)}")
+        return value
+
+
+class MergeIn(BaseModel):
+    duplicate_id: uuid.UUID = Field(description="the lead merged into this one (it answers with merged_into after)")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ChangeRequestIn(BaseModel):
+    """A change asked for on a signed deal. Without ``in_scope`` it is checked against the
+    estimate's lines; an out-of-scope change is priced by ``amount`` or hours x the deal's rate."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    description: str = Field(min_length=1, max_length=5000, examples=["Add a blog section"])
+    hours: DecimalStr | None = Field(default=None, ge=0)
+    amount: Amount | None = None
+    currency: CurrencyCode | None = None
+    line: int | None = Field(default=None, ge=0, description="the estimate line it is about (from 0)")
+    in_scope: bool | None = Field(default=None, description="decide explicitly instead of checking the lines")
+
+
+class ChangeRequestOut(BaseModel):
+    request_id: uuid.UUID
+    deal_id: uuid.UUID
+    description: str
+    line: int | None
+    in_scope: bool
+    hours: DecimalStr | None
+    amount: DecimalStr
+    currency: str
+    reason: str
+    created_at: datetime
+
+
+class SpendIn(BaseModel):
+    """Spend for a period: ``period`` as YYYY-MM (a month) or explicit ``period_start``/``period_end``."""
+
+    amount: Amount
+    currency: CurrencyCode
+    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-03"])
+    period_start: date | None = None
+    period_end: date | None = None
+
+    @model_validator(mode="after")
+    def _period(self) -> SpendIn:
+        if self.period is None and (self.period_start is None or self.period_end is None):
+            raise ValueError("give period (YYYY-MM) or both period_start and period_end")
+        if self.period is not None and (self.period_start or self.period_end):
+            raise ValueError("give period or period_start/period_end, not both")
+        if self.period_start and self.period_end and self.period_end < self.period_start:
+            raise ValueError(f"period_end {self.period_end} is before period_start {self.period_start}")
+        return self
+
+    def bounds(self) -> tuple[date, date]:
+        if self.period_start and self.period_end:
+            return self.period_start, self.period_end
+        assert self.period is not None
+        year, month = map(int, self.period.split("-"))
+        start = date(year, month, 1)
+        end = (date(year + month // 12, month % 12 + 1, 1)) - timedelta(days=1)
+        return start, end
+
+
+class SpendOut(BaseModel):
+    channel: str
+    period_start: date
+    period_end: date
+    amount: DecimalStr
+    currency: str
+    replaced: bool = Field(description="an earlier figure for the same channel, period and currency was corrected")
+
+
+class ImportRowError(BaseModel):
+    row: int = Field(description="data row number in the file (1 = first row after the header)")
+    errors: list[str]
+
+
+class ImportReportOut(BaseModel):
+    rows: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: list[ImportRowError]
+    ignored_columns: list[str] = Field(default_factory=list)
+
+
+class IcpOut(BaseModel):
+    version: int
+    document: str = Field(description="the ICP as YAML")
+    criteria: dict[str, Any]
+    rescored: int | None = None
+
+
+class ErasedOut(BaseModel):
+    lead_id: uuid.UUID
+    erased: bool
+    erased_at: datetime

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING, Money, UTCDateTime
@@ -22,6 +22,8 @@ class Lead(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    # Dedupe key (lower case, no +tag, Gmail without dots); None once erased or merged away.
+    email_key: Mapped[str | None] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     company: Mapped[str | None] = mapped_column(String(200))
     company_domain: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -49,7 +51,15 @@ class Lead(Base):
     fit_missed: Mapped[list[str]] = mapped_column(JSON, default=list)
     engagement_score: Mapped[int] = mapped_column(default=0)
     red_flags: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    tier: Mapped[str | None] = mapped_column(String(20))
+    tier: Mapped[str | None] = mapped_column(String(20), index=True)
+    tier_reasons: Mapped[list[str] | None] = mapped_column(JSON)
+    # Engagement decays: the points held at ``engagement_at``; the score is read from them and now.
+    engagement_points: Mapped[Decimal | None] = mapped_column(Money())
+    engagement_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    qualification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    qualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    referrals: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -69,6 +79,11 @@ class Touch(Base):
     channel: Mapped[str] = mapped_column(String(32))
     campaign: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+    utm: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    matched_by: Mapped[str | None] = mapped_column(String(20))  # None: first capture; email | company_domain
+    # A colleague matched on the company domain: who wrote (personal data, cleared on erasure).
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    contact_email: Mapped[str | None] = mapped_column(String(320))
 
 
 class StageChange(Base):
@@ -103,3 +118,83 @@ class Deal(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_deals_status", "status"),)
+
+
+class LeadRedFlag(Base):
+    """One raised red flag (the lead's ``red_flags`` list mirrors these); here for filtering."""
+
+    __tablename__ = "lead_red_flags"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    name: Mapped[str] = mapped_column(String(50), index=True)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("lead_id", "name", name="uq_lead_red_flags_lead_id_name"),)
+
+
+class Activity(Base):
+    """The lead's timeline: every event about the person, with what it changed."""
+
+    __tablename__ = "lead_activity"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    type: Mapped[str] = mapped_column(String(60))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ChangeRequest(Base):
+    __tablename__ = "change_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    deal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deals.id"), index=True)
+    description: Mapped[str] = mapped_column(Text)
+    line: Mapped[int | None]
+    in_scope: Mapped[bool]
+    hours: Mapped[Decimal | None] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ChannelSpend(Base):
+    """Money spent on a channel over a period; recording the same period again replaces it."""
+
+    __tablename__ = "channel_spend"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), index=True)
+    period_start: Mapped[date]
+    period_end: Mapped[date]
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("channel", "period_start", "period_end", "currency", name="uq_channel_spend_period"),
+    )
+
+
+class IcpVersion(Base):
+    """Every ideal client profile ever set, as its YAML text; the newest is in force."""
+
+    __tablename__ = "icp_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    document: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Merge(Base):
+    """An explicit merge of a duplicate into the lead that stays (kept as the audit log)."""
+
+    __tablename__ = "lead_merges"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kept_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    merged_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), unique=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

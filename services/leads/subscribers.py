@@ -5,20 +5,56 @@ from __future__ import annotations
 from typing import Any
 
 from services.leads import handlers
-from shared.events import Envelope
+from services.leads.handlers import Context
+from shared import events as ev
+from shared.consumer import Handler
+from shared.events import EVENT_TYPES, Envelope
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
+# Nurture may publish an inbound reply under one of these names; applied when the contract has it.
+REPLY_TYPES = ("email.replied", "reply.received", "inbound.replied")
 
-async def moves_stage(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
-    await handlers.apply_stage_event(tx, event.lead_id, event.type)
+
+def handlers_for(ctx: Context) -> dict[str, Handler]:
+    async def moves_stage(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
+        await handlers.apply_stage_event(tx, ctx, event.lead_id, event.type)
+
+    async def engaged(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
+        detail = {k: v for k, v in payload.model_dump(mode="json").items() if k in ("url", "survey", "score", "complaint", "by")}
+        await handlers.record_engagement(tx, ctx, event, **detail)
+
+    async def replied(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
+        await handlers.record_engagement(tx, ctx, event.model_copy(update={"type": "email.replied"}))
+
+    async def sales_ready(tx: UnitOfWork, event: Envelope, payload: ev.LeadSalesReady) -> None:
+        await handlers.sales_ready(tx, ctx, event, payload)
+
+    async def unsubscribed(tx: UnitOfWork, event: Envelope, payload: ev.LeadUnsubscribed) -> None:
+        await handlers.unsubscribed(tx, event, payload)
+
+    async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
+        await handlers.tier_changed(tx, event, payload)
+
+    async def referral(tx: UnitOfWork, event: Envelope, payload: ev.ReferralMade) -> None:
+        await handlers.referral_made(tx, ctx, event, payload)
+
+    consumed: dict[str, Handler] = {
+        "email.opened": engaged,
+        "email.clicked": engaged,
+        "feedback.received": engaged,
+        "takeover.started": engaged,
+        "lead.sales_ready": sales_ready,
+        "lead.unsubscribed": unsubscribed,
+        "deposit.cleared": moves_stage,
+        "cancellation.saved": moves_stage,
+        "cancellation.completed": moves_stage,
+        "client.tier_changed": tier_changed,
+        "referral.made": referral,
+    }
+    consumed |= {name: replied for name in REPLY_TYPES if name in EVENT_TYPES}
+    return consumed
 
 
-def register(runtime: ServiceRuntime) -> None:
-    runtime.consume(
-        {
-            "lead.sales_ready": moves_stage,
-            "deposit.cleared": moves_stage,
-            "cancellation.completed": moves_stage,
-        }
-    )
+def register(runtime: ServiceRuntime, ctx: Context) -> None:
+    runtime.consume(handlers_for(ctx))

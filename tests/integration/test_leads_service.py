@@ -57,9 +57,13 @@ async def test_capture_publishes_lead_captured_and_dedupes(leads, kafka_bootstra
     assert again.json()["lead_id"] == lead_id and again.json()["duplicate"] is True
 
     async with TopicReader(kafka_bootstrap, topics.LEADS) as reader:
-        (captured,) = await reader.wait_for("lead.captured", lead_id=lead_id)
-    payload = ev.LeadCaptured.model_validate(captured.data)
-    assert payload.email == body["email"] and payload.channel == "website" and captured.producer == "leads"
+        first_touch, second_touch = await reader.wait_for("lead.captured", lead_id=lead_id, count=2)
+    payload = ev.LeadCaptured.model_validate(first_touch.data)
+    assert payload.email == body["email"] and payload.channel == "website" and first_touch.producer == "leads"
+    assert payload.duplicate is False
+    # the second touch is told too (nurture merges consent, retention ignores it), on the same key
+    again_payload = ev.LeadCaptured.model_validate(second_touch.data)
+    assert again_payload.duplicate is True and again_payload.channel == "event"
 
 
 async def test_deal_won_needs_signature_and_carries_deposit_share(leads, kafka_bootstrap: str) -> None:
