@@ -1,17 +1,45 @@
-"""Nurture's HTTP routes: validate, call one use case, answer."""
+"""Nurture's HTTP routes: validate, call one use case, answer.
+
+Public links (open pixel, click redirect, unsubscribe, survey) carry tokens signed with the
+service's secret key; a token that does not verify answers 404 and changes nothing.
+"""
 
 from __future__ import annotations
 
+import html
+import json
 import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
-from services.nurture import handlers
-from services.nurture.schemas import MessageOut, TakeoverIn, TakeoverOut
+from services.nurture import domain, handlers
+from services.nurture.content import Renderer
+from services.nurture.metrics import NurtureMetrics
+from services.nurture.schemas import (
+    BounceIn,
+    FeedbackIn,
+    FeedbackOut,
+    InboundIn,
+    MessageOut,
+    ReplyOut,
+    SequenceOut,
+    TakeoverIn,
+    TakeoverOut,
+    TaskOut,
+)
 from services.nurture.settings import Settings
-from services.nurture.store import Message, Takeover
+from services.nurture.store import Feedback, Message, Takeover, Task
+from shared.errors import Invalid, NotFound
 from shared.http import api_key_guard
 from shared.service import ServiceRuntime
+
+# The smallest transparent GIF: what an open pixel answers.
+PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 
 
 def message_out(message: Message) -> MessageOut:
@@ -38,10 +66,49 @@ def takeover_out(takeover: Takeover) -> TakeoverOut:
     )
 
 
-def router(runtime: ServiceRuntime, settings: Settings) -> APIRouter:
+def sequence_out(sequence: domain.Sequence, source: str) -> SequenceOut:
+    return SequenceOut(
+        name=sequence.name, source=source, trigger=sequence.trigger, category=sequence.category,  # type: ignore[arg-type]
+        definition=dict(sequence.source),
+    )
+
+
+def feedback_out(f: Feedback) -> FeedbackOut:
+    return FeedbackOut(
+        feedback_id=f.id, lead_id=f.lead_id, survey=f.survey, score=f.score, comment=f.comment,
+        complaint=f.complaint, received_at=f.received_at,
+    )
+
+
+def task_out(t: Task) -> TaskOut:
+    return TaskOut(
+        task_id=t.id, lead_id=t.lead_id, kind=t.kind, title=t.title, detail=t.detail,
+        status=t.status,  # type: ignore[arg-type]
+        created_at=t.created_at,
+    )
+
+
+def page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f'<body style="font-family:sans-serif;max-width:36em;margin:3em auto">{body}</body></html>'
+    )
+
+
+def router(
+    runtime: ServiceRuntime,
+    settings: Settings,
+    *,
+    builtin: domain.Catalog,
+    renderer: Renderer,
+    metrics: NurtureMetrics,
+) -> APIRouter:
     api = APIRouter()
     uow = runtime.uow
-    write = [Depends(api_key_guard(settings.api_key.get_secret_value()))]
+    guard = api_key_guard(settings.api_key.get_secret_value())
+    write = [Depends(guard)]
+    secret = settings.secret_key.get_secret_value()
+    threshold = settings.sales_ready_threshold
 
     @api.get("/leads/{lead_id}/messages", response_model=list[MessageOut], tags=["messages"])
     async def read_messages(lead_id: uuid.UUID) -> list[MessageOut]:
@@ -55,12 +122,238 @@ def router(runtime: ServiceRuntime, settings: Settings) -> APIRouter:
     async def take_over(lead_id: uuid.UUID, body: TakeoverIn) -> TakeoverOut:
         """A human takes the person over: automated emails wait (``takeover.started``)."""
         async with uow() as tx:
-            return takeover_out(await handlers.start_takeover(tx, lead_id, by=body.by, reason=body.reason))
+            catalog = await handlers.current_catalog(tx, builtin)
+            return takeover_out(
+                await handlers.start_takeover(tx, lead_id, by=body.by, reason=body.reason, catalog=catalog)
+            )
 
     @api.delete("/leads/{lead_id}/takeover", response_model=TakeoverOut, dependencies=write, tags=["takeover"])
     async def release(lead_id: uuid.UUID, by: str | None = Query(None, max_length=200)) -> TakeoverOut:
         """Hand the person back to automation (``takeover.ended``); held emails go out."""
         async with uow() as tx:
             return takeover_out(await handlers.end_takeover(tx, lead_id, by=by))
+
+    # ------------------------------------------------------------------ sequences
+
+    @api.get("/sequences", response_model=list[SequenceOut], tags=["sequences"])
+    async def list_sequences() -> list[SequenceOut]:
+        """Every sequence: the built-in files, with those written through the API in their place."""
+        async with uow() as tx:
+            catalog = await handlers.current_catalog(tx, builtin)
+            return [sequence_out(*(await handlers.get_sequence(tx, builtin, n))) for n in sorted(catalog.sequences)]
+
+    @api.get("/sequences/{name}", response_model=SequenceOut, tags=["sequences"])
+    async def read_sequence(name: str) -> SequenceOut:
+        async with uow() as tx:
+            return sequence_out(*(await handlers.get_sequence(tx, builtin, name)))
+
+    @api.put("/sequences/{name}", response_model=SequenceOut, dependencies=write, tags=["sequences"])
+    async def write_sequence(name: str, definition: dict[str, Any] = Body(...)) -> SequenceOut:
+        """Create or replace a sequence (the format of services/nurture/content.py). Refused with
+        the reason: an unknown trigger, a bad delay, a missing template, a cycle."""
+        async with uow() as tx:
+            sequence = await handlers.put_sequence(
+                tx, builtin, name=name, definition=definition, missing_templates=renderer.missing
+            )
+        return sequence_out(sequence, "api")
+
+    # ------------------------------------------------------------------ tracking (public, signed)
+
+    @api.get("/t/o/{token}.gif", tags=["tracking"], response_class=Response)
+    async def open_pixel(token: str) -> Response:
+        """The open pixel: ``email.opened`` at the first load."""
+        message_id = domain.verify_message_token(secret, "open", token)
+        if message_id is None:
+            raise NotFound("no such link")
+        async with uow() as tx:
+            tracked = await handlers.record_open(tx, message_id, threshold=threshold)
+        if tracked is None:
+            raise NotFound("no such link")
+        if tracked.first:
+            metrics.opened.labels(tracked.sequence, str(tracked.step)).inc()
+        return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
+
+    @api.get("/t/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    async def click(token: str, u: str = Query(..., max_length=4000)) -> RedirectResponse:
+        """A tracked link: ``email.clicked``, then on to the target (signed with the token, so the
+        redirect cannot be pointed elsewhere)."""
+        message_id = domain.verify_message_token(secret, "click", token, u)
+        if message_id is None or urlparse(u).scheme not in ("http", "https"):
+            raise NotFound("no such link")
+        async with uow() as tx:
+            tracked = await handlers.record_click(tx, message_id, u, threshold=threshold)
+        if tracked is None:
+            raise NotFound("no such link")
+        metrics.clicked.labels(tracked.sequence, str(tracked.step)).inc()
+        return RedirectResponse(u, status_code=302)
+
+    def _unsubscriber(token: str) -> uuid.UUID:
+        lead_id = domain.verify_unsubscribe_token(secret, token)
+        if lead_id is None:
+            raise NotFound("no such link")
+        return lead_id
+
+    @api.get("/unsubscribe", tags=["tracking"], response_class=HTMLResponse)
+    async def unsubscribe_page(token: str = Query(..., max_length=200), m: str | None = Query(None)) -> HTMLResponse:
+        """Asks to confirm (a link scanner opening the link must not unsubscribe anybody)."""
+        _unsubscriber(token)
+        action = html.escape(f"/unsubscribe?token={token}" + (f"&m={m}" if m else ""))
+        return page(
+            "Unsubscribe",
+            f"<p>Stop {html.escape(settings.brand_name)}'s marketing emails? Invoices and messages about "
+            f"your account still arrive.</p><form method=\"post\" action=\"{action}\">"
+            '<button type="submit">Unsubscribe</button></form>',
+        )
+
+    @api.post("/unsubscribe", tags=["tracking"], response_class=HTMLResponse)
+    async def unsubscribe(token: str = Query(..., max_length=200), m: str | None = Query(None)) -> HTMLResponse:
+        """One-click unsubscribe (RFC 8058 ``List-Unsubscribe-Post``, and the page's button):
+        every marketing sequence stops, ``lead.unsubscribed``."""
+        lead_id = _unsubscriber(token)
+        try:
+            message_id = uuid.UUID(m) if m else None
+        except ValueError:
+            message_id = None
+        async with uow() as tx:
+            catalog = await handlers.current_catalog(tx, builtin)
+            tracked = await handlers.unsubscribe(tx, lead_id, message_id=message_id, catalog=catalog)
+        if tracked is None:
+            raise NotFound("no such link")
+        if tracked.first:
+            metrics.unsubscribed.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
+        return page("Unsubscribed", "<p>You will get no more marketing emails from us.</p>")
+
+    # ------------------------------------------------------------------ surveys and feedback
+
+    async def _survey_message(token: str) -> Message:
+        message_id = domain.verify_message_token(secret, "survey", token)
+        if message_id is None:
+            raise NotFound("no such survey")
+        async with uow() as tx:
+            message = await tx.session.get(Message, message_id)
+        if message is None:
+            raise NotFound("no such survey")
+        return message
+
+    def _count(feedback: Feedback) -> None:
+        metrics.feedback.labels(feedback.survey, str(feedback.complaint).lower()).inc()
+        if feedback.complaint:
+            metrics.complaints.inc()
+            metrics.tasks.labels("complaint").inc()
+
+    @api.get("/survey/{token}", tags=["feedback"], response_class=HTMLResponse)
+    async def survey_click(token: str, score: int = Query(..., ge=0, le=10)) -> HTMLResponse:
+        """A score link of a survey email: the click is the answer (``feedback.received``); the
+        page offers a comment box."""
+        message = await _survey_message(token)
+        async with uow() as tx:
+            feedback = await handlers.record_feedback(
+                tx, lead_id=message.lead_id, survey=message.sequence, score=score, comment=None,
+                message_id=message.message_id, threshold=threshold,
+            )
+        _count(feedback)
+        return page(
+            "Thank you",
+            f"<p>Thank you! You gave us {score}/10.</p><form method=\"post\" action=\"/feedback\">"
+            f'<input type="hidden" name="token" value="{html.escape(token)}">'
+            f'<input type="hidden" name="score" value="{score}">'
+            '<p><label>Anything we should know? <textarea name="comment" rows="4" cols="40"></textarea></label></p>'
+            '<button type="submit">Send</button></form>',
+        )
+
+    @api.post("/feedback", status_code=201, response_model=FeedbackOut, tags=["feedback"])
+    async def feedback(request: Request) -> FeedbackOut:
+        """A survey answer (0-10 and a comment), JSON or a form: with the ``token`` of a survey
+        email (public), or with ``lead_id`` and ``survey`` and the API key. Complaints are flagged
+        (``feedback.received`` with ``complaint``), counted and followed up, never dropped."""
+        raw = await request.body()
+        try:
+            if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                fields = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+                body = FeedbackIn.model_validate({k: (v if v != "" else None) for k, v in fields.items()})
+            else:
+                body = FeedbackIn.model_validate(json.loads(raw or b"{}"))
+        except (ValidationError, ValueError) as exc:
+            raise Invalid(f"not a feedback answer: {exc}") from None
+        if body.token:
+            message = await _survey_message(body.token)
+            lead_id, survey, message_id = message.lead_id, message.sequence, message.message_id
+        else:
+            scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
+            credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if key else None
+            await guard(credentials)
+            if body.lead_id is None or not body.survey:
+                raise Invalid("give the survey token of the email, or lead_id and survey")
+            lead_id, survey, message_id = body.lead_id, body.survey, None
+        if body.score is None and not body.comment:
+            raise Invalid("an answer needs a score (0-10) or a comment")
+        async with uow() as tx:
+            saved = await handlers.record_feedback(
+                tx, lead_id=lead_id, survey=survey, score=body.score, comment=body.comment,
+                message_id=message_id, threshold=threshold,
+            )
+        _count(saved)
+        return feedback_out(saved)
+
+    # ------------------------------------------------------------------ provider webhooks
+
+    @api.post("/webhooks/bounce", status_code=202, dependencies=write, tags=["webhooks"])
+    async def bounce(body: BounceIn) -> dict[str, str]:
+        """A bounce (``email.bounced``); a hard one stops all email to the address."""
+        if body.message_id is None and not body.email:
+            raise Invalid("give message_id or email")
+        async with uow() as tx:
+            catalog = await handlers.current_catalog(tx, builtin)
+            tracked = await handlers.record_bounce(
+                tx, message_id=body.message_id, address=body.email, hard=body.hard, reason=body.reason,
+                catalog=catalog,
+            )
+        metrics.bounced.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
+        return {"status": "recorded"}
+
+    @api.post("/webhooks/inbound", status_code=201, response_model=ReplyOut, dependencies=write, tags=["webhooks"])
+    async def inbound(body: InboundIn) -> ReplyOut:
+        """An inbound reply: recorded, sequences that exit on a reply end, and a human takeover
+        starts by itself; a high-value person's reply becomes a task."""
+        in_reply_to = None
+        if body.in_reply_to:
+            local = body.in_reply_to.strip("<> ").split("@", 1)[0]
+            try:
+                in_reply_to = uuid.UUID(local)
+            except ValueError:
+                in_reply_to = None
+        async with uow() as tx:
+            catalog = await handlers.current_catalog(tx, builtin)
+            outcome = await handlers.record_reply(
+                tx, lead_id=body.lead_id, in_reply_to=in_reply_to, from_address=body.from_address,
+                subject=body.subject, text=body.text, catalog=catalog, threshold=threshold,
+            )
+        metrics.replies.inc()
+        if outcome.task is not None:
+            metrics.tasks.labels("reply").inc()
+        return ReplyOut(
+            reply_id=outcome.reply.id, lead_id=outcome.reply.lead_id, takeover_started=outcome.takeover_started,
+            task_id=outcome.task.id if outcome.task else None,
+        )
+
+    # ------------------------------------------------------------------ tasks
+
+    @api.get("/tasks", response_model=list[TaskOut], tags=["tasks"])
+    async def tasks(
+        status: str | None = Query("open", pattern="^(open|done|all)$"),
+        lead_id: uuid.UUID | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> list[TaskOut]:
+        """Work for people: founder check-ins on churn risk, high-value replies, complaints."""
+        async with uow() as tx:
+            found = await handlers.list_tasks(
+                tx, status=None if status == "all" else status, lead_id=lead_id, limit=limit
+            )
+            return [task_out(t) for t in found]
+
+    @api.post("/tasks/{task_id}/done", response_model=TaskOut, dependencies=write, tags=["tasks"])
+    async def task_done(task_id: uuid.UUID) -> TaskOut:
+        async with uow() as tx:
+            return task_out(await handlers.close_task(tx, task_id))
 
     return api

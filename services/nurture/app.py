@@ -42,13 +42,15 @@ def create_app(
         engine=engine,
         clock=clock,
     )
+    metrics = NurtureMetrics(runtime.registry)
     sender = Sender(
         settings=settings,
         uow=runtime.uow,
         clock=runtime.clock,
         renderer=renderer,
         transport=transport or make_transport(settings),
-        metrics=NurtureMetrics(runtime.registry),
+        metrics=metrics,
+        builtin=catalog,
     )
     job = runtime.every("nurture-sender", sender.tick, interval_s=settings.send_interval_s)
     # A released takeover (and any commit that emitted) may have freed steps to send.
@@ -56,8 +58,8 @@ def create_app(
     subscribers.register(runtime, catalog=catalog, wake_sender=job.wake)
     app = runtime.http_app(
         title="Clientflow nurture",
-        description="Sequences, enrollments, messages, consent and human takeovers.",
-        routers=[api.router(runtime, settings)],
+        description="Sequences, enrollments, messages, consent, tracking, feedback, tasks and human takeovers.",
+        routers=[api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics)],
     )
     app.state.sender = sender
     app.state.sender_job = job

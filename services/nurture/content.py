@@ -1,24 +1,41 @@
-"""Sequences and email templates, read from the service's folders.
+"""Sequences and email templates, read from the service's folders (and the database).
 
-A sequence is one YAML file in ``sequences/`` (one mapping per file)::
+A sequence is one YAML file in ``sequences/`` (one mapping per file), or the JSON body of
+``PUT /sequences/{name}`` (same fields)::
 
-    name: welcome                 # unique; lower case, digits and _
-    description: First touches after capture.
-    trigger: lead.captured        # event type (from the contract) that enrolls a person
-    category: marketing           # default for the steps: marketing (needs consent) or transactional
-    segments: [ideal, default]    # optional: only people of these segments; omit for everyone
-    steps:                        # step numbers are the positions, from 0
-      - template: welcome         # templates/welcome.<lang>.{subject,txt,html}.j2
-        delay: 0                  # after the previous step (step 0: after enrollment);
-      - template: welcome_followup  # seconds, or a number with a unit s, m, h, d, w: "3d"
+    name: payment_failed            # unique; lower case, digits and _
+    description: Friendly note after a failed card payment.
+    trigger: payment.failed         # event type nurture reacts to (leads, deals, payments,
+                                    # cancellations, retention topics) that enrolls a person
+    when:                           # optional segment conditions on the person, all must hold:
+      language: [en, bn]            #   stage, tier, industry, language, channel, segment
+    segments: [ideal, default]      # optional shorthand for when: {segment: [...]}
+    category: transactional         # default of the steps: marketing (needs consent) or transactional
+    anchor: effective_at            # optional: a time field of the trigger, for 'before' steps
+    reentry: {per: invoice_id}      # never (default) | always | {per: <trigger field>} | {after: 90d}
+    steps:                          # step numbers are the positions, from 0
+      - template: payment_failed    # templates/payment_failed.<lang>.{subject,txt,html}.j2
+        delay: 0                    # after the previous step (step 0: after enrollment); seconds
+      - template: payment_retry     #   or a number with a unit s, m, h, d, w: "3d"
         delay: 3d
-        category: marketing       # optional per-step override
-    exit_on: [deal.won]           # event types that end the enrollment and cancel what is left
+        if: not_opened_previous     # optional: not_opened_previous, opened_previous,
+                                    #   not_clicked_previous, clicked_previous
+      - template: price_change_notice
+        before: 7d                  # due 7 days before the anchor instead of after a delay
+    exit_on: [paid, reply, takeover]  # reply, unsubscribe, bounce, deal_won, deal_lost, takeover,
+                                    # erasure, paid, or any event type of the contract
+    then: nurture                   # optional: enroll in this sequence once every step is done
+
+A person leaves every marketing sequence when they unsubscribe, and every sequence when they
+are erased, whatever ``exit_on`` says. With ``reentry: {per: invoice_id}`` an exit event that
+carries an ``invoice_id`` ends only the enrollment of that invoice.
 
 A template is three files per language: ``<template>.<lang>.subject.j2`` (one line),
 ``.txt.j2`` (plain text) and ``.html.j2`` (autoescaped). The person's language is used when all
 three exist, else the fallback language (``en``). Templates see ``name``, ``first_name``,
-``brand``, ``unsubscribe_url`` and ``language``.
+``brand``, ``language``, ``unsubscribe_url``, ``data`` (the trigger's payload), ``days_before``
+(for 'before' steps), ``click(url)`` (a tracked link), ``survey_url(score)`` (a one-click
+survey answer), ``payment_update_url`` and ``booking_url``.
 """
 
 from __future__ import annotations
@@ -31,7 +48,26 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 from services.nurture import domain
-from shared.events import EVENT_TYPES
+from shared import topics
+from shared.events import EVENT_TYPES, types_on
+
+# The topics nurture reads; their event types are the triggers a sequence may use.
+CONSUMED_TOPICS = (topics.LEADS, topics.DEALS, topics.PAYMENTS, topics.CANCELLATIONS, topics.RETENTION)
+
+
+def triggers() -> set[str]:
+    return {t for topic in CONSUMED_TOPICS for t in types_on(topic)}
+
+
+def payload_fields() -> dict[str, set[str]]:
+    return {name: set(et.model.model_fields) for name, et in EVENT_TYPES.items()}
+
+
+def parse_sequence(data: Any) -> domain.Sequence:
+    """Validate a definition against the contract and the events nurture reacts to."""
+    return domain.sequence_from_dict(
+        data, known_events=EVENT_TYPES, triggers=triggers(), payload_fields=payload_fields()
+    )
 
 
 def load_sequence(path: Path) -> domain.Sequence:
@@ -40,7 +76,7 @@ def load_sequence(path: Path) -> domain.Sequence:
     except yaml.YAMLError as exc:
         raise domain.SequenceError(f"{path.name}: not valid YAML: {exc}") from None
     try:
-        return domain.sequence_from_dict(data, known_events=EVENT_TYPES)
+        return parse_sequence(data)
     except domain.SequenceError as exc:
         raise domain.SequenceError(f"{path.name}: {exc}") from None
 
@@ -77,9 +113,13 @@ class Renderer:
         names = set(self.env.list_templates())
         return all(f"{base}.{part}.j2" in names for part in PARTS)
 
+    def missing(self, templates: set[str]) -> list[str]:
+        """Templates that do not exist in the fallback language."""
+        return sorted(t for t in templates if not self._exists(f"{t}.{self.fallback}"))
+
     def check(self, templates: set[str]) -> None:
         """Every template a sequence names exists in the fallback language (checked at start)."""
-        missing = sorted(t for t in templates if not self._exists(f"{t}.{self.fallback}"))
+        missing = self.missing(templates)
         if missing:
             raise TemplateNotFound(f"templates missing in {self.fallback!r}: {', '.join(missing)}")
 

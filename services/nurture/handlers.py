@@ -3,146 +3,326 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, select, update
 
 from services.nurture import domain
-from services.nurture.store import Contact, Enrollment, Message, ScheduledMessage, Takeover
+from services.nurture.store import (
+    Contact,
+    Enrollment,
+    Feedback,
+    Message,
+    Reply,
+    ScheduledMessage,
+    SequenceDefinition,
+    Task,
+    Takeover,
+)
 from shared import events as ev
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.uow import UnitOfWork
 
 S = ScheduledMessage
 
 
+# --------------------------------------------------------------------------- sequences as data
+
+
+async def current_catalog(tx: UnitOfWork, builtin: domain.Catalog) -> domain.Catalog:
+    """The built-in sequences with those written through the API in their place. Read per
+    transaction (the table is small) so every instance sees a PUT at once."""
+    rows = list(await tx.session.scalars(select(SequenceDefinition)))
+    if not rows:
+        return builtin
+    from services.nurture.content import parse_sequence
+
+    custom = {row.name: parse_sequence(row.definition) for row in rows}
+    return domain.Catalog.of([*(s for n, s in builtin.sequences.items() if n not in custom), *custom.values()])
+
+
+async def get_sequence(tx: UnitOfWork, builtin: domain.Catalog, name: str) -> tuple[domain.Sequence, str]:
+    catalog = await current_catalog(tx, builtin)
+    sequence = catalog.sequences.get(name)
+    if sequence is None:
+        raise NotFound(f"no sequence named {name!r}")
+    custom = await tx.session.get(SequenceDefinition, name)
+    return sequence, "api" if custom is not None else "builtin"
+
+
+async def put_sequence(
+    tx: UnitOfWork,
+    builtin: domain.Catalog,
+    *,
+    name: str,
+    definition: dict[str, Any],
+    missing_templates: Callable[[set[str]], list[str]],
+) -> domain.Sequence:
+    """Validate and store a sequence definition; refused (422) with the reason: an unknown
+    trigger, a bad delay, a missing template, a cycle through ``then``. New enrollments use it;
+    steps already scheduled keep the plan they were made with."""
+    from services.nurture.content import parse_sequence
+
+    definition = {**definition, "name": definition.get("name", name)}
+    if definition["name"] != name:
+        raise Invalid(f"the body names {definition['name']!r} but the path names {name!r}")
+    try:
+        sequence = parse_sequence(definition)
+        missing = missing_templates({step.template for step in sequence.steps})
+        if missing:
+            raise domain.SequenceError(f"{name}: template(s) {', '.join(missing)} do not exist")
+        (await current_catalog(tx, builtin)).replaced(sequence)
+    except domain.SequenceError as exc:
+        raise Invalid(str(exc)) from None
+    row = await tx.session.get(SequenceDefinition, name)
+    if row is None:
+        tx.session.add(SequenceDefinition(name=name, definition=definition, updated_at=tx.now()))
+    else:
+        row.definition = definition
+        row.updated_at = tx.now()
+    return sequence
+
+
 # --------------------------------------------------------------------------- contacts and enrollment
 
 
-async def enroll_captured_lead(
-    tx: UnitOfWork,
-    *,
-    catalog: domain.Catalog,
-    lead_id: uuid.UUID,
-    data: ev.LeadCaptured,
-    on_scheduled: Callable[[], None] | None = None,
-) -> list[ScheduledMessage]:
-    """Keep the contact and enroll a new lead in the sequences ``lead.captured`` starts for its
-    segment, every step a durable row in this same transaction. A duplicate touch only updates
-    consent; an erased person stays erased."""
-    now = tx.now()
+def profile(contact: Contact) -> dict[str, Any]:
+    return {
+        "stage": contact.stage,
+        "tier": contact.tier,
+        "industry": contact.industry,
+        "language": (contact.language or "en").split("-")[0],
+        "channel": contact.channel,
+        "segment": contact.segment,
+    }
+
+
+async def _contact(tx: UnitOfWork, lead_id: uuid.UUID) -> Contact:
+    """The person, or a placeholder (no address yet) for an event that came before the capture."""
     contact = await tx.session.get(Contact, lead_id)
-    if contact is not None and contact.erased_at is not None:
-        return []
     if contact is None:
+        now = tx.now()
         contact = Contact(
-            lead_id=lead_id,
-            name=data.name,
-            email=data.email,
-            language=data.language,
-            timezone=data.timezone,
-            segment=data.segment,
-            consent_marketing=data.consent_marketing,
-            created_at=now,
-            updated_at=now,
+            lead_id=lead_id, language="en", timezone="UTC", segment="default", consent_marketing=False,
+            engagement_score=0, created_at=now, updated_at=now,
         )
         tx.session.add(contact)
+    return contact
+
+
+def _update_profile(contact: Contact, event_type: str, payload: Any, now: datetime) -> None:
+    if isinstance(payload, ev.LeadCaptured):
+        first = contact.email is None and contact.erased_at is None
+        if first:
+            contact.name, contact.email = payload.name, payload.email
+            contact.language, contact.timezone, contact.segment = payload.language, payload.timezone, payload.segment
+            contact.industry, contact.channel = payload.industry, payload.channel
+            contact.stage = payload.stage
+        contact.consent_marketing = domain.merged_consent(contact.consent_marketing, payload.consent_marketing)
+    elif isinstance(payload, ev.LeadStageChanged):
+        contact.stage = payload.to_stage
+    elif isinstance(payload, ev.ClientTierChanged):
+        contact.tier = payload.to_tier
+    elif isinstance(payload, ev.DealWon) and payload.tier:
+        contact.tier = payload.tier
     else:
-        contact.consent_marketing = domain.merged_consent(contact.consent_marketing, data.consent_marketing)
-        contact.updated_at = now
-    if data.duplicate:
+        return
+    contact.updated_at = now
+
+
+async def on_event(
+    tx: UnitOfWork,
+    *,
+    builtin: domain.Catalog,
+    event: ev.Envelope,
+    payload: Any,
+    on_scheduled: Callable[[], None] | None = None,
+) -> list[ScheduledMessage]:
+    """Whatever happened to a person: keep what nurture knows of them, end the enrollments the
+    event is an exit of, and enroll them in the sequences it starts for their segment."""
+    lead_id = event.lead_id
+    if lead_id is None:
+        return []
+    if event.type == "lead.erased":
+        await erase_contact(tx, lead_id)
+        return []
+    now = tx.now()
+    existing = await tx.session.get(Contact, lead_id)
+    if existing is not None and existing.erased_at is not None:
+        return []  # an erased person stays erased
+    contact = await _contact(tx, lead_id)
+    _update_profile(contact, event.type, payload, now)
+    catalog = await current_catalog(tx, builtin)
+    data = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else {}
+    await end_enrollments(tx, catalog=catalog, lead_id=lead_id, event_type=event.type, data=data)
+    if event.type == "churn_risk.raised":
+        await _task_for_churn_risk(tx, contact, event, payload)
+    if isinstance(payload, ev.LeadCaptured) and payload.duplicate:
         return []
     scheduled: list[ScheduledMessage] = []
-    for sequence in catalog.triggered_by("lead.captured", segment=data.segment):
-        scheduled += await enroll(tx, sequence=sequence, lead_id=lead_id, at=now)
+    for sequence in catalog.triggered_by(event.type, profile=profile(contact)):
+        scheduled += await enroll(tx, sequence=sequence, lead_id=lead_id, at=now, data=data)
     if scheduled and on_scheduled is not None:
         tx.after_commit(on_scheduled)
     return scheduled
 
 
+def _anchor(sequence: domain.Sequence, data: Mapping[str, Any]) -> datetime | None:
+    if sequence.anchor is None or not data.get(sequence.anchor):
+        return None
+    return datetime.fromisoformat(str(data[sequence.anchor]).replace("Z", "+00:00"))
+
+
 async def enroll(
-    tx: UnitOfWork, *, sequence: domain.Sequence, lead_id: uuid.UUID, at: datetime
+    tx: UnitOfWork,
+    *,
+    sequence: domain.Sequence,
+    lead_id: uuid.UUID,
+    at: datetime,
+    data: Mapping[str, Any] | None = None,
 ) -> list[ScheduledMessage]:
-    """Enroll a person in a sequence once (a second enrollment is a no-op) and schedule its steps."""
-    exists = await tx.session.scalar(
-        select(Enrollment.id).where(Enrollment.lead_id == lead_id, Enrollment.sequence == sequence.name)
-    )
-    if exists is not None:
-        return []
-    tx.session.add(
-        Enrollment(id=uuid.uuid4(), lead_id=lead_id, sequence=sequence.name, status="active", enrolled_at=at)
-    )
-    rows = [
-        ScheduledMessage(
-            id=uuid.uuid4(),
-            lead_id=lead_id,
-            sequence=sequence.name,
-            step=step.number,
-            template=step.template,
-            category=step.category,
-            due_at=due_at,
-            status=domain.PENDING,
+    """Enroll a person in a sequence when its re-entry rule allows, and schedule its steps, every
+    step a durable row in this same transaction."""
+    data = dict(data or {})
+    key = sequence.key_for(data, now=at)
+    previous = (
+        await tx.session.execute(
+            select(Enrollment.key, Enrollment.status, Enrollment.ended_at).where(
+                Enrollment.lead_id == lead_id, Enrollment.sequence == sequence.name
+            )
         )
-        for step, due_at in sequence.schedule(at)
-    ]
+    ).all()
+    past = [domain.PastEnrollment(key=r.key, active=r.status == "active", ended_at=r.ended_at) for r in previous]
+    if not domain.may_enroll(sequence, past, key=key, now=at):
+        return []
+    enrollment = Enrollment(
+        id=uuid.uuid4(), lead_id=lead_id, sequence=sequence.name, status="active", enrolled_at=at, key=key,
+        context=data,
+    )
+    tx.session.add(enrollment)
+    anchor = _anchor(sequence, data)
+    rows = []
+    for step, due_at in sequence.schedule(at, anchor):
+        variables: dict[str, Any] = {}
+        if step.before is not None:
+            variables["days_before"] = step.before.days
+        rows.append(
+            ScheduledMessage(
+                id=uuid.uuid4(),
+                lead_id=lead_id,
+                sequence=sequence.name,
+                step=step.number,
+                template=step.template,
+                category=step.category,
+                due_at=due_at or at,
+                status=domain.PENDING if due_at is not None else domain.SKIPPED,
+                reason=None if due_at is not None else "superseded",
+                enrollment_id=enrollment.id,
+                condition=step.condition,
+                immediate=step.immediate,
+                variables=variables or None,
+                attempts=0,
+            )
+        )
     tx.session.add_all(rows)
-    return rows
+    await tx.session.flush()
+    if not any(r.status == domain.PENDING for r in rows):
+        enrollment.status, enrollment.ended_at, enrollment.ended_reason = "completed", at, "nothing left to send"
+    return [r for r in rows if r.status == domain.PENDING]
+
+
+async def _end(
+    tx: UnitOfWork, enrollments: list[Enrollment], *, reason: str, status: str = "exited", spare_immediate: bool = False
+) -> int:
+    now = tx.now()
+    for enrollment in enrollments:
+        enrollment.status, enrollment.ended_at, enrollment.ended_reason = status, now, reason
+        spared = (S.immediate.is_(False) | (S.category != "marketing")) if spare_immediate else S.id.is_not(None)
+        await tx.session.execute(
+            update(S)
+            .where(S.enrollment_id == enrollment.id, S.status == domain.PENDING, spared)
+            .values(status=domain.CANCELLED, reason=reason[:100], claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    return len(enrollments)
+
+
+async def _active(tx: UnitOfWork, lead_id: uuid.UUID) -> list[Enrollment]:
+    return list(
+        await tx.session.scalars(
+            select(Enrollment).where(Enrollment.lead_id == lead_id, Enrollment.status == "active")
+        )
+    )
 
 
 async def end_enrollments(
-    tx: UnitOfWork, *, catalog: domain.Catalog, lead_id: uuid.UUID | None, event_type: str
-) -> None:
-    """An exit event (``exit_on`` of a sequence) ends the person's enrollment in it and cancels
-    the steps not yet sent."""
+    tx: UnitOfWork,
+    *,
+    catalog: domain.Catalog,
+    lead_id: uuid.UUID | None,
+    event_type: str,
+    data: Mapping[str, Any] | None = None,
+) -> int:
+    """An exit event (``exit_on`` of a sequence) ends the person's enrollments in it and cancels
+    the steps not yet sent; with ``reentry: {per: field}`` only the enrollment whose key the event
+    carries (a payment ends the reminders of its own invoice, not of the others)."""
     if lead_id is None:
-        return
-    now = tx.now()
-    for sequence in catalog.ended_by(event_type):
-        await tx.session.execute(
-            update(Enrollment)
-            .where(Enrollment.lead_id == lead_id, Enrollment.sequence == sequence.name, Enrollment.status == "active")
-            .values(status="exited", ended_at=now, ended_reason=event_type)
-        )
-        await tx.session.execute(
-            update(S)
-            .where(S.lead_id == lead_id, S.sequence == sequence.name, S.status == domain.PENDING)
-            .values(status=domain.CANCELLED, reason=event_type, claimed_until=None)
-        )
+        return 0
+    data = data or {}
+    ending = []
+    for enrollment in await _active(tx, lead_id):
+        sequence = catalog.sequences.get(enrollment.sequence)
+        if sequence is None or event_type not in sequence.exit_on:
+            continue
+        per = sequence.reentry.per if sequence.reentry.mode == "per" else None
+        if per and data.get(per) is not None and str(data[per]) != enrollment.key:
+            continue
+        ending.append(enrollment)
+    # The immediate answer to what the person did (a welcome) still goes when an exit arrives
+    # with the trigger (a lead captured and won in one batch after a broker outage); a bounce or
+    # an erasure stops it like everything else (and consent, takeover are checked at send).
+    spare = event_type not in ("email.bounced", "lead.erased", "lead.unsubscribed")
+    return await _end(tx, ending, reason=event_type, spare_immediate=spare)
 
 
 async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> None:
-    """Forget a person's name and address everywhere in nurture; counts and dates stay,
+    """Forget a person's name, address and words everywhere in nurture; counts and dates stay,
     anonymous, and nothing more is sent."""
     now = tx.now()
     contact = await tx.session.get(Contact, lead_id)
     if contact is None:
         # Keep a tombstone so a late lead.captured cannot bring the person back.
-        tx.session.add(Contact(lead_id=lead_id, erased_at=now, created_at=now, updated_at=now))
+        tx.session.add(
+            Contact(lead_id=lead_id, erased_at=now, created_at=now, updated_at=now, engagement_score=0)
+        )
     else:
         contact.name = None
         contact.email = None
+        contact.industry = None
         contact.erased_at = contact.erased_at or now
         contact.updated_at = now
     # Subjects and bodies are personalised (first name), so they go too.
     await tx.session.execute(
         update(Message).where(Message.lead_id == lead_id).values(to_address=None, subject=None, body_text=None)
     )
+    await _end(tx, await _active(tx, lead_id), reason="erased", status="cancelled")
     await tx.session.execute(
         update(S)
         .where(S.lead_id == lead_id, S.status == domain.PENDING)
         .values(status=domain.CANCELLED, reason="erased", claimed_until=None)
     )
-    await tx.session.execute(
-        update(Enrollment)
-        .where(Enrollment.lead_id == lead_id, Enrollment.status == "active")
-        .values(status="cancelled", ended_at=now, ended_reason="lead.erased")
-    )
-    # A note a human wrote about the person may name them.
+    await tx.session.execute(update(Enrollment).where(Enrollment.lead_id == lead_id).values(context=None))
+    await tx.session.execute(update(S).where(S.lead_id == lead_id).values(variables=None))
+    # What a human or the person wrote may name them.
     await tx.session.execute(update(Takeover).where(Takeover.lead_id == lead_id).values(reason=None))
+    await tx.session.execute(
+        update(Reply).where(Reply.lead_id == lead_id).values(from_address=None, subject=None, text=None)
+    )
+    await tx.session.execute(update(Feedback).where(Feedback.lead_id == lead_id).values(comment=None))
+    await tx.session.execute(update(Task).where(Task.lead_id == lead_id).values(detail=None))
 
 
 async def get_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> Contact:
@@ -168,8 +348,11 @@ async def active_takeover(tx: UnitOfWork, lead_id: uuid.UUID) -> Takeover | None
     return await tx.session.scalar(select(Takeover).where(Takeover.lead_id == lead_id, Takeover.ended_at.is_(None)))
 
 
-async def start_takeover(tx: UnitOfWork, lead_id: uuid.UUID, *, by: str, reason: str | None) -> Takeover:
-    """A human takes a person over (``takeover.started``): their automated emails are held."""
+async def start_takeover(
+    tx: UnitOfWork, lead_id: uuid.UUID, *, by: str, reason: str | None, catalog: domain.Catalog | None = None
+) -> Takeover:
+    """A human takes a person over (``takeover.started``): every automated email to them is held;
+    sequences that list ``takeover`` among their exits end."""
     await get_contact(tx, lead_id)
     current = await active_takeover(tx, lead_id)
     if current is not None:
@@ -177,6 +360,8 @@ async def start_takeover(tx: UnitOfWork, lead_id: uuid.UUID, *, by: str, reason:
     takeover = Takeover(id=uuid.uuid4(), lead_id=lead_id, by=by, reason=reason, started_at=tx.now())
     tx.session.add(takeover)
     tx.emit("takeover.started", ev.TakeoverStarted(by=by, reason=reason), lead_id=lead_id)
+    if catalog is not None:
+        await end_enrollments(tx, catalog=catalog, lead_id=lead_id, event_type="takeover.started")
     return takeover
 
 
@@ -210,13 +395,79 @@ class Outgoing:
     language: str
     consent_marketing: bool
     erased: bool
+    due_at: datetime | None = None
+    bounced: bool = False
+    enrollment_id: uuid.UUID | None = None
+    attempts: int = 1
+    context: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
-async def claim_due_steps(tx: UnitOfWork, *, now: datetime, limit: int, lease: timedelta) -> list[Outgoing]:
-    """Claim up to ``limit`` due steps for ``lease`` so no other sender takes them meanwhile.
+@dataclass
+class Policy:
+    quiet: domain.QuietHours
+    cap: int
+
+
+@dataclass
+class ClaimResult:
+    claimed: list[Outgoing]
+    deferred: list[str]  # reasons, for metrics
+    skipped: int = 0
+
+
+async def _previous(tx: UnitOfWork, enrollment_id: uuid.UUID | None, step: int) -> domain.Previous | None:
+    if enrollment_id is None:
+        return None
+    last = await tx.session.scalar(
+        select(Message)
+        .where(Message.enrollment_id == enrollment_id, Message.step < step)
+        .order_by(Message.step.desc())
+        .limit(1)
+    )
+    return None if last is None else domain.Previous(opened=last.opened_at is not None, clicked=last.clicked_at is not None)
+
+
+async def _recent_marketing(tx: UnitOfWork, lead_id: uuid.UUID, now: datetime) -> list[datetime]:
+    """Marketing emails sent in the last 7 days, and those claimed right now (in flight)."""
+    sent = await tx.session.scalars(
+        select(Message.sent_at).where(
+            Message.lead_id == lead_id, Message.category == "marketing", Message.sent_at > now - domain.CAP_WINDOW
+        )
+    )
+    flying = await tx.session.scalar(
+        select(func.count()).select_from(S).where(
+            S.lead_id == lead_id, S.status == domain.PENDING, S.category == "marketing", S.claimed_until > now
+        )
+    )
+    return [*sent, *([now] * (flying or 0))]
+
+
+async def _defer(tx: UnitOfWork, row: ScheduledMessage, until: datetime) -> None:
+    """Move a step later, and the later steps of its enrollment by as much, so the spacing the
+    sequence asks for is kept (a 'before' step keeps its date unless it would now come first)."""
+    shift = until - row.due_at
+    row.due_at = until
+    if row.enrollment_id is None or shift <= timedelta(0):
+        return
+    later = await tx.session.scalars(
+        select(S).where(S.enrollment_id == row.enrollment_id, S.step > row.step, S.status == domain.PENDING)
+    )
+    for other in later:
+        other.due_at = other.due_at + shift
+
+
+async def claim_due_steps(
+    tx: UnitOfWork, *, now: datetime, limit: int, lease: timedelta, policy: Policy | None = None
+) -> ClaimResult | list[Outgoing]:
+    """Claim up to ``limit`` due steps for ``lease`` so no other sender takes them meanwhile,
+    after the sending policy: a step whose condition fails is skipped, one in the person's quiet
+    hours or over the weekly cap is moved to when it may go.
 
     The claim is a conditional update, so two instances never both win one row (on SQLite the
     write lock serialises them, on PostgreSQL the second update re-reads the claimed row)."""
+    policy = policy or Policy(domain.QuietHours(0, 0), cap=10**6)
+    result = ClaimResult([], [])
     held = set(await tx.session.scalars(select(Takeover.lead_id).where(Takeover.ended_at.is_(None))))
     unclaimed = or_(S.claimed_until.is_(None), S.claimed_until <= now)
     query = select(S.id, S.lead_id, S.due_at).where(S.status == domain.PENDING, S.due_at <= now, unclaimed)
@@ -228,55 +479,108 @@ async def claim_due_steps(tx: UnitOfWork, *, now: datetime, limit: int, lease: t
         [domain.PendingStep(id=r.id, lead_id=r.lead_id, due_at=r.due_at) for r in rows], now=now, held=held, limit=limit
     )
     claimed: list[uuid.UUID] = []
-    for step in due:
-        result = await tx.session.execute(
+    in_batch: dict[uuid.UUID, list[datetime]] = {}
+    for pending in due:
+        row = await tx.session.get(S, pending.id)
+        contact = await tx.session.get(Contact, pending.lead_id)
+        if row is None or row.status != domain.PENDING:
+            continue
+        if row.category == "marketing" and pending.lead_id not in in_batch:
+            in_batch[pending.lead_id] = await _recent_marketing(tx, pending.lead_id, now)
+        plan = domain.plan_send(
+            now=now,
+            category=row.category,
+            immediate=row.immediate,
+            condition=row.condition,
+            previous=await _previous(tx, row.enrollment_id, row.step) if row.condition else None,
+            timezone_name=contact.timezone if contact else None,
+            quiet=policy.quiet,
+            recent_marketing=in_batch.get(pending.lead_id, []),
+            cap=policy.cap,
+        )
+        if plan.action == "skip":
+            row.status, row.reason = domain.SKIPPED, (plan.reason or "condition")[:100]
+            await tx.session.flush()
+            await _finish_if_done(tx, row.lead_id, row.enrollment_id)
+            result.skipped += 1
+            continue
+        if plan.action == "defer" and plan.until is not None:
+            await _defer(tx, row, plan.until)
+            result.deferred.append(plan.reason or "deferred")
+            continue
+        await tx.session.flush()
+        updated = await tx.session.execute(
             update(S)
-            .where(S.id == step.id, S.status == domain.PENDING, unclaimed)
+            .where(S.id == pending.id, S.status == domain.PENDING, unclaimed)
             .values(claimed_until=now + lease, attempts=S.attempts + 1)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:
-            claimed.append(step.id)
-    if not claimed:
-        return []
-    found = await tx.session.execute(
-        select(S, Contact).join(Contact, Contact.lead_id == S.lead_id, isouter=True).where(S.id.in_(claimed))
-    )
-    by_id = {
-        row.id: Outgoing(
-            id=row.id,
-            lead_id=row.lead_id,
-            sequence=row.sequence,
-            step=row.step,
-            template=row.template,
-            category=row.category,
-            name=contact.name if contact else None,
-            email=contact.email if contact else None,
-            language=contact.language if contact else "en",
-            consent_marketing=bool(contact and contact.consent_marketing),
-            erased=contact is None or contact.erased_at is not None,
+        if updated.rowcount == 1:
+            claimed.append(pending.id)
+            if row.category == "marketing":
+                in_batch.setdefault(pending.lead_id, []).append(now)
+    await tx.session.flush()
+    if claimed:
+        found = await tx.session.execute(
+            select(S, Contact, Enrollment)
+            .join(Contact, Contact.lead_id == S.lead_id, isouter=True)
+            .join(Enrollment, Enrollment.id == S.enrollment_id, isouter=True)
+            .where(S.id.in_(claimed))
+            .execution_options(populate_existing=True)
         )
-        for row, contact in found.all()
-    }
-    return [by_id[i] for i in claimed if i in by_id]
+        by_id = {
+            row.id: Outgoing(
+                id=row.id,
+                lead_id=row.lead_id,
+                sequence=row.sequence,
+                step=row.step,
+                template=row.template,
+                category=row.category,
+                name=contact.name if contact else None,
+                email=contact.email if contact else None,
+                language=contact.language if contact else "en",
+                consent_marketing=bool(contact and contact.consent_marketing),
+                erased=contact is None or contact.erased_at is not None,
+                due_at=row.due_at,
+                bounced=bool(contact and contact.bounced_at),
+                enrollment_id=row.enrollment_id,
+                attempts=row.attempts,
+                context=dict(enrollment.context or {}) if enrollment else {},
+                variables=dict(row.variables or {}),
+            )
+            for row, contact, enrollment in found.all()
+        }
+        result.claimed = [by_id[i] for i in claimed if i in by_id]
+    return result
 
 
-async def _finish_if_done(tx: UnitOfWork, lead_id: uuid.UUID, sequence: str) -> None:
+async def _finish_if_done(
+    tx: UnitOfWork, lead_id: uuid.UUID, enrollment_id: uuid.UUID | None, catalog: domain.Catalog | None = None
+) -> None:
+    """Complete the enrollment when no step is left; a ``then`` sequence starts now."""
+    if enrollment_id is None:
+        return
     left = await tx.session.scalar(
-        select(func.count())
-        .select_from(S)
-        .where(S.lead_id == lead_id, S.sequence == sequence, S.status == domain.PENDING)
+        select(func.count()).select_from(S).where(S.enrollment_id == enrollment_id, S.status == domain.PENDING)
     )
-    if not left:
-        await tx.session.execute(
-            update(Enrollment)
-            .where(Enrollment.lead_id == lead_id, Enrollment.sequence == sequence, Enrollment.status == "active")
-            .values(status="completed", ended_at=tx.now(), ended_reason="all steps done")
+    if left:
+        return
+    enrollment = await tx.session.get(Enrollment, enrollment_id)
+    if enrollment is None or enrollment.status != "active":
+        return
+    enrollment.status, enrollment.ended_at, enrollment.ended_reason = "completed", tx.now(), "all steps done"
+    sequence = catalog.sequences.get(enrollment.sequence) if catalog else None
+    if sequence is not None and sequence.then and sequence.then in catalog.sequences:  # type: ignore[union-attr]
+        await enroll(
+            tx, sequence=catalog.sequences[sequence.then], lead_id=lead_id, at=tx.now(),  # type: ignore[union-attr]
+            data=enrollment.context,
         )
 
 
-async def suppress_step(tx: UnitOfWork, step: Outgoing, *, reason: str) -> bool:
-    """A step that may not go (no consent, no address) is closed without an email or event."""
+async def suppress_step(
+    tx: UnitOfWork, step: Outgoing, *, reason: str, catalog: domain.Catalog | None = None
+) -> bool:
+    """A step that may not go (no consent, no address, bounced) is closed without an email."""
     result = await tx.session.execute(
         update(S)
         .where(S.id == step.id, S.status == domain.PENDING)
@@ -285,12 +589,19 @@ async def suppress_step(tx: UnitOfWork, step: Outgoing, *, reason: str) -> bool:
     )
     if result.rowcount != 1:
         return False
-    await _finish_if_done(tx, step.lead_id, step.sequence)
+    await _finish_if_done(tx, step.lead_id, step.enrollment_id, catalog)
     return True
 
 
 async def record_sent(
-    tx: UnitOfWork, step: Outgoing, *, subject: str, body_text: str, language: str, to_address: str
+    tx: UnitOfWork,
+    step: Outgoing,
+    *,
+    subject: str,
+    body_text: str,
+    language: str,
+    to_address: str,
+    catalog: domain.Catalog | None = None,
 ) -> bool:
     """The transport accepted the email: mark the step sent, keep the message, say ``email.sent``.
 
@@ -318,6 +629,7 @@ async def record_sent(
             to_address=to_address,
             sent_at=now,
             body_text=body_text,
+            enrollment_id=step.enrollment_id,
         )
     )
     tx.emit(
@@ -332,16 +644,29 @@ async def record_sent(
         ),
         lead_id=step.lead_id,
     )
-    await _finish_if_done(tx, step.lead_id, step.sequence)
+    await tx.session.flush()
+    await _finish_if_done(tx, step.lead_id, step.enrollment_id, catalog)
     return True
 
 
-async def record_failure(tx: UnitOfWork, step: Outgoing, *, error: str) -> None:
-    """The transport refused: the step stays pending and claimed, so it is retried when the
-    claim lapses rather than at once in a tight loop."""
+async def record_failure(
+    tx: UnitOfWork, step: Outgoing, *, error: str, retry_at: datetime | None
+) -> bool:
+    """The transport refused for now: the step stays pending and claimed until ``retry_at``
+    (backoff), so it is retried then and not in a tight loop; with no retry left it fails.
+    Returns True when the step gave up."""
+    values: dict[str, Any] = {"last_error": error[:2000]}
+    if retry_at is None:
+        values.update(status=domain.FAILED, reason="send_failed", claimed_until=None)
+    else:
+        values.update(claimed_until=retry_at)
     await tx.session.execute(
-        update(S).where(S.id == step.id).values(last_error=error[:2000]).execution_options(synchronize_session=False)
+        update(S).where(S.id == step.id, S.status == domain.PENDING).values(**values)
+        .execution_options(synchronize_session=False)
     )
+    if retry_at is None:
+        await _finish_if_done(tx, step.lead_id, step.enrollment_id)
+    return retry_at is None
 
 
 async def queue_depth(tx: UnitOfWork, *, now: datetime) -> int:
@@ -350,3 +675,284 @@ async def queue_depth(tx: UnitOfWork, *, now: datetime) -> int:
         select(func.count()).select_from(S).where(S.status == domain.PENDING, S.due_at <= now)
     )
     return count or 0
+
+
+# --------------------------------------------------------------------------- engagement and tracking
+
+
+def _engage(tx: UnitOfWork, contact: Contact, kind: str, *, threshold: int) -> None:
+    now = tx.now()
+    contact.engagement_score = domain.engagement_after(
+        contact.engagement_score or 0, contact.engaged_at, now=now, kind=kind
+    )
+    contact.engaged_at = now
+    if domain.becomes_sales_ready(
+        contact.engagement_score, threshold=threshold, already=contact.sales_ready_at is not None
+    ):
+        contact.sales_ready_at = now
+        tx.emit(
+            "lead.sales_ready",
+            ev.LeadSalesReady(
+                engagement_score=contact.engagement_score,
+                reason=f"engagement {contact.engagement_score} reached {threshold} (last: {kind})",
+            ),
+            lead_id=contact.lead_id,
+        )
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What a tracking hit touched, for metrics."""
+
+    sequence: str
+    step: int
+    first: bool
+
+
+async def record_open(tx: UnitOfWork, message_id: uuid.UUID, *, threshold: int) -> Tracked | None:
+    """The open pixel loaded: the first open is recorded and published (``email.opened``)."""
+    message = await tx.session.get(Message, message_id)
+    if message is None:
+        return None
+    first = message.opened_at is None
+    if first:
+        message.opened_at = tx.now()
+        tx.emit("email.opened", ev.EmailOpened(message_id=message_id), lead_id=message.lead_id)
+        contact = await tx.session.get(Contact, message.lead_id)
+        if contact is not None and contact.erased_at is None:
+            _engage(tx, contact, "open", threshold=threshold)
+    return Tracked(message.sequence, message.step, first)
+
+
+async def record_click(tx: UnitOfWork, message_id: uuid.UUID, url: str, *, threshold: int) -> Tracked | None:
+    """A tracked link was followed (``email.clicked``); a click implies the email was opened."""
+    message = await tx.session.get(Message, message_id)
+    if message is None:
+        return None
+    now = tx.now()
+    first = message.clicked_at is None
+    message.opened_at = message.opened_at or now
+    message.clicked_at = message.clicked_at or now
+    tx.emit("email.clicked", ev.EmailClicked(message_id=message_id, url=url), lead_id=message.lead_id)
+    if first:
+        contact = await tx.session.get(Contact, message.lead_id)
+        if contact is not None and contact.erased_at is None:
+            _engage(tx, contact, "click", threshold=threshold)
+    return Tracked(message.sequence, message.step, first)
+
+
+async def unsubscribe(
+    tx: UnitOfWork, lead_id: uuid.UUID, *, message_id: uuid.UUID | None, catalog: domain.Catalog
+) -> Tracked | None:
+    """The person asked for no more marketing email: consent is withdrawn, every marketing
+    sequence ends, ``lead.unsubscribed`` is published once (a second click changes nothing).
+    Transactional email (invoices, payments) still goes."""
+    contact = await tx.session.get(Contact, lead_id)
+    if contact is None:
+        return None
+    message = await tx.session.get(Message, message_id) if message_id else None
+    if message is not None and message.lead_id != lead_id:
+        message = None
+    first = contact.unsubscribed_at is None or contact.consent_marketing
+    if first:
+        now = tx.now()
+        contact.consent_marketing = False
+        contact.unsubscribed_at = now
+        contact.updated_at = now
+        tx.emit(
+            "lead.unsubscribed",
+            ev.LeadUnsubscribed(channel="email", message_id=message.message_id if message else None),
+            lead_id=lead_id,
+        )
+        ending = [
+            e for e in await _active(tx, lead_id)
+            if (seq := catalog.sequences.get(e.sequence)) is None or seq.marketing or "lead.unsubscribed" in seq.exit_on
+        ]
+        await _end(tx, ending, reason="lead.unsubscribed")
+        await tx.session.execute(
+            update(S)
+            .where(S.lead_id == lead_id, S.status == domain.PENDING, S.category == "marketing")
+            .values(status=domain.CANCELLED, reason="lead.unsubscribed", claimed_until=None)
+        )
+    return Tracked(message.sequence if message else "", message.step if message else -1, first)
+
+
+async def record_bounce(
+    tx: UnitOfWork,
+    *,
+    message_id: uuid.UUID | None,
+    address: str | None,
+    hard: bool,
+    reason: str | None,
+    catalog: domain.Catalog,
+) -> Tracked:
+    """A bounce report (``email.bounced``): a hard bounce stops all email to that address;
+    sequences with ``bounce`` among their exits end."""
+    message = await tx.session.get(Message, message_id) if message_id else None
+    lead_id = message.lead_id if message else None
+    if lead_id is None and address:
+        lead_id = await tx.session.scalar(select(Contact.lead_id).where(Contact.email == address).limit(1))
+    if lead_id is None:
+        raise NotFound("no message or person matches this bounce")
+    now = tx.now()
+    if message is not None:
+        message.bounced_at = message.bounced_at or now
+    contact = await tx.session.get(Contact, lead_id)
+    if hard and contact is not None:
+        contact.bounced_at = contact.bounced_at or now
+    tx.emit(
+        "email.bounced",
+        ev.EmailBounced(message_id=message.message_id if message else None, hard=hard, reason=reason),
+        lead_id=lead_id,
+    )
+    await end_enrollments(tx, catalog=catalog, lead_id=lead_id, event_type="email.bounced")
+    return Tracked(message.sequence if message else "", message.step if message else -1, True)
+
+
+async def record_send_bounce(tx: UnitOfWork, step: Outgoing, *, reason: str, catalog: domain.Catalog) -> bool:
+    """The SMTP server refused the address for good: the step closes as bounced, no retry."""
+    done = await tx.session.execute(
+        update(S)
+        .where(S.id == step.id, S.status == domain.PENDING)
+        .values(status=domain.SUPPRESSED, reason="bounced", claimed_until=None, last_error=reason[:2000])
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:
+        return False
+    contact = await tx.session.get(Contact, step.lead_id)
+    if contact is not None:
+        contact.bounced_at = contact.bounced_at or tx.now()
+    tx.emit("email.bounced", ev.EmailBounced(message_id=step.id, hard=True, reason=reason[:500]), lead_id=step.lead_id)
+    await end_enrollments(tx, catalog=catalog, lead_id=step.lead_id, event_type="email.bounced")
+    await _finish_if_done(tx, step.lead_id, step.enrollment_id)
+    return True
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    reply: Reply
+    takeover_started: bool
+    task: Task | None
+
+
+async def record_reply(
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID | None,
+    in_reply_to: uuid.UUID | None,
+    from_address: str | None,
+    subject: str | None,
+    text: str | None,
+    catalog: domain.Catalog,
+    threshold: int,
+) -> ReplyOutcome:
+    """An inbound email from a person: recorded, sequences with ``reply`` among their exits end,
+    a human takeover starts by itself (a person who writes gets a person), and a reply from a
+    high-value person becomes a task."""
+    message = await tx.session.get(Message, in_reply_to) if in_reply_to else None
+    lead_id = lead_id or (message.lead_id if message else None)
+    if lead_id is None and from_address:
+        lead_id = await tx.session.scalar(select(Contact.lead_id).where(Contact.email == from_address).limit(1))
+    if lead_id is None:
+        raise NotFound("no person matches this reply (give lead_id, in_reply_to or a known from address)")
+    contact = await get_contact(tx, lead_id)
+    now = tx.now()
+    reply = Reply(
+        id=uuid.uuid4(), lead_id=lead_id, message_id=message.message_id if message else None,
+        from_address=from_address, subject=subject, text=text, received_at=now,
+    )
+    tx.session.add(reply)
+    if message is not None:
+        message.replied_at = message.replied_at or now
+    _engage(tx, contact, "reply", threshold=threshold)
+    await end_enrollments(tx, catalog=catalog, lead_id=lead_id, event_type=domain.REPLY)
+    started = False
+    if await active_takeover(tx, lead_id) is None:
+        await start_takeover(tx, lead_id, by="inbound-reply", reason="the person replied", catalog=catalog)
+        started = True
+    task = None
+    if domain.is_high_value(tier=contact.tier, segment=contact.segment, sales_ready=contact.sales_ready_at is not None):
+        task = await add_task(
+            tx, lead_id=lead_id, kind="reply", source=f"reply:{reply.id}",
+            title=f"Answer {contact.name or 'a high-value contact'} personally today",
+            detail=(subject or "")[:300] or None,
+        )
+    return ReplyOutcome(reply, started, task)
+
+
+# --------------------------------------------------------------------------- feedback and tasks
+
+
+async def record_feedback(
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID,
+    survey: str,
+    score: int | None,
+    comment: str | None,
+    message_id: uuid.UUID | None,
+    threshold: int,
+) -> Feedback:
+    """An answer to a one-question survey (``feedback.received``). A complaint is flagged and
+    counted, stored and published like any other answer, and a person is asked to follow up."""
+    contact = await get_contact(tx, lead_id)
+    complaint = domain.is_complaint(score, comment)
+    feedback = Feedback(
+        id=uuid.uuid4(), lead_id=lead_id, survey=survey, score=score, comment=comment, complaint=complaint,
+        message_id=message_id, received_at=tx.now(),
+    )
+    tx.session.add(feedback)
+    tx.emit(
+        "feedback.received",
+        ev.FeedbackReceived(survey=survey, score=score, comment=comment, complaint=complaint),
+        lead_id=lead_id,
+    )
+    if contact.erased_at is None:
+        _engage(tx, contact, "feedback", threshold=threshold)
+    if complaint:
+        await add_task(
+            tx, lead_id=lead_id, kind="complaint", source=f"feedback:{feedback.id}",
+            title="Complaint: call back and thank them for telling us",
+            detail=f"{survey}: score {score if score is not None else '-'}; {comment or ''}".strip()[:2000],
+        )
+    return feedback
+
+
+async def add_task(
+    tx: UnitOfWork, *, lead_id: uuid.UUID, kind: str, source: str, title: str, detail: str | None
+) -> Task | None:
+    """A task for a person, once per source."""
+    if await tx.session.scalar(select(Task.id).where(Task.source == source)) is not None:
+        return None
+    task = Task(
+        id=uuid.uuid4(), lead_id=lead_id, kind=kind, title=title[:300], detail=detail, status="open",
+        source=source[:200], created_at=tx.now(),
+    )
+    tx.session.add(task)
+    return task
+
+
+async def _task_for_churn_risk(tx: UnitOfWork, contact: Contact, event: ev.Envelope, payload: Any) -> None:
+    reasons = ", ".join(getattr(payload, "reasons", []) or []) or "health fell"
+    await add_task(
+        tx, lead_id=contact.lead_id, kind="churn_risk", source=f"churn_risk:{event.event_id}",
+        title=f"Founder check-in with {contact.name or 'this client'}: can we help?",
+        detail=f"churn risk: {reasons}",
+    )
+
+
+async def list_tasks(tx: UnitOfWork, *, status: str | None, lead_id: uuid.UUID | None, limit: int) -> list[Task]:
+    query = select(Task).order_by(Task.created_at.desc(), Task.id).limit(limit)
+    if status:
+        query = query.where(Task.status == status)
+    if lead_id:
+        query = query.where(Task.lead_id == lead_id)
+    return list(await tx.session.scalars(query))
+
+
+async def close_task(tx: UnitOfWork, task_id: uuid.UUID) -> Task:
+    task = await tx.session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task {task_id}")
+    task.status = "done"
+    return task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,3 +38,76 @@ class TakeoverOut(BaseModel):
     ended_at: datetime | None
     ended_by: str | None
     active: bool
+
+
+class SequenceOut(BaseModel):
+    """A sequence definition as stored (YAML file or API), with where it came from."""
+
+    name: str
+    source: Literal["builtin", "api"]
+    trigger: str
+    category: Literal["marketing", "transactional"]
+    definition: dict[str, Any] = Field(description="the definition's fields, as written")
+
+
+class BounceIn(BaseModel):
+    """A bounce report from the mail provider (or its webhook translated to this shape)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    message_id: uuid.UUID | None = Field(default=None, description="the bounced message's id (Message-ID local part)")
+    email: str | None = Field(default=None, max_length=320, description="the address, when the message is unknown")
+    hard: bool = True
+    reason: str | None = Field(default=None, max_length=2000, examples=["550 5.1.1 no such user"])
+
+
+class InboundIn(BaseModel):
+    """An inbound email (a reply), as a mail provider's inbound webhook posts it."""
+
+    lead_id: uuid.UUID | None = None
+    in_reply_to: str | None = Field(default=None, max_length=998, description="In-Reply-To header or message id")
+    from_address: str | None = Field(default=None, max_length=320, alias="from", examples=["ada@example.com"])
+    subject: str | None = Field(default=None, max_length=998)
+    text: str | None = Field(default=None, max_length=100_000)
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
+
+
+class ReplyOut(BaseModel):
+    reply_id: uuid.UUID
+    lead_id: uuid.UUID
+    takeover_started: bool
+    task_id: uuid.UUID | None
+
+
+class FeedbackIn(BaseModel):
+    """One survey answer: 0-10 and an optional comment. From an email link (``token``, public)
+    or from a system with the API key (``lead_id``)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    token: str | None = Field(default=None, max_length=200, description="the survey token of the email link")
+    lead_id: uuid.UUID | None = None
+    survey: str | None = Field(default=None, max_length=63, examples=["onboarding"])
+    score: int | None = Field(default=None, ge=0, le=10)
+    comment: str | None = Field(default=None, max_length=5000)
+
+
+class FeedbackOut(BaseModel):
+    feedback_id: uuid.UUID
+    lead_id: uuid.UUID
+    survey: str
+    score: int | None
+    comment: str | None
+    complaint: bool
+    received_at: datetime
+
+
+class TaskOut(BaseModel):
+    task_id: uuid.UUID
+    lead_id: uuid.UUID
+    kind: str = Field(examples=["churn_risk"])
+    title: str = Field(examples=["Founder check-in with Ada: can we help?"])
+    detail: str | None
+    status: Literal["open", "done"]
+    created_at: datetime

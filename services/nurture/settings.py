@@ -28,6 +28,21 @@ class Settings(ServiceSettings):
     mail_from: str = Field(default="Clientflow <hello@clientflow.example>", description="From header")
     public_url: str = Field(default="http://127.0.0.1:8002", description="base of public links (unsubscribe)")
 
+    # Sending policy (DESIGN.md: these are settings, not constants in code).
+    marketing_cap_per_week: int = Field(
+        default=3, ge=1, description="most marketing emails per person in any 7 days, across sequences"
+    )
+    quiet_hours_start: int = Field(default=21, ge=0, le=23, description="local hour scheduled emails stop")
+    quiet_hours_end: int = Field(default=8, ge=0, le=23, description="local hour they resume (= start: off)")
+    sales_ready_threshold: int = Field(default=50, ge=1, le=100, description="engagement that makes a lead sales-ready")
+    retry_base_s: float = Field(default=60.0, gt=0, description="first wait after a failed send (business time)")
+    retry_max_s: float = Field(default=3600.0, gt=0, description="longest wait between send attempts")
+    max_send_attempts: int = Field(default=8, ge=1, description="sends tried before a step is marked failed")
+    payment_update_url: str = Field(
+        default="https://billing.clientflow.example/update-card", description="where a client updates a card"
+    )
+    booking_url: str = Field(default="https://clientflow.example/book", description="link to book a call")
+
     # SMTP is used when a host is set; otherwise messages are files under data_dir/mail/nurture.
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)

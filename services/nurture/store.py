@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING, UTCDateTime
@@ -16,7 +17,8 @@ class Base(DeclarativeBase):
 
 
 class Contact(Base):
-    """The person as nurture needs them: how to write to them and whether they agreed to it."""
+    """The person as nurture needs them: how to write to them, whether they agreed to it, who
+    they are for segment conditions, and how engaged they are."""
 
     __tablename__ = "contacts"
 
@@ -30,10 +32,20 @@ class Contact(Base):
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stage: Mapped[str | None] = mapped_column(String(30))
+    tier: Mapped[str | None] = mapped_column(String(20))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    engagement_score: Mapped[int] = mapped_column(default=0, server_default="0")
+    engaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sales_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Enrollment(Base):
-    """A person in a sequence; one enrollment per person and sequence, ever."""
+    """A person in a sequence; ``key`` tells enrollments apart when re-entry allows several
+    (the invoice id for invoice reminders, the enrollment time for ``after`` rules)."""
 
     __tablename__ = "enrollments"
 
@@ -44,8 +56,11 @@ class Enrollment(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_reason: Mapped[str | None] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # The trigger's payload, for templates (invoice number, amount, new price...).
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (UniqueConstraint("lead_id", "sequence", name="uq_enrollments_lead_sequence"),)
+    __table_args__ = (UniqueConstraint("lead_id", "sequence", "key", name="uq_enrollments_lead_sequence_key"),)
 
 
 class ScheduledMessage(Base):
@@ -55,22 +70,27 @@ class ScheduledMessage(Base):
 
     # Also the sent message's id (and Message-ID), so a retried send carries the same id.
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    lead_id: Mapped[uuid.UUID]  # indexed by the unique constraint, which starts with it
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
     sequence: Mapped[str] = mapped_column(String(63))
     step: Mapped[int]
     template: Mapped[str] = mapped_column(String(63))
     category: Mapped[str] = mapped_column(String(20))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(20))  # pending | sent | suppressed | cancelled
+    # pending | sent | suppressed | cancelled | skipped | failed
+    status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A sender claims a row until this moment; another instance (or a retry) waits for it.
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    enrollment_id: Mapped[uuid.UUID | None]
+    condition: Mapped[str | None] = mapped_column(String(40))
+    immediate: Mapped[bool] = mapped_column(default=False, server_default="0")
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
-        UniqueConstraint("lead_id", "sequence", "step", name="uq_scheduled_messages_lead_sequence_step"),
+        UniqueConstraint("enrollment_id", "step", name="uq_scheduled_messages_enrollment_step"),
         Index("ix_scheduled_messages_due", "status", "due_at"),
     )
 
@@ -91,6 +111,11 @@ class Message(Base):
     to_address: Mapped[str | None] = mapped_column(String(320))
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
     body_text: Mapped[str | None] = mapped_column(Text)
+    enrollment_id: Mapped[uuid.UUID | None]
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_messages_lead_sent", "lead_id", "sent_at"),)
 
@@ -107,3 +132,57 @@ class Takeover(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class SequenceDefinition(Base):
+    """A sequence written through ``PUT /sequences/{name}``; it wins over the built-in file."""
+
+    __tablename__ = "sequence_definitions"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Reply(Base):
+    """An inbound email from a person (recorded by the inbound webhook)."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    message_id: Mapped[uuid.UUID | None]
+    from_address: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(998))
+    text: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Feedback(Base):
+    """An answer to a one-question survey (0-10 and a comment)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    survey: Mapped[str] = mapped_column(String(63))
+    score: Mapped[int | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    complaint: Mapped[bool] = mapped_column(default=False)
+    message_id: Mapped[uuid.UUID | None]
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Task(Base):
+    """Work for a person (a founder check-in, a reply to answer); ``source`` makes it once."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(300))
+    detail: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    source: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -84,6 +84,11 @@ class FileTransport:
         await asyncio.to_thread(self._write, message)
 
 
+class PermanentFailure(Exception):
+    """The server refused the message for good (a 5xx answer, e.g. no such mailbox): retrying
+    cannot help, the address bounced."""
+
+
 class SmtpTransport:
     """Hands each message to an SMTP server (one connection per message, for now)."""
 
@@ -105,15 +110,27 @@ class SmtpTransport:
         self.timeout_s = timeout_s
 
     async def send(self, message: EmailMessage) -> None:
-        await aiosmtplib.send(
-            message,
-            hostname=self.host,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            start_tls=self.starttls,
-            timeout=self.timeout_s,
-        )
+        """Raises PermanentFailure for a 5xx refusal; anything else is worth a retry."""
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                start_tls=self.starttls,
+                timeout=self.timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if codes and all(500 <= code < 600 for code in codes):
+                raise PermanentFailure("; ".join(f"{r.code} {r.message}" for r in exc.recipients)) from exc
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            # 5xx to the message itself (not to a command the server merely does not know).
+            if 550 <= exc.code <= 554:
+                raise PermanentFailure(f"{exc.code} {exc.message}") from exc
+            raise
 
 
 def make_transport(settings: Settings) -> Transport:

