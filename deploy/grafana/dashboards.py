@@ -73,7 +73,43 @@ OPERATIONS = dashboard(
     ],
 )
 
-DASHBOARDS = {"operations": OPERATIONS}
+ECON = 'clientflow_retention_economics{{figure="{figure}", channel{match}}}'
+
+
+def econ(figure: str, channel: str = '!="all"') -> str:
+    return ECON.format(figure=figure, match=channel)
+
+
+BUSINESS = dashboard(
+    "clientflow-business",
+    "Clientflow: business",
+    "Funnel and conversion by channel, revenue and MRR movements, NRR and GRR, churn, dunning, tiers and the "
+    "let-go list, CAC and LTV by channel, leaked revenue.",
+    [
+        panel("Funnel: leads in each stage", ("clientflow_leads_stage", "{{stage}}"), kind="bargauge", width=8),
+        panel("Leads captured per day, by channel", ("sum by (channel) (increase(clientflow_leads_captured_total[1d]))", "{{channel}}"), width=8),
+        panel("Conversion lead -> client, by channel", (econ("conversion_action"), "{{channel}}"), unit="percentunit", width=8),
+        panel("Deals won and lost (7 days)", ("sum by (outcome) (increase(clientflow_leads_deals_total[7d]))", "{{outcome}}"), width=8),
+        panel("Revenue received (30 days)", ("sum by (currency) (increase(clientflow_billing_revenue_received_total[30d]))", "{{currency}}"), width=8),
+        panel("MRR", ("sum by (currency) (clientflow_billing_mrr)", "{{currency}}"), width=8),
+        panel("MRR movements (trailing period)", ('sum by (kind, currency) (clientflow_retention_mrr_movements{channel="all"})', "{{kind}} {{currency}}"), width=12),
+        panel("NRR and GRR", (econ("nrr", '="all"'), "NRR"), (econ("grr", '="all"'), "GRR"), unit="percentunit", width=12),
+        panel("Cancellations per day, by outcome", ("sum by (outcome) (increase(clientflow_retention_cancellations_total[1d]))", "{{outcome}}"), width=8),
+        panel("Logo and revenue churn", (econ("logo_churn", '="all"'), "logo"), (econ("revenue_churn", '="all"'), "revenue"), unit="percentunit", width=8),
+        panel("Dunning cases by state", ("sum by (state) (clientflow_billing_dunning_cases)", "{{state}}"), kind="bargauge", width=8),
+        panel("Clients by tier", ("clientflow_retention_clients_by_tier", "{{tier}}"), kind="bargauge", width=8),
+        panel("Let-go list (fire clients)", ('clientflow_retention_clients_by_tier{tier="fire"}', "fire"), kind="stat", width=4),
+        panel("Share of fire clients", (econ("fire_share", '="all"'), "fire share"), kind="stat", unit="percentunit", width=4),
+        panel("Clients by health band", ("clientflow_retention_clients_by_health_band", "{{band}}"), kind="bargauge", width=8),
+        panel("CAC by channel", (econ("cac"), "{{channel}} {{currency}}"), width=8),
+        panel("LTV by channel", (econ("ltv"), "{{channel}} {{currency}}"), width=8),
+        panel("LTV:CAC by channel", (econ("ltv_cac"), "{{channel}}"), width=8),
+        panel("Leaked revenue (out of scope, never billed)", ("sum by (currency) (clientflow_billing_leaked_revenue)", "{{currency}}"), kind="stat", width=12),
+        panel("Days sales outstanding", ("clientflow_billing_days_sales_outstanding", "{{currency}}"), width=12),
+    ],
+)
+
+DASHBOARDS = {"operations": OPERATIONS, "business": BUSINESS}
 
 
 def main() -> None:
