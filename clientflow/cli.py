@@ -18,7 +18,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from clientflow import leads_cli
+from clientflow import leads_cli, retention_cli
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
 from shared.broker import ensure_topics
@@ -29,6 +29,7 @@ app = typer.Typer(help="Clientflow: the client lifecycle of a service business."
 clock_app = typer.Typer(help="Move the simulated business clock (CLIENTFLOW_CLOCK=simulated).")
 app.add_typer(clock_app, name="clock")
 app.add_typer(leads_cli.app, name="leads", help="Leads: import a CSV of leads.")
+app.add_typer(retention_cli.app, name="replay", help="Rebuild a service's store from the topics' history.")
 console = Console()
 
 DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.retention import handlers
 from services.retention.handlers import Context
 from services.retention.schemas import (
+    ChurnRiskOut,
+    EventRef,
+    FactorOut,
+    ReferralIn,
+    ReferralOut,
+    ReviewOut,
+    TrendOut,
     CancellationIn,
     CancellationOut,
     ClientList,
@@ -21,7 +29,7 @@ from services.retention.schemas import (
     MoneyOut,
     OfferOut,
 )
-from services.retention.store import Cancellation, Client
+from services.retention.store import Cancellation, Client, Referral, TierReview
 from shared.http import api_key_guard
 from shared.service import ServiceRuntime
 
@@ -34,7 +42,17 @@ def _mrr(client: Client) -> MoneyOut | None:
     return MoneyOut(amount=client.mrr, currency=client.mrr_currency) if client.mrr_currency else None
 
 
-def client_out(client: Client, revenue: dict[str, Decimal]) -> ClientOut:
+def client_out(client: Client, revenue: dict[str, Decimal], view: handlers.ClientView | None = None) -> ClientOut:
+    factors = {}
+    for name, factor in (client.health_factors or {}).items():
+        events = view.events.get(name, []) if view else []
+        factors[name] = FactorOut(
+            value=factor["value"],
+            weight=factor["weight"],
+            evidence=factor.get("evidence", {}),
+            explanation=handlers.EXPLAIN.get(name, ""),
+            events=[EventRef(event_id=e.event_id, type=e.type, at=e.at, detail=e.detail or {}) for e in events],
+        )
     return ClientOut(
         lead_id=client.lead_id,
         channel=client.channel,
@@ -43,12 +61,81 @@ def client_out(client: Client, revenue: dict[str, Decimal]) -> ClientOut:
         tier=client.tier,
         health_score=client.health_score,
         band=client.band,  # type: ignore[arg-type]
-        factors=client.health_factors or {},  # type: ignore[arg-type]
+        factors=factors,
         revenue=_money(revenue),
         mrr=_mrr(client),
         subscription_status=client.subscription_status,  # type: ignore[arg-type]
         deals_won=client.deals_won,
         erased=client.erased_at is not None,
+        trend=TrendOut.model_validate(view.trend) if view else None,
+        tier_reasons=client.tier_reasons or [],
+        churn_risk=ChurnRiskOut(
+            open=client.churn_risk_open, reasons=client.churn_risk_reasons or [], raised_at=client.churn_risk_raised_at
+        ),
+        counts={
+            "invoices_issued": client.invoices_issued,
+            "payments_on_time": client.payments_on_time,
+            "payments_late": client.payments_late,
+            "days_late_total": client.days_late_total,
+            "payments_failed": client.payments_failed,
+            "change_requests": client.change_requests,
+            "out_of_scope_requests": client.out_of_scope_requests,
+            "feedback": client.feedback_count,
+            "complaints": client.complaints,
+            "takeovers": client.takeovers,
+            "overdue_invoices": len(client.overdue_invoices or []),
+        },
+        takeover_active=client.takeover_active,
+        loyalty_points=client.loyalty_points,
+        referrals_made=client.referrals_made,
+        referrals_converted=client.referrals_converted,
+        referred_by=client.referred_by,
+    )
+
+
+def review_out(review: TierReview) -> ReviewOut:
+    return ReviewOut(review_id=review.id, period=review.period, at=review.at, **review.result)
+
+
+def referral_out(referral: Referral) -> ReferralOut:
+    return ReferralOut(
+        referral_id=referral.id, lead_id=referral.referrer_id, status=referral.status,  # type: ignore[arg-type]
+        created_at=referral.created_at,
+    )
+
+
+def _moment(value: str | None, *, name: str) -> datetime | None:
+    """A date (midnight UTC) or an RFC 3339 moment; naive ones are UTC."""
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def economics_out(figures: dict, snap: handlers.Snapshot) -> EconomicsOut:
+    f = dict(figures)
+    spend, leaked, currency = f.pop("spend"), f.pop("leaked_revenue"), f["currency"]
+    return EconomicsOut.model_validate(
+        {
+            **f,
+            "spend": MoneyOut(amount=spend, currency=currency),
+            "leaked_revenue": MoneyOut(amount=leaked, currency=currency),
+            "logo_churn": LogoChurnOut(
+                rate=f["logo_churn"], monthly_rate=f["monthly_logo_churn"], lost=f["clients_lost"],
+                clients_at_start=f["clients_at_start"], reason=f["reasons"].get("logo_churn"),
+            ),
+            "clients": snap.clients,
+            "active_subscriptions": snap.active_subscriptions,
+            "paused_subscriptions": snap.paused_subscriptions,
+            "mrr": _money(snap.mrr),
+            "revenue": _money(snap.revenue),
+            "as_of": snap.as_of,
+        }
     )
 
 
@@ -99,8 +186,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     async def read_client(lead_id: uuid.UUID) -> ClientOut:
         """Health score, band, tier and the factors behind the score, with revenue and MRR."""
         async with uow() as tx:
-            client = await handlers.get_client(tx, lead_id)
-            return client_out(client, await handlers.revenue_of(tx, lead_id))
+            view = await handlers.client_view(tx, ctx, lead_id)
+            return client_out(view.client, view.revenue, view)
 
     @api.post(
         "/clients/{lead_id}/cancellation",
@@ -149,22 +236,44 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             metrics.count_cancellation(cancellation.reason, "completed")
         return cancellation_out(cancellation)
 
-    @api.get("/economics", response_model=EconomicsOut, tags=["economics"])
-    async def read_economics() -> EconomicsOut:
-        """Clients, subscriptions, MRR (paused excluded) and revenue by currency, logo churn."""
+    @api.get("/economics", response_model=EconomicsOut, response_model_by_alias=True, tags=["economics"])
+    async def read_economics(
+        from_: str | None = Query(None, alias="from", description="start (inclusive), date or RFC 3339; default: first of this month"),
+        to: str | None = Query(None, description="end (exclusive); default: now"),
+        channel: str | None = Query(None, description="one acquisition channel"),
+        currency: str | None = Query(None, min_length=3, max_length=3, description="money figures in this currency"),
+    ) -> EconomicsOut:
+        """Leads, conversion at each stage, CAC, ARPA, LTV, LTV:CAC, payback, logo and revenue
+        churn, MRR movements, NRR, GRR, share of fire clients, leaked revenue and a cohort table
+        of the period; an empty or inverted period is refused (422)."""
+        now = runtime.clock.now()
+        end = _moment(to, name="to") or now
+        start = _moment(from_, name="from") or end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         async with uow() as tx:
-            figures = await handlers.economics(tx)
-        churn = figures.logo_churn
-        return EconomicsOut(
-            clients=figures.clients,
-            active_subscriptions=figures.active_subscriptions,
-            paused_subscriptions=figures.paused_subscriptions,
-            mrr=_money(figures.mrr),
-            revenue=_money(figures.revenue),
-            logo_churn=LogoChurnOut(
-                rate=churn.rate, cancelled=churn.lost, ever_subscribed=churn.base, reason=churn.reason
-            ),
-            as_of=figures.as_of,
-        )
+            figures = await handlers.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
+            snap = await handlers.snapshot(tx)
+        return economics_out(figures, snap)
+
+    @api.get("/reviews/latest", response_model=ReviewOut, tags=["tiers"])
+    async def latest_review() -> ReviewOut:
+        """The latest tier review: tiers counted, changes, and the clients to let go."""
+        async with uow() as tx:
+            return review_out(await handlers.latest_review(tx))
+
+    @api.post("/reviews", status_code=201, response_model=ReviewOut, dependencies=write, tags=["tiers"])
+    async def run_review() -> ReviewOut:
+        """Run a tier review now (it also runs on its schedule, monthly by default)."""
+        review = await handlers.review_tiers(uow, ctx, runtime.clock.now(), force=True)
+        assert review is not None
+        return review_out(review)
+
+    @api.post("/referrals", status_code=201, response_model=ReferralOut, dependencies=write, tags=["referrals"])
+    async def refer(body: ReferralIn) -> ReferralOut:
+        """A client refers someone new (`referral.made`); refused (409) for an existing client."""
+        async with uow() as tx:
+            referral = await handlers.make_referral(
+                tx, ctx, body.lead_id, name=body.name, email=str(body.email), company=body.company, note=body.note
+            )
+        return referral_out(referral)
 
     return api

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.retention import api, handlers, subscribers
 from services.retention.handlers import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
+from services.retention.store import Client
 from shared import topics
 from shared.clock import Clock
 from shared.service import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def refresh_economics_gauges(runtime: ServiceRuntime, ctx: Context, now: datetime) -> None:
+    """The economics of the trailing 30 days as gauges: all channels, then each channel."""
+    start = now - timedelta(days=30)
+    async with runtime.uow() as tx:
+        channels = [c for c in await tx.session.scalars(select(Client.channel).distinct()) if c]
+        for channel in [None, *sorted(channels)]:
+            figures = await handlers.economics(tx, ctx, start=start, end=now, channel=channel, currency=None)
+            ctx.metrics.publish_economics(figures, channel=channel or "all")
 
 
 def create_app(
@@ -40,9 +52,14 @@ def create_app(
     subscribers.register(runtime, ctx)
 
     async def review(now: datetime) -> None:
+        # One job, in order: two passes that lock client rows (SKIP LOCKED) running side by
+        # side would skip each other's rows.
         await handlers.review_health(runtime.uow, ctx, now)
+        # Polled often, acts once per period (monthly by default) on the business clock.
+        await handlers.review_tiers(runtime.uow, ctx, now)
+        await refresh_economics_gauges(runtime, ctx, now)
 
-    runtime.every("retention.health_review", review, settings.review_interval_s)
+    runtime.every("retention.review", review, settings.review_interval_s)
     return runtime.http_app(
         title="Clientflow retention",
         description="Client health, tiers, cancellations and save offers, and unit economics.",

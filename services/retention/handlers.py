@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -12,9 +13,23 @@ from sqlalchemy import func, select
 from services.retention import domain
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
-from services.retention.store import Cancellation, Client, ClientMoney, Subscription
+from services.retention.store import (
+    Cancellation,
+    ChannelSpend,
+    Client,
+    ClientEvent,
+    ClientMoney,
+    HealthPoint,
+    LoyaltyAward,
+    MrrMovement,
+    Referral,
+    Subscription,
+    TierReview,
+)
 from shared import events as ev
-from shared.errors import Conflict, NotFound
+from shared.db import StateRow
+from shared.errors import Conflict, Invalid, NotFound
+from shared.money import quantize
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 REVIEW_PAGE = 200
@@ -36,8 +51,31 @@ class Context:
             complaint_penalty=s.health_complaint_penalty,
             engagement_placeholder=s.health_engagement_placeholder,
             tenure_full_days=s.health_tenure_full_days,
+            scope_penalty=s.health_scope_penalty,
             yellow_from=s.band_yellow_from,
             green_from=s.band_green_from,
+        )
+
+    @property
+    def tier_policy(self) -> domain.TierPolicy:
+        s = self.settings
+        return domain.TierPolicy(
+            best_min_revenue=s.tier_best_min_revenue,
+            fire_late_payments=s.tier_fire_late_payments,
+            fire_out_of_scope=s.tier_fire_out_of_scope,
+            fire_complaints=s.tier_fire_complaints,
+            fire_failures=s.tier_fire_failures,
+        )
+
+    @property
+    def risk_policy(self) -> domain.RiskPolicy:
+        s = self.settings
+        return domain.RiskPolicy(
+            late_payments=s.risk_late_payments,
+            engagement_drop_share=s.risk_engagement_drop_share,
+            engagement_min_before=s.risk_engagement_min_before,
+            underused_share=s.risk_underused_share,
+            price_notice_days=s.risk_price_notice_days,
         )
 
     @property
@@ -77,6 +115,17 @@ async def _client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
         out_of_scope_requests=0,
         feedback_count=0,
         complaints=0,
+        red_flags=0,
+        engagement_seen=False,
+        takeover_active=False,
+        takeovers=0,
+        overdue_invoices=[],
+        churn_risk_open=False,
+        churn_risk_reasons=[],
+        tier_reasons=[],
+        loyalty_points=0,
+        referrals_made=0,
+        referrals_converted=0,
         created_at=now,
         updated_at=now,
     )
@@ -85,7 +134,31 @@ async def _client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
     return client
 
 
-def _evidence(client: Client) -> domain.HealthEvidence:
+ENGAGEMENT_TYPES = ("email.opened", "email.clicked")
+
+
+async def _count_events(
+    tx: UnitOfWork,
+    lead_id: uuid.UUID,
+    types: tuple[str, ...],
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    where: dict[str, object] | None = None,
+) -> int:
+    query = select(ClientEvent.detail).where(
+        ClientEvent.lead_id == lead_id, ClientEvent.type.in_(types), ClientEvent.at >= since
+    )
+    if until is not None:
+        query = query.where(ClientEvent.at < until)
+    details = list(await tx.session.scalars(query))
+    if where:
+        details = [d for d in details if all((d or {}).get(k) == v for k, v in where.items())]
+    return len(details)
+
+
+async def _evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime) -> domain.HealthEvidence:
+    since = now - timedelta(days=ctx.settings.engagement_window_days)
     return domain.HealthEvidence(
         payments_on_time=client.payments_on_time,
         payments_late=client.payments_late,
@@ -93,20 +166,52 @@ def _evidence(client: Client) -> domain.HealthEvidence:
         complaints=client.complaints,
         feedback_count=client.feedback_count,
         client_since=client.became_client_at,
+        engagement_seen=client.engagement_seen or client.unsubscribed_at is not None,
+        opens_recent=await _count_events(tx, client.lead_id, ("email.opened",), since=since),
+        clicks_recent=await _count_events(tx, client.lead_id, ("email.clicked",), since=since),
+        unsubscribed=client.unsubscribed_at is not None,
+        last_feedback_score=client.last_feedback_score,
+        out_of_scope_requests=client.out_of_scope_requests,
     )
 
 
-def _assess(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> bool:
-    """Re-score a client's health; a new band is announced (``client.health_changed``).
-    A prospect has no health yet: it starts when the first deposit clears."""
+async def _risk_evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime) -> domain.RiskEvidence:
+    window = timedelta(days=ctx.settings.engagement_window_days)
+    lead_id = client.lead_id
+    return domain.RiskEvidence(
+        late_payments_recent=await _count_events(
+            tx, lead_id, ("payment.succeeded",), since=now - timedelta(days=90), where={"late": True}
+        ),
+        overdue_open=len(client.overdue_invoices or []),
+        engagement_recent=await _count_events(tx, lead_id, ENGAGEMENT_TYPES, since=now - window),
+        engagement_before=await _count_events(
+            tx, lead_id, ENGAGEMENT_TYPES, since=now - 2 * window, until=now - window
+        ),
+        unsubscribed_recent=client.unsubscribed_at is not None and client.unsubscribed_at >= now - window,
+        complaints_recent=await _count_events(
+            tx, lead_id, ("feedback.received",), since=now - window, where={"complaint": True}
+        ),
+        hours_used=client.hours_used,
+        hours_included=client.hours_included,
+        price_increase_at=client.price_increase_at,
+    )
+
+
+async def _assess(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> bool:
+    """Re-score a client's health; a new band is announced (``client.health_changed``); the
+    churn-risk rules are checked too. A prospect has no health yet: it starts when the first
+    deposit clears."""
     if client.became_client_at is None:
         return False
-    health = domain.assess_health(_evidence(client), ctx.health_policy, now=now)
+    health = domain.assess_health(await _evidence(tx, ctx, client, now), ctx.health_policy, now=now)
     previous_score, previous_band = client.health_score, client.band
     client.health_score = health.score
     client.band = health.band
     client.health_factors = health.factors_dict()
     client.health_assessed_at = now
+    if health.score != previous_score:
+        tx.session.add(HealthPoint(lead_id=client.lead_id, at=now, score=health.score))
+    await _check_churn_risk(tx, ctx, client, now=now)
     if health.band == previous_band:
         return False
     tx.emit(
@@ -122,11 +227,53 @@ def _assess(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> b
     return True
 
 
-def _changed(tx: UnitOfWork, ctx: Context, client: Client) -> None:
+async def _check_churn_risk(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> None:
+    """``churn_risk.raised`` once per episode: when a rule first fires for a client with no open
+    episode. The episode closes when no rule fires any more; a later rule opens a new one. A
+    client who already left (subscription cancelled) is not at risk any more."""
+    reasons: list[str] = []
+    if client.subscription_status != "cancelled":
+        reasons = domain.churn_risks(await _risk_evidence(tx, ctx, client, now), ctx.risk_policy, now=now)
+    if not reasons:
+        client.churn_risk_open = False
+        client.churn_risk_reasons = []
+        return
+    client.churn_risk_reasons = reasons
+    if client.churn_risk_open:
+        return
+    client.churn_risk_open = True
+    client.churn_risk_raised_at = now
+    tx.emit(
+        "churn_risk.raised",
+        ev.ChurnRiskRaised(reasons=reasons, health_score=client.health_score),
+        lead_id=client.lead_id,
+    )
+    for reason in reasons:
+        ctx.metrics.churn_risks.labels(reason).inc()
+
+
+def _timeline(tx: UnitOfWork, client: Client, event_type: str, *, at: datetime | None = None, **detail: object) -> None:
+    """Keep the event behind a change on the client's timeline (ids and counts, no personal data)."""
+    cause = tx.cause
+    tx.session.add(
+        ClientEvent(
+            lead_id=client.lead_id,
+            event_id=cause.event_id if cause else uuid.uuid4(),
+            type=event_type,
+            at=at or (cause.occurred_at if cause else tx.now()),
+            detail={
+                k: (str(v) if isinstance(v, (Decimal, uuid.UUID, datetime)) else v) for k, v in detail.items()
+            },
+        )
+    )
+
+
+async def _changed(tx: UnitOfWork, ctx: Context, client: Client) -> None:
     """Every change to a client: stamp it, re-score it, refresh the gauges after the commit."""
     now = tx.now()
     client.updated_at = now
-    _assess(tx, ctx, client, now=now)
+    await tx.session.flush()
+    await _assess(tx, ctx, client, now=now)
     ctx.metrics.refresh_after_commit(tx)
 
 
@@ -138,10 +285,31 @@ async def _add_money(tx: UnitOfWork, lead_id: uuid.UUID, *, measure: str, amount
         row.amount = row.amount + amount
 
 
+def email_hash(email: str | None) -> str | None:
+    """One-way hash of a normalised e-mail address (no address is kept in retention)."""
+    if not email or not email.strip():
+        return None
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def _when(tx: UnitOfWork) -> datetime:
+    """When the event being applied happened (business clock); a command's own time otherwise."""
+    return tx.cause.occurred_at if tx.cause is not None else tx.now()
+
+
 async def record_capture(
-    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, channel: str, captured_at: datetime, duplicate: bool
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    channel: str,
+    captured_at: datetime,
+    duplicate: bool,
+    email: str | None = None,
+    referred_by: uuid.UUID | None = None,
 ) -> None:
-    """A lead was captured: keep the acquisition channel (for per-channel economics).
+    """A lead was captured: keep the acquisition channel (for per-channel economics), a hash
+    of the address (to refuse referring an existing client) and who referred them.
     A repeat touch of a known person (``duplicate``) says nothing new."""
     if duplicate:
         return
@@ -150,33 +318,104 @@ async def record_capture(
         return
     client.channel = channel
     client.captured_at = captured_at
-    _changed(tx, ctx, client)
+    client.email_hash = email_hash(email)
+    if referred_by is not None and referred_by != lead_id:
+        client.referred_by = referred_by
+        referral = await _referral_of(tx, referred_by, client)
+        if referral is not None and referral.status == "made":
+            referral.referred_lead_id = lead_id
+            referral.status = "captured"
+        if client.became_client_at is not None:  # the deposit's topic was read first
+            await _credit_referrer(tx, ctx, client)
+    await _changed(tx, ctx, client)
+
+
+async def _referral_of(tx: UnitOfWork, referrer_id: uuid.UUID, client: Client) -> Referral | None:
+    found = await tx.session.scalar(select(Referral).where(Referral.referred_lead_id == client.lead_id))
+    if found is not None or client.email_hash is None:
+        return found
+    return await tx.session.scalar(
+        select(Referral)
+        .where(Referral.referrer_id == referrer_id, Referral.email_hash == client.email_hash)
+        .order_by(Referral.created_at)
+        .limit(1)
+    )
+
+
+async def record_qualified(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> None:
+    """BANT qualification: a funnel stage for conversion rates."""
+    client = await _client(tx, lead_id)
+    client.qualified_at = client.qualified_at or _when(tx)
+    await _changed(tx, ctx, client)
+
+
+async def record_proposed(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> None:
+    """An estimate was sent: a funnel stage."""
+    client = await _client(tx, lead_id)
+    client.proposed_at = client.proposed_at or _when(tx)
+    await _changed(tx, ctx, client)
 
 
 async def record_deal_won(
-    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, value: Decimal, currency: str
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    value: Decimal,
+    currency: str,
+    hourly_rate: Decimal | None = None,
+    red_flags: int = 0,
+    channel: str | None = None,
 ) -> None:
-    """A signed deal: counted, and its value kept per currency."""
+    """A signed deal: counted, its value kept per currency, its rate kept to price leaked scope."""
     client = await _client(tx, lead_id)
     client.deals_won += 1
+    client.won_at = client.won_at or _when(tx)
+    client.proposed_at = client.proposed_at or client.won_at
+    client.hourly_rate = hourly_rate or client.hourly_rate
+    client.red_flags = max(client.red_flags or 0, red_flags)
+    client.channel = client.channel or channel
     await _add_money(tx, lead_id, measure="won", amount=value, currency=currency)
-    _changed(tx, ctx, client)
+    _timeline(tx, client, "deal.won", value=value, currency=currency)
+    await _changed(tx, ctx, client)
 
 
 async def record_invoice(
-    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, amount: Decimal, currency: str
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    amount: Decimal,
+    currency: str,
+    kind: str = "deposit",
+    hours_used: Decimal | None = None,
+    included_hours: Decimal | None = None,
 ) -> None:
-    """An invoice was issued to the client."""
+    """An invoice was issued to the client; a subscription invoice may report hours used."""
     client = await _client(tx, lead_id)
     client.invoices_issued += 1
     await _add_money(tx, lead_id, measure="invoiced", amount=amount, currency=currency)
-    _changed(tx, ctx, client)
+    if hours_used is not None:
+        client.hours_used = hours_used
+        client.hours_included = included_hours if included_hours is not None else client.hours_included
+    _timeline(tx, client, "invoice.issued", kind=kind, amount=amount, currency=currency, hours_used=hours_used)
+    await _changed(tx, ctx, client)
 
 
 async def record_payment(
-    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, amount: Decimal, currency: str, days_late: int
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    amount: Decimal,
+    currency: str,
+    days_late: int,
+    invoice_id: uuid.UUID | None = None,
+    invoice_paid: bool = False,
+    paid_at: datetime | None = None,
 ) -> None:
-    """Money received: revenue, and whether it came on time (evidence of punctuality)."""
+    """Money received: revenue, and whether it came on time (evidence of punctuality). A fully
+    paid invoice earns loyalty points once its refund window has passed."""
     client = await _client(tx, lead_id)
     if days_late > 0:
         client.payments_late += 1
@@ -184,42 +423,175 @@ async def record_payment(
     else:
         client.payments_on_time += 1
     await _add_money(tx, lead_id, measure="revenue", amount=amount, currency=currency)
-    _changed(tx, ctx, client)
+    _timeline(
+        tx, client, "payment.succeeded", amount=amount, currency=currency, late=days_late > 0,
+        days_late=days_late, invoice_id=invoice_id,
+    )
+    if invoice_id is not None and invoice_paid:
+        client.overdue_invoices = [i for i in (client.overdue_invoices or []) if i != str(invoice_id)]
+        await tx.session.flush()
+        paid = [
+            Decimal(d["amount"])
+            for d in await tx.session.scalars(
+                select(ClientEvent.detail).where(
+                    ClientEvent.lead_id == lead_id, ClientEvent.type == "payment.succeeded"
+                )
+            )
+            if d.get("invoice_id") == str(invoice_id) and d.get("currency") == currency
+        ]
+        if await tx.session.get(LoyaltyAward, invoice_id) is None:
+            tx.session.add(
+                LoyaltyAward(
+                    invoice_id=invoice_id,
+                    lead_id=lead_id,
+                    amount=sum(paid, Decimal(0)),
+                    currency=currency,
+                    due_at=(paid_at or _when(tx)) + timedelta(days=ctx.settings.loyalty_refund_window_days),
+                    status="pending",
+                    points=0,
+                )
+            )
+    await _changed(tx, ctx, client)
 
 
-async def record_payment_failure(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> None:
+async def record_payment_failure(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, hard: bool = False) -> None:
     """A payment attempt failed (each retry that fails counts: it is friction every time)."""
     client = await _client(tx, lead_id)
     client.payments_failed += 1
-    _changed(tx, ctx, client)
+    _timeline(tx, client, "payment.failed", hard_decline=hard)
+    await _changed(tx, ctx, client)
+
+
+async def record_overdue(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, invoice_id: uuid.UUID, days: int) -> None:
+    """An invoice is overdue: a churn-risk signal until it is paid or voided."""
+    client = await _client(tx, lead_id)
+    if str(invoice_id) not in (client.overdue_invoices or []):
+        client.overdue_invoices = [*(client.overdue_invoices or []), str(invoice_id)]
+    _timeline(tx, client, "invoice.overdue", invoice_id=invoice_id, days_overdue=days)
+    await _changed(tx, ctx, client)
+
+
+async def record_voided(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, invoice_id: uuid.UUID) -> None:
+    """A voided invoice is no longer overdue and earns no points."""
+    client = await _client(tx, lead_id)
+    client.overdue_invoices = [i for i in (client.overdue_invoices or []) if i != str(invoice_id)]
+    award = await tx.session.get(LoyaltyAward, invoice_id)
+    if award is not None and award.status == "pending":
+        award.status = "voided"
+    _timeline(tx, client, "invoice.voided", invoice_id=invoice_id)
+    await _changed(tx, ctx, client)
+
+
+async def record_hours(
+    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, used: Decimal, included: Decimal | None, overage: Decimal
+) -> None:
+    """A retainer period closed: hours used against those included (the under-use rule)."""
+    client = await _client(tx, lead_id)
+    client.hours_used = used
+    client.hours_included = included if included is not None else client.hours_included
+    _timeline(tx, client, "hours.usage_reported", used=used, included=included, overage=overage)
+    await _changed(tx, ctx, client)
+
+
+async def record_credit_note(
+    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, invoice_id: uuid.UUID, refunded: Decimal, currency: str
+) -> None:
+    """A refund inside the refund window cancels the invoice's loyalty points; refunded money
+    is no longer revenue."""
+    client = await _client(tx, lead_id)
+    if refunded > 0:
+        award = await tx.session.get(LoyaltyAward, invoice_id)
+        if award is not None and award.status == "pending":
+            award.status = "voided"
+        await _add_money(tx, lead_id, measure="revenue", amount=-refunded, currency=currency)
+    _timeline(tx, client, "credit_note.issued", invoice_id=invoice_id, refunded=refunded, currency=currency)
+    await _changed(tx, ctx, client)
+
+
+async def record_dunning(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, to_state: str) -> None:
+    client = await _client(tx, lead_id)
+    _timeline(tx, client, "dunning.state_changed", to_state=to_state)
+    await _changed(tx, ctx, client)
 
 
 async def become_client(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, cleared_at: datetime) -> None:
     """The first deposit cleared: the person is a client, in the default tier, with a health
-    score from now on. Later deposits change nothing here; their money arrives as
-    ``payment.succeeded`` (counting it here too would count it twice)."""
+    score from now on; whoever referred them is credited. Later deposits change nothing here;
+    their money arrives as ``payment.succeeded`` (counting it here too would count it twice)."""
     client = await _client(tx, lead_id)
     if client.became_client_at is not None:
         return
     client.became_client_at = cleared_at
+    _timeline(tx, client, "deposit.cleared", at=cleared_at)
     if client.tier is None:
         client.tier = domain.DEFAULT_TIER
+        client.tier_reasons = ["first deposit cleared"]
         client.tier_changed_at = tx.now()
         tx.emit(
             "client.tier_changed",
             ev.ClientTierChanged(from_tier=None, to_tier=domain.DEFAULT_TIER, reasons=["first deposit cleared"]),
             lead_id=lead_id,
         )
-    _changed(tx, ctx, client)
+    if client.referred_by is not None:
+        await _credit_referrer(tx, ctx, client)
+    await _changed(tx, ctx, client)
 
 
-async def record_change_request(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, in_scope: bool) -> None:
-    """The client asked for a change; out-of-scope asks are a tier signal later."""
+async def _credit_referrer(tx: UnitOfWork, ctx: Context, client: Client) -> None:
+    """The referred lead became a client: the referral converts and the referrer earns points."""
+    assert client.referred_by is not None
+    referrer = await tx.session.get(Client, client.referred_by, with_for_update=True)
+    if referrer is None:
+        return
+    referral = await _referral_of(tx, referrer.lead_id, client)
+    if referral is None:  # referred outside retention (typed in at leads): still a referral
+        referral = Referral(
+            id=uuid.uuid4(), referrer_id=referrer.lead_id, email_hash=client.email_hash, status="made",
+            created_at=client.captured_at or tx.now(),
+        )
+        tx.session.add(referral)
+    if referral.status == "converted":
+        return
+    referral.status = "converted"
+    referral.referred_lead_id = client.lead_id
+    referral.converted_at = client.became_client_at
+    referrer.referrals_converted += 1
+    bonus = ctx.settings.referral_bonus_points
+    if bonus:
+        referrer.loyalty_points += bonus
+        tx.emit(
+            "loyalty.points_awarded",
+            ev.LoyaltyPointsAwarded(points=bonus, reason="referral converted", balance=referrer.loyalty_points),
+            lead_id=referrer.lead_id,
+        )
+        ctx.metrics.loyalty_points.inc(bonus)
+
+
+async def record_change_request(
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    in_scope: bool,
+    amount: Decimal = Decimal(0),
+    hours: Decimal | None = None,
+    currency: str | None = None,
+) -> None:
+    """The client asked for a change. Out of scope is accepted only as a paid change order:
+    an out-of-scope ask with no price slipped through unbilled, and its hours at the deal's
+    rate are leaked revenue."""
     client = await _client(tx, lead_id)
     client.change_requests += 1
+    leaked = Decimal(0)
     if not in_scope:
         client.out_of_scope_requests += 1
-    _changed(tx, ctx, client)
+        if amount == 0 and hours and client.hourly_rate:
+            leaked = quantize(hours * client.hourly_rate)
+    _timeline(
+        tx, client, "deal.change_requested", in_scope=in_scope, amount=amount, hours=hours, leaked=leaked,
+        currency=currency,
+    )
+    await _changed(tx, ctx, client)
 
 
 async def record_feedback(
@@ -232,18 +604,56 @@ async def record_feedback(
         client.last_feedback_score = score
     if complaint:
         client.complaints += 1
-    _changed(tx, ctx, client)
+    _timeline(tx, client, "feedback.received", score=score, complaint=complaint)
+    await _changed(tx, ctx, client)
+
+
+async def record_engagement(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, event_type: str) -> None:
+    """Opens, clicks and unsubscribes: the engagement factor and the engagement-drop rule."""
+    client = await _client(tx, lead_id)
+    client.engagement_seen = True
+    if event_type == "lead.unsubscribed":
+        client.unsubscribed_at = client.unsubscribed_at or _when(tx)
+    _timeline(tx, client, event_type)
+    await _changed(tx, ctx, client)
+
+
+async def record_takeover(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, started: bool) -> None:
+    """A human took over (or released) the client: shown on the record, counted."""
+    client = await _client(tx, lead_id)
+    if started and not client.takeover_active:
+        client.takeovers += 1
+    client.takeover_active = started
+    _timeline(tx, client, "takeover.started" if started else "takeover.ended")
+    await _changed(tx, ctx, client)
+
+
+async def record_spend(
+    tx: UnitOfWork, *, event_id: uuid.UUID, channel: str, start: date, end: date, amount: Decimal, currency: str
+) -> None:
+    """Acquisition spend of a channel over a period (CAC)."""
+    if await tx.session.get(ChannelSpend, event_id) is None:
+        tx.session.add(
+            ChannelSpend(
+                event_id=event_id, channel=channel, period_start=start, period_end=end, amount=amount,
+                currency=currency,
+            )
+        )
 
 
 async def erase_client(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, requested_at: datetime) -> None:
-    """Erasure: counts and amounts stay (anonymous); free text the client wrote goes."""
+    """Erasure: counts and amounts stay (anonymous); free text the client wrote and the hash
+    of their address go."""
     client = await _client(tx, lead_id)
     if client.erased_at is None:
         client.erased_at = requested_at
+    client.email_hash = None
     rows = await tx.session.scalars(select(Cancellation).where(Cancellation.lead_id == lead_id))
     for cancellation in rows:
         cancellation.comment = None
-    _changed(tx, ctx, client)
+    for referral in await tx.session.scalars(select(Referral).where(Referral.referred_lead_id == lead_id)):
+        referral.email_hash = None
+    await _changed(tx, ctx, client)
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -253,9 +663,33 @@ async def _subscription(tx: UnitOfWork, lead_id: uuid.UUID, subscription_id: uui
     sub = await tx.session.get(Subscription, subscription_id)
     if sub is None:
         # Its start went astray (dead-lettered, or never sent): keep what this event tells.
-        sub = Subscription(id=subscription_id, lead_id=lead_id, status="active", updated_at=tx.now())
+        sub = Subscription(id=subscription_id, lead_id=lead_id, status="new", updated_at=tx.now())
         tx.session.add(sub)
     return sub
+
+
+async def _others_running(tx: UnitOfWork, lead_id: uuid.UUID, subscription_id: uuid.UUID) -> bool:
+    found = await tx.session.scalar(
+        select(Subscription.id).where(
+            Subscription.lead_id == lead_id,
+            Subscription.id != subscription_id,
+            Subscription.status.in_(("active", "paused")),
+        ).limit(1)
+    )
+    return found is not None
+
+
+def _move(
+    tx: UnitOfWork, sub: Subscription, *, kind: str, amount: Decimal | None, at: datetime, logo: int = 0
+) -> None:
+    if not sub.currency or (amount is None and not logo):
+        return
+    tx.session.add(
+        MrrMovement(
+            lead_id=sub.lead_id, subscription_id=sub.id, at=at, kind=kind, amount=amount or Decimal(0),
+            currency=sub.currency, logo=logo,
+        )
+    )
 
 
 async def _summarise(tx: UnitOfWork, client: Client) -> None:
@@ -288,20 +722,28 @@ async def start_subscription(
     monthly_fee: Decimal,
     currency: str,
     started_at: datetime,
+    included_hours: Decimal | None = None,
 ) -> None:
-    """A retainer started: the monthly fee counts as MRR."""
+    """A retainer started: the monthly fee counts as MRR (``new`` for a client who had none
+    running, ``expansion`` for one who already had a retainer)."""
     client = await _client(tx, lead_id)
     sub = await _subscription(tx, lead_id, subscription_id)
+    was = sub.status
     sub.deal_id = deal_id
     sub.status = "active"
     sub.monthly_fee = monthly_fee
     sub.currency = currency
     sub.started_at = started_at
     sub.updated_at = tx.now()
+    if included_hours is not None:
+        client.hours_included = included_hours
+    if was not in ("active", "paused", "cancelled"):
+        running = await _others_running(tx, lead_id, subscription_id)
+        _move(tx, sub, kind="expansion" if running else "new", amount=monthly_fee, at=started_at, logo=0 if running else 1)
     if client.first_subscribed_at is None:
         client.first_subscribed_at = started_at
     await _summarise(tx, client)
-    _changed(tx, ctx, client)
+    await _changed(tx, ctx, client)
 
 
 async def pause_subscription(
@@ -314,9 +756,14 @@ async def pause_subscription(
     currency: str,
     until: datetime | None,
 ) -> None:
-    """A paused subscription is not churn, and not MRR either."""
+    """A paused subscription is not churn, and not MRR either (a ``pause`` movement)."""
     client = await _client(tx, lead_id)
     sub = await _subscription(tx, lead_id, subscription_id)
+    if sub.status == "active":
+        _move(tx, sub, kind="pause", amount=sub.monthly_fee, at=_when(tx))
+    elif sub.status == "new":  # first we hear of it: a client, paused
+        sub.currency = currency
+        _move(tx, sub, kind="new", amount=Decimal(0), at=_when(tx), logo=0 if await _others_running(tx, lead_id, subscription_id) else 1)
     sub.status = "paused"
     sub.paused_fee = paused_fee
     sub.currency = sub.currency or currency
@@ -324,20 +771,22 @@ async def pause_subscription(
     sub.paused_until = until
     sub.updated_at = tx.now()
     await _summarise(tx, client)
-    _changed(tx, ctx, client)
+    await _changed(tx, ctx, client)
 
 
 async def resume_subscription(
     tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, subscription_id: uuid.UUID
 ) -> None:
-    """Back to active: the monthly fee is MRR again."""
+    """Back to active: the monthly fee is MRR again (a ``resume`` movement)."""
     client = await _client(tx, lead_id)
     sub = await _subscription(tx, lead_id, subscription_id)
+    if sub.status == "paused":
+        _move(tx, sub, kind="resume", amount=sub.monthly_fee, at=_when(tx))
     sub.status = "active"
     sub.paused_until = None
     sub.updated_at = tx.now()
     await _summarise(tx, client)
-    _changed(tx, ctx, client)
+    await _changed(tx, ctx, client)
 
 
 async def cancel_subscription(
@@ -351,23 +800,117 @@ async def cancel_subscription(
     monthly_fee: Decimal | None,
     currency: str | None,
 ) -> None:
-    """The subscription ended: no MRR; the client counts as lost in logo churn."""
+    """The subscription ended: no MRR. The client's last running one ending is logo churn
+    (a ``churn`` movement of the MRR it still brought, nothing if it was paused); one of
+    several ending is ``contraction``."""
     client = await _client(tx, lead_id)
     sub = await _subscription(tx, lead_id, subscription_id)
-    sub.status = "cancelled"
-    sub.cancelled_at = effective_at
-    sub.cancel_reason = reason
+    was = sub.status
     if sub.monthly_fee is None:
         sub.monthly_fee = monthly_fee
     sub.currency = sub.currency or currency
+    if was in ("active", "paused", "new"):
+        lost = sub.monthly_fee if was == "active" else Decimal(0)
+        # A price change dated after the end never happens.
+        for later in await tx.session.scalars(
+            select(MrrMovement).where(MrrMovement.subscription_id == sub.id, MrrMovement.at > effective_at)
+        ):
+            await tx.session.delete(later)
+        if was == "new":
+            _move(tx, sub, kind="new", amount=Decimal(0), at=effective_at, logo=1)
+        if await _others_running(tx, lead_id, subscription_id):
+            _move(tx, sub, kind="contraction", amount=lost, at=effective_at)
+        else:
+            _move(tx, sub, kind="churn", amount=lost, at=effective_at, logo=-1)
+    sub.status = "cancelled"
+    sub.cancelled_at = effective_at
+    sub.cancel_reason = reason
+    sub.pending_fee = sub.pending_at = None
     sub.updated_at = tx.now()
     if client.first_subscribed_at is None:
         client.first_subscribed_at = sub.started_at or effective_at
     await _summarise(tx, client)
-    _changed(tx, ctx, client)
+    await _changed(tx, ctx, client)
+
+
+async def schedule_price_change(
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    subscription_id: uuid.UUID | None,
+    new_price: Decimal | None,
+    percent: Decimal | None,
+    effective_at: datetime,
+) -> None:
+    """A price change announced ahead: an ``expansion`` or ``contraction`` dated when it takes
+    effect (the fee itself changes then), and an increase ahead is a churn-risk signal."""
+    client = await _client(tx, lead_id)
+    query = select(Subscription).where(Subscription.lead_id == lead_id, Subscription.status.in_(("active", "paused")))
+    if subscription_id is not None:
+        query = query.where(Subscription.id == subscription_id)
+    increase = False
+    for sub in await tx.session.scalars(query):
+        if sub.monthly_fee is None:
+            continue
+        new = new_price if new_price is not None else (
+            quantize(sub.monthly_fee * (1 + (percent or Decimal(0)) / 100))
+        )
+        diff = new - sub.monthly_fee
+        if diff == 0:
+            continue
+        increase = increase or diff > 0
+        sub.pending_fee, sub.pending_at = new, effective_at
+        if sub.status == "active":
+            _move(tx, sub, kind="expansion" if diff > 0 else "contraction", amount=abs(diff), at=effective_at)
+    if increase:
+        client.price_increase_at = effective_at
+    _timeline(tx, client, "price.change_scheduled", effective_at=effective_at, increase=increase)
+    await _changed(tx, ctx, client)
+
+
+async def apply_due_price_changes(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
+    """Scheduled: fees whose change took effect become the subscription's fee (and MRR)."""
+    due = list(
+        await tx.session.scalars(
+            select(Subscription).where(Subscription.pending_at.is_not(None), Subscription.pending_at <= now)
+        )
+    )
+    for sub in due:
+        sub.monthly_fee, sub.pending_fee, sub.pending_at = sub.pending_fee, None, None
+        client = await tx.session.get(Client, sub.lead_id)
+        if client is not None:
+            await _summarise(tx, client)
+    return len(due)
 
 
 # --------------------------------------------------------------------------- reading clients
+
+
+FACTOR_EVENTS: dict[str, tuple[str, ...]] = {
+    "punctuality": ("payment.succeeded", "invoice.overdue"),
+    "failures": ("payment.failed", "dunning.state_changed"),
+    "complaints": ("feedback.received",),
+    "engagement": ("email.opened", "email.clicked", "lead.unsubscribed", "feedback.received"),
+    "tenure": ("deposit.cleared",),
+    "scope": ("deal.change_requested",),
+}
+EXPLAIN = {
+    "punctuality": "share of payments received by their due date",
+    "failures": "100 minus a penalty per failed payment attempt",
+    "complaints": "100 minus a penalty per complaint",
+    "engagement": "opens and clicks in the recent window, survey score, unsubscribes (neutral with no signal)",
+    "tenure": "days as a client over the days for full marks",
+    "scope": "100 minus a penalty per out-of-scope request",
+}
+
+
+@dataclass(frozen=True)
+class ClientView:
+    client: Client
+    revenue: dict[str, Decimal]
+    events: dict[str, list[ClientEvent]]
+    trend: dict[str, object]
 
 
 async def get_client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
@@ -375,6 +918,33 @@ async def get_client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
     if client is None:
         raise NotFound(f"no client {lead_id}")
     return client
+
+
+async def client_view(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> ClientView:
+    """The client with the events behind each factor (the latest 20 each) and the trend."""
+    client = await get_client(tx, lead_id)
+    events: dict[str, list[ClientEvent]] = {}
+    for factor, types in FACTOR_EVENTS.items():
+        events[factor] = list(
+            await tx.session.scalars(
+                select(ClientEvent)
+                .where(ClientEvent.lead_id == lead_id, ClientEvent.type.in_(types))
+                .order_by(ClientEvent.at.desc(), ClientEvent.id.desc())
+                .limit(20)
+            )
+        )
+    since = tx.now() - timedelta(days=ctx.settings.trend_days)
+    past = await tx.session.scalar(
+        select(HealthPoint.score)
+        .where(HealthPoint.lead_id == lead_id, HealthPoint.at <= since)
+        .order_by(HealthPoint.at.desc(), HealthPoint.id.desc())
+        .limit(1)
+    )
+    if past is None:
+        past = await tx.session.scalar(
+            select(HealthPoint.score).where(HealthPoint.lead_id == lead_id).order_by(HealthPoint.at, HealthPoint.id).limit(1)
+        )
+    return ClientView(client, await revenue_of(tx, lead_id), events, domain.trend(client.health_score, past))
 
 
 async def revenue_of(tx: UnitOfWork, lead_id: uuid.UUID) -> dict[str, Decimal]:
@@ -402,11 +972,8 @@ async def list_clients(
     return list(rows), total or 0
 
 
-async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> int:
-    """Re-assess every client's health on a schedule: tenure grows with time, not with
-    events. One transaction per page, so a long review never holds every row. Returns how
-    many clients changed band."""
-    changed = 0
+async def _pages(uow: UnitOfWorkFactory, visit) -> None:  # noqa: ANN001 - async (tx, client) -> None
+    """Visit every client, one transaction per page, so a long pass never holds every row."""
     after: uuid.UUID | None = None
     while True:
         async with uow() as tx:
@@ -420,12 +987,207 @@ async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> 
                 )
             )
             for client in page:
-                changed += int(_assess(tx, ctx, client, now=now))
+                await visit(tx, client)
         if len(page) < REVIEW_PAGE:
-            break
+            return
         after = page[-1].lead_id
+
+
+async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> int:
+    """Scheduled: fees whose change took effect, loyalty points whose refund window passed,
+    and every client's health and churn risk again (tenure and windows move with time, not
+    with events). Returns how many clients changed band."""
+    changed = 0
+    async with uow() as tx:
+        await apply_due_price_changes(tx, ctx, now)
+        await award_due_points(tx, ctx, now)
+
+    async def visit(tx: UnitOfWork, client: Client) -> None:
+        nonlocal changed
+        changed += int(await _assess(tx, ctx, client, now=now))
+
+    await _pages(uow, visit)
     await ctx.metrics.refresh()
     return changed
+
+
+async def award_due_points(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
+    """Points for paid invoices whose refund window has passed (``loyalty.points_awarded``)."""
+    due = list(
+        await tx.session.scalars(
+            select(LoyaltyAward)
+            .where(LoyaltyAward.status == "pending", LoyaltyAward.due_at <= now)
+            .order_by(LoyaltyAward.due_at)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for award in due:
+        client = await tx.session.get(Client, award.lead_id, with_for_update=True)
+        award.points = domain.loyalty_points(award.amount, ctx.settings.loyalty_points_per_unit)
+        award.status = "awarded"
+        award.awarded_at = now
+        if client is None or award.points == 0:
+            continue
+        client.loyalty_points += award.points
+        tx.emit(
+            "loyalty.points_awarded",
+            ev.LoyaltyPointsAwarded(
+                points=award.points, reason="invoice paid", balance=client.loyalty_points, invoice_id=award.invoice_id
+            ),
+            lead_id=client.lead_id,
+        )
+        ctx.metrics.loyalty_points.inc(award.points)
+    return len(due)
+
+
+# --------------------------------------------------------------------------- tier review
+
+_REVIEW_STATE = "retention.tier_review.period"
+
+
+async def _tier_evidence(tx: UnitOfWork, client: Client) -> domain.TierEvidence:
+    revenue = await revenue_of(tx, client.lead_id)
+    main = max(revenue.values(), default=Decimal(0))
+    leaked = sum(
+        (
+            Decimal(d.get("leaked") or 0)
+            for d in await tx.session.scalars(
+                select(ClientEvent.detail).where(
+                    ClientEvent.lead_id == client.lead_id, ClientEvent.type == "deal.change_requested"
+                )
+            )
+        ),
+        Decimal(0),
+    )
+    return domain.TierEvidence(
+        deals_won=client.deals_won,
+        has_subscription=client.first_subscribed_at is not None,
+        revenue=main,
+        payments_on_time=client.payments_on_time,
+        payments_late=client.payments_late,
+        payments_failed=client.payments_failed,
+        complaints=client.complaints,
+        out_of_scope_requests=client.out_of_scope_requests,
+        leaked=leaked,
+        band=client.band,
+        red_flags=client.red_flags or 0,
+    )
+
+
+async def review_tiers(uow: UnitOfWorkFactory, ctx: Context, now: datetime, *, force: bool = False) -> TierReview | None:
+    """The tier review: once per period (monthly by default) on the business clock, or now when
+    ``force``d. Every client is classified by DESIGN.md's rules; a change is published
+    (``client.tier_changed``); the review lists the clients to let go (``fire``) with their
+    reasons and the revenue at stake."""
+    period = domain.review_period(now, ctx.settings.tier_review_every)
+    async with uow() as tx:
+        last = await tx.session.get(StateRow, _REVIEW_STATE, with_for_update=True)
+        if not force and last is not None and last.value == period:
+            return None
+        if last is None:
+            # A new store starts counting periods: its first review is at the next period's
+            # start (clients that have just arrived have nothing to be reviewed on yet).
+            tx.session.add(StateRow(name=_REVIEW_STATE, value=period))
+            if not force:
+                return None
+        else:
+            last.value = period
+    changes: list[dict[str, object]] = []
+    let_go: list[dict[str, object]] = []
+    counts = dict.fromkeys(domain.TIERS, 0)
+
+    async def visit(tx: UnitOfWork, client: Client) -> None:
+        evidence = await _tier_evidence(tx, client)
+        tier, reasons = domain.classify_tier(evidence, ctx.tier_policy)
+        counts[tier] += 1
+        if tier != client.tier:
+            changes.append({"lead_id": str(client.lead_id), "from_tier": client.tier, "to_tier": tier, "reasons": reasons})
+            tx.emit(
+                "client.tier_changed",
+                ev.ClientTierChanged(from_tier=client.tier, to_tier=tier, reasons=reasons),  # type: ignore[arg-type]
+                lead_id=client.lead_id,
+            )
+            client.tier, client.tier_changed_at = tier, now
+        client.tier_reasons = reasons
+        if tier == "fire":
+            mrr = [{"amount": format(client.mrr, "f"), "currency": client.mrr_currency}] if client.mrr_currency else []
+            let_go.append(
+                {
+                    "lead_id": str(client.lead_id),
+                    "reasons": reasons,
+                    "mrr": mrr,
+                    "annual_revenue_at_stake": [
+                        {"amount": format(quantize(client.mrr * 12), "f"), "currency": client.mrr_currency}
+                    ] if client.mrr_currency else [],
+                    "revenue_to_date": [
+                        {"amount": format(a, "f"), "currency": c} for c, a in (await revenue_of(tx, client.lead_id)).items()
+                    ],
+                    "subscription_status": client.subscription_status,
+                }
+            )
+
+    await _pages(uow, visit)
+    async with uow() as tx:
+        review = TierReview(
+            id=uuid.uuid4(),
+            period=period,
+            at=now,
+            result={"tiers": counts, "changes": changes, "let_go": let_go},
+        )
+        tx.session.add(review)
+    await ctx.metrics.refresh()
+    return review
+
+
+async def latest_review(tx: UnitOfWork) -> TierReview:
+    review = await tx.session.scalar(select(TierReview).order_by(TierReview.at.desc()).limit(1))
+    if review is None:
+        raise NotFound("no tier review has run yet: it runs monthly, or POST /reviews to run one now")
+    return review
+
+
+# --------------------------------------------------------------------------- referrals
+
+
+async def make_referral(
+    tx: UnitOfWork,
+    ctx: Context,
+    referrer_id: uuid.UUID,
+    *,
+    name: str,
+    email: str,
+    company: str | None,
+    note: str | None,
+) -> Referral:
+    """A client refers someone (``referral.made``; leads creates the lead on channel
+    ``referral`` and moves the referrer to ``advocacy``). Refused for someone who already is a
+    client, for the referrer themselves, and twice for the same person."""
+    referrer = await tx.session.get(Client, referrer_id, with_for_update=True)
+    if referrer is None:
+        raise NotFound(f"no client {referrer_id}")
+    hashed = email_hash(email)
+    if hashed is not None and hashed == referrer.email_hash:
+        raise Conflict("a client cannot refer themselves")
+    existing = await tx.session.scalar(
+        select(Client.lead_id).where(Client.email_hash == hashed, Client.became_client_at.is_not(None)).limit(1)
+    )
+    if existing is not None:
+        raise Conflict(f"{email} is already a client: a referral brings someone new")
+    again = await tx.session.scalar(
+        select(Referral.id).where(Referral.referrer_id == referrer_id, Referral.email_hash == hashed).limit(1)
+    )
+    if again is not None:
+        raise Conflict(f"referral {again} already names this person")
+    referral = Referral(id=uuid.uuid4(), referrer_id=referrer_id, email_hash=hashed, status="made", created_at=tx.now())
+    tx.session.add(referral)
+    referrer.referrals_made += 1
+    tx.emit(
+        "referral.made",
+        ev.ReferralMade(referral_id=referral.id, name=name, email=email, company=company, note=note),
+        lead_id=referrer_id,
+    )
+    ctx.metrics.referrals.labels("made").inc()
+    return referral
 
 
 # --------------------------------------------------------------------------- cancellations
@@ -566,21 +1328,133 @@ async def confirm_cancellation(tx: UnitOfWork, cancellation_id: uuid.UUID) -> tu
 # --------------------------------------------------------------------------- economics
 
 
+async def economics(
+    tx: UnitOfWork, ctx: Context, *, start: datetime, end: datetime, channel: str | None, currency: str | None
+) -> dict[str, object]:
+    """Unit economics of [start, end), optionally of one acquisition channel, money in one
+    currency (the reporting currency unless asked). Money is summed in Python: SQLite keeps
+    exact decimals as text, where SUM would be a float."""
+    if end <= start:
+        raise Invalid(f"empty or inverted period: from {start.isoformat()} is not before to {end.isoformat()}")
+    cur = (currency or ctx.settings.reporting_currency).upper()
+    session = tx.session
+    query = select(Client)
+    if channel:
+        query = query.where(Client.channel == channel)
+    clients = list(await session.scalars(query))
+    ids = {c.lead_id for c in clients}
+    leads = [
+        domain.LeadFacts(
+            lead_id=c.lead_id, channel=c.channel, captured_at=c.captured_at, qualified_at=c.qualified_at,
+            proposed_at=c.proposed_at, won_at=c.won_at, client_at=c.became_client_at, tier=c.tier,
+        )
+        for c in clients
+    ]
+    movements = [
+        domain.Movement(m.lead_id, m.at, m.kind, m.amount, m.currency, m.logo)
+        for m in await session.scalars(select(MrrMovement).order_by(MrrMovement.at, MrrMovement.id))
+        if m.lead_id in ids
+    ]
+    spend_query = select(ChannelSpend)
+    if channel:
+        spend_query = spend_query.where(ChannelSpend.channel == channel)
+    spends = [
+        domain.Spend(s.channel, s.period_start, s.period_end, s.amount, s.currency)
+        for s in await session.scalars(spend_query)
+    ]
+    leaked = [
+        (e.at, Decimal(e.detail.get("leaked") or 0), e.detail.get("currency") or "")
+        for e in await session.scalars(select(ClientEvent).where(ClientEvent.type == "deal.change_requested"))
+        if e.lead_id in ids and e.detail.get("leaked") not in (None, "0")
+    ]
+    exits = [
+        (c.decided_at, c.reason)
+        for c in await session.scalars(select(Cancellation).where(Cancellation.status == "completed"))
+        if c.lead_id in ids and c.decided_at is not None
+    ]
+    figures = domain.economics(
+        domain.EconomicsInput(
+            start=start, end=end, currency=cur, gross_margin=ctx.settings.gross_margin, leads=leads,
+            movements=movements, spends=spends, leaked=leaked, exits=exits,
+        )
+    )
+    figures.update({"from": start, "to": end, "channel": channel, "currency": cur, "gross_margin": ctx.settings.gross_margin})
+    if not clients:
+        figures["reasons"]["period"] = (  # type: ignore[index]
+            f"no lead or client from channel {channel!r}" if channel else "no lead or client recorded yet"
+        )
+    return figures
+
+
+# --------------------------------------------------------------------------- replay of retention's own events
+
+
+async def replay_tier(tx: UnitOfWork, lead_id: uuid.UUID, *, to_tier: str, reasons: list[str]) -> None:
+    """Rebuild: the tier a review gave (its event is the record of it)."""
+    client = await _client(tx, lead_id)
+    client.tier, client.tier_reasons, client.tier_changed_at = to_tier, reasons, _when(tx)
+
+
+async def replay_referral(tx: UnitOfWork, lead_id: uuid.UUID, p: ev.ReferralMade) -> None:
+    if await tx.session.get(Referral, p.referral_id) is not None:
+        return
+    referrer = await _client(tx, lead_id)
+    hashed = email_hash(p.email)
+    # leads may already have captured the referred person (their events can come first)
+    referred = await tx.session.scalar(
+        select(Client).where(Client.referred_by == lead_id, Client.email_hash == hashed).limit(1)
+    ) if hashed else None
+    tx.session.add(
+        Referral(
+            id=p.referral_id, referrer_id=lead_id, email_hash=hashed, status="captured" if referred else "made",
+            referred_lead_id=referred.lead_id if referred else None, created_at=_when(tx),
+        )
+    )
+    referrer.referrals_made += 1
+
+
+async def replay_points(tx: UnitOfWork, lead_id: uuid.UUID, p: ev.LoyaltyPointsAwarded) -> None:
+    client = await _client(tx, lead_id)
+    if p.invoice_id is not None:
+        award = await tx.session.get(LoyaltyAward, p.invoice_id)
+        if award is not None and award.status == "awarded":
+            return
+        if award is not None:
+            award.status, award.points, award.awarded_at = "awarded", p.points, _when(tx)
+    client.loyalty_points = p.balance
+
+
+async def replay_cancellation(tx: UnitOfWork, lead_id: uuid.UUID, event_type: str, p: ev.Payload) -> None:
+    await _client(tx, lead_id)
+    cancellation = await tx.session.get(Cancellation, p.cancellation_id)  # type: ignore[attr-defined]
+    if event_type == "cancellation.requested":
+        assert isinstance(p, ev.CancellationRequested)
+        if cancellation is None:
+            tx.session.add(
+                Cancellation(
+                    id=p.cancellation_id, lead_id=lead_id, subscription_id=p.subscription_id, reason=p.reason,
+                    comment=p.comment, offer=p.offer.model_dump(mode="json"), status="requested",
+                    created_at=_when(tx),
+                )
+            )
+        return
+    if cancellation is not None:
+        cancellation.status = "saved" if event_type == "cancellation.saved" else "completed"
+        cancellation.decided_at = _when(tx)
+
+
 @dataclass(frozen=True)
-class Economics:
+class Snapshot:
     clients: int
     active_subscriptions: int
     paused_subscriptions: int
     mrr: dict[str, Decimal]
     revenue: dict[str, Decimal]
-    logo_churn: domain.LogoChurn
     as_of: datetime
 
 
-async def economics(tx: UnitOfWork) -> Economics:
-    """Clients, subscriptions, MRR and revenue by currency, and logo churn over all time.
-
-    Money is summed in Python: SQLite keeps exact decimals as text, where SUM would be a float."""
+async def snapshot(tx: UnitOfWork) -> Snapshot:
+    """Now: clients, subscriptions by status, MRR (paused excluded) and revenue by currency."""
     session = tx.session
     clients = await session.scalar(select(func.count()).where(Client.became_client_at.is_not(None)))
     by_status = dict(
@@ -595,15 +1469,11 @@ async def economics(tx: UnitOfWork) -> Economics:
     revenue_rows = await session.execute(
         select(ClientMoney.currency, ClientMoney.amount).where(ClientMoney.measure == "revenue")
     )
-    revenue = domain.add_money({}, revenue_rows)
-    ever = await session.scalar(select(func.count()).where(Client.first_subscribed_at.is_not(None)))
-    lost = await session.scalar(select(func.count()).where(Client.subscription_status == "cancelled"))
-    return Economics(
+    return Snapshot(
         clients=clients or 0,
         active_subscriptions=by_status.get("active", 0),
         paused_subscriptions=by_status.get("paused", 0),
         mrr=mrr,
-        revenue=revenue,
-        logo_churn=domain.logo_churn(lost=lost or 0, base=ever or 0),
+        revenue=domain.add_money({}, revenue_rows),
         as_of=tx.now(),
     )

@@ -45,6 +45,27 @@ class RetentionMetrics:
             ["reason", "outcome"],
             **labels,
         )
+        self.churn_risks = Counter(
+            "clientflow_retention_churn_risks_total", "Churn-risk episodes opened, by rule", ["rule"], **labels
+        )
+        self.loyalty_points = Counter(
+            "clientflow_retention_loyalty_points_total", "Loyalty points awarded", **labels
+        )
+        self.referrals = Counter(
+            "clientflow_retention_referrals_total", "Referrals made and converted", ["outcome"], **labels
+        )
+        self.economics = Gauge(
+            "clientflow_retention_economics",
+            "Unit economics of the trailing period (GET /economics): one sample per figure and channel",
+            ["figure", "channel", "currency"],
+            **labels,
+        )
+        self.mrr_movements = Gauge(
+            "clientflow_retention_mrr_movements",
+            "MRR movements of the trailing period by kind",
+            ["kind", "channel", "currency"],
+            **labels,
+        )
         self._mrr_currencies: set[str] = set()
         self._running: asyncio.Task[None] | None = None
         self._again = False
@@ -100,3 +121,22 @@ class RetentionMetrics:
         for currency in self._mrr_currencies:
             # Prometheus samples are floats; this is reporting, never money arithmetic.
             self.mrr.labels(currency).set(float(mrr.get(currency, Decimal(0))))
+
+    ECONOMICS_FIGURES = (
+        "leads", "new_clients", "spend", "cac", "arpa", "ltv", "ltv_cac", "payback_months", "logo_churn",
+        "revenue_churn", "nrr", "grr", "fire_share", "leaked_revenue", "mrr_start", "mrr_end",
+    )
+
+    def publish_economics(self, figures: dict, *, channel: str) -> None:
+        """Set the economics gauges from one GET /economics answer; an undefined figure is NaN."""
+        currency = figures["currency"]
+        for name in self.ECONOMICS_FIGURES:
+            value = figures.get(name)
+            self.economics.labels(name, channel, currency).set(float("nan") if value is None else float(value))
+        for step in figures["funnel"]:
+            rate = step["from_leads"]
+            self.economics.labels(f"conversion_{step['stage']}", channel, currency).set(
+                float("nan") if rate is None else float(rate)
+            )
+        for kind, amount in figures["mrr_movements"].items():
+            self.mrr_movements.labels(kind, channel, currency).set(float(amount))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from shared.money import CurrencyCode, DecimalStr
 
@@ -20,10 +20,31 @@ class MoneyOut(BaseModel):
     currency: CurrencyCode
 
 
+class EventRef(BaseModel):
+    event_id: uuid.UUID
+    type: str
+    at: datetime
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class FactorOut(BaseModel):
     value: int = Field(ge=0, le=100, description="0-100, higher is healthier")
     weight: int = Field(ge=0)
     evidence: dict[str, int] = Field(default_factory=dict, description="the counts behind the value")
+    explanation: str = Field(default="", description="how the value is computed")
+    events: list[EventRef] = Field(default_factory=list, description="the latest events behind it (20 at most)")
+
+
+class TrendOut(BaseModel):
+    direction: Literal["up", "down", "flat", "unknown"]
+    delta: int | None = Field(description="score now minus the score `RETENTION_TREND_DAYS` ago")
+    since_score: int | None
+
+
+class ChurnRiskOut(BaseModel):
+    open: bool = Field(description="an episode is open (churn_risk.raised was published once for it)")
+    reasons: list[str]
+    raised_at: datetime | None
 
 
 class ClientOut(BaseModel):
@@ -42,6 +63,15 @@ class ClientOut(BaseModel):
     subscription_status: Literal["none", "active", "paused", "cancelled"]
     deals_won: int
     erased: bool
+    trend: TrendOut | None = None
+    tier_reasons: list[str] = Field(default_factory=list)
+    churn_risk: ChurnRiskOut | None = None
+    counts: dict[str, int] = Field(default_factory=dict, description="payments, failures, requests, feedback")
+    takeover_active: bool = False
+    loyalty_points: int = 0
+    referrals_made: int = 0
+    referrals_converted: int = 0
+    referred_by: uuid.UUID | None = None
 
 
 class ClientSummary(BaseModel):
@@ -90,19 +120,103 @@ class CancellationOut(BaseModel):
     decided_at: datetime | None
 
 
+class StageOut(BaseModel):
+    stage: Literal["leads", "qualified", "proposed", "won", "clients"]
+    count: int
+    from_previous: DecimalStr | None = Field(description="share of the previous stage; null when it had none")
+    from_leads: DecimalStr | None
+
+
 class LogoChurnOut(BaseModel):
-    rate: DecimalStr | None = Field(description="cancelled / ever subscribed; null when undefined")
-    cancelled: int
-    ever_subscribed: int
-    period: str = "all_time"
+    rate: DecimalStr | None = Field(description="clients lost in the period / clients at its start")
+    monthly_rate: DecimalStr | None = Field(description="rate / months in the period (used by LTV)")
+    lost: int
+    clients_at_start: int
     reason: str | None = Field(default=None, description="why the rate is null")
 
 
+class MovementsOut(BaseModel):
+    new: DecimalStr
+    expansion: DecimalStr
+    contraction: DecimalStr
+    churn: DecimalStr
+    pause: DecimalStr = Field(description="MRR that left with a pause (neither churn nor contraction)")
+    resume: DecimalStr
+
+
+class CohortOut(BaseModel):
+    cohort: str = Field(examples=["2026-01"], description="month the clients first subscribed")
+    clients: int
+    retention: list[DecimalStr | None] = Field(description="share still a client at the end of month 1, 2, ...")
+
+
+class ReferralIn(BaseModel):
+    """A client refers someone new (`lead_id` is the referrer)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    lead_id: uuid.UUID = Field(description="the referrer")
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    company: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReferralOut(BaseModel):
+    referral_id: uuid.UUID
+    lead_id: uuid.UUID = Field(description="the referrer")
+    status: Literal["made", "captured", "converted"]
+    created_at: datetime
+
+
+class ReviewOut(BaseModel):
+    review_id: uuid.UUID
+    period: str
+    at: datetime
+    tiers: dict[str, int]
+    changes: list[dict[str, Any]]
+    let_go: list[dict[str, Any]] = Field(description="fire clients: reasons and the revenue at stake")
+
+
 class EconomicsOut(BaseModel):
+    """Unit economics of the period [from, to) (DESIGN.md's formulas); a null figure has its
+    reason in `reasons`."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    channel: str | None
+    currency: str
+    gross_margin: DecimalStr
+    months: DecimalStr
+    leads: int
+    funnel: list[StageOut]
+    new_clients: int
+    spend: MoneyOut
+    cac: DecimalStr | None
+    arpa: DecimalStr | None
+    ltv: DecimalStr | None
+    ltv_cac: DecimalStr | None
+    payback_months: DecimalStr | None
+    logo_churn: LogoChurnOut
+    revenue_churn: DecimalStr | None
+    mrr_start: DecimalStr
+    mrr_end: DecimalStr
+    mrr_movements: MovementsOut
+    nrr: DecimalStr | None
+    grr: DecimalStr | None
+    clients_at_end: int
+    fire_clients: int
+    fire_share: DecimalStr | None
+    leaked_revenue: MoneyOut
+    exit_reasons: dict[str, int]
+    cohorts: list[CohortOut]
+    reasons: dict[str, str]
+    # Now, whatever the period: the live snapshot.
     clients: int
     active_subscriptions: int
     paused_subscriptions: int
-    mrr: list[MoneyOut] = Field(description="active subscriptions by currency; paused ones excluded")
+    mrr: list[MoneyOut] = Field(description="active subscriptions by currency now; paused ones excluded")
     revenue: list[MoneyOut]
-    logo_churn: LogoChurnOut
     as_of: datetime
+
+    model_config = ConfigDict(populate_by_name=True)

@@ -12,7 +12,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text
+from datetime import date
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING, Money, UTCDateTime
@@ -56,6 +58,32 @@ class Client(Base):
     complaints: Mapped[int] = mapped_column(default=0)
     last_feedback_score: Mapped[int | None]
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Funnel moments (economics: conversion at each stage, per channel).
+    qualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    proposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    won_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A one-way hash of the e-mail address: "is this person already a client?" without keeping it.
+    email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    referred_by: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    hourly_rate: Mapped[Decimal | None] = mapped_column(Money())
+    red_flags: Mapped[int] = mapped_column(default=0)
+    # Engagement and attention.
+    engagement_seen: Mapped[bool] = mapped_column(default=False)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    takeover_active: Mapped[bool] = mapped_column(default=False)
+    takeovers: Mapped[int] = mapped_column(default=0)
+    overdue_invoices: Mapped[list[str]] = mapped_column(JSON, default=list)
+    hours_used: Mapped[Decimal | None] = mapped_column(Money())  # last month reported
+    hours_included: Mapped[Decimal | None] = mapped_column(Money())
+    price_increase_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Churn risk: one episode open at a time; raised once per episode.
+    churn_risk_open: Mapped[bool] = mapped_column(default=False)
+    churn_risk_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    churn_risk_raised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tier_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    loyalty_points: Mapped[int] = mapped_column(default=0)
+    referrals_made: Mapped[int] = mapped_column(default=0)
+    referrals_converted: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -91,6 +119,8 @@ class Subscription(Base):
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_reason: Mapped[str | None] = mapped_column(String(100))
+    pending_fee: Mapped[Decimal | None] = mapped_column(Money())  # a scheduled price change
+    pending_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_subscriptions_status", "status"),)
@@ -112,3 +142,102 @@ class Cancellation(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_cancellations_status", "status"),)
+
+
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class ClientEvent(Base):
+    """The client's timeline: the events behind every factor (no personal data in ``detail``)."""
+
+    __tablename__ = "client_events"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"))
+    event_id: Mapped[uuid.UUID]
+    type: Mapped[str] = mapped_column(String(60))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_client_events_lead_at", "lead_id", "at"), Index("ix_client_events_type", "type"))
+
+
+class MrrMovement(Base):
+    """One change of MRR (new, expansion, contraction, churn, pause, resume), dated."""
+
+    __tablename__ = "mrr_movements"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    subscription_id: Mapped[uuid.UUID | None]
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    logo: Mapped[int] = mapped_column(default=0)
+
+
+class ChannelSpend(Base):
+    """Acquisition spend per channel and period, as leads records it."""
+
+    __tablename__ = "channel_spend"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), index=True)
+    period_start: Mapped[date]
+    period_end: Mapped[date]
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class HealthPoint(Base):
+    """Score history, one row per change (the trend)."""
+
+    __tablename__ = "health_history"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    score: Mapped[int]
+
+    __table_args__ = (Index("ix_health_history_lead_at", "lead_id", "at"),)
+
+
+class TierReview(Base):
+    """One scheduled (or requested) tier review and what it found."""
+
+    __tablename__ = "tier_reviews"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(String(10))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LoyaltyAward(Base):
+    """Points earned by a paid invoice, awarded once its refund window has passed."""
+
+    __tablename__ = "loyalty_awards"
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # pending | awarded | voided
+    points: Mapped[int] = mapped_column(default=0)
+    awarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Referral(Base):
+    """A client referred someone; credited when that person becomes a client."""
+
+    __tablename__ = "referrals"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    referrer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    referred_lead_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(20))  # made | captured | converted
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -25,36 +25,69 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
 
     async def captured(tx: UnitOfWork, event: Envelope, p: ev.LeadCaptured) -> None:
         await handlers.record_capture(
-            tx, ctx, _person(event), channel=p.channel, captured_at=event.occurred_at, duplicate=p.duplicate
+            tx, ctx, _person(event), channel=p.channel, captured_at=event.occurred_at, duplicate=p.duplicate,
+            email=p.email, referred_by=p.referred_by,
         )
 
+    async def qualified(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
+        await handlers.record_qualified(tx, ctx, _person(event))
+
+    async def spend(tx: UnitOfWork, event: Envelope, p: ev.ChannelSpendRecorded) -> None:
+        await handlers.record_spend(
+            tx, event_id=event.event_id, channel=p.channel, start=p.period_start, end=p.period_end,
+            amount=p.amount, currency=p.currency,
+        )
+
+    async def proposed(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
+        await handlers.record_proposed(tx, ctx, _person(event))
+
     async def deal_won(tx: UnitOfWork, event: Envelope, p: ev.DealWon) -> None:
-        await handlers.record_deal_won(tx, ctx, _person(event), value=p.total, currency=p.currency)
+        await handlers.record_deal_won(
+            tx, ctx, _person(event), value=p.total, currency=p.currency, hourly_rate=p.hourly_rate,
+            red_flags=len(p.red_flags), channel=p.channel,
+        )
 
     async def invoice_issued(tx: UnitOfWork, event: Envelope, p: ev.InvoiceIssued) -> None:
-        await handlers.record_invoice(tx, ctx, _person(event), amount=p.amount, currency=p.currency)
+        await handlers.record_invoice(
+            tx, ctx, _person(event), amount=p.amount, currency=p.currency, kind=p.kind,
+            hours_used=p.hours_used, included_hours=p.included_hours,
+        )
 
     async def paid(tx: UnitOfWork, event: Envelope, p: ev.PaymentSucceeded) -> None:
         await handlers.record_payment(
-            tx, ctx, _person(event), amount=p.amount, currency=p.currency, days_late=p.days_late
+            tx, ctx, _person(event), amount=p.amount, currency=p.currency, days_late=p.days_late,
+            invoice_id=p.invoice_id, invoice_paid=p.invoice_paid, paid_at=p.paid_at,
         )
 
-    async def payment_failed(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
-        await handlers.record_payment_failure(tx, ctx, _person(event))
+    async def payment_failed(tx: UnitOfWork, event: Envelope, p: ev.PaymentFailed) -> None:
+        await handlers.record_payment_failure(tx, ctx, _person(event), hard=p.hard_decline)
+
+    async def overdue(tx: UnitOfWork, event: Envelope, p: ev.InvoiceOverdue) -> None:
+        await handlers.record_overdue(tx, ctx, _person(event), invoice_id=p.invoice_id, days=p.days_overdue)
+
+    async def voided(tx: UnitOfWork, event: Envelope, p: ev.InvoiceVoided) -> None:
+        await handlers.record_voided(tx, ctx, _person(event), invoice_id=p.invoice_id)
+
+    async def dunning(tx: UnitOfWork, event: Envelope, p: ev.DunningStateChanged) -> None:
+        await handlers.record_dunning(tx, ctx, _person(event), to_state=p.to_state)
+
+    async def hours(tx: UnitOfWork, event: Envelope, p: ev.HoursUsageReported) -> None:
+        await handlers.record_hours(
+            tx, ctx, _person(event), used=p.used_hours, included=p.included_hours, overage=p.overage_hours
+        )
+
+    async def credit_note(tx: UnitOfWork, event: Envelope, p: ev.CreditNoteIssued) -> None:
+        await handlers.record_credit_note(
+            tx, ctx, _person(event), invoice_id=p.invoice_id, refunded=p.refunded, currency=p.currency
+        )
 
     async def deposit_cleared(tx: UnitOfWork, event: Envelope, p: ev.DepositCleared) -> None:
         await handlers.become_client(tx, ctx, _person(event), cleared_at=p.cleared_at)
 
     async def started(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionStarted) -> None:
         await handlers.start_subscription(
-            tx,
-            ctx,
-            _person(event),
-            subscription_id=p.subscription_id,
-            deal_id=p.deal_id,
-            monthly_fee=p.monthly_fee,
-            currency=p.currency,
-            started_at=p.started_at,
+            tx, ctx, _person(event), subscription_id=p.subscription_id, deal_id=p.deal_id,
+            monthly_fee=p.monthly_fee, currency=p.currency, started_at=p.started_at, included_hours=p.included_hours,
         )
 
     async def paused(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionPaused) -> None:
@@ -72,29 +105,83 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
             effective_at=p.effective_at, monthly_fee=p.monthly_fee, currency=p.currency,
         )
 
+    async def price_change(tx: UnitOfWork, event: Envelope, p: ev.PriceChangeScheduled) -> None:
+        await handlers.schedule_price_change(
+            tx, ctx, _person(event), subscription_id=p.subscription_id, new_price=p.new_price,
+            percent=p.percent, effective_at=p.effective_at,
+        )
+
     async def change_requested(tx: UnitOfWork, event: Envelope, p: ev.DealChangeRequested) -> None:
-        await handlers.record_change_request(tx, ctx, _person(event), in_scope=p.in_scope)
+        await handlers.record_change_request(
+            tx, ctx, _person(event), in_scope=p.in_scope, amount=p.amount, hours=p.hours, currency=p.currency
+        )
 
     async def feedback(tx: UnitOfWork, event: Envelope, p: ev.FeedbackReceived) -> None:
         await handlers.record_feedback(tx, ctx, _person(event), score=p.score, complaint=p.complaint)
+
+    async def engagement(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
+        await handlers.record_engagement(tx, ctx, _person(event), event_type=event.type)
+
+    async def takeover(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
+        await handlers.record_takeover(tx, ctx, _person(event), started=event.type == "takeover.started")
 
     async def erased(tx: UnitOfWork, event: Envelope, p: ev.LeadErased) -> None:
         await handlers.erase_client(tx, ctx, _person(event), requested_at=p.requested_at)
 
     return {
         "lead.captured": captured,
+        "lead.qualified": qualified,
         "lead.erased": erased,
+        "channel.spend_recorded": spend,
+        "deal.proposed": proposed,
         "deal.won": deal_won,
         "deal.change_requested": change_requested,
+        "email.opened": engagement,
+        "email.clicked": engagement,
+        "lead.unsubscribed": engagement,
         "feedback.received": feedback,
+        "takeover.started": takeover,
+        "takeover.ended": takeover,
         "invoice.issued": invoice_issued,
+        "invoice.overdue": overdue,
+        "invoice.voided": voided,
         "payment.succeeded": paid,
         "payment.failed": payment_failed,
         "deposit.cleared": deposit_cleared,
+        "dunning.state_changed": dunning,
+        "hours.usage_reported": hours,
+        "credit_note.issued": credit_note,
         "subscription.started": started,
         "subscription.paused": paused,
         "subscription.resumed": resumed,
         "subscription.cancelled": cancelled,
+        "price.change_scheduled": price_change,
+    }
+
+
+def own_handlers() -> dict[str, Handler]:
+    """Replay only: retention's own events are the record of what it decided (tiers a review
+    gave, referrals, points, cancellations); a rebuild reads them back instead of re-deciding."""
+
+    async def tier(tx: UnitOfWork, event: Envelope, p: ev.ClientTierChanged) -> None:
+        await handlers.replay_tier(tx, _person(event), to_tier=p.to_tier, reasons=p.reasons)
+
+    async def referral(tx: UnitOfWork, event: Envelope, p: ev.ReferralMade) -> None:
+        await handlers.replay_referral(tx, _person(event), p)
+
+    async def points(tx: UnitOfWork, event: Envelope, p: ev.LoyaltyPointsAwarded) -> None:
+        await handlers.replay_points(tx, _person(event), p)
+
+    async def cancellation(tx: UnitOfWork, event: Envelope, p: Any) -> None:
+        await handlers.replay_cancellation(tx, _person(event), event.type, p)
+
+    return {
+        "client.tier_changed": tier,
+        "referral.made": referral,
+        "loyalty.points_awarded": points,
+        "cancellation.requested": cancellation,
+        "cancellation.saved": cancellation,
+        "cancellation.completed": cancellation,
     }
 
 

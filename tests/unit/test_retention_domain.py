@@ -44,6 +44,7 @@ def test_mixed_client_is_yellow_with_the_evidence_behind_each_factor() -> None:
         "complaints": 50,
         "engagement": 50,
         "tenure": 49,
+        "scope": 100,  # weight 0 in this policy
     }
     assert factors["punctuality"]["evidence"] == {"on_time": 3, "late": 1}
     assert factors["complaints"]["evidence"] == {"complaints": 2, "feedback": 5}
@@ -55,7 +56,7 @@ def test_mixed_client_is_yellow_with_the_evidence_behind_each_factor() -> None:
 def test_bad_payer_who_complains_is_red_and_values_never_go_below_zero() -> None:
     evidence = HealthEvidence(payments_late=2, payments_failed=6, complaints=9, client_since=since(400))
     health = domain.assess_health(evidence, POLICY, now=NOW)
-    assert [f.value for f in health.factors] == [0, 0, 0, 50, 100]
+    assert [f.value for f in health.factors] == [0, 0, 0, 50, 100, 100]
     # (10*50 + 15*100) / 100 = 20
     assert (health.score, health.band) == (20, "red")
 
@@ -74,8 +75,8 @@ def test_weights_come_from_settings() -> None:
     settings = Settings(health_weight_engagement=0, health_weight_tenure=0)
     policy = HealthPolicy(weights=settings.health_weights)
     health = domain.assess_health(HealthEvidence(payments_failed=1, client_since=NOW), policy, now=NOW)
-    # (35*100 + 20*75 + 20*100) / 75 = 93.33 -> 93
-    assert health.score == 93
+    # (30*100 + 15*75 + 20*100 + 10*100) / 75 = 95
+    assert health.score == 95
     assert health.factors_dict()["engagement"]["weight"] == 0
 
 

@@ -1,0 +1,136 @@
+"""Rebuild retention's store from the topics' history (``clientflow replay retention``).
+
+Every topic retention reads, and its own (``retention``, ``cancellations``: the record of
+what it decided), is read from offset 0 up to the end offsets seen at the start, in the
+business order of the events (``occurred_at``), into a fresh database through the same
+handlers the live consumer uses, with the clock set to each event's time. The events the
+handlers emit on the way were published the first time: the rebuilt outbox is marked sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select, update
+
+from services.retention import subscribers
+from services.retention.app import MIGRATIONS
+from services.retention.handlers import Context
+from services.retention.metrics import RetentionMetrics
+from services.retention.settings import Settings
+from services.retention.store import Client
+from shared.clock import SimulatedClock
+from shared.db import OutboxRow, create_engine
+from shared.events import EVENT_TYPES, Envelope
+from shared.migrations import upgrade_async
+from shared.uow import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayReport:
+    read: int = 0
+    applied: int = 0
+    skipped: int = 0
+    rejected: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+
+
+async def read_history(bootstrap: str, topics: list[str]) -> list[tuple[str, int, int, Envelope | None]]:
+    """Every record now on ``topics``, from offset 0 to the end seen at the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    records: list[tuple[str, int, int, Envelope | None]] = []
+    try:
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            for topic in topics:
+                await consumer.topics()
+                partitions += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, batch in batches.items():
+                for record in batch:
+                    if record.offset >= ends[tp]:
+                        continue
+                    try:
+                        event: Envelope | None = Envelope.model_validate_json(record.value or b"")
+                    except ValueError:
+                        event = None
+                    records.append((record.topic, record.partition, record.offset, event))
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def replay(
+    settings: Settings, *, database_url: str, progress: Callable[[int, int], None] | None = None
+) -> ReplayReport:
+    """Rebuild into ``database_url`` (must be empty of clients); returns what was done."""
+    await upgrade_async(MIGRATIONS, database_url)
+    engine = create_engine(database_url)
+    clock = SimulatedClock()
+    uow = UnitOfWorkFactory(engine, producer=settings.service_name, clock=clock)
+    report = ReplayReport()
+    try:
+        async with uow.sessions() as session:
+            if await session.scalar(select(func.count()).select_from(Client)):
+                raise RuntimeError(f"{database_url} already holds clients: replay rebuilds into a fresh database")
+        ctx = Context(settings=settings, metrics=RetentionMetrics(CollectorRegistry(), uow.sessions))
+        handlers = {**subscribers.handlers_for(ctx), **subscribers.own_handlers()}
+        report.topics = sorted({EVENT_TYPES[t].topic for t in handlers})
+        history = await read_history(settings.kafka_bootstrap_servers, report.topics)
+        report.read = len(history)
+        order = {topic: i for i, topic in enumerate(report.topics)}
+        usable = [
+            (topic, part, offset, e) for topic, part, offset, e in history
+            if e is not None and e.type in handlers and EVENT_TYPES[e.type].topic == topic
+        ]
+        report.skipped = report.read - len(usable)
+        usable.sort(key=lambda r: (r[3].occurred_at, order[r[0]], r[1], r[2]))  # type: ignore[union-attr]
+        for index, (_topic, _part, _offset, event) in enumerate(usable):
+            assert event is not None
+            clock.advance_to(event.occurred_at)
+            try:
+                async with uow(event) as tx:
+                    if await tx.already_applied(event.event_id):
+                        continue
+                    await handlers[event.type](tx, event, event.payload())
+                    tx.mark_applied(event)
+                report.applied += 1
+            except Exception as exc:  # the live consumer dead-lettered these: so does the replay
+                report.rejected.append(f"{event.type} {event.event_id}: {exc}")
+            if progress:
+                progress(index + 1, len(usable))
+        async with uow.sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.sent_at.is_(None)).values(sent_at=_last(usable) or clock.now())
+            )
+    finally:
+        await engine.dispose()
+    return report
+
+
+def _last(usable: list) -> datetime | None:
+    return usable[-1][3].occurred_at if usable else None
+
+
+def fresh_sqlite_url(settings: Settings) -> str:
+    path = (settings.data_dir / f"retention-replay-{uuid.uuid4().hex[:8]}.db").resolve()
+    return f"sqlite+aiosqlite:///{path}"
