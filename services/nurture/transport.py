@@ -12,6 +12,7 @@ import os
 import uuid
 from datetime import datetime
 from email.headerregistry import Address
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -45,7 +46,9 @@ def compose(
 ) -> EmailMessage:
     """A multipart/alternative email with the headers bulk senders must carry (RFC 8058
     one-click unsubscribe). Raises ValueError for an address that cannot be written."""
-    message = EmailMessage()
+    # RFC 5322 allows 998 characters a line. At the default 78 a long unsubscribe URL would be
+    # folded as RFC 2047 encoded words, which mail clients do not read in List-Unsubscribe.
+    message = EmailMessage(policy=policy.default.clone(max_line_length=998))
     message["Message-ID"] = message_id_header(message_id, sender)
     message["Date"] = format_datetime(date)
     message["From"] = sender

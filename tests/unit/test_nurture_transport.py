@@ -83,3 +83,27 @@ def test_an_unwritable_address_is_refused() -> None:
             message_id=uuid.uuid4(), sender="a@b.example", to_name=None, to_address="nobody", subject="s",
             text="t", html="h", unsubscribe_url="https://x.example/u", date=datetime(2026, 3, 1, tzinfo=timezone.utc),
         )
+
+
+def test_a_long_unsubscribe_link_stays_a_plain_url_mail_clients_can_read() -> None:
+    """RFC 8058 one-click needs `List-Unsubscribe: <https://...>` as is; folding a long URL at
+    78 characters used to turn it into RFC 2047 encoded words, which clients ignore."""
+    url = "https://clientflow.example/unsubscribe?token=" + "a1b2c3d4" * 12 + "&m=" + str(uuid.uuid4())
+    composed = compose(
+        message_id=uuid.uuid4(),
+        sender="Clientflow <hello@clientflow.example>",
+        to_name="রবীন্দ্রনাথ ঠাকুর",
+        to_address="rabi@example.org",
+        subject="Clientflow-এ স্বাগতম",
+        text="text",
+        html="<p>html</p>",
+        unsubscribe_url=url,
+        date=datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc),
+    )
+    raw = composed.as_bytes()
+    header = next(line for line in raw.split(b"\n") if line.startswith(b"List-Unsubscribe:"))
+    assert header.strip() == f"List-Unsubscribe: <{url}>".encode()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["List-Unsubscribe"] == f"<{url}>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(parsed["To"]).startswith("রবীন্দ্রনাথ ঠাকুর")
