@@ -9,6 +9,8 @@ handlers emit on the way were published the first time: the rebuilt outbox is ma
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import uuid
 from collections.abc import Callable
@@ -43,37 +45,50 @@ class ReplayReport:
     topics: list[str] = field(default_factory=list)
 
 
+QUIET_S = 1.0
+
+
 async def read_history(bootstrap: str, topics: list[str]) -> list[tuple[str, int, int, Envelope | None]]:
     """Every record now on ``topics``, from offset 0 to the end seen at the start."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     records: list[tuple[str, int, int, Envelope | None]] = []
     try:
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            for topic in topics:
-                await consumer.topics()
-                partitions += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # partitions_for_topic only knows topics already in the metadata cache: fetch all of
+        # them first, or a topic not yet seen would be left out of the rebuild without a word.
+        await consumer.topics()
+        partitions = []
+        for topic in topics:
+            known = consumer.partitions_for_topic(topic)
+            if not known:
+                raise RuntimeError(f"topic {topic!r} is not on the broker: nothing to rebuild from")
+            partitions += [TopicPartition(topic, p) for p in sorted(known)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        # end_offsets is only a lower bound: the embedded broker (Tansu) can answer a high
+        # watermark older than what a fetch returns. Read until every partition has reached it
+        # and nothing more has arrived for a while.
         ends = await consumer.end_offsets(partitions)
-        pending = {tp for tp in partitions if ends[tp] > 0}
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, batch in batches.items():
+        loop = asyncio.get_running_loop()
+        quiet_since: float | None = None
+        while True:
+            batches = await consumer.getmany(*partitions, timeout_ms=300)
+            for batch in batches.values():
                 for record in batch:
-                    if record.offset >= ends[tp]:
-                        continue
                     try:
                         event: Envelope | None = Envelope.model_validate_json(record.value or b"")
                     except ValueError:
                         event = None
                     records.append((record.topic, record.partition, record.offset, event))
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+            if any(batches.values()):
+                quiet_since = None
+                continue
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if behind:
+                continue
+            quiet_since = quiet_since or loop.time()
+            if loop.time() - quiet_since >= QUIET_S:
+                break
     finally:
         await consumer.stop()
     return records

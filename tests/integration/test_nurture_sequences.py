@@ -38,15 +38,19 @@ class ManualClock(SimulatedClock):
 
 
 class Inbox:
-    """An SMTP server's handler: keeps what it accepts; refuses the first ``fail_first`` with 451."""
+    """An SMTP server's handler: keeps what it accepts; refuses the first ``fail_first`` with 451
+    (only those to ``fail_to`` when set: the session's broker also carries earlier tests' events,
+    whose mail must not take the refusal meant for this test's person)."""
 
     def __init__(self, fail_first: int = 0) -> None:
         self.received: list[email.message.EmailMessage] = []
         self.fail_first = fail_first
+        self.fail_to: str | None = None
         self.refused = 0
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
-        if self.refused < self.fail_first:
+        targeted = self.fail_to is None or self.fail_to in envelope.rcpt_tos
+        if targeted and self.refused < self.fail_first:
             self.refused += 1
             return "451 4.3.0 try again later"
         self.received.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
@@ -136,6 +140,7 @@ async def test_client_lifecycle_sequences_over_smtp(
     clock = ManualClock(T0)
     lead_id = uuid.uuid4()
     person = captured(consent=False, language="fa")
+    inbox.fail_to = person.email
     async with run_service(create_app(settings, clock=clock), settings.port) as svc:
         await capture(svc, kafka_bootstrap, lead_id, person)
         deal = won(lead_id)
