@@ -10,11 +10,12 @@ ASYNCAPI_SPECS := 6.11.1
 ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
 COMPOSE := docker compose -f deploy/compose.yaml
 
-.PHONY: install tools run test test-unit test-integration test-e2e docs up down clean help
+.PHONY: install tools run test test-unit test-integration test-e2e reliability docs up down clean help
 
 help:
 	@echo "make run     - install if needed, then run the whole system (embedded broker, SQLite)"
 	@echo "make test    - install if needed, then run every test (unit, integration, end to end)"
+	@echo "make reliability - failure scenarios at full scale; writes reports/reliability.md"
 	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
 	@echo "make up/down - the compose stack in deploy/ (Kafka, PostgreSQL, Prometheus, Grafana, mail)"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
@@ -56,6 +57,11 @@ test-integration: install
 
 test-e2e: tools
 	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# Failure scenarios at full scale on real processes; the figures go to reports/reliability.md.
+reliability: tools
+	RELIABILITY_SCALE=full $(BIN)/python -m pytest -q -p no:xdist tests/reliability $(PYTEST_ARGS)
+	@cat reports/reliability.md
 
 docs: tools
 	$(BIN)/clientflow docs
