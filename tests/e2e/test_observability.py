@@ -87,7 +87,8 @@ async def test_a_real_prometheus_scrapes_the_services_and_evaluates_the_rules(sy
                     requests_rate = (await client.get(f"{api}/query", params={"query": "clientflow:http_requests:rate5m"})).json()["data"]["result"]
                 except (httpx.HTTPError, KeyError, ValueError):
                     pass
-                if up and len(up) == 4 and all(s["value"][1] == "1" for s in up) and rules_ok and requests_rate:
+                rated = {s["metric"].get("service") for s in requests_rate or []}
+                if up and len(up) == 4 and all(s["value"][1] == "1" for s in up) and rules_ok and "leads" in rated:
                     break
                 await asyncio.sleep(1)
         assert up and sorted(s["metric"]["job"] for s in up if s["value"][1] == "1") == sorted(system.urls)
