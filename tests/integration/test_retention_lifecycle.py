@@ -185,7 +185,16 @@ async def test_record_economics_risk_loyalty_referrals_review_and_replay(
             # a lead of another channel that never converts
             captured(p1, other, at(2026, 3, 1), f"p-{tag}@example.com"),
         )
-        body = await client(svc, a, lambda x: x["churn_risk"]["open"] and x["subscription_status"] == "active")
+        # Events on different topics arrive in no set order: wait until all of A's have applied.
+        body = await client(
+            svc,
+            a,
+            lambda x: x["churn_risk"]["open"]
+            and x["subscription_status"] == "active"
+            and x["takeover_active"]
+            and x["counts"]["out_of_scope_requests"] == 1
+            and x["factors"]["engagement"]["evidence"].get("clicks") == 1,
+        )
         assert body["churn_risk"]["reasons"] == ["price_increase_ahead"]
         assert body["takeover_active"] and body["counts"]["out_of_scope_requests"] == 1
         assert body["factors"]["engagement"]["evidence"] == {"opens": 1, "clicks": 1, "unsubscribed": 0}
