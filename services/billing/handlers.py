@@ -15,7 +15,6 @@ from sqlalchemy import func, select, update
 from services.billing import domain, store
 from services.billing.context import Billing
 from services.billing.schemas import CreditNoteIn, PaymentIn, PaymentOut
-from services.billing.settings import Settings
 from services.billing.store import (
     Account,
     BilledPeriod,

@@ -121,9 +121,6 @@ class Cluster:
         self.spawn(instance)
         return await self.wait_ready(instance)
 
-    def client(self, service: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
-
     async def stop(self) -> None:
         for instance in self.instances:
             if instance.process is not None and instance.process.poll() is None:

@@ -3,7 +3,6 @@ recorder (the real-broker versions are in tests/integration)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
