@@ -26,7 +26,7 @@ $(VENV)/pyvenv.cfg:
 
 $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
