@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 FULL = os.environ.get("RELIABILITY_SCALE") == "full"
-REPORT = Path(__file__).resolve().parents[2] / "reports" / "reliability.md"
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
+# The short runs in `make test` go to one file per xdist worker, so workers never overwrite
+# each other and never overwrite the full report.
+REPORT = REPORTS / (
+    "reliability.md" if FULL else f"reliability-short-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.md"
+)
 
 
 class Report:
