@@ -212,6 +212,64 @@ class IdempotencyMiddleware:
                 return await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
 
 
+_ERRORS = {
+    "400": "the request is malformed (an Idempotency-Key over 255 characters, a webhook signature that does not check out)",
+    "401": "no API key, or a wrong one: send 'Authorization: Bearer <key>'",
+    "404": "what the request names does not exist",
+    "409": "the request conflicts with the state (or its Idempotency-Key was used for a different request)",
+    "413": "the body is larger than the service's limit (<SVC>_MAX_BODY_BYTES)",
+    "422": "the request does not fit its schema or the business rules refuse it",
+}
+_ERROR_MODEL = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "title": "Detail",
+            "description": "what is wrong: a sentence, or one entry per field that does not fit the schema",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}}],
+        }
+    },
+}
+
+
+def declare_error_responses(app: FastAPI) -> None:
+    """The 4xx answers every route can give, with their one error model (``{"detail": ...}``),
+    in the app's OpenAPI document, so clients and fuzzers know them: 401 where the API key is
+    needed, 400/409/413 on writes (Idempotency-Key, body limit), 404/422 wherever input names
+    or carries something."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault(
+            "ValidationError", {"type": "object", "title": "ValidationError", "additionalProperties": True}
+        )
+        components["Error"] = _ERROR_MODEL
+        ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for operations in document.get("paths", {}).values():
+            for method, operation in operations.items():
+                if "health" in operation.get("tags", []):
+                    continue
+                codes = ["404", "422"]
+                if method.upper() in WRITE_METHODS:
+                    codes += ["400", "409", "413"]
+                if operation.get("security") or "401" in operation["responses"]:
+                    codes.append("401")
+                for code in codes:
+                    declared = operation["responses"].setdefault(code, {})
+                    declared["description"] = _ERRORS[code]
+                    declared.update(ref)
+                operation["responses"] = dict(sorted(operation["responses"].items()))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_plumbing(
     app: FastAPI,
     *,
@@ -256,3 +314,4 @@ def install_plumbing(
 
     app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=timedelta(hours=24))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    declare_error_responses(app)

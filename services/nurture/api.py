@@ -261,7 +261,10 @@ def router(
             '<button type="submit">Send</button></form>',
         )
 
-    @api.post("/feedback", status_code=201, response_model=FeedbackOut, tags=["feedback"])
+    @api.post(
+        "/feedback", status_code=201, response_model=FeedbackOut, tags=["feedback"],
+        responses={401: {"description": "lead_id and survey without the API key"}},
+    )
     async def feedback(request: Request) -> FeedbackOut:
         """A survey answer (0-10 and a comment), JSON or a form: with the ``token`` of a survey
         email (public), or with ``lead_id`` and ``survey`` and the API key. Complaints are flagged
