@@ -117,6 +117,7 @@ class BatchConsumer:
         started = time.perf_counter()
         try:
             async with self.uow() as tx:
+                await tx.load_applied(item.event.event_id for item in items)
                 outcomes = [await self._apply(tx, item) for item in items]
         except Exception as exc:
             if _is_transient(exc):

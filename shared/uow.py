@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from sqlalchemy import select
@@ -27,6 +27,7 @@ class UnitOfWork:
         self.cause = cause
         self.emitted: list[Envelope] = []
         self._applied: set[uuid.UUID] = set()
+        self._checked: set[uuid.UUID] = set()
         self._after_commit: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -59,9 +60,20 @@ class UnitOfWork:
         self.emitted.append(event)
         return event
 
+    async def load_applied(self, event_ids: Iterable[uuid.UUID]) -> None:
+        """Read which of a batch's events were applied before, in one query per 500 ids rather
+        than one per event (the per-event inbox lookup was a large share of a batch's cost)."""
+        ids = [i for i in dict.fromkeys(event_ids) if i not in self._applied and i not in self._checked]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self._applied.update(await self.session.scalars(select(InboxRow.event_id).where(InboxRow.event_id.in_(chunk))))
+            self._checked.update(chunk)
+
     async def already_applied(self, event_id: uuid.UUID) -> bool:
         if event_id in self._applied:
             return True
+        if event_id in self._checked:
+            return False
         found = await self.session.scalar(select(InboxRow.event_id).where(InboxRow.event_id == event_id))
         return found is not None
 

@@ -6,6 +6,7 @@ No I/O and no clock calls: every function takes values (including "now") and ret
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -252,6 +253,13 @@ criteria:
     min: 3000
 """
 DEFAULT_ICP = IdealClientProfile.from_yaml(DEFAULT_ICP_YAML)
+
+
+@functools.lru_cache(maxsize=16)
+def parsed_icp(document: str) -> IdealClientProfile:
+    """The profile of a stored ICP document. Profiles are immutable, so one parse serves every
+    capture: parsing the YAML on each capture was most of the cost of ``POST /leads``."""
+    return IdealClientProfile.from_yaml(document)
 
 
 @dataclass(frozen=True)

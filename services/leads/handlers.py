@@ -154,7 +154,7 @@ async def current_icp(tx: UnitOfWork, ctx: Context) -> tuple[domain.IdealClientP
         row = IcpVersion(document=text, created_at=tx.now())
         tx.session.add(row)
         await tx.session.flush()
-    return domain.IdealClientProfile.from_yaml(row.document), row.document, row.id
+    return domain.parsed_icp(row.document), row.document, row.id
 
 
 async def replace_icp(tx: UnitOfWork, ctx: Context, document: str) -> tuple[int, int]:

@@ -1,0 +1,72 @@
+"""Hot paths the benchmark found (bench/): each fix keeps its behaviour and its saving."""
+
+from __future__ import annotations
+
+from services.leads import domain
+
+
+def test_a_stored_icp_is_parsed_once_and_shared(monkeypatch) -> None:
+    calls: list[str] = []
+    original = domain.IdealClientProfile.from_yaml.__func__
+
+    def counting(cls, text: str) -> domain.IdealClientProfile:  # noqa: ANN001
+        calls.append(text)
+        return original(cls, text)
+
+    monkeypatch.setattr(domain.IdealClientProfile, "from_yaml", classmethod(counting))
+    domain.parsed_icp.cache_clear()
+    document = domain.DEFAULT_ICP_YAML + "\n# version 2\n"
+    first, again = domain.parsed_icp(document), domain.parsed_icp(document)
+    assert first is again and first == domain.DEFAULT_ICP
+    assert len(calls) == 1
+    # A new version is parsed (and validated) on its own.
+    changed = document.replace("weight: 15", "weight: 16")
+    assert domain.parsed_icp(changed) != first and len(calls) == 2
+
+
+async def test_a_batch_checks_its_inbox_in_one_query_not_one_per_event(tmp_path) -> None:
+    import uuid
+    from datetime import datetime, timezone
+
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import event, func, select
+
+    from shared import events as ev
+    from shared.clock import Clock
+    from shared.consumer import BatchConsumer
+    from shared.db import InboxRow, PlumbingBase, create_engine
+    from shared.metrics import PlumbingMetrics
+    from shared.uow import UnitOfWorkFactory
+    from tests.unit.test_outbox_inbox import FakeDeadLetters, record
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inbox.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PlumbingBase.metadata.create_all)
+    inbox_reads: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "inbox" in statement:
+            inbox_reads.append(statement)
+
+    applied: list[str] = []
+
+    async def on_lost(_tx, _event, payload: ev.DealLost) -> None:  # noqa: ANN001
+        applied.append(payload.reason)
+
+    consumer = BatchConsumer(service="billing", uow=UnitOfWorkFactory(engine, producer="billing", clock=Clock()),
+                             handlers={"deal.lost": on_lost}, dead_letters=FakeDeadLetters(),
+                             metrics=PlumbingMetrics("billing", CollectorRegistry()))
+    now = datetime.now(timezone.utc)
+    events = [ev.make_event("deal.lost", ev.DealLost(deal_id=uuid.uuid4(), reason=f"r{i}"), producer="leads",
+                            occurred_at=now) for i in range(200)]
+    await consumer.handle([record(e, i) for i, e in enumerate(events[:50])])
+    inbox_reads.clear()
+    # 150 new events, 50 redelivered and one repeated inside the batch: one inbox read in all.
+    batch = [*events, events[60]]
+    await consumer.handle([record(e, 100 + i) for i, e in enumerate(batch)])
+    assert len(inbox_reads) == 1
+    assert applied == [f"r{i}" for i in range(200)]
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(InboxRow)) == 200
+    await engine.dispose()
