@@ -75,6 +75,46 @@ async def raw_broker(bootstrap: str, *, count: int, size: int) -> dict:
     }
 
 
+async def raw_latency(bootstrap: str, *, fetch_max_wait_ms: int, count: int = 60, rate: float = 30) -> dict:
+    """One message at a time through the broker (acks=all, then a consumer in a group):
+    the floor under every hop of an end-to-end path."""
+    topic = f"bench.lat.{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, partitions=3, names=[topic])
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bench-lat-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await producer.send_and_wait(topic, b"warm-up", key=b"w")
+        await consumer.getone()
+
+        async def read() -> None:
+            while len(latencies) < count:
+                record = await consumer.getone()
+                if record.value in sent:
+                    latencies.append((time.monotonic() - sent[record.value]) * 1000)
+
+        reader = asyncio.create_task(read())
+        for i in range(count):
+            value = f"m{i}".encode()
+            sent[value] = time.monotonic()
+            await producer.send(topic, value, key=str(i).encode())
+            await asyncio.sleep(1 / rate)
+        await asyncio.wait_for(reader, 30)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"fetch_max_wait_ms": fetch_max_wait_ms, "messages": count, "p50_ms": _percentile(latencies, 50),
+            "p99_ms": _percentile(latencies, 99)}
+
+
 async def raw_database(url: str, *, count: int, size: int, batch: int = 500) -> dict:
     """Batched inserts of rows like outbox/inbox rows, one transaction per batch."""
     engine = create_engine(url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,6 +29,9 @@ class UnitOfWork:
         self.emitted: list[Envelope] = []
         self._applied: set[uuid.UUID] = set()
         self._checked: set[uuid.UUID] = set()
+        # What a use case reads once per transaction rather than once per event of a batch
+        # (a small configuration table, say); whoever writes such a value drops its entry.
+        self.memo: dict[str, Any] = {}
         self._after_commit: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -34,14 +34,23 @@ S = ScheduledMessage
 
 async def current_catalog(tx: UnitOfWork, builtin: domain.Catalog) -> domain.Catalog:
     """The built-in sequences with those written through the API in their place. Read per
-    transaction (the table is small) so every instance sees a PUT at once."""
+    transaction (the table is small) so every instance sees a PUT at once; once per transaction,
+    not once per event of a consumed batch."""
+    memo = tx.memo.get(_CATALOG_MEMO)
+    if memo is not None and memo[0] is builtin:
+        return memo[1]
     rows = list(await tx.session.scalars(select(SequenceDefinition)))
-    if not rows:
-        return builtin
-    from services.nurture.content import parse_sequence
+    catalog = builtin
+    if rows:
+        from services.nurture.content import parse_sequence
 
-    custom = {row.name: parse_sequence(row.definition) for row in rows}
-    return domain.Catalog.of([*(s for n, s in builtin.sequences.items() if n not in custom), *custom.values()])
+        custom = {row.name: parse_sequence(row.definition) for row in rows}
+        catalog = domain.Catalog.of([*(s for n, s in builtin.sequences.items() if n not in custom), *custom.values()])
+    tx.memo[_CATALOG_MEMO] = (builtin, catalog)
+    return catalog
+
+
+_CATALOG_MEMO = "nurture.catalog"
 
 
 async def get_sequence(tx: UnitOfWork, builtin: domain.Catalog, name: str) -> tuple[domain.Sequence, str]:
@@ -83,6 +92,7 @@ async def put_sequence(
     else:
         row.definition = definition
         row.updated_at = tx.now()
+    tx.memo.pop(_CATALOG_MEMO, None)
     return sequence
 
 

@@ -70,3 +70,42 @@ async def test_a_batch_checks_its_inbox_in_one_query_not_one_per_event(tmp_path)
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(InboxRow)) == 200
     await engine.dispose()
+
+
+async def test_nurture_reads_its_sequences_once_per_transaction_and_sees_its_own_put(tmp_path) -> None:
+    from sqlalchemy import event
+
+    from services.nurture import handlers as nurture
+    from services.nurture.content import load_catalog
+    from services.nurture.settings import Settings
+    from services.nurture.store import Base
+    from shared.clock import Clock
+    from shared.db import create_engine
+    from shared.uow import UnitOfWorkFactory
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    reads: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        if "FROM nurture_sequences" in statement or "sequence_definitions" in statement:
+            reads.append(statement)
+
+    builtin = load_catalog(Settings().sequences_dir)
+    uow = UnitOfWorkFactory(engine, producer="nurture", clock=Clock())
+    async with uow() as tx:
+        first = await nurture.current_catalog(tx, builtin)
+        for _ in range(20):
+            assert await nurture.current_catalog(tx, builtin) is first
+        assert len(reads) == 1
+        welcome = builtin.sequences["welcome"]
+        definition = {"name": "welcome", "trigger": "lead.captured", "category": "marketing",
+                      "steps": [{"template": welcome.steps[0].template, "delay": 0}]}
+        await nurture.put_sequence(tx, builtin, name="welcome", definition=definition, missing_templates=lambda _: [])
+        changed = await nurture.current_catalog(tx, builtin)
+        assert changed is not first and len(changed.sequences["welcome"].steps) == 1
+    async with uow() as tx:  # a new transaction reads the table again
+        assert len((await nurture.current_catalog(tx, builtin)).sequences["welcome"].steps) == 1
+    await engine.dispose()
