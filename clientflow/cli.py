@@ -18,7 +18,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from clientflow import leads_cli, retention_cli
+from clientflow import dead_letters_cli, leads_cli, retention_cli, simulate
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
 from shared.broker import ensure_topics
@@ -30,6 +30,8 @@ clock_app = typer.Typer(help="Move the simulated business clock (CLIENTFLOW_CLOC
 app.add_typer(clock_app, name="clock")
 app.add_typer(leads_cli.app, name="leads", help="Leads: import a CSV of leads.")
 app.add_typer(retention_cli.app, name="replay", help="Rebuild a service's store from the topics' history.")
+app.command("simulate")(simulate.command)
+app.add_typer(dead_letters_cli.app, name="dead-letters", help="Dead letters: list them per topic, replay them.")
 console = Console()
 
 DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))
@@ -62,6 +64,20 @@ def _secret_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def webhook_secret(data_dir: Path) -> str:
+    """BILLING_WEBHOOK_SECRET when set, else the saved one, else a new one saved for next time
+    (the payment provider, or ``clientflow simulate``, signs billing's webhooks with it)."""
+    given = os.environ.get("BILLING_WEBHOOK_SECRET")
+    if given:
+        return given
+    path = data_dir / "webhook-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the parent dies, however it dies (no orphans)."""
     try:
@@ -89,6 +105,7 @@ class System:
         key, _ = api_key(self.data_dir)
         env["CLIENTFLOW_API_KEY"] = key
         env["CLIENTFLOW_SECRET_KEY"] = _secret_key(self.data_dir)
+        env["BILLING_WEBHOOK_SECRET"] = webhook_secret(self.data_dir)
         if not self.bootstrap:
             port = self.kafka_port or free_port()
             self.broker = EmbeddedBroker(port=port, log_file=self.data_dir / "broker.log")
@@ -112,6 +129,9 @@ class System:
         for spec in self.specs:
             settings = spec.settings()
             child_env = env | {f"{spec.prefix}MIGRATE_ON_START": "false", f"{spec.prefix}CREATE_TOPICS_ON_START": "false"}
+            if spec.name == "nurture":
+                # Links in e-mails point where nurture really listens (its port may not be 8002).
+                child_env.setdefault("NURTURE_PUBLIC_URL", f"http://{settings.host}:{settings.port}")
             log = open(self.data_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
             self.processes[spec.name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{spec.name}"],
@@ -268,19 +288,21 @@ async def _advance(bootstrap: str, *, days: float, hours: float, to: str | None)
     from shared.events import ClockAdvanced, Envelope, make_event
 
     current = None
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topics.CLOCK, 0)
-        consumer.assign([partition])
-        end = (await consumer.end_offsets([partition]))[partition]
-        if end > 0:
-            consumer.seek(partition, end - 1)
-            for records in (await consumer.getmany(timeout_ms=2000)).values():
-                for record in records:
-                    current = ClockAdvanced.model_validate(Envelope.model_validate_json(record.value).data).now
-    finally:
-        await consumer.stop()
+    # A given moment needs no reading of the current one (``clientflow simulate`` ticks often).
+    consumer = None if to else AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    if consumer is not None:
+        await consumer.start()
+        try:
+            partition = TopicPartition(topics.CLOCK, 0)
+            consumer.assign([partition])
+            end = (await consumer.end_offsets([partition]))[partition]
+            if end > 0:
+                consumer.seek(partition, end - 1)
+                for records in (await consumer.getmany(timeout_ms=2000)).values():
+                    for record in records:
+                        current = ClockAdvanced.model_validate(Envelope.model_validate_json(record.value).data).now
+        finally:
+            await consumer.stop()
     if to:
         moment = datetime.fromisoformat(to)
         moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
