@@ -288,9 +288,14 @@ def install_plumbing(
 
     @app.get("/health/ready", tags=["health"], summary="Database and broker reachable")
     async def readiness() -> JSONResponse:
+        # Also which business clock the service follows (`system` or `simulated`) and its "now",
+        # so a driver of the simulated clock (clientflow simulate) can tell when it caught up.
         checks = await ready()
         ok = all(checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+        moment = {"kind": "simulated" if getattr(clock, "simulated", False) else "system", "now": clock.now().isoformat()}
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks, "clock": moment}, 200 if ok else 503
+        )
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
     async def metrics_endpoint() -> Response:

@@ -6,6 +6,7 @@ service's secret key; a token that does not verify answers 404 and changes nothi
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import uuid
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from services.nurture import domain, handlers
 from services.nurture.content import Renderer
 from services.nurture.metrics import NurtureMetrics
+from services.nurture.sender import Links
 from services.nurture.schemas import (
     BounceIn,
     FeedbackIn,
@@ -110,11 +112,22 @@ def router(
     secret = settings.secret_key.get_secret_value()
     threshold = settings.sales_ready_threshold
 
+    links = Links(settings)
+
     @api.get("/leads/{lead_id}/messages", response_model=list[MessageOut], tags=["messages"])
-    async def read_messages(lead_id: uuid.UUID) -> list[MessageOut]:
-        """Emails sent to a person, oldest first."""
+    async def read_messages(lead_id: uuid.UUID, request: Request) -> list[MessageOut]:
+        """Emails sent to a person, oldest first. With the API key, each also carries its text
+        and open pixel: their links are signed capabilities (unsubscribe), not for anyone."""
+        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
+        trusted = scheme.lower() == "bearer" and hmac.compare_digest(key.encode(), settings.api_key.get_secret_value().encode())
         async with uow() as tx:
-            return [message_out(m) for m in await handlers.list_messages(tx, lead_id)]
+            messages = await handlers.list_messages(tx, lead_id)
+        if not trusted:
+            return [message_out(m) for m in messages]
+        return [
+            message_out(m).model_copy(update={"body_text": m.body_text, "open_url": links.open_pixel(m.message_id)})
+            for m in messages
+        ]
 
     @api.post(
         "/leads/{lead_id}/takeover", status_code=201, response_model=TakeoverOut, dependencies=write, tags=["takeover"]

@@ -19,6 +19,12 @@ class MessageOut(BaseModel):
     subject: str | None
     category: Literal["marketing", "transactional"]
     sent_at: datetime
+    body_text: str | None = Field(
+        default=None, description="the text part as sent, with its signed links; only for a caller with the API key"
+    )
+    open_url: str | None = Field(
+        default=None, description="the signed open-tracking pixel of the HTML part; only for a caller with the API key"
+    )
 
 
 class TakeoverIn(BaseModel):

@@ -1,0 +1,84 @@
+"""The agency model of ``clientflow simulate``: pure and deterministic for a seed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date
+
+import httpx
+import pytest
+from rich.console import Console
+
+from clientflow.simulate import Agency, Driver, Plan, SimulationError, Targets, email_decisions
+
+
+def plan(seed: int, *, months: int = 12, leads: int = 40) -> Plan:
+    return Agency(seed=seed, months=months, leads_per_month=leads, start=date(2027, 1, 1)).plan()
+
+
+def test_the_same_seed_makes_the_same_decisions() -> None:
+    first, second = plan(42), plan(42)
+    assert first.actions == second.actions
+    assert [(p.no, p.day, p.channel, p.ideal, p.lead) for p in first.prospects] == [
+        (p.no, p.day, p.channel, p.ideal, p.lead) for p in second.prospects
+    ]
+    assert first.actions != plan(43).actions
+
+
+def test_e_mail_decisions_depend_only_on_the_seed_person_and_e_mail() -> None:
+    asked = [email_decisions(7, who, "welcome", step, 0.6) for who in range(30) for step in range(3)]
+    again = [email_decisions(7, who, "welcome", step, 0.6) for who in reversed(range(30)) for step in range(3)]
+    assert asked == [again[(29 - who) * 3 + step] for who in range(30) for step in range(3)]
+    assert any(opens for opens, _, _ in asked) and not all(opens for opens, _, _ in asked)
+    assert all(opens for opens, clicks, _ in asked if clicks)  # a click needs an open
+
+
+def test_a_year_has_the_whole_lifecycle() -> None:
+    year = plan(42)
+    kinds = Counter(a.kind for a in year.actions)
+    for kind in ("spend", "capture", "disqualify", "qualify", "propose", "red_flag", "win", "lose", "pay_deposit",
+                 "final_invoice", "hours", "change_request", "card_fails", "pay_open", "feedback", "refer",
+                 "referred", "cancel", "price_change"):
+        assert kinds[kind] > 0, kind
+    assert kinds["capture"] == 12 * 40 and kinds["spend"] == 12 * 5 and kinds["price_change"] == 1
+    assert any(a.get("decline") == "expired_card" for a in year.actions if a.kind == "card_fails")
+    assert year.expected["deposit_never"] > 0
+    # Actions of a person happen in the order of a real sale.
+    seen: dict[int, list[str]] = {}
+    for action in year.actions:
+        seen.setdefault(action.who, []).append(action.kind)
+    for kinds_of_one in seen.values():
+        if "win" in kinds_of_one:
+            assert kinds_of_one.index("propose") < kinds_of_one.index("win")
+        if "pay_deposit" in kinds_of_one:
+            assert kinds_of_one.index("win") < kinds_of_one.index("pay_deposit")
+    # Every referral names the person it brings, who then arrives the same day.
+    for action in (a for a in year.actions if a.kind == "refer"):
+        assert any(a.kind == "referred" and a.who == action.get("referred") and a.day == action.day
+                   for a in year.actions)
+    # The price increase: about 15 % of the clients running then leave for it at once.
+    price = [a for a in year.actions if a.kind == "cancel" and a.get("reason") == "price"]
+    assert price and all(year.price_day < a.day <= year.price_day + 5 for a in price)
+    # Nobody who confirmed leaving keeps logging hours or asking for changes afterwards.
+    for action in (a for a in year.actions if a.kind == "cancel" and not a.get("accept")):
+        later = [a.kind for a in year.actions if a.who == action.who and a.day > action.day]
+        assert set(later) <= {"pay_open"}, later
+
+
+async def test_a_system_on_the_wall_clock_is_refused() -> None:
+    kinds = {"leads": "simulated", "nurture": "simulated", "billing": "system", "retention": "simulated"}
+
+    def ready(request: httpx.Request) -> httpx.Response:
+        name = request.url.host.split(".")[0]
+        return httpx.Response(200, json={"status": "ok", "clock": {"kind": kinds[name], "now": "2027-01-01T00:00:00+00:00"}})
+
+    targets = Targets(leads="http://leads.test", nurture="http://nurture.test", billing="http://billing.test",
+                      retention="http://retention.test", api_key="k", webhook_secret="s", bootstrap="127.0.0.1:1")
+    driver = Driver(plan(1, months=1, leads=1), targets, seed=1, console=Console())
+    transport = httpx.MockTransport(ready)
+    driver.http = {name: httpx.AsyncClient(base_url=url, transport=transport) for name, url in targets.urls().items()}
+    with pytest.raises(SimulationError, match="billing run on the system clock.*CLIENTFLOW_CLOCK=simulated"):
+        await driver.check_clock()
+    kinds["billing"] = "simulated"
+    assert (await driver.check_clock()).year == 2027
+    await driver.close()
