@@ -31,7 +31,7 @@ def _records(messages: list[workloads.Message]) -> list[ConsumerRecord]:
     ]
 
 
-async def _run(service: str, events: int, history: int, batch: int, out: Path | None) -> None:
+async def _run(service: str, events: int, history: int, batch: int, out: Path | None, profile: bool = True) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-profile-{service}-"))
     url = f"sqlite+aiosqlite:///{workdir / f'{service}.db'}"
     await migrate(service, url)
@@ -52,7 +52,8 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
     from pyinstrument import Profiler
 
     profiler = Profiler(async_mode="enabled")
-    profiler.start()
+    if profile:
+        profiler.start()
     started = time.perf_counter()
     for start in range(history, history + events, batch):
         await consumer.handle(records[start : start + batch])
@@ -62,12 +63,15 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
         started = time.perf_counter()
         await sender.tick(datetime.now(timezone.utc))
         sent_s = time.perf_counter() - started
-    profiler.stop()
+    if profile:
+        profiler.stop()
     await runtime.engine.dispose()
     print(f"{service}: {events / consumed_s:.0f} events/s in-process ({consumed_s:.2f} s for {events}, "
           f"history {history}, batches of {batch})")
     if sent_s is not None:
         print(f"{service}: sender pass {sent_s:.2f} s ({events / sent_s:.0f} e-mails/s)")
+    if not profile:
+        return
     print(profiler.output_text(unicode=True, color=False, show_all=False))
     if out is not None:
         out.write_text(profiler.output_html())
@@ -80,8 +84,9 @@ def main(
     history: Annotated[int, typer.Option(help="events applied first, unprofiled")] = 0,
     batch: Annotated[int, typer.Option(help="events per batch (the consumer's max_records)")] = 500,
     html: Annotated[Path | None, typer.Option(help="also write the profile as HTML here")] = None,
+    profile: Annotated[bool, typer.Option(help="profile (off: just the in-process rate)")] = True,
 ) -> None:
-    asyncio.run(_run(service, events, history, batch, html))
+    asyncio.run(_run(service, events, history, batch, html, profile))
 
 
 if __name__ == "__main__":

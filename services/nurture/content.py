@@ -40,6 +40,7 @@ survey answer), ``payment_update_url`` and ``booking_url``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class Rendered:
 
 
 PARTS = ("subject", "txt", "html")
+TEMPLATE_LIST_TTL_S = 5.0
 
 
 class Renderer:
@@ -108,14 +110,25 @@ class Renderer:
             undefined=StrictUndefined,  # a typo in a template fails loudly, not as an empty hole
             keep_trailing_newline=True,
         )
+        self._listed: tuple[float, frozenset[str]] | None = None
 
-    def _exists(self, base: str) -> bool:
-        names = set(self.env.list_templates())
+    def _names(self) -> frozenset[str]:
+        # Listing walks the directory: once per render of every e-mail it was a visible share of
+        # sending. A template added to the directory is still seen within a few seconds.
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] > TEMPLATE_LIST_TTL_S:
+            self._listed = (now, frozenset(self.env.list_templates()))
+        return self._listed[1]
+
+    def _exists(self, base: str, names: frozenset[str] | None = None) -> bool:
+        names = self._names() if names is None else names
         return all(f"{base}.{part}.j2" in names for part in PARTS)
 
     def missing(self, templates: set[str]) -> list[str]:
-        """Templates that do not exist in the fallback language."""
-        return sorted(t for t in templates if not self._exists(f"{t}.{self.fallback}"))
+        """Templates that do not exist in the fallback language (read afresh: a sequence may name
+        a template just added)."""
+        names = frozenset(self.env.list_templates())
+        return sorted(t for t in templates if not self._exists(f"{t}.{self.fallback}", names))
 
     def check(self, templates: set[str]) -> None:
         """Every template a sequence names exists in the fallback language (checked at start)."""

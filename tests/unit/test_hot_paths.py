@@ -109,3 +109,23 @@ async def test_nurture_reads_its_sequences_once_per_transaction_and_sees_its_own
     async with uow() as tx:  # a new transaction reads the table again
         assert len((await nurture.current_catalog(tx, builtin)).sequences["welcome"].steps) == 1
     await engine.dispose()
+
+
+def test_templates_are_listed_once_per_few_seconds_not_per_email(tmp_path, monkeypatch) -> None:
+    from services.nurture import content
+
+    for part, text in (("subject", "Hi"), ("txt", "Hello {{ name }}"), ("html", "<p>Hello {{ name }}</p>")):
+        (tmp_path / f"hello.en.{part}.j2").write_text(text)
+    renderer = content.Renderer(tmp_path)
+    listings: list[int] = []
+    original = renderer.env.list_templates
+    monkeypatch.setattr(renderer.env, "list_templates", lambda: listings.append(1) or original())
+    for _ in range(50):
+        assert renderer.render("hello", "de", {"name": "Ada"}).text == "Hello Ada"
+    assert len(listings) == 1
+    # A template added now is seen at once by validation, and by rendering after the TTL.
+    for part in ("subject", "txt", "html"):
+        (tmp_path / f"bye.en.{part}.j2").write_text("Bye")
+    assert renderer.missing({"bye", "hello"}) == []
+    monkeypatch.setattr(content, "TEMPLATE_LIST_TTL_S", 0.0)
+    assert renderer.render("bye", "en", {}).subject == "Bye"
