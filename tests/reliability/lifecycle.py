@@ -4,6 +4,7 @@ and checks afterwards that every effect happened exactly once in every service."
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ class Client:
     deal_id: str | None = None
     invoice_id: str | None = None
     paid: Decimal = Decimal(0)
+    kind: str | None = None  # the deal's: retainer or project (None: a lead only)
+    outcome: str | None = None  # won or lost
+    cancelled: bool = False
 
 
 @dataclass
@@ -29,24 +33,31 @@ class Driver:
     accepted: Counter = field(default_factory=Counter)
     refused: Counter = field(default_factory=Counter)
     refusals: list[str] = field(default_factory=list)
+    patience: float = 30.0  # seconds a write is retried while its service is down
+    gave_up: list[str] = field(default_factory=list)  # writes still unanswered after `patience`
 
     async def _post(self, http: httpx.AsyncClient, service: str, path: str, body: dict, key: str) -> httpx.Response | None:
         """A write with an Idempotency-Key, retried while the instance is down (as a client would)."""
-        for _ in range(60):
+        deadline = asyncio.get_running_loop().time() + self.patience
+        last = "unreachable"
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 response = await http.post(
                     f"{self.cluster.url(service)}{path}", json=body, headers={"Idempotency-Key": key}
                 )
-            except (httpx.HTTPError, RuntimeError):
+            except (httpx.HTTPError, RuntimeError) as exc:
+                last = repr(exc)[:100]
                 await asyncio.sleep(0.5)
                 continue
             if response.status_code in (409,) and "in progress" in response.text:
+                last = "in progress"
                 await asyncio.sleep(0.2)
                 continue
             (self.accepted if response.status_code < 400 else self.refused)[f"{service} {path.split('/')[1]}"] += 1
             if response.status_code >= 400:
                 self.refusals.append(f"{response.status_code} {path}: {response.text[:200]}")
             return response
+        self.gave_up.append(f"{service} {path}: {last}")
         return None
 
     async def capture_and_sign(self, http: httpx.AsyncClient, n: int) -> Client | None:
@@ -98,6 +109,75 @@ class Driver:
             await asyncio.sleep(0.5)
         return False
 
+    async def live(self, http: httpx.AsyncClient, n: int, rng: random.Random) -> Client | None:
+        """One client's whole life, its path drawn from ``rng`` (one per client, so the mix does
+        not depend on scheduling): every lead is captured (welcome e-mail, nurture); about
+        three in four get an estimate, a retainer or a project; four in five of those sign and
+        pay the deposit, the others are lost; about a third of the paying retainers cancel."""
+        tag = f"{n}-{rng.getrandbits(48):012x}"
+        channel = rng.choice(["website", "seo", "content", "social", "paid_ads", "cold_email"])
+        lead = await self._post(
+            http, "leads", "/leads",
+            {"name": f"Client {n}", "email": f"c{tag}@example.org", "channel": channel, "consent_marketing": True,
+             "budget": str(rng.choice([3000, 6000, 12000])), "currency": "EUR", "brief": "marketing for our shop"},
+            f"lead-{tag}",
+        )
+        if lead is None or lead.status_code >= 400:
+            return None
+        client = Client(lead.json()["lead_id"])
+        self.clients.append(client)
+        if rng.random() < 0.25:
+            return client
+        kind = "retainer" if rng.random() < 0.5 else "project"
+        deal_body: dict = (
+            {"title": "Retainer", "kind": "retainer", "currency": "EUR", "monthly_fee": "1000", "included_hours": "10"}
+            if kind == "retainer"
+            else {"title": "Website", "kind": "project", "currency": "EUR",
+                  "lines": [{"description": "Design and build", "hours": "40", "amount": "4000"}]}
+        )
+        deal = await self._post(http, "leads", f"/leads/{client.lead_id}/deals", deal_body, f"deal-{tag}")
+        if deal is None or deal.status_code >= 400:
+            return client
+        client.deal_id, client.kind = deal.json()["deal_id"], kind
+        if rng.random() < 0.2:
+            lost = await self._post(http, "leads", f"/deals/{client.deal_id}/lost", {"reason": "price"}, f"lost-{tag}")
+            if lost is not None and lost.status_code < 400:
+                client.outcome = "lost"
+            return client
+        won = await self._post(http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": f"Client {n}"}, f"won-{tag}")
+        if won is None or won.status_code >= 400:
+            return client
+        client.outcome = "won"
+        if await self.pay_deposit(http, client, timeout=self.patience * 4) and kind == "retainer" and rng.random() < 0.35:
+            await self.cancel(http, client, timeout=self.patience * 4)
+        return client
+
+    async def cancel(self, http: httpx.AsyncClient, client: Client, *, timeout: float = 120) -> bool:
+        """Ask to cancel once retention sees the running subscription, decline the save offer."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                known = await http.get(f"{self.cluster.url('retention')}/clients/{client.lead_id}")
+                if known.status_code == 200 and known.json().get("subscription_status") == "active":
+                    break
+            except (httpx.HTTPError, RuntimeError, ValueError):
+                pass
+            await asyncio.sleep(1)
+        else:
+            return False
+        asked = await self._post(
+            http, "retention", f"/clients/{client.lead_id}/cancellation", {"reason": "budget_cut"},
+            f"cancel-{client.lead_id}",
+        )
+        if asked is None or asked.status_code >= 400:
+            return False
+        cancellation_id = asked.json()["cancellation_id"]
+        confirmed = await self._post(
+            http, "retention", f"/cancellations/{cancellation_id}/confirm", {}, f"confirm-{cancellation_id}"
+        )
+        client.cancelled = confirmed is not None and confirmed.status_code < 400
+        return client.cancelled
+
 
 async def audit(cluster: Cluster, clients: list[Client], *, timeout: float = 180) -> dict[str, int]:
     """Every effect exactly once, in every service; returns the counts of what is wrong."""
@@ -146,3 +226,129 @@ async def _problems(http: httpx.AsyncClient, cluster: Cluster, client: Client) -
             if revenue != client.paid:
                 found["retention revenue differs from payments"] += 1
     return found
+
+
+@dataclass
+class _Snapshot:
+    """What the list endpoints say, fetched in pages: leads, invoices and subscriptions by lead."""
+
+    leads: dict[str, dict]
+    invoices: dict[str, list[dict]]
+    subscriptions: dict[str, list[dict]]
+
+
+async def _pages(http: httpx.AsyncClient, url: str, *, items: str | None = None, page: int = 500) -> list[dict]:
+    found: list[dict] = []
+    while True:
+        body = (await http.get(url, params={"limit": page, "offset": len(found)})).json()
+        batch = body[items] if items else body
+        found += batch
+        if len(batch) < page:
+            return found
+
+
+async def _snapshot(http: httpx.AsyncClient, cluster: Cluster) -> _Snapshot:
+    leads, invoices, subscriptions = await asyncio.gather(
+        _pages(http, f"{cluster.url('leads')}/leads", items="items"),
+        _pages(http, f"{cluster.url('billing')}/invoices"),
+        http.get(f"{cluster.url('billing')}/subscriptions"),
+    )
+    by_lead: dict[str, list[dict]] = {}
+    for invoice in invoices:
+        by_lead.setdefault(invoice["lead_id"], []).append(invoice)
+    subs: dict[str, list[dict]] = {}
+    for subscription in subscriptions.json():
+        subs.setdefault(subscription["lead_id"], []).append(subscription)
+    return _Snapshot({lead["lead_id"]: lead for lead in leads}, by_lead, subs)
+
+
+def _expected_stage(client: Client) -> tuple[str, ...]:
+    if client.cancelled:
+        return ("churned",)
+    if client.paid:
+        return ("action",)
+    if client.deal_id:
+        return ("decision",)
+    return ("awareness", "interest", "consideration")
+
+
+async def _client_problems(http: httpx.AsyncClient, cluster: Cluster, snap: _Snapshot, client: Client) -> Counter:
+    """Everything one client should have caused, in every service, exactly once."""
+    found: Counter = Counter()
+    lead = snap.leads.get(client.lead_id)
+    if lead is None:
+        found["lead missing in leads"] += 1
+    elif lead["stage"] not in _expected_stage(client):
+        found[f"lead in stage {lead['stage']}, expected {'/'.join(_expected_stage(client))}"] += 1
+    messages = (await http.get(f"{cluster.url('nurture')}/leads/{client.lead_id}/messages")).json()
+    steps = Counter((m["sequence"], m["step"]) for m in messages)
+    if steps[("welcome", 0)] == 0:
+        found["welcome email not sent"] += 1
+    # Sequences that start again per invoice send each step once per invoice; the others once.
+    invoices = len(snap.invoices.get(client.lead_id, []))
+    for (sequence, step), count in steps.items():
+        if count > (invoices if sequence in ("invoice_reminders", "payment_failed") else 1):
+            found[f"email {sequence}/{step} sent more than once"] += 1
+    deposits = [i for i in snap.invoices.get(client.lead_id, []) if i["kind"] == "deposit"]
+    if len(deposits) != (1 if client.outcome == "won" else 0):
+        found[f"deposit invoices {len(deposits)} for a deal {client.outcome or 'never proposed'}"] += 1
+    if client.paid and len(deposits) == 1:
+        if Decimal(deposits[0]["amount_paid"]) != client.paid or len(deposits[0]["payments"]) != 1:
+            found["payment applied other than once in billing"] += 1
+    subscriptions = snap.subscriptions.get(client.lead_id, [])
+    if len(subscriptions) != (1 if client.outcome == "won" and client.kind == "retainer" else 0):
+        found[f"{len(subscriptions)} subscriptions for a {client.outcome} {client.kind}"] += 1
+    elif client.paid and subscriptions:
+        status = subscriptions[0]["status"]
+        if status != ("cancelled" if client.cancelled else "active"):
+            found[f"subscription {status} (cancelled: {client.cancelled})"] += 1
+    if client.paid:
+        response = await http.get(f"{cluster.url('retention')}/clients/{client.lead_id}")
+        body = response.json() if response.status_code == 200 else {}
+        revenue = sum(Decimal(r["amount"]) for r in body.get("revenue", []))
+        if revenue != client.paid:
+            found["retention revenue differs from payments"] += 1
+        if client.cancelled and body.get("subscription_status") != "cancelled":
+            found["cancelled client not cancelled in retention"] += 1
+    return +found  # only what is wrong (drops the zero counts)
+
+
+async def audit_lifecycle(
+    cluster: Cluster, clients: list[Client], *, timeout: float = 300, concurrency: int = 12
+) -> tuple[dict[str, int], float]:
+    """`audit` for the whole mix, over the list endpoints where there are some and per client
+    (bounded concurrency) where not. Polls until every client is settled, then checks every
+    client once more and the totals (no lead, invoice or subscription nobody asked for).
+    Returns the counts of what is wrong and the seconds it took to settle."""
+    problems: Counter = Counter()
+    gate = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def check(http: httpx.AsyncClient, snap: _Snapshot, client: Client) -> Counter:
+        async with gate:
+            for attempt in range(5):  # an instance may be restarting under the audit
+                try:
+                    return await _client_problems(http, cluster, snap, client)
+                except (httpx.HTTPError, RuntimeError, ValueError):
+                    await asyncio.sleep(1 + attempt)
+            return Counter({"not auditable (service unreachable)": 1})
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        pending = list(clients)
+        while True:
+            snap = await _snapshot(http, cluster)
+            found = await asyncio.gather(*(check(http, snap, c) for c in pending))
+            pending = [c for c, f in zip(pending, found, strict=True) if f]
+            if not pending or loop.time() - started > timeout:
+                break
+            await asyncio.sleep(2)
+        settled = loop.time() - started
+        snap = await _snapshot(http, cluster)
+        for found in await asyncio.gather(*(check(http, snap, c) for c in clients)):
+            problems.update(found)
+    known = {c.lead_id for c in clients}
+    problems["leads nobody captured"] = len(set(snap.leads) - known)
+    problems["invoices of leads nobody captured"] = len(set(snap.invoices) - known)
+    problems["unsettled"] = len(pending)
+    return {k: v for k, v in problems.items() if v or k == "unsettled"}, settled
