@@ -107,6 +107,10 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
     watcher = measure.Watcher(broker.bootstrap_servers, ["engagement", "payments"])
     out: dict = {"leads": [], "payments": []}
     try:
+        # The floor under each consumer hop: one message at a time, at Kafka's default fetch wait
+        # and at the one the services run with here.
+        out["broker_hop"] = [await measure.raw_latency(broker.bootstrap_servers, fetch_max_wait_ms=wait)
+                             for wait in (500, int(procs["leads"].env()["KAFKA_FETCH_MAX_WAIT_MS"]))]
         for proc in procs.values():
             proc.spawn()
         await asyncio.gather(*(p.wait_ready() for p in procs.values()))

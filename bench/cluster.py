@@ -104,10 +104,11 @@ class Service:
             "CLIENTFLOW_DATA_DIR": str(self.workdir),
             "CLIENTFLOW_API_KEY": API_KEY,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            # Short group timing as `clientflow run` uses on Tansu (a joining member waits about
-            # half the session timeout there).
+            # Short group timing and fetch wait, as `clientflow run` uses on Tansu (a joining member
+            # waits about half the session timeout there; a fetch waits its whole max wait).
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+            "KAFKA_FETCH_MAX_WAIT_MS": os.environ.get("KAFKA_FETCH_MAX_WAIT_MS", "20"),
             f"{prefix}_PORT": str(self.port),
             f"{prefix}_DATABASE_URL": self.database_url,
             f"{prefix}_MIGRATE_ON_START": "false",

@@ -82,6 +82,11 @@ def write_markdown(result: dict, out: Path) -> Path:
                              f"{s['completed']} | {s['failed_requests']} | {_f(s['p50_ms'])} | {_f(s['p95_ms'])} | "
                              f"{_f(s['p99_ms'])} | {_f(s['p99_first_half_ms'])} / {_f(s['p99_second_half_ms'])} | "
                              f"{'yes' if s['held'] else 'no'} |")
+        hops = rnd["latency"].get("broker_hop") or []
+        if hops:
+            lines += ["", "Broker floor per consumer hop (one message at a time, acks=all): " + "; ".join(
+                f"fetch wait {h['fetch_max_wait_ms']} ms: p50 {_f(h['p50_ms'], 1)} ms, p99 {_f(h['p99_ms'], 1)} ms"
+                for h in hops) + "."]
         skipped = rnd["latency"].get("skipped_loads") or []
         lines += ["", f"Highest load held (POST /leads): {_f(rnd['latency']['highest_held_per_s'])} leads/s."
                   + (f" Not run, the load below already saturated: {', '.join(_f(r) for r in skipped)}/s." if skipped else ""),

@@ -115,6 +115,9 @@ class System:
             # Tansu makes a joining consumer wait about half its session timeout.
             env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
             env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
+            # Tansu holds a fetch for its whole max wait even when data arrives meanwhile
+            # (Kafka answers at once): at Kafka's 500 ms that was most of an event's latency.
+            env.setdefault("KAFKA_FETCH_MAX_WAIT_MS", "20")
         env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
         partitions = int(env.get("CLIENTFLOW_TOPIC_PARTITIONS", "3"))
         created = asyncio.run(ensure_topics(self.bootstrap, partitions=partitions))

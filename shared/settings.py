@@ -55,6 +55,11 @@ class ServiceSettings(BaseSettings):
     consumer_heartbeat_interval_ms: int = Field(
         default=3_000, ge=100, validation_alias=_shared("KAFKA_HEARTBEAT_INTERVAL_MS")
     )
+    # How long the broker may hold a fetch while no data is there. Kafka answers as soon as data
+    # arrives; Tansu waits the whole time, so `clientflow run` gives it a short one.
+    consumer_fetch_max_wait_ms: int = Field(
+        default=500, ge=1, validation_alias=_shared("KAFKA_FETCH_MAX_WAIT_MS")
+    )
     max_attempts: int = Field(default=3, ge=1, description="tries before a failing event is dead-lettered")
     relay_batch_size: int = Field(default=500, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)

@@ -129,3 +129,16 @@ def test_templates_are_listed_once_per_few_seconds_not_per_email(tmp_path, monke
     assert renderer.missing({"bye", "hello"}) == []
     monkeypatch.setattr(content, "TEMPLATE_LIST_TTL_S", 0.0)
     assert renderer.render("bye", "en", {}).subject == "Bye"
+
+
+def test_the_consumer_fetch_wait_is_a_setting_the_embedded_run_shortens(monkeypatch) -> None:
+    from services.leads.app import create_app
+    from services.leads.settings import Settings
+
+    assert Settings().consumer_fetch_max_wait_ms == 500  # Kafka's own default for real brokers
+    monkeypatch.setenv("KAFKA_FETCH_MAX_WAIT_MS", "20")
+    settings = Settings()
+    assert settings.consumer_fetch_max_wait_ms == 20
+    runtime = create_app(settings).state.runtime
+    batch = [s for s in runtime.broker.subscribers if type(s).__name__ == "BatchSubscriber"]
+    assert [s._connection_args["fetch_max_wait_ms"] for s in batch] == [20]
