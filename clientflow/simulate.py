@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import sys
 import time
 import uuid
 from collections import Counter
@@ -645,6 +646,7 @@ class Driver:
         signature = _sign(body, self.targets.webhook_secret, int(self.now.timestamp()))
         r = await self.http["billing"].post("/payments/webhook", content=body,
                                             headers={"Clientflow-Signature": signature, "content-type": "application/json"})
+        self.counts["webhooks"] += 1
         if r.status_code != 200:
             self.problems.append(f"webhook {kind} refused: {r.status_code} {r.text[:200]}")
         return r.status_code == 200
@@ -885,6 +887,8 @@ class Driver:
             ("every confirmed cancellation is a churned client in retention", len(confirmed),
              [f"{lead_id} confirmed its cancellation but retention does not show it churned" for lead_id in missing]),
             ("no request answered 5xx", sum(self.counts.values()), list(self.problems_5xx())),
+            ("no signed webhook was refused", self.counts["webhooks"],
+             [p for p in self.problems if p.startswith("webhook")]),
         ]
 
     def problems_5xx(self) -> list[str]:
@@ -987,7 +991,8 @@ async def simulate(
         for _, _, failures in checks:
             for failure in failures[:10]:
                 console.print(f"  [red]x[/red] {failure}", soft_wrap=True)
-        for problem in [p for p in driver.problems if p not in driver.problems_5xx()][:20]:
+        failed = {f for _, _, failures in checks for f in failures}
+        for problem in [p for p in driver.problems if p not in failed][:20]:
             console.print(f"  [yellow]note[/yellow] {problem}", soft_wrap=True)
         return 0 if all(not failures for _, _, failures in checks) else 1
     finally:
@@ -1025,7 +1030,8 @@ def command(
     retention's economics and check that the services agree with each other (exit 1 if not)."""
     from services.billing.settings import DEV_WEBHOOK_SECRET
 
-    console = Console()
+    # Wide tables when the output is a file or a pipe (a log), the terminal's width otherwise.
+    console = Console() if sys.stdout.isatty() else Console(width=int(os.environ.get("COLUMNS", "200")))
     targets = Targets(
         leads=leads_url, nurture=nurture_url, billing=billing_url, retention=retention_url,
         api_key=api_key or _read_secret("CLIENTFLOW_API_KEY", data_dir / "api-key", None, "API key"),
