@@ -34,7 +34,7 @@ class Config:
     def __init__(self, *, quick: bool, events: int | None, growth: int, loads: list[float], step_s: float | None,
                  payments: int | None, database_url: str | None) -> None:
         self.quick = quick
-        self.events = events or (150 if quick else 1000)
+        self.events = events or (150 if quick else 800)
         self.growth = growth
         self.loads = loads or ([20.0, 50.0] if quick else [25.0, 50.0, 100.0, 300.0, 1000.0])
         self.step_s = step_s or (4.0 if quick else 10.0)
@@ -180,6 +180,7 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
             for scale in (1, cfg.growth):
                 label = f"{scale}x"
                 result["rounds"][label] = await run_round(cfg, label, scale, databases, workdir, progress)
+                report.write_json(result, out, name="bench.partial.json")  # kept if a later round fails
     finally:
         await databases.drop_all()
         if not keep:
@@ -193,7 +194,7 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
 def main(
     out: Annotated[Path, typer.Option(help="where bench.json, bench.md and bench.png go")] = Path("reports/bench"),
     quick: Annotated[bool, typer.Option(help="a small run (about two minutes) for development and smoke tests")] = False,
-    events: Annotated[int | None, typer.Option(help="events measured per service (default 1500; quick 150)")] = None,
+    events: Annotated[int | None, typer.Option(help="events measured per service (default 800; quick 150)")] = None,
     growth: Annotated[int, typer.Option(help="history multiple of the second round")] = 10,
     loads: Annotated[str | None, typer.Option(help="offered POST /leads rates, comma separated")] = None,
     step_seconds: Annotated[float | None, typer.Option(help="seconds per offered load")] = None,
@@ -207,6 +208,7 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(cfg, out, keep))
     paths = [report.write_json(result, out), report.write_markdown(result, out), report.write_plot(result, out)]
+    (out / "bench.partial.json").unlink(missing_ok=True)
     for target in result["targets"]:
         mark = "[green]met[/]" if target["met"] else "[red]missed[/]"
         console.print(f"{mark}  {target['target']}: {target['value']}")

@@ -163,9 +163,21 @@ class Service:
 
 async def consumed(client: httpx.AsyncClient, service: Service) -> int:
     """Events the service has read so far (every outcome), from its Prometheus counter."""
-    text = (await client.get(f"{service.url}/metrics")).text
+    text = await metrics_text(client, service)
     total = 0.0
     for line in text.splitlines():
         if line.startswith("clientflow_events_consumed_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+async def metrics_text(client: httpx.AsyncClient, service: Service, *, attempts: int = 10) -> str:
+    """The service's /metrics; a service busy with a large batch may answer late, so retry."""
+    for attempt in range(attempts):
+        try:
+            return (await client.get(f"{service.url}/metrics", timeout=30)).text
+        except httpx.HTTPError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")

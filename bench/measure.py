@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert, update
 
 from bench import workloads
-from bench.cluster import API_KEY, Service, consumed
+from bench.cluster import API_KEY, Service, consumed, metrics_text
 from shared.broker import ensure_topics
 from shared.db import OutboxRow, create_engine
 
@@ -217,7 +217,7 @@ async def quiesce(client: httpx.AsyncClient, service: Service, timeout: float = 
     deadline = time.monotonic() + timeout
     last, still = -1.0, 0
     while time.monotonic() < deadline and still < 4:
-        text = (await client.get(f"{service.url}/metrics")).text
+        text = await metrics_text(client, service)
         backlog_rows = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("clientflow_outbox_backlog{"))
         published = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
                         if l.startswith("clientflow_events_published_total{"))

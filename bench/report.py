@@ -48,8 +48,8 @@ def targets(result: dict) -> list[dict]:
     return out
 
 
-def write_json(result: dict, out: Path) -> Path:
-    path = out / "bench.json"
+def write_json(result: dict, out: Path, *, name: str = "bench.json") -> Path:
+    path = out / name
     path.write_text(json.dumps(result, indent=2, default=str))
     return path
 
