@@ -10,12 +10,13 @@ ASYNCAPI_SPECS := 6.11.1
 ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
 COMPOSE := docker compose -f deploy/compose.yaml
 
-.PHONY: install tools run test test-unit test-integration test-e2e reliability docs up down clean help
+.PHONY: install tools run test test-unit test-integration test-e2e reliability bench docs up down clean help
 
 help:
 	@echo "make run     - install if needed, then run the whole system (embedded broker, SQLite)"
 	@echo "make test    - install if needed, then run every test (unit, integration, end to end)"
 	@echo "make reliability - failure scenarios at full scale; writes reports/reliability.md"
+	@echo "make bench   - benchmark against the raw broker and database limits; writes reports/bench/"
 	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
 	@echo "make up/down - the compose stack in deploy/ (Kafka, PostgreSQL, Prometheus, Grafana, mail)"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
@@ -62,6 +63,11 @@ test-e2e: tools
 reliability: tools
 	RELIABILITY_SCALE=full $(BIN)/python -m pytest -q -p no:xdist tests/reliability $(PYTEST_ARGS)
 	@cat reports/reliability.md
+
+# Throughput, latency, memory and growth against the raw broker and database limits, measured
+# in one run (about ten minutes); reports/bench/bench.{json,md,png}. `--quick` for a short run.
+bench: install
+	$(BIN)/python -m bench --out reports/bench
 
 docs: tools
 	$(BIN)/clientflow docs
