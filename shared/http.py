@@ -88,18 +88,31 @@ class BodyLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _json(send, 413, f"body larger than {self.max_bytes} bytes")
         seen = 0
+        exceeded = started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                exceeded = True
                 raise _TooLarge
             return message
 
+        async def answer(message: Message) -> None:
+            nonlocal started
+            # A body parser that catches the refusal answers 400 ("error parsing the body"):
+            # that answer is dropped, the client gets the 413 below.
+            if exceeded and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, answer)
         except _TooLarge:
+            pass
+        if exceeded and not started:
             await _json(send, 413, f"body larger than {self.max_bytes} bytes")
 
 

@@ -296,7 +296,9 @@ def router(
             lead_id, survey, message_id = message.lead_id, message.sequence, message.message_id
         else:
             scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-            credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if key else None
+            # Only a Bearer key counts, as on every other write ("Basic <key>" is no key at all).
+            bearer = scheme.lower() == "bearer" and key
+            credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if bearer else None
             await guard(credentials)
             if body.lead_id is None or not body.survey:
                 raise Invalid("give the survey token of the email, or lead_id and survey")
