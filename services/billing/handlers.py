@@ -33,6 +33,7 @@ from services.billing.store import (
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
 from shared.money import quantize
+from shared.privacy import forget_person
 from shared.uow import UnitOfWork
 
 # --------------------------------------------------------------------------- invoices
@@ -1086,3 +1087,4 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID | None) -> None:
     await tx.session.execute(update(Payment).where(Payment.lead_id == lead_id).values(reference=None))
     await tx.session.execute(update(TimeEntry).where(TimeEntry.lead_id == lead_id).values(description=None))
     await tx.session.execute(update(ChangeOrder).where(ChangeOrder.lead_id == lead_id).values(description=None))
+    await forget_person(tx, lead_id)

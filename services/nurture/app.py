@@ -43,19 +43,22 @@ def create_app(
         clock=clock,
     )
     metrics = NurtureMetrics(runtime.registry)
+    transport = transport or make_transport(settings)
     sender = Sender(
         settings=settings,
         uow=runtime.uow,
         clock=runtime.clock,
         renderer=renderer,
-        transport=transport or make_transport(settings),
+        transport=transport,
         metrics=metrics,
         builtin=catalog,
     )
     job = runtime.every("nurture-sender", sender.tick, interval_s=settings.send_interval_s)
     # A released takeover (and any commit that emitted) may have freed steps to send.
     runtime.uow.after_commit.append(job.wake)
-    subscribers.register(runtime, catalog=catalog, wake_sender=job.wake)
+    # An erased person's mail goes from the mail store too (a file transport keeps copies).
+    forget_mail = getattr(transport, "forget", None)
+    subscribers.register(runtime, catalog=catalog, wake_sender=job.wake, forget_mail=forget_mail)
     app = runtime.http_app(
         title="Clientflow nurture",
         description="Sequences, enrollments, messages, consent, tracking, feedback, tasks and human takeovers.",

@@ -24,6 +24,7 @@ from services.nurture.store import (
 )
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.privacy import forget_person
 from shared.uow import UnitOfWork
 
 S = ScheduledMessage
@@ -150,14 +151,19 @@ async def on_event(
     event: ev.Envelope,
     payload: Any,
     on_scheduled: Callable[[], None] | None = None,
+    on_erased: Callable[[list[uuid.UUID]], None] | None = None,
 ) -> list[ScheduledMessage]:
     """Whatever happened to a person: keep what nurture knows of them, end the enrollments the
-    event is an exit of, and enroll them in the sequences it starts for their segment."""
+    event is an exit of, and enroll them in the sequences it starts for their segment.
+    ``on_erased`` gets the ids of an erased person's messages once the erasure committed (the
+    mail store forgets them)."""
     lead_id = event.lead_id
     if lead_id is None:
         return []
     if event.type == "lead.erased":
-        await erase_contact(tx, lead_id)
+        sent = await erase_contact(tx, lead_id)
+        if on_erased is not None and sent:
+            tx.after_commit(lambda: on_erased(sent))
         return []
     now = tx.now()
     existing = await tx.session.get(Contact, lead_id)
@@ -298,9 +304,9 @@ async def end_enrollments(
     return await _end(tx, ending, reason=event_type, spare_immediate=spare)
 
 
-async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> None:
+async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> list[uuid.UUID]:
     """Forget a person's name, address and words everywhere in nurture; counts and dates stay,
-    anonymous, and nothing more is sent."""
+    anonymous, and nothing more is sent. Returns the ids of the messages sent to them."""
     now = tx.now()
     contact = await tx.session.get(Contact, lead_id)
     if contact is None:
@@ -333,6 +339,8 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> None:
     )
     await tx.session.execute(update(Feedback).where(Feedback.lead_id == lead_id).values(comment=None))
     await tx.session.execute(update(Task).where(Task.lead_id == lead_id).values(detail=None))
+    await forget_person(tx, lead_id)
+    return list(await tx.session.scalars(select(Message.message_id).where(Message.lead_id == lead_id)))
 
 
 async def get_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> Contact:

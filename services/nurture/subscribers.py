@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,9 +13,17 @@ from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
 
-def register(runtime: ServiceRuntime, *, catalog: domain.Catalog, wake_sender: Callable[[], None]) -> None:
+def register(
+    runtime: ServiceRuntime,
+    *,
+    catalog: domain.Catalog,
+    wake_sender: Callable[[], None],
+    forget_mail: Callable[[list[uuid.UUID]], None] | None = None,
+) -> None:
     async def happened(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
-        await handlers.on_event(tx, builtin=catalog, event=event, payload=payload, on_scheduled=wake_sender)
+        await handlers.on_event(
+            tx, builtin=catalog, event=event, payload=payload, on_scheduled=wake_sender, on_erased=forget_mail
+        )
 
     # Every event type of the topics nurture reads: any may trigger or end a sequence written
     # through the API later, and several keep the person's profile (stage, tier) current.

@@ -86,6 +86,12 @@ class FileTransport:
     async def send(self, message: EmailMessage) -> None:
         await asyncio.to_thread(self._write, message)
 
+    def forget(self, message_ids: list[uuid.UUID]) -> None:
+        """Delete the stored copies of these messages (their person was erased)."""
+        for message_id in message_ids:
+            for path in (self.directory / f"{message_id}.eml", self.directory / f"{message_id}.eml.tmp"):
+                path.unlink(missing_ok=True)
+
 
 class PermanentFailure(Exception):
     """The server refused the message for good (a 5xx answer, e.g. no such mailbox): retrying

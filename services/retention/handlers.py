@@ -30,6 +30,7 @@ from shared import events as ev
 from shared.db import StateRow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.money import quantize
+from shared.privacy import forget_person
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 REVIEW_PAGE = 200
@@ -653,6 +654,7 @@ async def erase_client(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, requ
         cancellation.comment = None
     for referral in await tx.session.scalars(select(Referral).where(Referral.referred_lead_id == lead_id)):
         referral.email_hash = None
+    await forget_person(tx, lead_id)
     await _changed(tx, ctx, client)
 
 
