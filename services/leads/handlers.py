@@ -40,6 +40,7 @@ from services.leads.store import (
 from shared import events as ev
 from shared.consumer import RejectEvent
 from shared.errors import Conflict, Invalid, NotFound
+from shared.privacy import forget_person
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -971,6 +972,7 @@ async def erase_lead(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Lead:
     for entry in await activity(tx, lead.id):
         entry.detail = {k: v for k, v in (entry.detail or {}).items() if k not in ("notes", "evidence", "note", "comment", "reason")}
     tx.session.add(Activity(lead_id=lead.id, type="lead.erased", at=now, detail={}))
+    await forget_person(tx, lead.id)
     tx.emit("lead.erased", ev.LeadErased(requested_at=now), lead_id=lead.id)
     _after(tx, ctx, ctx.metrics.erased.inc)
     return lead
