@@ -10,7 +10,7 @@ ASYNCAPI_SPECS := 6.11.1
 ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
 COMPOSE := docker compose -f deploy/compose.yaml
 
-.PHONY: install tools run test test-unit test-integration test-e2e reliability bench docs up down clean help
+.PHONY: install tools run test test-unit test-integration test-e2e reliability bench docs up down clean help demo demo-stop
 
 help:
 	@echo "make run     - install if needed, then run the whole system (embedded broker, SQLite)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench   - benchmark against the raw broker and database limits; writes reports/bench/"
 	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
 	@echo "make up/down - the compose stack in deploy/ (Kafka, PostgreSQL, Prometheus, Grafana, mail)"
+	@echo "make demo    - run the system on the simulated clock in the background, simulate a year of an agency, leave it running"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
 
 # pyvenv.cfg, not bin/python: the latter is a symlink whose time is the system Python's.
@@ -46,6 +47,34 @@ $(ASYNCAPI_SCHEMA):
 
 run: install
 	$(BIN)/clientflow run
+
+# A year of an agency (clientflow simulate) on a system left running for a look afterwards.
+DEMO_DIR ?= .clientflow
+DEMO_ARGS ?= --months 12 --seed 42 --leads-per-month 30
+demo: install
+	@mkdir -p $(DEMO_DIR)
+	@if [ -f $(DEMO_DIR)/demo.pid ] && kill -0 $$(cat $(DEMO_DIR)/demo.pid) 2>/dev/null; then \
+	  echo "the demo system is already running (pid $$(cat $(DEMO_DIR)/demo.pid))"; \
+	else \
+	  CLIENTFLOW_CLOCK=simulated CLIENTFLOW_DATA_DIR=$(DEMO_DIR) nohup $(BIN)/clientflow run >$(DEMO_DIR)/demo.log 2>&1 & \
+	  echo $$! >$(DEMO_DIR)/demo.pid; echo "starting the system (log $(DEMO_DIR)/demo.log)"; \
+	fi
+	@for i in $$(seq 1 360); do grep -q "Clientflow is up" $(DEMO_DIR)/demo.log && break; \
+	  kill -0 $$(cat $(DEMO_DIR)/demo.pid) 2>/dev/null || { tail -20 $(DEMO_DIR)/demo.log; exit 1; }; sleep 0.5; done
+	@grep -q "Clientflow is up" $(DEMO_DIR)/demo.log || { echo "not up after 3 minutes; see $(DEMO_DIR)/demo.log"; exit 1; }
+	CLIENTFLOW_DATA_DIR=$(DEMO_DIR) $(BIN)/clientflow simulate $(DEMO_ARGS) --bootstrap $$(sed -n 's/^broker: //p' $(DEMO_DIR)/demo.log | tail -1)
+	@echo; echo "The system keeps running (pid $$(cat $(DEMO_DIR)/demo.pid), log $(DEMO_DIR)/demo.log):"
+	@grep -E "^  (leads|nurture|billing|retention) " $(DEMO_DIR)/demo.log
+	@echo "  try: curl -s http://127.0.0.1:8004/economics; curl -s http://127.0.0.1:8001/funnel; curl -s 'http://127.0.0.1:8004/clients?tier=fire'"
+	@echo "  metrics for dashboards at /metrics on each; stop it with: make demo-stop (or kill $$(cat $(DEMO_DIR)/demo.pid))"
+
+demo-stop:
+	@if [ -f $(DEMO_DIR)/demo.pid ] && kill -0 $$(cat $(DEMO_DIR)/demo.pid) 2>/dev/null; then \
+	  kill $$(cat $(DEMO_DIR)/demo.pid); \
+	  for i in $$(seq 1 60); do kill -0 $$(cat $(DEMO_DIR)/demo.pid) 2>/dev/null || break; sleep 0.5; done; \
+	  echo "demo stopped"; \
+	else echo "no demo running"; fi
+	@rm -f $(DEMO_DIR)/demo.pid
 
 test: tools
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
