@@ -413,10 +413,17 @@ STAGE_ON_EVENT = {
 _FORWARD_ONLY = {"email.clicked", "email.replied", "feedback.received", "lead.sales_ready", "lead.qualified", "deal.proposed"}
 
 
-def next_stage(current: str, cause: str) -> str | None:
-    """The stage ``cause`` moves a lead to, or None when it does not move it."""
+def next_stage(
+    current: str, cause: str, *, occurred_at: datetime | None = None, entered_at: datetime | None = None
+) -> str | None:
+    """The stage ``cause`` moves a lead to, or None when it does not move it. ``occurred_at``
+    is when the event happened and ``entered_at`` when the lead entered ``current``."""
     target = STAGE_ON_EVENT.get(cause)
     if target is None or target == current:
+        return None
+    if current == "churned" and occurred_at is not None and entered_at is not None and occurred_at < entered_at:
+        # Topics are read independently, so a deposit that cleared before the client left can
+        # be applied after the cancellation: it does not bring the client back.
         return None
     if cause in _FORWARD_ONLY:
         if current == "churned" and cause == "deal.proposed":

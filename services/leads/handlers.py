@@ -548,13 +548,22 @@ async def set_stage(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, stage: str
     return lead
 
 
-async def apply_stage_event(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID | None, cause: str) -> None:
-    """An event from another service that may move a lead in the funnel."""
+async def apply_stage_event(
+    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID | None, cause: str, *, occurred_at: datetime | None = None
+) -> None:
+    """An event from another service that may move a lead in the funnel (not back out of a
+    stage entered after the event happened: events on different topics arrive in any order)."""
     lead = await _lead_for_event(tx, lead_id)
     if lead is None:
         return  # a person we never captured (or erased): nothing to move
     _log(tx, lead.id, cause)
-    target = domain.next_stage(lead.stage, cause)
+    entered_at = await tx.session.scalar(
+        select(StageChange.at)
+        .where(StageChange.lead_id == lead.id, StageChange.to_stage == lead.stage)
+        .order_by(StageChange.id.desc())
+        .limit(1)
+    )
+    target = domain.next_stage(lead.stage, cause, occurred_at=occurred_at, entered_at=entered_at)
     if target is not None:
         await move_stage(tx, lead, target, cause)
         _after(tx, ctx, lambda: None)

@@ -18,7 +18,7 @@ REPLY_TYPES = ("email.replied", "reply.received", "inbound.replied")
 
 def handlers_for(ctx: Context) -> dict[str, Handler]:
     async def moves_stage(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
-        await handlers.apply_stage_event(tx, ctx, event.lead_id, event.type)
+        await handlers.apply_stage_event(tx, ctx, event.lead_id, event.type, occurred_at=event.occurred_at)
 
     async def engaged(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
         detail = {k: v for k, v in payload.model_dump(mode="json").items() if k in ("url", "survey", "score", "complaint", "by")}

@@ -93,6 +93,15 @@ def test_stage_rules_move_forward_on_signals_and_backwards_on_churn() -> None:
     assert domain.next_stage("disqualified", "lead.qualified") == "consideration"
 
 
+def test_a_deposit_that_cleared_before_the_churn_does_not_bring_the_client_back() -> None:
+    # deposit.cleared (payments) and cancellation.completed (cancellations) arrive in any order
+    churned_at = NOW + timedelta(minutes=5)
+    assert domain.next_stage("churned", "deposit.cleared", occurred_at=NOW, entered_at=churned_at) is None
+    assert domain.next_stage("decision", "cancellation.completed", occurred_at=churned_at, entered_at=NOW) == "churned"
+    later = churned_at + timedelta(days=30)  # a client who came back and paid again
+    assert domain.next_stage("churned", "deposit.cleared", occurred_at=later, entered_at=churned_at) == "action"
+
+
 def test_funnel_counts_and_conversion() -> None:
     counts = domain.funnel_counts([("awareness", 0), ("decision", 3), ("churned", 4), ("disqualified", 0)])
     assert counts.total == 4 and counts.reached["decision"] == 2 and counts.reached["action"] == 1
