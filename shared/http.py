@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.db import IdempotencyKeyRow
 from shared.errors import DomainError
 from shared.metrics import PlumbingMetrics
+from shared.uow import REQUEST_TRANSACTION, RequestTransaction
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <CLIENTFLOW_API_KEY>")
@@ -149,18 +150,36 @@ class IdempotencyMiddleware:
             b"\n".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
 
-        existing = await self._claim(key_text, scope, digest)
+        existing = await self._answered(key_text)
         if existing is not None:
-            if existing.request_hash != digest:
-                return await _json(send, 409, "Idempotency-Key was already used with a different request")
-            if existing.state != "done":
-                return await _json(send, 409, "a request with this Idempotency-Key is still in progress")
-            headers = [(k.encode(), v.encode()) for k, v in (existing.response_headers or {}).items()]
-            headers.append((b"idempotent-replayed", b"true"))
-            await send({"type": "http.response.start", "status": existing.status_code, "headers": headers})
-            await send({"type": "http.response.body", "body": existing.response_body or b""})
-            return
+            return await self._repeat(send, existing, digest)
+        # The key is written in the request's own transaction, which every unit of work of the
+        # request joins and which commits with the answer: a process killed mid-request leaves
+        # no effect and no key behind (the retry runs for real), and effects never commit without
+        # their answer (the retry replays it). A concurrent retry waits on the key's row.
+        request = RequestTransaction(self.sessions, self.sessions())
+        try:
+            await request.session.begin()
+            request.session.add(
+                IdempotencyKeyRow(
+                    key=key_text, method=scope["method"], path=scope["path"], request_hash=digest,
+                    state="in_progress", created_at=self.clock.now(),
+                )
+            )
+            try:
+                await request.session.flush()
+            except IntegrityError:
+                await request.session.rollback()
+                existing = await self._answered(key_text)
+                if existing is None:
+                    return await _json(send, 409, "a request with this Idempotency-Key is still in progress")
+                return await self._repeat(send, existing, digest)
+            await self._run(scope, body, send, key_text, request)
+        finally:
+            request.active = False
+            await request.session.close()
 
+    async def _run(self, scope: Scope, body: bytes, send: Send, key_text: str, request: RequestTransaction) -> None:
         status = 500
         headers_out: dict[str, str] = {}
         chunks: list[bytes] = []
@@ -177,52 +196,51 @@ class IdempotencyMiddleware:
             # must find the key done, not still in progress.
             held.append(message)
 
+        token = REQUEST_TRANSACTION.set(request)
         try:
             await self.app(scope, _replay(body), capture)
         finally:
-            async with self.sessions() as session, session.begin():
-                if status >= 500 or status in _NOT_KEPT:
-                    await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key_text))
-                else:
-                    await session.execute(
-                        update(IdempotencyKeyRow)
-                        .where(IdempotencyKeyRow.key == key_text)
-                        .values(
-                            state="done",
-                            status_code=status,
-                            response_body=b"".join(chunks),
-                            response_headers={k: v for k, v in headers_out.items() if k != "content-length"}
-                            | {"content-length": str(sum(map(len, chunks)))},
-                        )
+            REQUEST_TRANSACTION.reset(token)
+            request.active = False
+            if status >= 500 or status in _NOT_KEPT:
+                await request.session.rollback()
+            else:
+                await request.session.execute(
+                    update(IdempotencyKeyRow)
+                    .where(IdempotencyKeyRow.key == key_text)
+                    .values(
+                        state="done",
+                        status_code=status,
+                        response_body=b"".join(chunks),
+                        response_headers={k: v for k, v in headers_out.items() if k != "content-length"}
+                        | {"content-length": str(sum(map(len, chunks)))},
                     )
+                )
+                await request.session.commit()
+        if status < 500 and status not in _NOT_KEPT:
+            for callback in request.after_commit:
+                callback()
         for message in held:
             await send(message)
 
-    async def _claim(self, key: str, scope: Scope, digest: str) -> IdempotencyKeyRow | None:
-        """Insert the key as in progress; returns the earlier row when the key is taken."""
-        now = self.clock.now()
-        async with self.sessions() as session:
-            try:
-                async with session.begin():
-                    stale = await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
-                    if stale is not None and now - stale.created_at > self.ttl:
-                        await session.delete(stale)
-                        stale = None
-                    if stale is not None:
-                        return stale
-                    session.add(
-                        IdempotencyKeyRow(
-                            key=key,
-                            method=scope["method"],
-                            path=scope["path"],
-                            request_hash=digest,
-                            state="in_progress",
-                            created_at=now,
-                        )
-                    )
+    async def _answered(self, key: str) -> IdempotencyKeyRow | None:
+        """The stored answer to ``key`` (forgotten once older than the TTL), or None."""
+        async with self.sessions() as session, session.begin():
+            row = await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
+            if row is not None and self.clock.now() - row.created_at > self.ttl:
+                await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
                 return None
-            except IntegrityError:
-                return await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
+            return row
+
+    async def _repeat(self, send: Send, existing: IdempotencyKeyRow, digest: str) -> None:
+        if existing.request_hash != digest:
+            return await _json(send, 409, "Idempotency-Key was already used with a different request")
+        if existing.state != "done":
+            return await _json(send, 409, "a request with this Idempotency-Key is still in progress")
+        headers = [(k.encode(), v.encode()) for k, v in (existing.response_headers or {}).items()]
+        headers.append((b"idempotent-replayed", b"true"))
+        await send({"type": "http.response.start", "status": existing.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": existing.response_body or b""})
 
 
 _ERRORS = {

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
 from shared.clock import Clock
 from shared.db import InboxRow, OutboxRow
@@ -86,6 +88,22 @@ class UnitOfWork:
         self.session.add(InboxRow(event_id=event.event_id, event_type=event.type, applied_at=self.clock.now()))
 
 
+@dataclass
+class RequestTransaction:
+    """An HTTP write's own transaction, opened by the Idempotency-Key middleware: every unit of
+    work in the request joins it (as a savepoint), and it commits once, together with the
+    request's stored answer. So a process killed mid-request leaves neither its effects nor its
+    key behind, and a request whose effects committed always has its answer to replay."""
+
+    sessions: async_sessionmaker
+    session: AsyncSession
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    active: bool = True
+
+
+REQUEST_TRANSACTION: ContextVar[RequestTransaction | None] = ContextVar("request_transaction", default=None)
+
+
 class UnitOfWorkFactory:
     """``async with uow() as tx:`` opens a transaction; a clean exit commits and wakes the relay."""
 
@@ -105,10 +123,18 @@ class _Scope:
         self.factory = factory
         self.cause = cause
         self.tx: UnitOfWork | None = None
+        self.request: RequestTransaction | None = None
+        self.savepoint: AsyncSessionTransaction | None = None
 
     async def __aenter__(self) -> UnitOfWork:
-        session = self.factory.sessions()
-        await session.begin()
+        request = REQUEST_TRANSACTION.get()
+        if request is not None and request.active and request.sessions is self.factory.sessions:
+            self.request = request
+            self.savepoint = await request.session.begin_nested()
+            session = request.session
+        else:
+            session = self.factory.sessions()
+            await session.begin()
         self.tx = UnitOfWork(session, producer=self.factory.producer, clock=self.factory.clock, cause=self.cause)
         return self.tx
 
@@ -116,6 +142,9 @@ class _Scope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self.tx is not None
+        if self.request is not None:
+            await self._exit_request(exc_type)
+            return
         session = self.tx.session
         try:
             if exc_type is None:
@@ -130,3 +159,18 @@ class _Scope:
             if self.tx.emitted:
                 for callback in self.factory.after_commit:
                     callback()
+
+    async def _exit_request(self, exc_type: type[BaseException] | None) -> None:
+        """Inside an HTTP write: release or roll back the savepoint; the callbacks wait for the
+        request's commit."""
+        assert self.tx is not None and self.request is not None and self.savepoint is not None
+        if exc_type is not None:
+            await self.savepoint.rollback()
+            return
+        try:
+            await self.savepoint.commit()
+        except BaseException:
+            await self.savepoint.rollback()
+            raise
+        callbacks = [*self.tx._after_commit, *(self.factory.after_commit if self.tx.emitted else ())]
+        self.request.after_commit.extend(c for c in callbacks if c not in self.request.after_commit)

@@ -1,0 +1,93 @@
+"""An HTTP write cut off mid-request (its process killed) must leave neither its effects nor
+its Idempotency-Key behind: the client's retry then runs for real, and the effect exists once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from shared.clock import make_clock
+from shared.db import IdempotencyKeyRow, PlumbingBase, StateRow, create_engine
+from shared.http import IdempotencyMiddleware
+from shared.uow import UnitOfWorkFactory
+
+
+async def _app(tmp_path):  # noqa: ANN001, ANN202
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'idem.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(PlumbingBase.metadata.create_all)
+    clock = make_clock("system")
+    uow = UnitOfWorkFactory(engine, producer="test", clock=clock)
+    reached, release = asyncio.Event(), asyncio.Event()
+    app = FastAPI()
+
+    @app.post("/things")
+    async def make_thing() -> dict[str, str]:
+        # Two transactions, as some use cases have; the process dies between them.
+        async with uow() as tx:
+            tx.session.add(StateRow(name=f"thing-{uuid.uuid4()}", value="x"))
+        reached.set()
+        await release.wait()
+        async with uow() as tx:
+            tx.session.add(StateRow(name=f"other-{uuid.uuid4()}", value="y"))
+        return {"made": "yes"}
+
+    app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+    return app, engine, reached, release
+
+
+async def _count(engine, model) -> int:  # noqa: ANN001
+    async with engine.connect() as connection:
+        return await connection.scalar(select(func.count()).select_from(model))
+
+
+async def test_a_request_cut_off_mid_way_leaves_nothing_and_its_retry_applies_once(tmp_path) -> None:
+    app, engine, reached, release = await _app(tmp_path)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        cut = asyncio.create_task(client.post("/things", headers={"Idempotency-Key": "k-1"}))
+        await asyncio.wait_for(reached.wait(), 5)
+        cut.cancel()  # the process goes away after its first transaction
+        try:
+            await cut
+        except (asyncio.CancelledError, httpx.HTTPError):
+            pass
+        assert await _count(engine, StateRow) == 0  # no effect without its answer
+        assert await _count(engine, IdempotencyKeyRow) == 0  # and no key stuck "in progress"
+
+        release.set()
+        retried = await client.post("/things", headers={"Idempotency-Key": "k-1"})
+        assert retried.status_code == 200, retried.text
+        again = await client.post("/things", headers={"Idempotency-Key": "k-1"})
+        assert again.headers.get("idempotent-replayed") == "true"
+    assert await _count(engine, StateRow) == 2  # one request's two effects, once
+    await engine.dispose()
+
+
+async def test_a_failing_request_keeps_nothing(tmp_path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'idem.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(PlumbingBase.metadata.create_all)
+    clock = make_clock("system")
+    uow = UnitOfWorkFactory(engine, producer="test", clock=clock)
+    app = FastAPI()
+
+    @app.post("/boom")
+    async def boom() -> None:
+        async with uow() as tx:
+            tx.session.add(StateRow(name="half-done", value="x"))
+        raise RuntimeError("a bug after the first transaction")
+
+    app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/boom", headers={"Idempotency-Key": "k-2"})
+    assert response.status_code == 500
+    assert await _count(engine, StateRow) == 0
+    assert await _count(engine, IdempotencyKeyRow) == 0
+    await engine.dispose()
