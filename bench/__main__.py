@@ -36,7 +36,7 @@ class Config:
         self.quick = quick
         self.events = events or (150 if quick else 800)
         self.growth = growth
-        self.loads = loads or ([20.0, 50.0] if quick else [25.0, 50.0, 100.0, 300.0, 1000.0])
+        self.loads = loads or ([10.0, 30.0] if quick else [10.0, 25.0, 50.0, 100.0, 300.0, 1000.0])
         self.step_s = step_s or (4.0 if quick else 10.0)
         self.payments = payments or (20 if quick else 200)
         self.payment_rate = 10.0 if quick else 20.0
@@ -122,6 +122,7 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
             progress.update(task, description=f"[{label}] preparing {cfg.payments} deposit invoices", total=cfg.payments)
             invoices = await measure.prepare_invoices(http, procs["leads"], procs["billing"], cfg.payments,
                                                       progress=lambda n, t=task: progress.advance(t, n))
+            await settle(procs)
             pay_task = progress.add_task(f"[{label}] POST /payments at {cfg.payment_rate:.0f}/s", total=len(invoices))
             out["payments"].append(await measure.payment_step(
                 http, procs["billing"], watcher, invoices, rate=cfg.payment_rate, drain_s=cfg.drain_s,
@@ -132,6 +133,7 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
                     # Saturated already: a higher load only queues more (and would spill into the next round).
                     out["skipped_loads"].append(rate)
                     continue
+                await settle(procs)
                 total = int(rate * cfg.step_s)
                 step_task = progress.add_task(f"[{label}] POST /leads at {rate:.0f}/s", total=total)
                 step = await measure.lead_step(http, procs["leads"], watcher, rate=rate, seconds=cfg.step_s,
@@ -150,6 +152,13 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
     held = [s["offered_per_s"] for s in out["leads"] if s["held"]]
     out["highest_held_per_s"] = max(held) if held else 0
     return out
+
+
+async def settle(procs: dict[str, Service]) -> None:
+    """Let every service finish what the previous step caused (e-mails queued for it, events
+    still to apply), so a step measures its own load, not the tail of the one before."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(*(measure.quiesce(client, proc) for proc in procs.values()))
 
 
 def _machine() -> dict:

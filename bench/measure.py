@@ -212,17 +212,19 @@ async def _until(client: httpx.AsyncClient, service: Service, count: int, progre
 
 
 async def quiesce(client: httpx.AsyncClient, service: Service, timeout: float = 300) -> None:
-    """Wait until the service has published everything its history caused (outbox empty and
-    nothing published for a second), so the measured events do not compete with that work."""
+    """Wait until the service is idle: its outbox empty and nothing consumed or published for a
+    second, so what is measured next does not compete with work left from before."""
+
+    def total(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
     deadline = time.monotonic() + timeout
-    last, still = -1.0, 0
+    last, still = (-1.0, -1.0), 0
     while time.monotonic() < deadline and still < 4:
         text = await metrics_text(client, service)
-        backlog_rows = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("clientflow_outbox_backlog{"))
-        published = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-                        if l.startswith("clientflow_events_published_total{"))
-        still = still + 1 if backlog_rows == 0 and published == last else 0
-        last = published
+        now = (total(text, "clientflow_events_published_total"), total(text, "clientflow_events_consumed_total"))
+        still = still + 1 if total(text, "clientflow_outbox_backlog") == 0 and now == last else 0
+        last = now
         await asyncio.sleep(0.25)
 
 
