@@ -142,3 +142,49 @@ def test_the_consumer_fetch_wait_is_a_setting_the_embedded_run_shortens(monkeypa
     runtime = create_app(settings).state.runtime
     batch = [s for s in runtime.broker.subscribers if type(s).__name__ == "BatchSubscriber"]
     assert [s._connection_args["fetch_max_wait_ms"] for s in batch] == [20]
+
+
+async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figures(tmp_path) -> None:
+    import uuid
+    from datetime import datetime, timedelta, timezone
+    from decimal import Decimal
+
+    from prometheus_client import CollectorRegistry
+    from sqlalchemy import event
+
+    from services.billing import handlers, reports
+    from services.billing.context import Billing
+    from services.billing.metrics import BillingMetrics
+    from services.billing.settings import Settings
+    from services.billing.store import Base, Invoice
+    from shared import events as ev
+    from shared.clock import SimulatedClock
+    from shared.db import PlumbingBase, create_engine
+    from shared.uow import UnitOfWorkFactory
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PlumbingBase.metadata.create_all)
+        await conn.run_sync(Base.metadata.create_all)
+    clock = SimulatedClock(datetime(2026, 6, 1, tzinfo=timezone.utc))
+    uow = UnitOfWorkFactory(engine, producer="billing", clock=clock)
+    ctx = Billing(settings=Settings(), metrics=BillingMetrics(CollectorRegistry()))
+    for amount, days in (("100", 7), ("250", 7), ("40", 7)):
+        async with uow() as tx:
+            await handlers.issue_invoice(tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
+                                         lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(amount))],
+                                         due_in_days=days)
+    clock.advance_to(clock.now() + timedelta(days=10))  # all three are overdue now
+    loaded: list[object] = []
+
+    @event.listens_for(Invoice, "load")
+    def _loaded(target, _context) -> None:  # noqa: ANN001
+        loaded.append(target)
+
+    async with uow() as tx:
+        figures = await reports.summary(tx, ctx)
+    event.remove(Invoice, "load", _loaded)
+    assert figures["receivables"] == {"EUR": Decimal("390.00")}
+    assert figures["invoices_overdue"] == 3
+    assert loaded == []  # no Invoice object materialised for a gauge
+    await engine.dispose()
