@@ -186,7 +186,7 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
-            for scale in (1, cfg.growth):
+            for scale in sorted({1, max(1, cfg.growth)}):
                 label = f"{scale}x"
                 result["rounds"][label] = await run_round(cfg, label, scale, databases, workdir, progress)
                 report.write_json(result, out, name="bench.partial.json")  # kept if a later round fails
