@@ -167,7 +167,8 @@ class Agency:
             for action in self._journey(prospect, days=days, price_day=price_day, starts=starts, expected=expected):
                 actions.append(action)
                 if action.kind == "refer":
-                    referred = self._prospect(len(prospects), action.day, "referral", True,
+                    # The referred person becomes a lead once leads has read referral.made: next day.
+                    referred = self._prospect(len(prospects), action.day + 1, "referral", True,
                                               random.Random(f"referral:{self.seed}:{prospect.no}:{action.day}"))
                     referred.referred_by = prospect.no
                     prospects.append(referred)
@@ -765,7 +766,9 @@ class Driver:
         r = await self.call("retention", "POST", f"/clients/{person.lead_id}/cancellation", key,
                             json={"reason": action.get("reason"), "comment": "planned by the simulation"})
         if r.status_code not in (200, 201):
-            return False  # e.g. the subscription already ended through dunning
+            # e.g. the subscription already ended through dunning, or is still pending its deposit
+            self.problems.append(f"cancellation of prospect {action.who} refused: {r.status_code} {r.text[:160]}")
+            return False
         cancellation = r.json()
         reason = action.get("reason")
         if action.get("accept") and cancellation["offer"]["kind"] != "none":
@@ -836,8 +839,8 @@ class Driver:
                 return
             await asyncio.sleep(0.5)
 
-    async def economics(self, channel: str | None = None) -> dict[str, Any]:
-        params = {"from": self.plan.start.isoformat(), "to": self.now.isoformat(), "currency": CURRENCY}
+    async def economics(self, channel: str | None = None, *, since: date | None = None) -> dict[str, Any]:
+        params = {"from": (since or self.plan.start).isoformat(), "to": self.now.isoformat(), "currency": CURRENCY}
         if channel:
             params["channel"] = channel
         r = await self.call("retention", "GET", "/economics", params=params)
@@ -959,6 +962,13 @@ async def simulate(
         per_channel = [(name, await driver.economics(name)) for name in channels]
         console.print(economics_table([("all", overall), *per_channel],
                                       f"Economics {plan.start} to {driver.now:%Y-%m-%d} ({CURRENCY}, retention GET /economics)"))
+        if months >= 2:
+            # The whole run starts with no clients, so churn, LTV, NRR and GRR need a later start:
+            # the second half, when there are clients to lose.
+            since = _add_months(plan.start, months // 2)
+            half = [(name, await driver.economics(name, since=since)) for name in [None, *channels]]
+            console.print(economics_table([(name or "all", e) for name, e in half],
+                                          f"Economics {since} to {driver.now:%Y-%m-%d} (the second half)"))
         console.print(
             f"MRR movements: {json.dumps(overall['mrr_movements'])}; clients at end {overall['clients_at_end']}, "
             f"active subscriptions {overall['active_subscriptions']}, paused {overall['paused_subscriptions']}, "

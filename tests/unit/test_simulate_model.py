@@ -52,9 +52,9 @@ def test_a_year_has_the_whole_lifecycle() -> None:
             assert kinds_of_one.index("propose") < kinds_of_one.index("win")
         if "pay_deposit" in kinds_of_one:
             assert kinds_of_one.index("win") < kinds_of_one.index("pay_deposit")
-    # Every referral names the person it brings, who then arrives the same day.
+    # Every referral names the person it brings, who is a lead the next day.
     for action in (a for a in year.actions if a.kind == "refer"):
-        assert any(a.kind == "referred" and a.who == action.get("referred") and a.day == action.day
+        assert any(a.kind == "referred" and a.who == action.get("referred") and a.day == action.day + 1
                    for a in year.actions)
     # The price increase: about 15 % of the clients running then leave for it at once.
     price = [a for a in year.actions if a.kind == "cancel" and a.get("reason") == "price"]
