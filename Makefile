@@ -77,7 +77,7 @@ demo-stop:
 	@rm -f $(DEMO_DIR)/demo.pid
 
 test: tools
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not full_only" $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
