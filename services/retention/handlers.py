@@ -824,6 +824,7 @@ async def cancel_subscription(
             _move(tx, sub, kind="contraction", amount=lost, at=effective_at)
         else:
             _move(tx, sub, kind="churn", amount=lost, at=effective_at, logo=-1)
+            await _ended_without_the_flow(tx, sub, reason=reason, effective_at=effective_at)
     sub.status = "cancelled"
     sub.cancelled_at = effective_at
     sub.cancel_reason = reason
@@ -833,6 +834,44 @@ async def cancel_subscription(
         client.first_subscribed_at = sub.started_at or effective_at
     await _summarise(tx, client)
     await _changed(tx, ctx, client)
+
+
+async def _ended_without_the_flow(
+    tx: UnitOfWork, sub: Subscription, *, reason: str | None, effective_at: datetime
+) -> None:
+    """The client's last subscription ended without a cancellation the client completed here
+    (billing's dunning gave up on an unpaid invoice): the client is gone all the same, so it
+    is recorded and announced as a completed cancellation (``cancellation.completed``), which
+    moves the lead to `churned` like any other leaver; billing has nothing left to end. Its id
+    derives from the subscription, so a replay rebuilds the same record."""
+    started = sub.started_at or effective_at
+    completed = await tx.session.scalar(
+        select(Cancellation.id)
+        .where(
+            Cancellation.lead_id == sub.lead_id,
+            Cancellation.status == "completed",
+            (Cancellation.subscription_id == sub.id)
+            | (Cancellation.subscription_id.is_(None) & (Cancellation.decided_at >= started)),
+        )
+        .limit(1)
+    )
+    if completed is not None:
+        return
+    why = (reason or "ended")[:40]
+    cancellation_id = uuid.uuid5(sub.id, "ended-without-the-flow")
+    if await tx.session.get(Cancellation, cancellation_id) is None:
+        tx.session.add(
+            Cancellation(
+                id=cancellation_id, lead_id=sub.lead_id, subscription_id=sub.id, reason=why, comment=None,
+                offer=ev.SaveOffer(kind="none", description="ended by billing").model_dump(mode="json"),
+                status="completed", created_at=effective_at, decided_at=effective_at,
+            )
+        )
+    tx.emit(
+        "cancellation.completed",
+        ev.CancellationCompleted(cancellation_id=cancellation_id, subscription_id=sub.id, reason=why, effective_at=effective_at),
+        lead_id=sub.lead_id,
+    )
 
 
 async def schedule_price_change(
