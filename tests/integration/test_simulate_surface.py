@@ -43,6 +43,9 @@ async def test_ready_says_which_clock_and_its_now(kafka_bootstrap: str, database
 
         clock = await eventually(caught_up)
         assert clock["kind"] == "simulated"
+        # /health/live says the same without checking the database and broker (cheap to poll).
+        live = as_json(await leads.client.get("/health/live"))["clock"]
+        assert live["kind"] == "simulated" and datetime.fromisoformat(live["now"]) >= moment
 
 
 async def test_messages_show_text_and_links_only_with_the_api_key(
