@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import TypeAdapter, ValidationError
 
 from services.retention import handlers
 from services.retention.handlers import Context
@@ -31,7 +32,10 @@ from services.retention.schemas import (
 )
 from services.retention.store import Cancellation, Client, Referral, TierReview
 from shared.http import api_key_guard
+from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
+
+_CURRENCY = TypeAdapter(CurrencyCode)
 
 
 def _money(totals: dict[str, Decimal]) -> list[MoneyOut]:
@@ -249,6 +253,12 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         now = runtime.clock.now()
         end = _moment(to, name="to") or now
         start = _moment(from_, name="from") or end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if currency is not None:
+            # Checked here: an unknown code would only fail when the answer is built (a 500).
+            try:
+                currency = _CURRENCY.validate_python(currency)
+            except ValidationError as exc:
+                raise HTTPException(422, f"currency: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         async with uow() as tx:
             figures = await handlers.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
             snap = await handlers.snapshot(tx)

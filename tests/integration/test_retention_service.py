@@ -277,6 +277,14 @@ async def test_paused_subscription_leaves_mrr_and_cancelled_one_counts_as_churn(
     assert body["mrr_movements"]["pause"] == "1500"
 
 
+async def test_economics_refuses_an_unknown_currency(retention) -> None:
+    """Found by the HTTP fuzzer: an unknown code failed only when the answer was built (500)."""
+    response = await retention.client.get("/economics", params={"currency": "000"})
+    assert response.status_code == 422
+    assert "unknown currency '000'" in response.json()["detail"]
+    assert (await retention.client.get("/economics", params={"currency": "nok"})).status_code == 200
+
+
 async def _metric(retention, line: str) -> bool:
     return line in (await retention.client.get("/metrics")).text
 
