@@ -139,6 +139,21 @@ class Agency:
         return [self.day_of(_add_months(self.start, m)) for m in range(self.months + 1)]
 
     def plan(self) -> Plan:
+        """Two passes: the first finds the retainer clients running when the price increase is
+        announced; of those, about 15 % leave at once and 20 % hesitate (pay late), chosen by
+        the seed; the second pass is the plan with those reactions."""
+        first = self._plan(leave=frozenset(), hesitate=frozenset())
+        if first.price_day is None:
+            return first
+        running = sorted({a.who for a in first.actions if a.kind in ("hours", "pay_open") and a.day > first.price_day}
+                         & {a.who for a in first.actions if a.kind == "pay_deposit" and a.day < first.price_day})
+        rng = random.Random(f"price:{self.seed}")
+        rng.shuffle(running)
+        leave = round(len(running) * 0.15)
+        hesitate = round(len(running) * 0.20)
+        return self._plan(leave=frozenset(running[:leave]), hesitate=frozenset(running[leave:leave + hesitate]))
+
+    def _plan(self, *, leave: frozenset[int], hesitate: frozenset[int]) -> Plan:
         rng = random.Random(f"agency:{self.seed}")
         starts = self.month_starts()
         days = starts[-1]
@@ -164,7 +179,9 @@ class Agency:
         queue = sorted(prospects, key=lambda p: (p.day, p.no))
         while queue:
             prospect = queue.pop(0)
-            for action in self._journey(prospect, days=days, price_day=price_day, starts=starts, expected=expected):
+            reaction = "leave" if prospect.no in leave else "hesitate" if prospect.no in hesitate else None
+            for action in self._journey(prospect, days=days, price_day=price_day, starts=starts, expected=expected,
+                                        reaction=reaction):
                 actions.append(action)
                 if action.kind == "refer":
                     # The referred person becomes a lead once leads has read referral.made: next day.
@@ -226,7 +243,7 @@ class Agency:
         return Prospect(no, day, channel, ideal, lead, engagement=rng.uniform(0.4, 0.9) if ideal else rng.uniform(0.05, 0.5))
 
     def _journey(self, p: Prospect, *, days: int, price_day: int | None, starts: list[int],
-                 expected: Counter) -> list[Action]:
+                 expected: Counter, reaction: str | None = None) -> list[Action]:
         """Everything this person will do, decided by their own generator (order-independent)."""
         rng = random.Random(f"journey:{self.seed}:{p.no}")
         out: list[Action] = []
@@ -282,10 +299,10 @@ class Agency:
                 at(done + rng.randrange(5, 20), "feedback", score=rng.randrange(6, 11))
             return out
         return out + self._retainer(p, rng, started=day, days=days, price_day=price_day, starts=starts,
-                                    expected=expected, included=int(deal["hours"]))
+                                    expected=expected, included=int(deal["hours"]), reaction=reaction)
 
     def _retainer(self, p: Prospect, rng: random.Random, *, started: int, days: int, price_day: int | None,
-                  starts: list[int], expected: Counter, included: int) -> list[Action]:
+                  starts: list[int], expected: Counter, included: int, reaction: str | None) -> list[Action]:
         out: list[Action] = []
 
         def at(day: int, kind: str, **data: Any) -> None:
@@ -295,8 +312,7 @@ class Agency:
         monthly_churn = 0.03 if p.ideal else 0.08
         heavy = rng.random() < 0.3  # uses more hours than included
         card = rng.random() < 0.7
-        price_response = rng.random()  # < 0.15 leaves at once; < 0.35 hesitates (pays late)
-        leaves_at_price = price_day is not None and price_day > started and price_response < 0.15
+        leaves_at_price = price_day is not None and price_day > started and reaction == "leave"
         effective = next((s for s in starts if price_day is not None and s > price_day), None)
         at(started + rng.randrange(20, 40), "feedback", score=rng.randrange(3, 11) if not p.ideal else rng.randrange(6, 11))
         ended = False
@@ -312,7 +328,7 @@ class Agency:
             if rng.random() < (0.15 if not p.ideal else 0.08):
                 at(first + rng.randrange(3, 25), "change_request", hours=str(rng.randrange(2, 12)),
                    approve=rng.random() < 0.6)
-            hesitant = effective is not None and first == effective and 0.15 <= price_response < 0.35
+            hesitant = effective is not None and first == effective and reaction == "hesitate"
             late = hesitant or rng.random() < (0.1 if p.ideal else 0.3)
             pay_day = first + (rng.randrange(12, 24) if late else rng.randrange(1, 6))
             if card and rng.random() < (0.06 if p.ideal else 0.15):
@@ -329,7 +345,7 @@ class Agency:
                 at(first + rng.randrange(5, 25), "refer")
             if rng.random() < monthly_churn:
                 at(first + rng.randrange(5, 25), "cancel",
-                   reason=rng.choice(("budget", "not_using", "switching_agency", "in_house")),
+                   reason=rng.choice(("budget_cut", "not_using", "poor_results", "switching_provider")),
                    accept=rng.random() < 0.35)
                 ended = True
                 break

@@ -56,9 +56,15 @@ def test_a_year_has_the_whole_lifecycle() -> None:
     for action in (a for a in year.actions if a.kind == "refer"):
         assert any(a.kind == "referred" and a.who == action.get("referred") and a.day == action.day + 1
                    for a in year.actions)
-    # The price increase: about 15 % of the clients running then leave for it at once.
+    # The price increase: about 15 % of the clients running then leave for it at once, about
+    # 20 % pay their first invoice at the new price late.
+    running = {a.who for a in year.actions if a.kind == "pay_deposit" and a.day < year.price_day} & {
+        a.who for a in year.actions if a.kind in ("hours", "pay_open", "cancel") and a.day > year.price_day}
     price = [a for a in year.actions if a.kind == "cancel" and a.get("reason") == "price"]
-    assert price and all(year.price_day < a.day <= year.price_day + 5 for a in price)
+    assert all(year.price_day < a.day <= year.price_day + 5 for a in price)
+    assert 0.10 <= len(price) / len(running) <= 0.20, (len(price), len(running))
+    hesitant = {a.who for a in year.actions if a.kind == "pay_open" and a.get("hesitant")}
+    assert 0.15 <= len(hesitant) / len(running) <= 0.25, (len(hesitant), len(running))
     # Nobody who confirmed leaving keeps logging hours or asking for changes afterwards.
     for action in (a for a in year.actions if a.kind == "cancel" and not a.get("accept")):
         later = [a.kind for a in year.actions if a.who == action.who and a.day > action.day]
