@@ -397,7 +397,8 @@ async def inject_everywhere(
         assert answer["comment"] == payload
         await write("billing", "POST", "/time-entries", {"subscription_id": subscription, "hours": "0.5", "description": payload})
         paid = (await write("billing", "POST", "/payments",
-                            {"invoice_id": invoice, "amount": "0.01", "currency": "EUR", "reference": payload}))
+                            {"invoice_id": invoice, "amount": "0.01", "currency": "EUR", "method": "bank_transfer",
+                             "reference": payload}))
         assert paid.json()["reference"] == payload
     async with stores.engines["billing"].connect() as conn:
         descriptions = set((await conn.execute(text("SELECT description FROM time_entries"))).scalars())
@@ -406,8 +407,12 @@ async def inject_everywhere(
         f"{sum(statuses.values())} writes, {dict(statuses)}, stored verbatim, changed: no"
     )
 
-    cancellation = (await write("retention", "POST", f"/clients/{lead}/cancellation",
-                                {"reason": "other", "comment": INJECTIONS[0] + " " + INJECTIONS[3]})).json()
+    async def cancel() -> httpx.Response | None:
+        response = await http.post(f"{url['retention']}/clients/{lead}/cancellation",
+                                   json={"reason": "other", "comment": INJECTIONS[0] + " " + INJECTIONS[3]})
+        return response if response.status_code == 201 else None  # 409 until retention has the subscription
+
+    cancellation = (await poll(cancel, what="a cancellation request")).json()
     stored = (await http.get(f"{url['retention']}/cancellations/{cancellation['cancellation_id']}")).json()
     assert stored["comment"] == INJECTIONS[0] + " " + INJECTIONS[3]
     outcome["injection in a cancellation comment"] = "stored verbatim, changed: no"
