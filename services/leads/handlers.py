@@ -45,6 +45,8 @@ from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 ERASED = "[erased]"
+# Timeline detail an erasure drops: free text, and names (who signed, a title, a campaign).
+ERASED_DETAIL = frozenset({"notes", "evidence", "note", "comment", "reason", "signed_by", "title", "campaign", "description"})
 
 
 @dataclass
@@ -977,9 +979,10 @@ async def erase_lead(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Lead:
         update(Touch).where(Touch.lead_id == lead.id).values(contact_name=None, contact_email=None, utm=None, campaign=None)
     )
     await tx.session.execute(update(Deal).where(Deal.lead_id == lead.id, Deal.signed_by.is_not(None)).values(signed_by=ERASED))
-    # Free text in the timeline may name the person: keep what happened, drop what was said.
+    # Free text in the timeline may name the person (who signed, a deal's title, a campaign
+    # named after them): keep what happened, drop what was said.
     for entry in await activity(tx, lead.id):
-        entry.detail = {k: v for k, v in (entry.detail or {}).items() if k not in ("notes", "evidence", "note", "comment", "reason")}
+        entry.detail = {k: v for k, v in (entry.detail or {}).items() if k not in ERASED_DETAIL}
     tx.session.add(Activity(lead_id=lead.id, type="lead.erased", at=now, detail={}))
     await forget_person(tx, lead.id)
     tx.emit("lead.erased", ev.LeadErased(requested_at=now), lead_id=lead.id)

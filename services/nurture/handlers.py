@@ -339,6 +339,8 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> list[uuid.UUID]:
     )
     await tx.session.execute(update(Feedback).where(Feedback.lead_id == lead_id).values(comment=None))
     await tx.session.execute(update(Task).where(Task.lead_id == lead_id).values(detail=None))
+    for task in await tx.session.scalars(select(Task).where(Task.lead_id == lead_id)):
+        task.title = f"{task.kind} (the person was erased)"  # titles name the person
     await forget_person(tx, lead_id)
     return list(await tx.session.scalars(select(Message.message_id).where(Message.lead_id == lead_id)))
 

@@ -1,0 +1,248 @@
+"""Scenario 7: erasure. One person goes through the whole lifecycle (captured with distinctive
+personal data, e-mailed, a retainer won and its deposit paid, feedback with a comment, a
+cancellation with a comment), then is erased (DELETE /leads/{lead_id}). Once ``lead.erased`` has
+been applied everywhere, nothing of the person is left in any table of the four databases
+(every column, outbox and idempotency answers included), in the sent mail store or in any
+service's log; the amounts (invoices, payments, revenue) remain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import MetaData, func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.reliability.cluster import SERVICES, Cluster
+from tests.reliability.lifecycle import Client, Driver
+from tests.support import API_KEY
+
+pytestmark = pytest.mark.reliability
+
+
+def person() -> dict[str, str]:
+    """Personal data no other test writes (and that no template or fixture contains)."""
+    tag = uuid.uuid4().hex[:6]
+    return {
+        "name": f"Zebediah Quillfeather{tag}",
+        "first": "Zebediah",
+        "email": f"zeb.quill{tag}@quillworks-{tag}.example",
+        "company": f"Quillworks Foundry {tag}",
+        "phone": "+44 7700 900461",
+        "job": f"Chief Quill Officer {tag}",
+        "tag": tag,
+    }
+
+
+def needles(p: dict[str, str]) -> dict[str, str]:
+    """What must not be found anywhere, by what it is (lowercase; the search ignores case)."""
+    return {
+        "name": p["name"].lower(),
+        "first name": p["first"].lower(),
+        "surname": "quillfeather",
+        "email": p["email"].lower(),
+        "email domain": p["email"].split("@")[1].lower(),
+        "company": "quillworks foundry",
+        "phone": "7700 900461",
+        "phone digits": "7700900461",
+        "job title": "chief quill officer",
+    }
+
+
+async def until(check, *, timeout: float, interval: float = 0.3):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+async def dump_database(url: str) -> list[tuple[str, str, str]]:
+    """Every value of every column of every table, as text: (table, column, value)."""
+    engine = create_async_engine(url)
+    found: list[tuple[str, str, str]] = []
+    try:
+        async with engine.connect() as connection:
+            metadata = MetaData()
+            await connection.run_sync(metadata.reflect)
+            for table in metadata.sorted_tables:
+                for row in await connection.execute(select(table)):
+                    for column, value in zip(table.columns.keys(), row, strict=True):
+                        if value is not None:
+                            found.append((table.name, column, _text(value)))
+    finally:
+        await engine.dispose()
+    return found
+
+
+async def applied(url: str, event_type: str) -> int:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            metadata = MetaData()
+            await connection.run_sync(metadata.reflect, only=["inbox"])
+            inbox = metadata.tables["inbox"]
+            return int(await connection.scalar(select(func.count()).where(inbox.c.event_type == event_type)))
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class Scan:
+    found: list[str] = field(default_factory=list)
+    values: int = 0
+    mail_files: int = 0
+    log_files: int = 0
+
+
+async def scan(cluster: Cluster, workdir: Path, wanted: dict[str, str]) -> Scan:
+    """Where the person's data is: every database value, every mail file, every log line."""
+    result = Scan()
+    for service in SERVICES:
+        for table, column, value in await dump_database(cluster.database_urls[service]):
+            result.values += 1
+            result.found += [f"{service}.{table}.{column}: {what}" for what in leaks(value, wanted)]
+    mail = [f for f in (workdir / "mail").rglob("*") if f.is_file()] if (workdir / "mail").exists() else []
+    result.mail_files = len(mail)
+    for path in mail:
+        result.found += [f"mail {path.name}: {what}" for what in leaks(path.read_bytes().decode(errors="replace"), wanted)]
+    logs = sorted(workdir.glob("*.log"))
+    result.log_files = len(logs)
+    for path in logs:
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            result.found += [f"{path.name}:{number}: {what}" for what in leaks(line, wanted)]
+    return result
+
+
+def leaks(haystack: str, wanted: dict[str, str]) -> list[str]:
+    lowered = haystack.lower()
+    return [what for what, needle in wanted.items() if needle in lowered]
+
+
+async def test_erasure(tmp_path: Path, databases, report) -> None:
+    started = time.monotonic()
+    cluster = Cluster(tmp_path, databases)
+    await cluster.start()
+    p = person()
+    try:
+        driver = Driver(cluster)
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
+            url = cluster.url
+            lead = await driver._post(http, "leads", "/leads", {
+                "name": p["name"], "email": p["email"], "company": p["company"], "job_title": p["job"],
+                "industry": "software", "employees": 12, "country": "GB", "channel": "website",
+                "campaign": f"quillworks-{p['tag']}", "utm": {"source": f"quillworks-{p['tag']}"},
+                "consent_marketing": True, "budget": "9000", "currency": "EUR",
+                "brief": f"{p['first']} wants a new shop; call {p['phone']}",
+                "timeline": f"before {p['first']}'s launch", "needs": [f"seo for {p['company']}"],
+                "legal_basis": "consent",
+            }, f"erasure-lead-{p['tag']}")
+            assert lead is not None and lead.status_code == 201, lead.text if lead else None
+            client = Client(lead.json()["lead_id"])
+            lead_id = client.lead_id
+
+            async def emailed() -> bool:
+                messages = (await http.get(f"{url('nurture')}/leads/{lead_id}/messages")).json()
+                return bool(messages)
+
+            assert await until(emailed, timeout=30), "no e-mail was sent to the person"
+
+            deal = await driver._post(http, "leads", f"/leads/{lead_id}/deals", {
+                "title": "Retainer", "kind": "retainer", "currency": "EUR", "monthly_fee": "1500",
+                "included_hours": "10",
+            }, f"erasure-deal-{p['tag']}")
+            assert deal is not None and deal.status_code == 201, deal.text if deal else None
+            client.deal_id = deal.json()["deal_id"]
+            won = await driver._post(http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": p["name"]},
+                                     f"erasure-won-{p['tag']}")
+            assert won is not None and won.status_code < 300, won.text if won else None
+            assert await driver.pay_deposit(http, client, timeout=60)
+
+            async def subscribed() -> bool:
+                subs = (await http.get(f"{url('billing')}/subscriptions", params={"lead_id": lead_id})).json()
+                seen = await http.get(f"{url('retention')}/clients/{lead_id}")
+                known = seen.status_code == 200 and seen.json().get("subscription_status") == "active"
+                return known and any(s["status"] == "active" for s in subs)
+
+            assert await until(subscribed, timeout=60), "the retainer did not start"
+            feedback = await driver._post(http, "nurture", "/feedback", {
+                "lead_id": lead_id, "survey": "onboarding", "score": 4,
+                "comment": f"{p['first']} here from {p['company']}: ring me on {p['phone']} or {p['email']}",
+            }, f"erasure-feedback-{p['tag']}")
+            assert feedback is not None and feedback.status_code == 201, feedback.text if feedback else None
+            asked = await driver._post(http, "retention", f"/clients/{lead_id}/cancellation", {
+                "reason": "price", "comment": f"{p['company']} is moving on. {p['name']}, {p['phone']}",
+            }, f"erasure-cancel-{p['tag']}")
+            assert asked is not None and asked.status_code < 300, asked.text if asked else None
+            confirmed = await driver._post(
+                http, "retention", f"/cancellations/{asked.json()['cancellation_id']}/confirm", {},
+                f"erasure-confirm-{p['tag']}",
+            )
+            assert confirmed is not None and confirmed.status_code < 300, confirmed.text if confirmed else None
+
+            async def cancelled() -> bool:
+                subs = (await http.get(f"{url('billing')}/subscriptions", params={"lead_id": lead_id})).json()
+                stage = (await http.get(f"{url('leads')}/leads/{lead_id}")).json().get("stage")
+                return stage == "churned" and all(s["status"] == "cancelled" for s in subs)
+
+            assert await until(cancelled, timeout=60), "the cancellation did not reach billing and leads"
+            invoices_before = (await http.get(f"{url('billing')}/invoices", params={"lead_id": lead_id})).json()
+
+            # The scan finds the person before the erasure (so finding nothing after means something).
+            before = await scan(cluster, tmp_path, needles(p))
+
+            erased_at = time.monotonic()
+            erased = await http.request(
+                "DELETE", f"{url('leads')}/leads/{lead_id}", headers={"Idempotency-Key": f"erase-{p['tag']}"}
+            )
+            assert erased.status_code == 200, erased.text
+
+            async def everywhere() -> bool:
+                counts = [await applied(cluster.database_urls[s], "lead.erased") for s in ("nurture", "billing", "retention")]
+                return all(counts)
+
+            assert await until(everywhere, timeout=60), "lead.erased was not applied everywhere"
+            propagated = time.monotonic() - erased_at
+            await asyncio.sleep(1.0)  # what the erasures emitted is published (outbox marked sent)
+
+            invoices = (await http.get(f"{url('billing')}/invoices", params={"lead_id": lead_id})).json()
+            view = (await http.get(f"{url('retention')}/clients/{lead_id}")).json()
+
+        after = await scan(cluster, tmp_path, needles(p))
+        found = after.found
+        paid = sum(Decimal(i["amount_paid"]) for i in invoices)
+        revenue = sum(Decimal(r["amount"]) for r in view.get("revenue", []))
+        figures = {
+            "lifecycle before the erasure": "captured, e-mailed, retainer won, deposit paid, feedback, cancelled",
+            "time for lead.erased to be applied in nurture, billing, retention (s)": round(propagated, 1),
+            "values scanned in the four databases": after.values,
+            "mail files / log files scanned (after)": f"{after.mail_files} / {after.log_files}",
+            "places holding personal data before / after the erasure": f"{len(before.found)} / {len(found)}",
+            "where it was before (now gone)": ", ".join(sorted({f.split(":")[0].rsplit(".", 1)[0] for f in before.found
+                                                              if not f.startswith("mail ")})) + ", mail files",
+            "invoices kept (before / after), amount paid kept": f"{len(invoices_before)} / {len(invoices)}, {paid} EUR",
+            "retention revenue kept": f"{revenue} EUR",
+            "scenario time (s)": round(time.monotonic() - started, 1),
+        }
+        report.add("Erasure (one person after a full lifecycle)", figures)
+        assert found == [], "\n".join(sorted(set(found))[:60])
+        assert any(f.startswith("mail ") for f in before.found), "the scan saw no mail to the person"
+        assert any(".leads." in f for f in before.found), "the scan saw no lead before the erasure"
+        assert len(invoices) == len(invoices_before) >= 1
+        assert paid == client.paid > 0
+        assert revenue == client.paid
+    finally:
+        await cluster.stop()
