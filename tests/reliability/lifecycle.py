@@ -109,11 +109,12 @@ class Driver:
             await asyncio.sleep(0.5)
         return False
 
-    async def live(self, http: httpx.AsyncClient, n: int, rng: random.Random) -> Client | None:
+    async def live(self, http: httpx.AsyncClient, n: int, rng: random.Random, *, deal_share: float = 0.75) -> Client | None:
         """One client's whole life, its path drawn from ``rng`` (one per client, so the mix does
-        not depend on scheduling): every lead is captured (welcome e-mail, nurture); about
-        three in four get an estimate, a retainer or a project; four in five of those sign and
-        pay the deposit, the others are lost; about a third of the paying retainers cancel."""
+        not depend on scheduling): every lead is captured (welcome e-mail, nurture); a
+        ``deal_share`` of them (three in four by default) get an estimate, a retainer or a
+        project; four in five of those sign and pay the deposit, the others are lost; about a
+        third of the paying retainers cancel."""
         tag = f"{n}-{rng.getrandbits(48):012x}"
         channel = rng.choice(["website", "seo", "content", "social", "paid_ads", "cold_email"])
         lead = await self._post(
@@ -126,7 +127,7 @@ class Driver:
             return None
         client = Client(lead.json()["lead_id"])
         self.clients.append(client)
-        if rng.random() < 0.25:
+        if rng.random() >= deal_share:
             return client
         kind = "retainer" if rng.random() < 0.5 else "project"
         deal_body: dict = (
