@@ -37,45 +37,35 @@ console = Console()
 DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))
 
 
-def api_key(data_dir: Path) -> tuple[str, bool]:
-    """CLIENTFLOW_API_KEY when set, else the saved key, else a new one saved for next time."""
-    given = os.environ.get("CLIENTFLOW_API_KEY")
+def _saved_secret(data_dir: Path, *, variable: str, filename: str, nbytes: int) -> tuple[str, bool]:
+    """The secret in ``variable`` when set, else the one saved in ``data_dir/filename``, else a
+    new one saved there (owner-only) for next time; and whether it is new."""
+    given = os.environ.get(variable)
     if given:
         return given, False
-    path = data_dir / "api-key"
+    path = data_dir / filename
     if path.exists():
         return path.read_text().strip(), False
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n")
+    secret = secrets.token_urlsafe(nbytes)
+    path.write_text(secret + "\n")
     path.chmod(0o600)
-    return key, True
+    return secret, True
+
+
+def api_key(data_dir: Path) -> tuple[str, bool]:
+    """CLIENTFLOW_API_KEY when set, else the saved key, else a new one saved for next time."""
+    return _saved_secret(data_dir, variable="CLIENTFLOW_API_KEY", filename="api-key", nbytes=32)
 
 
 def _secret_key(data_dir: Path) -> str:
-    given = os.environ.get("CLIENTFLOW_SECRET_KEY")
-    if given:
-        return given
-    path = data_dir / "secret-key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _saved_secret(data_dir, variable="CLIENTFLOW_SECRET_KEY", filename="secret-key", nbytes=48)[0]
 
 
 def webhook_secret(data_dir: Path) -> str:
     """BILLING_WEBHOOK_SECRET when set, else the saved one, else a new one saved for next time
     (the payment provider, or ``clientflow simulate``, signs billing's webhooks with it)."""
-    given = os.environ.get("BILLING_WEBHOOK_SECRET")
-    if given:
-        return given
-    path = data_dir / "webhook-secret"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _saved_secret(data_dir, variable="BILLING_WEBHOOK_SECRET", filename="webhook-secret", nbytes=32)[0]
 
 
 def _die_with_parent() -> None:

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared import topics
+from shared.broker import read_to_end, topic_partitions
 
 app = typer.Typer(help="Dead letters: list them per topic, replay them to their origin.", no_args_is_help=True)
 console = Console()
@@ -39,7 +40,6 @@ DLQ_HEADERS = frozenset(
     {"x-origin-topic", "x-origin-partition", "x-origin-offset", "x-attempts", "x-consumer-group", "x-failed-at"}
 )
 REPLAYED_FROM = "x-replayed-from"
-QUIET_S = 1.0
 
 
 def group_for(topic: str, reason: str | None = None) -> str:
@@ -64,38 +64,6 @@ def _bootstrap(given: str | None) -> str:
     return given or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
 
 
-async def _read(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> list[ConsumerRecord]:
-    """Every record from the consumer's positions to the end. End offsets are a lower bound on
-    the embedded broker (Tansu can answer an older high watermark than a fetch returns): read
-    until every partition reached them and nothing more came for a moment."""
-    ends = await consumer.end_offsets(partitions)
-    records: list[ConsumerRecord] = []
-    loop = asyncio.get_running_loop()
-    quiet_since: float | None = None
-    while True:
-        batches = await consumer.getmany(*partitions, timeout_ms=200)
-        for batch in batches.values():
-            records.extend(batch)
-        if any(batches.values()):
-            quiet_since = None
-            continue
-        if any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            continue
-        quiet_since = quiet_since or loop.time()
-        if loop.time() - quiet_since >= QUIET_S:
-            return records
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # partitions_for_topic knows only topics already in the metadata
-    known = consumer.partitions_for_topic(topic)
-    if not known:
-        raise RuntimeError(f"topic {topic!r} is not on the broker")
-    return [TopicPartition(topic, p) for p in sorted(known)]
-
-
 @dataclass
 class DeadLetterSummary:
     topic: str
@@ -114,12 +82,12 @@ async def summarize(bootstrap: str, origin_topics: list[str]) -> list[DeadLetter
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_for(topic), enable_auto_commit=False)
         await consumer.start()
         try:
-            partitions = await _partitions(consumer, dlq)
+            partitions = await topic_partitions(consumer, dlq)
             consumer.assign(partitions)
             replayed_to = {tp: await consumer.committed(tp) or 0 for tp in partitions}
             await consumer.seek_to_beginning(*partitions)
             summary = DeadLetterSummary(topic)
-            for record in await _read(consumer, partitions):
+            for record in await read_to_end(consumer, partitions):
                 headers = _headers(record)
                 summary.count += 1
                 summary.reasons[headers.get("x-dlq-reason", "unknown")] += 1
@@ -157,7 +125,7 @@ async def replay(bootstrap: str, topic: str, *, reason: str | None = None, dry_r
     await consumer.start()
     await producer.start()
     try:
-        partitions = await _partitions(consumer, dlq)
+        partitions = await topic_partitions(consumer, dlq)
         consumer.assign(partitions)
         for tp in partitions:
             committed = await consumer.committed(tp)
@@ -166,7 +134,7 @@ async def replay(bootstrap: str, topic: str, *, reason: str | None = None, dry_r
             else:
                 consumer.seek(tp, committed)
         seen: set[tuple[str, str, str]] = set()
-        for record in await _read(consumer, partitions):
+        for record in await read_to_end(consumer, partitions):
             report.read += 1
             headers = _headers(record)
             why = headers.get("x-dlq-reason", "unknown")

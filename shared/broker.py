@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -62,3 +64,40 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``; refuses a topic the broker does not have."""
+    # partitions_for_topic only knows topics already in the metadata cache: fetch them all
+    # first, or a topic not seen yet would be left out without a word.
+    await consumer.topics()
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise RuntimeError(f"topic {topic!r} is not on the broker")
+    return [TopicPartition(topic, p) for p in sorted(known)]
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *, quiet_s: float = 1.0
+) -> list[ConsumerRecord]:
+    """Every record of ``partitions`` from the consumer's positions to their end.
+
+    End offsets are only a lower bound: the embedded broker (Tansu) can answer a high
+    watermark older than what a fetch returns. So read until every partition has reached them
+    and nothing more has arrived for ``quiet_s``."""
+    ends = await consumer.end_offsets(partitions)
+    records: list[ConsumerRecord] = []
+    loop = asyncio.get_running_loop()
+    quiet_since: float | None = None
+    while True:
+        batches = await consumer.getmany(*partitions, timeout_ms=200)
+        for batch in batches.values():
+            records.extend(batch)
+        if any(batches.values()):
+            quiet_since = None
+            continue
+        if any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            continue
+        quiet_since = quiet_since or loop.time()
+        if loop.time() - quiet_since >= quiet_s:
+            return records

@@ -103,6 +103,17 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
+async def until(check: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.3) -> T:
+    """Poll ``check`` until it returns a truthy value or the deadline passes; returns its last
+    value (falsy on time-out), so the caller asserts with its own message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
 class TopicReader:
     """Reads events from topics with a plain aiokafka consumer, not the services' code."""
 

@@ -9,7 +9,6 @@ handlers emit on the way were published the first time: the rebuilt outbox is ma
 
 from __future__ import annotations
 
-import asyncio
 
 import logging
 import uuid
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, update
 
@@ -27,6 +26,7 @@ from services.retention.handlers import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
 from services.retention.store import Client
+from shared.broker import read_to_end, topic_partitions
 from shared.clock import SimulatedClock
 from shared.db import OutboxRow, create_engine
 from shared.events import EVENT_TYPES, Envelope
@@ -54,41 +54,15 @@ async def read_history(bootstrap: str, topics: list[str]) -> list[tuple[str, int
     await consumer.start()
     records: list[tuple[str, int, int, Envelope | None]] = []
     try:
-        # partitions_for_topic only knows topics already in the metadata cache: fetch all of
-        # them first, or a topic not yet seen would be left out of the rebuild without a word.
-        await consumer.topics()
-        partitions = []
-        for topic in topics:
-            known = consumer.partitions_for_topic(topic)
-            if not known:
-                raise RuntimeError(f"topic {topic!r} is not on the broker: nothing to rebuild from")
-            partitions += [TopicPartition(topic, p) for p in sorted(known)]
+        partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        # end_offsets is only a lower bound: the embedded broker (Tansu) can answer a high
-        # watermark older than what a fetch returns. Read until every partition has reached it
-        # and nothing more has arrived for a while.
-        ends = await consumer.end_offsets(partitions)
-        loop = asyncio.get_running_loop()
-        quiet_since: float | None = None
-        while True:
-            batches = await consumer.getmany(*partitions, timeout_ms=300)
-            for batch in batches.values():
-                for record in batch:
-                    try:
-                        event: Envelope | None = Envelope.model_validate_json(record.value or b"")
-                    except ValueError:
-                        event = None
-                    records.append((record.topic, record.partition, record.offset, event))
-            if any(batches.values()):
-                quiet_since = None
-                continue
-            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
-            if behind:
-                continue
-            quiet_since = quiet_since or loop.time()
-            if loop.time() - quiet_since >= QUIET_S:
-                break
+        for record in await read_to_end(consumer, partitions, quiet_s=QUIET_S):
+            try:
+                event: Envelope | None = Envelope.model_validate_json(record.value or b"")
+            except ValueError:
+                event = None
+            records.append((record.topic, record.partition, record.offset, event))
     finally:
         await consumer.stop()
     return records

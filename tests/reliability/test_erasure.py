@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.reliability.cluster import SERVICES, Cluster
 from tests.reliability.lifecycle import Client, Driver
-from tests.support import API_KEY
+from tests.support import API_KEY, until
 
 pytestmark = pytest.mark.reliability
 
@@ -53,15 +53,6 @@ def needles(p: dict[str, str]) -> dict[str, str]:
         "phone digits": "7700900461",
         "job title": "chief quill officer",
     }
-
-
-async def until(check, *, timeout: float, interval: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(interval)
 
 
 def _text(value: object) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,11 +37,12 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared import topics
+from shared.broker import read_to_end, topic_partitions
 from shared.events import EVENT_TYPES, Envelope, types_on
 from tests.reliability.cluster import ROOT, Cluster
 from tests.reliability.conftest import FULL
 from tests.reliability.lifecycle import Driver, audit
-from tests.support import API_KEY
+from tests.support import API_KEY, until
 
 pytestmark = pytest.mark.reliability
 
@@ -222,37 +223,12 @@ async def read_topics(bootstrap: str, names: list[str], quiet_s: float = 1.0) ->
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        partitions = [tp for name in names for tp in await topic_partitions(consumer, name)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        quiet_since = None
-        while True:
-            batches = await consumer.getmany(*partitions, timeout_ms=200)
-            for batch in batches.values():
-                records.extend(batch)
-            if any(batches.values()):
-                quiet_since = None
-                continue
-            if any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-                continue
-            quiet_since = quiet_since or time.monotonic()
-            if time.monotonic() - quiet_since >= quiet_s:
-                return records
+        return await read_to_end(consumer, partitions, quiet_s=quiet_s)
     finally:
         await consumer.stop()
-
-
-async def until(check, *, timeout: float, interval: float = 0.5):  # noqa: ANN001, ANN201
-    """Poll ``check`` (async, returns a truthy value when done) until it is done or the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(interval)
 
 
 # --------------------------------------------------------------------------- the fault to fix
