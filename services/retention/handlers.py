@@ -1479,8 +1479,11 @@ async def replay_cancellation(tx: UnitOfWork, lead_id: uuid.UUID, event_type: st
                 )
             )
         return
-    if cancellation is not None:
-        cancellation.status = "saved" if event_type == "cancellation.saved" else "completed"
+    status = "saved" if event_type == "cancellation.saved" else "completed"
+    # A cancellation the replay already rebuilt as decided (one billing ended without the flow:
+    # recorded at the subscription's end, announced when it was processed) keeps its moment.
+    if cancellation is not None and cancellation.status != status:
+        cancellation.status = status
         cancellation.decided_at = _when(tx)
 
 
