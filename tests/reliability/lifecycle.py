@@ -353,3 +353,16 @@ async def audit_lifecycle(
     problems["invoices of leads nobody captured"] = len(set(snap.invoices) - known)
     problems["unsettled"] = len(pending)
     return {k: v for k, v in problems.items() if v or k == "unsettled"}, settled
+
+
+def load_figures(driver: Driver, *, load_s: float, caught_up: float, problems: dict[str, int]) -> dict[str, object]:
+    """The report's figures every load scenario shares: how long, what the writes got, how long
+    the services took to catch up, and what the audit found wrong."""
+    return {
+        "load duration (s)": round(load_s, 1),
+        "HTTP writes accepted / refused / given up": (
+            f"{sum(driver.accepted.values())} / {sum(driver.refused.values())} / {len(driver.gave_up)}"
+        ),
+        "time to catch up, end of load to audit passing (s)": round(caught_up, 1),
+        "lost or duplicated effects": sum(problems.values()),
+    }

@@ -15,7 +15,7 @@ import pytest
 from tests.reliability.chaos import Killer, events_on_topics
 from tests.reliability.cluster import Cluster
 from tests.reliability.conftest import FULL
-from tests.reliability.lifecycle import Driver, audit_lifecycle
+from tests.reliability.lifecycle import Driver, audit_lifecycle, load_figures
 from tests.support import API_KEY
 
 pytestmark = pytest.mark.reliability
@@ -90,12 +90,7 @@ async def test_crash_under_load(tmp_path, databases, report) -> None:
             "dead letters": events.get("dead letters", 0),
             "kills (SIGKILL) by service": ", ".join(f"{s} {k}" for s, k in killer.per_service().items()),
             "restart to ready, median (s)": round(sorted(killer.restart_seconds)[len(killer.restart_seconds) // 2], 1),
-            "load duration (s)": round(load_s, 1),
-            "HTTP writes accepted / refused / given up": (
-                f"{sum(driver.accepted.values())} / {sum(driver.refused.values())} / {len(driver.gave_up)}"
-            ),
-            "time to catch up, end of load to audit passing (s)": round(caught_up, 1),
-            "lost or duplicated effects": sum(v for k, v in problems.items()),
+            **load_figures(driver, load_s=load_s, caught_up=caught_up, problems=problems),
         }
         report.add("Crash under load (SIGKILL of every service, several times)", figures)
         print(figures, problems)

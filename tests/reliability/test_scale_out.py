@@ -15,7 +15,7 @@ import pytest
 from tests.reliability.chaos import events_on_topics
 from tests.reliability.cluster import SERVICES, Cluster, Instance
 from tests.reliability.conftest import FULL
-from tests.reliability.lifecycle import Driver, audit_lifecycle
+from tests.reliability.lifecycle import Driver, audit_lifecycle, load_figures
 from tests.support import API_KEY
 
 pytestmark = [pytest.mark.reliability, pytest.mark.full_only]
@@ -98,12 +98,7 @@ async def test_scale_out(tmp_path, databases, report) -> None:
             "rebalance: kill to survivor consuming every partition (s)": ", ".join(
                 f"{s} {round(t, 1)}" for s, t in zip(SERVICES, takeovers, strict=True)
             ),
-            "load duration (s)": round(load_s, 1),
-            "HTTP writes accepted / refused / given up": (
-                f"{sum(driver.accepted.values())} / {sum(driver.refused.values())} / {len(driver.gave_up)}"
-            ),
-            "time to catch up, end of load to audit passing (s)": round(caught_up, 1),
-            "lost or duplicated effects": sum(v for k, v in problems.items()),
+            **load_figures(driver, load_s=load_s, caught_up=caught_up, problems=problems),
         }
         report.add("Scale-out (two instances per group, one killed mid-stream)", figures)
         print(figures, problems)
