@@ -7,6 +7,7 @@ render, send, record) is profiled as well, since it turns every lead.captured in
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import tempfile
 import time
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 from aiokafka import ConsumerRecord
+from sqlalchemy import event
 
 from bench import measure, workloads
 from bench.__main__ import _workload
@@ -31,9 +33,29 @@ def _records(messages: list[workloads.Message]) -> list[ConsumerRecord]:
     ]
 
 
-async def _run(service: str, events: int, history: int, batch: int, out: Path | None, profile: bool = True) -> None:
+class Statements:
+    """Counts the SQL statements a phase sends, by their first words (what a profile of time
+    alone hides: many cheap statements per event)."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001 - an AsyncEngine
+        self.counts: collections.Counter[str] = collections.Counter()
+        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
+        words = statement.split()
+        self.counts[" ".join(words[:4])[:70]] += 1
+
+    def report(self, label: str, per: int, top: int = 12) -> str:
+        lines = [f"{label}: {sum(self.counts.values()) / per:.1f} SQL statements per event"]
+        lines += [f"  {n / per:6.2f}  {text}" for text, n in self.counts.most_common(top)]
+        self.counts.clear()
+        return "\n".join(lines)
+
+
+async def _run(service: str, events: int, history: int, batch: int, out: Path | None, profile: bool = True,
+               database_url: str | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-profile-{service}-"))
-    url = f"sqlite+aiosqlite:///{workdir / f'{service}.db'}"
+    url = database_url or f"sqlite+aiosqlite:///{workdir / f'{service}.db'}"
     await migrate(service, url)
     settings_module = importlib.import_module(f"services.{service}.settings")
     app_module = importlib.import_module(f"services.{service}.app")
@@ -41,6 +63,7 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
     fastapi_app = app_module.create_app(settings)
     runtime = fastapi_app.state.runtime
     consumer = runtime._consumer
+    statements = Statements(runtime.engine)
     lead_ids = await measure.seed_leads(url, max(50, (history + events) // 4), tag="p") if service == "leads" else []
     records = _records(_workload(service, history + events, lead_ids))
     for start in range(0, history, batch):
@@ -54,22 +77,27 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
     profiler = Profiler(async_mode="enabled")
     if profile:
         profiler.start()
+    statements.counts.clear()
     started = time.perf_counter()
     for start in range(history, history + events, batch):
         await consumer.handle(records[start : start + batch])
     consumed_s = time.perf_counter() - started
-    sent_s = None
+    consumed = statements.report(f"{service} consumer", events)
+    sent_s, sent = None, ""
     if sender is not None:
         started = time.perf_counter()
         await sender.tick(datetime.now(timezone.utc))
         sent_s = time.perf_counter() - started
+        sent = statements.report(f"{service} sender", events)
     if profile:
         profiler.stop()
     await runtime.engine.dispose()
     print(f"{service}: {events / consumed_s:.0f} events/s in-process ({consumed_s:.2f} s for {events}, "
           f"history {history}, batches of {batch})")
+    print(consumed)
     if sent_s is not None:
         print(f"{service}: sender pass {sent_s:.2f} s ({events / sent_s:.0f} e-mails/s)")
+        print(sent)
     if not profile:
         return
     print(profiler.output_text(unicode=True, color=False, show_all=False))
@@ -84,9 +112,10 @@ def main(
     history: Annotated[int, typer.Option(help="events applied first, unprofiled")] = 0,
     batch: Annotated[int, typer.Option(help="events per batch (the consumer's max_records)")] = 500,
     html: Annotated[Path | None, typer.Option(help="also write the profile as HTML here")] = None,
-    profile: Annotated[bool, typer.Option(help="profile (off: just the in-process rate)")] = True,
+    profile: Annotated[bool, typer.Option(help="profile (off: just the in-process rate and statements)")] = True,
+    database_url: Annotated[str | None, typer.Option(help="an empty database to use (default: a new SQLite file)")] = None,
 ) -> None:
-    asyncio.run(_run(service, events, history, batch, html, profile))
+    asyncio.run(_run(service, events, history, batch, html, profile, database_url))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared import sqlite_inline
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -143,9 +145,14 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
-    if parsed.database and parsed.database != ":memory:":
+    inline = bool(parsed.database) and parsed.database != ":memory:"
+    if inline:
+        # A file database: calls run on the loop rather than on aiosqlite's thread (see
+        # shared.sqlite_inline for the measurement), waiting for the write lock asynchronously.
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, async_creator=sqlite_inline.creator(parsed.database))
+    else:
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -154,7 +161,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Inline, SQLite must not sleep on the loop for the lock: the driver retries instead.
+        cursor.execute(f"PRAGMA busy_timeout={0 if inline else 30000}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

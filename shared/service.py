@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from shared import topics
 from shared.broker import ensure_topics, make_broker
 from shared.clock import Clock, make_clock
-from shared.consumer import BatchConsumer, DeadLetters, Handler
+from shared.consumer import BatchConsumer, DeadLetters, Handler, Prefetch
 from shared.db import StateRow, create_engine
 from shared.docs import topic_schema
 from shared.events import ClockAdvanced, Envelope, topic_of
@@ -109,7 +109,7 @@ class ServiceRuntime:
 
     # ------------------------------------------------------------------ wiring
 
-    def consume(self, handlers: dict[str, Handler]) -> BatchConsumer:
+    def consume(self, handlers: dict[str, Handler], *, prefetch: Prefetch | None = None) -> BatchConsumer:
         """Subscribe to the topics of the handled event types, as one member of the service's
         group (one member, not one per topic, so a start is one rebalance, not several), in
         batches, with offsets committed only after the batch's transaction (NACK on error
@@ -123,6 +123,7 @@ class ServiceRuntime:
             dead_letters=self.dead_letters,
             metrics=self.metrics,
             max_attempts=self.settings.max_attempts,
+            prefetch=prefetch,
         )
         subscribed = sorted({topic_of(event_type) for event_type in handlers})
 

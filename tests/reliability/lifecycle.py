@@ -281,7 +281,11 @@ async def _client_problems(http: httpx.AsyncClient, cluster: Cluster, snap: _Sna
         found["lead missing in leads"] += 1
     elif lead["stage"] not in _expected_stage(client):
         found[f"lead in stage {lead['stage']}, expected {'/'.join(_expected_stage(client))}"] += 1
-    messages = (await http.get(f"{cluster.url('nurture')}/leads/{client.lead_id}/messages")).json()
+    answer = await http.get(f"{cluster.url('nurture')}/leads/{client.lead_id}/messages")
+    if answer.status_code != 200:  # a service still starting after its last kill: look again
+        found[f"nurture answered {answer.status_code}"] += 1
+        return found
+    messages = answer.json()
     steps = Counter((m["sequence"], m["step"]) for m in messages)
     if steps[("welcome", 0)] == 0:
         found["welcome email not sent"] += 1
