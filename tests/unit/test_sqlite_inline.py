@@ -1,0 +1,111 @@
+"""The inline SQLite driver: the engine's calls run on the loop's thread, a held write lock is
+waited for without blocking the loop, and transactions still commit or roll back as one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from shared import sqlite_inline
+from shared.db import create_engine
+
+
+async def test_statements_run_on_the_loop_thread_not_a_helper_thread(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    threads: set[int] = set()
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *_: threads.add(threading.get_ident()))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "a"}, {"v": "b"}])
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT v FROM t ORDER BY id"))).scalars().all()
+        raw = await engine.raw_connection()
+        try:
+            assert isinstance(raw.driver_connection, sqlite_inline.InlineConnection)
+        finally:
+            raw.close()
+    finally:
+        await engine.dispose()
+    assert rows == ["a", "b"]
+    assert threads == {threading.get_ident()}
+
+
+async def test_a_rolled_back_transaction_leaves_nothing(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (id) VALUES (1)"))
+                raise RuntimeError("handler failed")
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_held_write_lock_is_waited_for_while_the_loop_keeps_running(tmp_path: Path) -> None:
+    """Two connections of one process: the second transaction waits for the first one's
+    commit, and meanwhile other coroutines (here a ticker) keep running."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    ticks = 0
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)"))
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        first_has_lock = asyncio.Event()
+
+        async def first() -> None:
+            async with engine.begin() as conn:  # BEGIN IMMEDIATE takes the write lock
+                await conn.execute(text("INSERT INTO t (who) VALUES ('first')"))
+                first_has_lock.set()
+                await asyncio.sleep(0.3)
+
+        async def second() -> float:
+            await first_has_lock.wait()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (who) VALUES ('second')"))
+            return loop.time() - started
+
+        tick_task = asyncio.create_task(ticker())
+        _, waited = await asyncio.gather(first(), second())
+        tick_task.cancel()
+        async with engine.connect() as conn:
+            order = (await conn.execute(text("SELECT who FROM t ORDER BY id"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert order == ["first", "second"]
+    assert waited >= 0.2  # it really waited for the first commit
+    assert ticks >= 20  # and the loop was free meanwhile (a blocking wait would allow about one)
+
+
+async def test_the_wait_for_the_lock_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "inline.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        connection = await sqlite_inline.creator(str(path), busy_timeout_s=0.2)()
+        cursor = connection.cursor()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await cursor.execute("BEGIN IMMEDIATE")
+        await connection.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
