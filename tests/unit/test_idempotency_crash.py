@@ -91,3 +91,52 @@ async def test_a_failing_request_keeps_nothing(tmp_path) -> None:
     assert await _count(engine, StateRow) == 0
     assert await _count(engine, IdempotencyKeyRow) == 0
     await engine.dispose()
+
+
+async def test_a_key_replays_within_its_ttl_and_runs_again_once_expired(tmp_path) -> None:  # noqa: ANN001
+    from datetime import datetime, timezone
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ttl.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(PlumbingBase.metadata.create_all)
+
+    class Clock:
+        moment = datetime(2031, 1, 1, tzinfo=timezone.utc)
+
+        def now(self) -> datetime:
+            return self.moment
+
+    clock = Clock()
+    uow = UnitOfWorkFactory(engine, producer="test", clock=clock)
+    app = FastAPI()
+
+    @app.post("/things")
+    async def make_thing() -> dict[str, str]:
+        async with uow() as tx:
+            tx.session.add(StateRow(name=f"thing-{uuid.uuid4()}", value="x"))
+        return {"made": "yes"}
+
+    app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+
+    async def things() -> int:
+        async with uow() as tx:
+            return await tx.session.scalar(select(func.count()).select_from(StateRow).where(StateRow.name.like("thing-%")))
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            first = await http.post("/things", headers={"Idempotency-Key": "k"})
+            clock.moment += timedelta(hours=23)
+            again = await http.post("/things", headers={"Idempotency-Key": "k"})
+            assert (first.status_code, again.status_code) == (200, 200)
+            assert again.headers.get("idempotent-replayed") == "true"
+            assert await things() == 1
+            other = await http.post("/things?x=1", headers={"Idempotency-Key": "k"})
+            assert other.status_code == 409
+            clock.moment += timedelta(hours=2)  # 25 h after the first: forgotten, runs for real
+            late = await http.post("/things", headers={"Idempotency-Key": "k"})
+            assert late.status_code == 200 and "idempotent-replayed" not in late.headers
+            assert await things() == 2
+            async with uow() as tx:
+                assert await tx.session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 1
+    finally:
+        await engine.dispose()
