@@ -49,6 +49,7 @@ class OutboxRelay:
         self._backoff = wait_exponential_jitter(multiplier=0.2, max=5.0)
         self._task: asyncio.Task[None] | None = None
         self._last_prune = datetime.min.replace(tzinfo=timezone.utc)
+        self._gauges_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that emitted events, so publishing does not wait for a poll."""
@@ -73,7 +74,11 @@ class OutboxRelay:
                 while await self.publish_batch() == self.batch_size:
                     pass
                 failures = 0
-                await self.refresh_gauges()
+                # The backlog gauges once a second at most (a scrape refreshes them as well):
+                # under load the relay wakes after every commit.
+                if (now := asyncio.get_running_loop().time()) - self._gauges_at >= 1.0:
+                    self._gauges_at = now
+                    await self.refresh_gauges()
                 await self._prune()
             except asyncio.CancelledError:
                 raise
