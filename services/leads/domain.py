@@ -413,6 +413,12 @@ STAGE_ON_EVENT = {
 _FORWARD_ONLY = {"email.clicked", "email.replied", "feedback.received", "lead.sales_ready", "lead.qualified", "deal.proposed"}
 
 
+def entry_time_matters(current: str) -> bool:
+    """Whether ``next_stage`` needs to know when the lead entered ``current`` (a read the
+    caller can skip otherwise): only a churned client's late events are told apart by it."""
+    return current == "churned"
+
+
 def next_stage(
     current: str, cause: str, *, occurred_at: datetime | None = None, entered_at: datetime | None = None
 ) -> str | None:
@@ -421,7 +427,7 @@ def next_stage(
     target = STAGE_ON_EVENT.get(cause)
     if target is None or target == current:
         return None
-    if current == "churned" and occurred_at is not None and entered_at is not None and occurred_at < entered_at:
+    if entry_time_matters(current) and occurred_at is not None and entered_at is not None and occurred_at < entered_at:
         # Topics are read independently, so a deposit that cleared before the client left can
         # be applied after the cancellation: it does not bring the client back.
         return None

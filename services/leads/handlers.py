@@ -45,6 +45,14 @@ from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 ERASED = "[erased]"
+# How many merges an event's lead is followed through (a merged lead's keeper may be merged too).
+MERGE_HOPS = 5
+# Same-company candidates a capture compares names with: the company's first leads.
+COMPANY_CANDIDATES = 50
+# Per-transaction memo (tx.memo) keys: see prefetch.
+_LEADS = "leads.by_id"
+_ICP = "leads.icp"
+_KNOWN = "leads.known"
 # Timeline detail an erasure drops: free text, and names (who signed, a title, a campaign).
 ERASED_DETAIL = frozenset({"notes", "evidence", "note", "comment", "reason", "signed_by", "title", "campaign", "description"})
 
@@ -107,8 +115,17 @@ def engagement_now(ctx: Context, lead: Lead, now: datetime) -> int:
     )
 
 
+async def _load_lead(tx: UnitOfWork, lead_id: uuid.UUID) -> Lead | None:
+    """``session.get``, minus its query (and the flush before it) for a lead the batch's prefetch
+    read or found missing, or one captured in this transaction (pending until the commit)."""
+    known: dict[uuid.UUID, Lead | None] = tx.memo.get(_LEADS, {})
+    if lead_id in known:
+        return known[lead_id]
+    return await tx.session.get(Lead, lead_id)
+
+
 async def get_lead(tx: UnitOfWork, lead_id: uuid.UUID) -> Lead:
-    lead = await tx.session.get(Lead, lead_id)
+    lead = await _load_lead(tx, lead_id)
     if lead is None:
         raise NotFound(f"no lead {lead_id}")
     return lead
@@ -129,11 +146,11 @@ async def _lead_for_event(tx: UnitOfWork, lead_id: uuid.UUID | None) -> Lead | N
     never captured that person or they were erased: nothing to do then."""
     if lead_id is None:
         return None
-    lead = await tx.session.get(Lead, lead_id)
-    for _ in range(5):
+    lead = await _load_lead(tx, lead_id)
+    for _ in range(MERGE_HOPS):
         if lead is None or lead.merged_into is None:
             break
-        lead = await tx.session.get(Lead, lead.merged_into)
+        lead = await _load_lead(tx, lead.merged_into)
     if lead is None or lead.erased_at is not None:
         return None
     return lead
@@ -149,15 +166,24 @@ def _after(tx: UnitOfWork, ctx: Context, count: Any) -> None:
 
 
 async def current_icp(tx: UnitOfWork, ctx: Context) -> tuple[domain.IdealClientProfile, str, int]:
-    """The ICP in force (the newest version); a fresh database starts from the YAML file."""
-    row = await tx.session.scalar(select(IcpVersion).order_by(IcpVersion.id.desc()).limit(1))
-    if row is None:
+    """The ICP in force (the newest version); a fresh database starts from the YAML file. Read
+    once per transaction (``replace_icp`` keeps the memo current)."""
+    if _ICP not in tx.memo and not await _read_icp(tx):
         text = ctx.settings.icp_file.read_text(encoding="utf-8")
         domain.IdealClientProfile.from_yaml(text)  # a broken file fails loudly, not silently
         row = IcpVersion(document=text, created_at=tx.now())
         tx.session.add(row)
         await tx.session.flush()
-    return domain.parsed_icp(row.document), row.document, row.id
+        tx.memo[_ICP] = (domain.parsed_icp(text), text, row.id)
+    return tx.memo[_ICP]
+
+
+async def _read_icp(tx: UnitOfWork) -> bool:
+    """Keep the newest stored ICP in the memo; False when none was ever stored."""
+    row = await tx.session.scalar(select(IcpVersion).order_by(IcpVersion.id.desc()).limit(1))
+    if row is not None:
+        tx.memo[_ICP] = (domain.parsed_icp(row.document), row.document, row.id)
+    return row is not None
 
 
 async def replace_icp(tx: UnitOfWork, ctx: Context, document: str) -> tuple[int, int]:
@@ -171,6 +197,7 @@ async def replace_icp(tx: UnitOfWork, ctx: Context, document: str) -> tuple[int,
     row = IcpVersion(document=document, created_at=tx.now())
     tx.session.add(row)
     await tx.session.flush()
+    tx.memo[_ICP] = (icp, document, row.id)
     leads = await tx.session.scalars(select(Lead).where(Lead.erased_at.is_(None), Lead.merged_into.is_(None)))
     rescored = 0
     for lead in leads:
@@ -185,13 +212,50 @@ async def replace_icp(tx: UnitOfWork, ctx: Context, document: str) -> tuple[int,
 # --------------------------------------------------------------------------- capture
 
 
+@dataclass
+class _KnownLeads:
+    """What a batch's captures dedupe against, read by ``prefetch`` in a few queries and kept
+    current by ``capture_lead``: the lead with each dedupe key and each email (None: none), and
+    per company domain its first live leads in ``_find_duplicate``'s order. Only the values
+    present are answered from here; any other is queried. Erasing or merging a lead drops it."""
+
+    by_key: dict[str, Lead | None]
+    by_email: dict[str, Lead | None]
+    by_company: dict[str, list[Lead]]
+
+    def captured(self, lead: Lead) -> None:
+        if lead.email_key in self.by_key:
+            self.by_key[lead.email_key] = lead
+        if lead.email in self.by_email:
+            self.by_email[lead.email] = lead
+        if lead.company_domain in self.by_company:
+            same = self.by_company[lead.company_domain]
+            same.append(lead)
+            same.sort(key=_capture_order)
+            del same[COMPANY_CANDIDATES:]
+
+
+def _capture_order(lead: Lead) -> tuple[datetime, uuid.UUID]:
+    return lead.created_at, lead.id
+
+
+async def _lead_where(
+    tx: UnitOfWork, column: Any, value: str, known: dict[str, Lead | None] | None
+) -> Lead | None:
+    """The lead whose (unique) ``column`` is ``value``: from ``known`` when it covers the value."""
+    if known is not None and value in known:
+        return known[value]
+    return await tx.session.scalar(select(Lead).where(column == value))
+
+
 async def _find_duplicate(tx: UnitOfWork, data: LeadIn) -> tuple[Lead, str] | None:
     """The known lead this capture is about: same normalised email, else the same person (name)
     at the same company domain."""
+    known: _KnownLeads | None = tx.memo.get(_KNOWN)
     key = domain.normalise_email(data.email)
-    found = await tx.session.scalar(select(Lead).where(Lead.email_key == key))
+    found = await _lead_where(tx, Lead.email_key, key, known.by_key if known else None)
     if found is None:
-        found = await tx.session.scalar(select(Lead).where(Lead.email == data.email))
+        found = await _lead_where(tx, Lead.email, data.email, known.by_email if known else None)
     matched_by = "email"
     if found is None:
         company = domain.company_domain(data.email)
@@ -199,12 +263,15 @@ async def _find_duplicate(tx: UnitOfWork, data: LeadIn) -> tuple[Lead, str] | No
             return None
         # Same company and same name: the person wrote from another address of their company.
         # A colleague (another name) is a new lead of the same company, as a CRM keeps contacts.
-        candidates = await tx.session.scalars(
-            select(Lead)
-            .where(Lead.company_domain == company, Lead.merged_into.is_(None), Lead.erased_at.is_(None))
-            .order_by(Lead.created_at, Lead.id)
-            .limit(50)
-        )
+        if known is not None and company in known.by_company:
+            candidates: Any = known.by_company[company]
+        else:
+            candidates = await tx.session.scalars(
+                select(Lead)
+                .where(Lead.company_domain == company, Lead.merged_into.is_(None), Lead.erased_at.is_(None))
+                .order_by(Lead.created_at, Lead.id)
+                .limit(COMPANY_CANDIDATES)
+            )
         name = domain.normalise_name(data.name)
         found = next((c for c in candidates if c.name and domain.normalise_name(c.name) == name), None)
         matched_by = "company_domain"
@@ -276,7 +343,7 @@ async def capture_lead(
         updated_at=now,
     )
     tx.session.add(lead)
-    await tx.session.flush()  # the lead row first: everything below points at it
+    _remember_captured(tx, lead)
     tx.session.add(Touch(lead_id=lead.id, channel=data.channel, campaign=data.campaign, utm=data.utm or None, at=now))
     tx.session.add(StageChange(lead_id=lead.id, from_stage=None, to_stage="awareness", cause="lead.captured", at=now))
     for flag in flags:
@@ -373,6 +440,92 @@ async def _credit_referrer(tx: UnitOfWork, referrer_id: uuid.UUID, referred: uui
     target = domain.next_stage(referrer.stage, "referral.made")
     if target:
         await move_stage(tx, referrer, target, cause)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+async def prefetch(tx: UnitOfWork, ctx: Context, events: list[ev.Envelope]) -> None:
+    """Read up front, in a few queries, what a batch's events would each query (with a flush of
+    everything pending before every query): their leads and the leads those were merged into,
+    ids with no lead (so a miss costs nothing), and for referrals the ICP and the leads their
+    captures dedupe against. Everything here lives in this transaction only."""
+    await _load_leads(tx, {e.lead_id for e in events if e.lead_id is not None})
+    referred: list[LeadIn] = []
+    for event in events:
+        if event.type == "referral.made":
+            try:
+                referred.append(_referred_lead(event.payload(), None))  # type: ignore[arg-type]
+            except ValueError:
+                continue  # the handler rejects it
+    if referred:
+        await _read_icp(tx)  # a fresh database's seed version is still written by the first capture
+        known = await _known_leads(tx, referred)
+        tx.memo[_KNOWN] = known
+        found = [lead for lead in (*known.by_key.values(), *known.by_email.values()) if lead is not None]
+        await _load_leads(tx, {lead.merged_into for lead in found if lead.merged_into is not None})
+
+
+def _chunks(values: set[Any], size: int = 500) -> list[list[Any]]:
+    ordered = sorted(values)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+async def _load_leads(tx: UnitOfWork, ids: set[uuid.UUID]) -> None:
+    """Load these leads and, hop by hop, the leads they were merged into (as ``_lead_for_event``
+    follows them), into the memo, with None for an id that has no lead. (The memo also keeps
+    them alive: the session's identity map holds unchanged objects only weakly.)"""
+    known: dict[uuid.UUID, Lead | None] = tx.memo.setdefault(_LEADS, {})
+    for _ in range(MERGE_HOPS + 1):
+        ids = ids - known.keys()
+        if not ids:
+            return
+        known.update(dict.fromkeys(ids))
+        found: list[Lead] = []
+        for chunk in _chunks(ids):
+            found.extend(await tx.session.scalars(select(Lead).where(Lead.id.in_(chunk))))
+        known.update((lead.id, lead) for lead in found)
+        ids = {lead.merged_into for lead in found if lead.merged_into is not None}
+
+
+async def _known_leads(tx: UnitOfWork, bodies: list[LeadIn]) -> _KnownLeads:
+    """The leads these captures could be duplicates of, as ``_find_duplicate`` would query them."""
+    known = _KnownLeads(
+        by_key=dict.fromkeys(domain.normalise_email(b.email) for b in bodies),
+        by_email=dict.fromkeys(b.email for b in bodies),
+        by_company={company: [] for b in bodies if (company := domain.company_domain(b.email)) is not None},
+    )
+    for start in range(0, len(bodies), 500):
+        part = bodies[start : start + 500]
+        keys, emails = {domain.normalise_email(b.email) for b in part}, {b.email for b in part}
+        by_address = select(Lead).where(or_(Lead.email_key.in_(sorted(keys)), Lead.email.in_(sorted(emails))))
+        for lead in await tx.session.scalars(by_address):
+            if lead.email_key in known.by_key:
+                known.by_key[lead.email_key] = lead
+            if lead.email in known.by_email:
+                known.by_email[lead.email] = lead
+    for chunk in _chunks(set(known.by_company)):
+        # Each company's first COMPANY_CANDIDATES live leads, for all companies in one query.
+        rank = func.row_number().over(partition_by=Lead.company_domain, order_by=(Lead.created_at, Lead.id))
+        ranked = (
+            select(Lead.id, rank.label("n"))
+            .where(Lead.company_domain.in_(chunk), Lead.merged_into.is_(None), Lead.erased_at.is_(None))
+            .subquery()
+        )
+        first = select(Lead).join(ranked, ranked.c.id == Lead.id).where(ranked.c.n <= COMPANY_CANDIDATES)
+        for lead in await tx.session.scalars(first):
+            known.by_company[lead.company_domain].append(lead)  # type: ignore[index]
+    for same in known.by_company.values():
+        same.sort(key=_capture_order)
+    return known
+
+
+def _remember_captured(tx: UnitOfWork, lead: Lead) -> None:
+    """A new lead stays pending until the commit: later events of the batch find it here."""
+    tx.memo.setdefault(_LEADS, {})[lead.id] = lead
+    known: _KnownLeads | None = tx.memo.get(_KNOWN)
+    if known is not None:
+        known.captured(lead)
 
 
 # --------------------------------------------------------------------------- import
@@ -559,12 +712,14 @@ async def apply_stage_event(
     if lead is None:
         return  # a person we never captured (or erased): nothing to move
     _log(tx, lead.id, cause)
-    entered_at = await tx.session.scalar(
-        select(StageChange.at)
-        .where(StageChange.lead_id == lead.id, StageChange.to_stage == lead.stage)
-        .order_by(StageChange.id.desc())
-        .limit(1)
-    )
+    entered_at = None
+    if domain.entry_time_matters(lead.stage):
+        entered_at = await tx.session.scalar(
+            select(StageChange.at)
+            .where(StageChange.lead_id == lead.id, StageChange.to_stage == lead.stage)
+            .order_by(StageChange.id.desc())
+            .limit(1)
+        )
     target = domain.next_stage(lead.stage, cause, occurred_at=occurred_at, entered_at=entered_at)
     if target is not None:
         await move_stage(tx, lead, target, cause)
@@ -652,19 +807,23 @@ async def referral_made(tx: UnitOfWork, ctx: Context, event: ev.Envelope, data: 
     (who moves to ``advocacy`` when a client). A person we already know gets a touch instead."""
     referrer = await _lead_for_event(tx, event.lead_id)
     try:
-        body = LeadIn(
-            name=data.name,
-            email=data.email,
-            company=data.company,
-            channel="referral",
-            campaign=f"referral:{data.referral_id}",
-            referred_by=referrer.id if referrer is not None else None,
-        )
+        body = _referred_lead(data, referrer.id if referrer is not None else None)
     except ValueError as exc:
         raise RejectEvent(f"referral {data.referral_id} cannot become a lead: {exc}") from exc
     created = await capture_lead(tx, ctx, body, source="referral.made", referral_cause="referral.made")
     if not created.duplicate:
         _log(tx, created.lead_id, "referral.made", referral_id=data.referral_id, referred_by=event.lead_id, note=data.note)
+
+
+def _referred_lead(data: ev.ReferralMade, referred_by: uuid.UUID | None) -> LeadIn:
+    return LeadIn(
+        name=data.name,
+        email=data.email,
+        company=data.company,
+        channel="referral",
+        campaign=f"referral:{data.referral_id}",
+        referred_by=referred_by,
+    )
 
 
 # --------------------------------------------------------------------------- deals
@@ -965,6 +1124,7 @@ async def erase_lead(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Lead:
     if lead.erased_at is not None:
         return lead
     now = tx.now()
+    tx.memo.pop(_KNOWN, None)  # its email, name and liveness change
     for name in ("name", "email", "email_key", "company", "company_domain", "job_title", "brief", "timeline",
                  "legal_basis", "campaign"):
         setattr(lead, name, None)
@@ -1009,6 +1169,7 @@ async def merge_leads(tx: UnitOfWork, ctx: Context, kept_id: uuid.UUID, duplicat
         # Other services know those deals (invoices, subscriptions) under the duplicate's id.
         raise Conflict(f"lead {duplicate_id} has deals; merge the other way round (keep {duplicate_id})")
     now = tx.now()
+    tx.memo.pop(_KNOWN, None)  # the duplicate stops being a live candidate
     await tx.session.execute(update(Touch).where(Touch.lead_id == duplicate.id).values(lead_id=kept.id))
     for flag in duplicate.red_flags or []:
         await raise_red_flag(tx, kept, flag["name"], flag.get("evidence") or "", source=f"merge:{duplicate.id}")

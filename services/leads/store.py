@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import NAMING, Money, UTCDateTime
 
@@ -76,6 +76,9 @@ class Touch(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    # Never read (``raise`` on access): it tells the unit of work to insert a lead captured in
+    # the same transaction before this row, so a capture need not flush on its own.
+    lead: Mapped[Lead] = relationship(lazy="raise")
     channel: Mapped[str] = mapped_column(String(32))
     campaign: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -91,6 +94,7 @@ class StageChange(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead: Mapped[Lead] = relationship(lazy="raise")  # flush order only: see Touch.lead
     from_stage: Mapped[str | None] = mapped_column(String(20))
     to_stage: Mapped[str] = mapped_column(String(20))
     cause: Mapped[str] = mapped_column(String(100))
@@ -127,6 +131,7 @@ class LeadRedFlag(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead: Mapped[Lead] = relationship(lazy="raise")  # flush order only: see Touch.lead
     name: Mapped[str] = mapped_column(String(50), index=True)
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -140,6 +145,7 @@ class Activity(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    lead: Mapped[Lead] = relationship(lazy="raise")  # flush order only: see Touch.lead
     type: Mapped[str] = mapped_column(String(60))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -57,4 +57,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
 
 
 def register(runtime: ServiceRuntime, ctx: Context) -> None:
-    runtime.consume(handlers_for(ctx))
+    async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
+        await handlers.prefetch(tx, ctx, events)
+
+    runtime.consume(handlers_for(ctx), prefetch=prefetch)
