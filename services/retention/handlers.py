@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -90,6 +92,182 @@ class Context:
         )
 
 
+# --------------------------------------------------------------------------- what a transaction has read
+
+# A batch applies many events to few clients. A client's rows are read once per transaction
+# (for a whole batch by ``prefetch``, else on first use) and kept in ``tx.memo``, which lives
+# exactly as long as the transaction: nothing another transaction changed is served from it.
+# Reading them again per event would cost a query each, and every query first flushes what is
+# pending (one UPDATE per change instead of one statement per table at the commit). Whatever
+# this module adds to those rows goes into the memo as well, so it stays the whole truth.
+
+ENGAGEMENT_TYPES = ("email.opened", "email.clicked")
+# The timeline events the health and churn-risk rules count.
+ASSESSED_TYPES = ("payment.succeeded", "feedback.received", *ENGAGEMENT_TYPES)
+LATE_PAYMENTS_WINDOW = timedelta(days=90)
+CHUNK = 500  # ids per IN (...) list
+
+TimelineEntry = tuple[str, datetime, dict[str, Any]]  # type, at, detail
+
+
+@dataclass
+class _Assessed:
+    """A client's timeline events of ``ASSESSED_TYPES`` from ``since`` on (every one when None)."""
+
+    since: datetime | None
+    events: list[TimelineEntry]
+
+
+def _clients(tx: UnitOfWork) -> dict[uuid.UUID, Client | None]:
+    """Client rows this transaction holds locked (read FOR UPDATE, or created here); None: none
+    existed (a missing row cannot be locked: creating it races on the primary key instead)."""
+    return tx.memo.setdefault("retention.clients", {})
+
+
+def _money(tx: UnitOfWork) -> dict[uuid.UUID, dict[tuple[str, str], ClientMoney]]:
+    """Every money row of a client, by (measure, currency)."""
+    return tx.memo.setdefault("retention.money", {})
+
+
+def _payments(tx: UnitOfWork) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The details of every ``payment.succeeded`` on a client's timeline."""
+    return tx.memo.setdefault("retention.payments", {})
+
+
+def _assessed(tx: UnitOfWork) -> dict[uuid.UUID, _Assessed]:
+    return tx.memo.setdefault("retention.assessed", {})
+
+
+def _awards(tx: UnitOfWork) -> dict[uuid.UUID, LoyaltyAward | None]:
+    return tx.memo.setdefault("retention.awards", {})
+
+
+def _chunks(ids: list[uuid.UUID]) -> Iterator[list[uuid.UUID]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _lookback(ctx: Context) -> timedelta:
+    """How far back the health and churn-risk rules count events."""
+    return max(2 * timedelta(days=ctx.settings.engagement_window_days), LATE_PAYMENTS_WINDOW)
+
+
+async def prefetch(
+    tx: UnitOfWork,
+    ctx: Context,
+    *,
+    lead_ids: Iterable[uuid.UUID],
+    paying: Iterable[uuid.UUID],
+    invoice_ids: Iterable[uuid.UUID],
+) -> None:
+    """Read what a batch's events will, a few queries for the whole batch: the clients (locked,
+    in key order, as two instances' batches then lock in the same order), their money rows,
+    the timeline the rules count (clients only), the payments of those ``paying`` an invoice
+    off, and the loyalty awards of ``invoice_ids``."""
+    clients = _clients(tx)
+    fresh = sorted(set(lead_ids) - clients.keys())
+    for chunk in _chunks(fresh):
+        query = select(Client).where(Client.lead_id.in_(chunk)).order_by(Client.lead_id).with_for_update()
+        found = {c.lead_id: c for c in await tx.session.scalars(query)}
+        for lead_id in chunk:
+            clients[lead_id] = found.get(lead_id)
+    # A lead without a client row has no other row either (they all refer to it): ``_client``
+    # starts its memo empty when it creates the row.
+    existing = [i for i in fresh if clients[i] is not None]
+    money = _money(tx)
+    for lead_id in existing:
+        money[lead_id] = {}
+    for chunk in _chunks(existing):
+        for row in await tx.session.scalars(select(ClientMoney).where(ClientMoney.lead_id.in_(chunk))):
+            money[row.lead_id][(row.measure, row.currency)] = row
+    payers = sorted(set(paying) & set(existing))
+    payments = _payments(tx)
+    for lead_id in payers:
+        payments[lead_id] = []
+    for chunk in _chunks(payers):
+        rows = await tx.session.execute(
+            select(ClientEvent.lead_id, ClientEvent.detail).where(
+                ClientEvent.lead_id.in_(chunk), ClientEvent.type == "payment.succeeded"
+            )
+        )
+        for lead_id, detail in rows:
+            payments[lead_id].append(detail)
+    since = tx.now() - _lookback(ctx)
+    scored = [i for i in existing if clients[i].became_client_at is not None]  # type: ignore[union-attr]
+    assessed = _assessed(tx)
+    for lead_id in scored:
+        assessed[lead_id] = _Assessed(since, [])
+    for chunk in _chunks(scored):
+        rows = await tx.session.execute(
+            select(ClientEvent.lead_id, ClientEvent.type, ClientEvent.at, ClientEvent.detail).where(
+                ClientEvent.lead_id.in_(chunk), ClientEvent.type.in_(ASSESSED_TYPES), ClientEvent.at >= since
+            )
+        )
+        for lead_id, event_type, at, detail in rows:
+            assessed[lead_id].events.append((event_type, at, detail))
+    awards = _awards(tx)
+    wanted = sorted(set(invoice_ids) - awards.keys())
+    for chunk in _chunks(wanted):
+        found_awards = {
+            a.invoice_id: a
+            for a in await tx.session.scalars(select(LoyaltyAward).where(LoyaltyAward.invoice_id.in_(chunk)))
+        }
+        for invoice_id in chunk:
+            awards[invoice_id] = found_awards.get(invoice_id)
+
+
+async def _locked_client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client | None:
+    """The client row, locked for this transaction (read FOR UPDATE once), or None."""
+    clients = _clients(tx)
+    if lead_id not in clients:
+        clients[lead_id] = await tx.session.get(Client, lead_id, with_for_update=True)
+    return clients[lead_id]
+
+
+async def _money_rows(tx: UnitOfWork, lead_id: uuid.UUID) -> dict[tuple[str, str], ClientMoney]:
+    money = _money(tx)
+    if lead_id not in money:
+        rows = await tx.session.scalars(select(ClientMoney).where(ClientMoney.lead_id == lead_id))
+        money[lead_id] = {(row.measure, row.currency): row for row in rows}
+    return money[lead_id]
+
+
+async def _payment_details(tx: UnitOfWork, lead_id: uuid.UUID) -> list[dict[str, Any]]:
+    payments = _payments(tx)
+    if lead_id not in payments:
+        payments[lead_id] = list(
+            await tx.session.scalars(
+                select(ClientEvent.detail).where(
+                    ClientEvent.lead_id == lead_id, ClientEvent.type == "payment.succeeded"
+                )
+            )
+        )
+    return payments[lead_id]
+
+
+async def _assessed_events(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, now: datetime) -> list[TimelineEntry]:
+    """The client's events the rules count as of ``now`` (read again only if the memo does not
+    reach back far enough: the clock went back)."""
+    since = now - _lookback(ctx)
+    assessed = _assessed(tx)
+    known = assessed.get(lead_id)
+    if known is None or (known.since is not None and known.since > since):
+        rows = await tx.session.execute(
+            select(ClientEvent.type, ClientEvent.at, ClientEvent.detail).where(
+                ClientEvent.lead_id == lead_id, ClientEvent.type.in_(ASSESSED_TYPES), ClientEvent.at >= since
+            )
+        )
+        known = assessed[lead_id] = _Assessed(since, [(t, at, detail) for t, at, detail in rows])
+    return known.events
+
+
+async def _award(tx: UnitOfWork, invoice_id: uuid.UUID) -> LoyaltyAward | None:
+    awards = _awards(tx)
+    if invoice_id not in awards:
+        awards[invoice_id] = await tx.session.get(LoyaltyAward, invoice_id)
+    return awards[invoice_id]
+
+
 # --------------------------------------------------------------------------- the client record
 
 
@@ -97,7 +275,7 @@ async def _client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
     """The client row, locked for this transaction; created on the first event about the
     person, whatever its topic (two instances racing to create it make one batch fail on the
     primary key; the consumer retries it and the retry finds the row)."""
-    client = await tx.session.get(Client, lead_id, with_for_update=True)
+    client = await _locked_client(tx, lead_id)
     if client is not None:
         return client
     now = tx.now()
@@ -130,36 +308,38 @@ async def _client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
         created_at=now,
         updated_at=now,
     )
+    # Inserted at the next flush, before the rows that refer to it: the unit of work writes
+    # unrelated mappers in name order, Client before ClientEvent, ClientMoney, LoyaltyAward...;
+    # a Cancellation (before it) is only added after a query, which flushed the client.
     tx.session.add(client)
-    await tx.session.flush()
+    _clients(tx)[lead_id] = client
+    _money(tx)[lead_id] = {}
+    _payments(tx)[lead_id] = []
+    _assessed(tx)[lead_id] = _Assessed(None, [])
     return client
 
 
-ENGAGEMENT_TYPES = ("email.opened", "email.clicked")
-
-
-async def _count_events(
-    tx: UnitOfWork,
-    lead_id: uuid.UUID,
+def _count_events(
+    events: list[TimelineEntry],
     types: tuple[str, ...],
     *,
     since: datetime,
     until: datetime | None = None,
     where: dict[str, object] | None = None,
 ) -> int:
-    query = select(ClientEvent.detail).where(
-        ClientEvent.lead_id == lead_id, ClientEvent.type.in_(types), ClientEvent.at >= since
+    return sum(
+        1
+        for event_type, at, detail in events
+        if event_type in types
+        and at >= since
+        and (until is None or at < until)
+        and all((detail or {}).get(k) == v for k, v in (where or {}).items())
     )
-    if until is not None:
-        query = query.where(ClientEvent.at < until)
-    details = list(await tx.session.scalars(query))
-    if where:
-        details = [d for d in details if all((d or {}).get(k) == v for k, v in where.items())]
-    return len(details)
 
 
 async def _evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime) -> domain.HealthEvidence:
     since = now - timedelta(days=ctx.settings.engagement_window_days)
+    events = await _assessed_events(tx, ctx, client.lead_id, now)
     return domain.HealthEvidence(
         payments_on_time=client.payments_on_time,
         payments_late=client.payments_late,
@@ -168,8 +348,8 @@ async def _evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime)
         feedback_count=client.feedback_count,
         client_since=client.became_client_at,
         engagement_seen=client.engagement_seen or client.unsubscribed_at is not None,
-        opens_recent=await _count_events(tx, client.lead_id, ("email.opened",), since=since),
-        clicks_recent=await _count_events(tx, client.lead_id, ("email.clicked",), since=since),
+        opens_recent=_count_events(events, ("email.opened",), since=since),
+        clicks_recent=_count_events(events, ("email.clicked",), since=since),
         unsubscribed=client.unsubscribed_at is not None,
         last_feedback_score=client.last_feedback_score,
         out_of_scope_requests=client.out_of_scope_requests,
@@ -178,20 +358,16 @@ async def _evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime)
 
 async def _risk_evidence(tx: UnitOfWork, ctx: Context, client: Client, now: datetime) -> domain.RiskEvidence:
     window = timedelta(days=ctx.settings.engagement_window_days)
-    lead_id = client.lead_id
+    events = await _assessed_events(tx, ctx, client.lead_id, now)
     return domain.RiskEvidence(
-        late_payments_recent=await _count_events(
-            tx, lead_id, ("payment.succeeded",), since=now - timedelta(days=90), where={"late": True}
+        late_payments_recent=_count_events(
+            events, ("payment.succeeded",), since=now - LATE_PAYMENTS_WINDOW, where={"late": True}
         ),
         overdue_open=len(client.overdue_invoices or []),
-        engagement_recent=await _count_events(tx, lead_id, ENGAGEMENT_TYPES, since=now - window),
-        engagement_before=await _count_events(
-            tx, lead_id, ENGAGEMENT_TYPES, since=now - 2 * window, until=now - window
-        ),
+        engagement_recent=_count_events(events, ENGAGEMENT_TYPES, since=now - window),
+        engagement_before=_count_events(events, ENGAGEMENT_TYPES, since=now - 2 * window, until=now - window),
         unsubscribed_recent=client.unsubscribed_at is not None and client.unsubscribed_at >= now - window,
-        complaints_recent=await _count_events(
-            tx, lead_id, ("feedback.received",), since=now - window, where={"complaint": True}
-        ),
+        complaints_recent=_count_events(events, ("feedback.received",), since=now - window, where={"complaint": True}),
         hours_used=client.hours_used,
         hours_included=client.hours_included,
         price_increase_at=client.price_increase_at,
@@ -256,32 +432,36 @@ async def _check_churn_risk(tx: UnitOfWork, ctx: Context, client: Client, *, now
 def _timeline(tx: UnitOfWork, client: Client, event_type: str, *, at: datetime | None = None, **detail: object) -> None:
     """Keep the event behind a change on the client's timeline (ids and counts, no personal data)."""
     cause = tx.cause
-    tx.session.add(
-        ClientEvent(
-            lead_id=client.lead_id,
-            event_id=cause.event_id if cause else uuid.uuid4(),
-            type=event_type,
-            at=at or (cause.occurred_at if cause else tx.now()),
-            detail={
-                k: (str(v) if isinstance(v, (Decimal, uuid.UUID, datetime)) else v) for k, v in detail.items()
-            },
-        )
+    row = ClientEvent(
+        lead_id=client.lead_id,
+        event_id=cause.event_id if cause else uuid.uuid4(),
+        type=event_type,
+        at=at or (cause.occurred_at if cause else tx.now()),
+        detail={k: (str(v) if isinstance(v, (Decimal, uuid.UUID, datetime)) else v) for k, v in detail.items()},
     )
+    tx.session.add(row)
+    payments = _payments(tx).get(client.lead_id)
+    if event_type == "payment.succeeded" and payments is not None:
+        payments.append(row.detail)
+    assessed = _assessed(tx).get(client.lead_id)
+    if event_type in ASSESSED_TYPES and assessed is not None:
+        assessed.events.append((event_type, row.at, row.detail))
 
 
 async def _changed(tx: UnitOfWork, ctx: Context, client: Client) -> None:
     """Every change to a client: stamp it, re-score it, refresh the gauges after the commit."""
     now = tx.now()
     client.updated_at = now
-    await tx.session.flush()
     await _assess(tx, ctx, client, now=now)
     ctx.metrics.refresh_after_commit(tx)
 
 
 async def _add_money(tx: UnitOfWork, lead_id: uuid.UUID, *, measure: str, amount: Decimal, currency: str) -> None:
-    row = await tx.session.get(ClientMoney, (lead_id, measure, currency))
+    rows = await _money_rows(tx, lead_id)
+    row = rows.get((measure, currency))
     if row is None:
-        tx.session.add(ClientMoney(lead_id=lead_id, measure=measure, currency=currency, amount=amount))
+        rows[(measure, currency)] = ClientMoney(lead_id=lead_id, measure=measure, currency=currency, amount=amount)
+        tx.session.add(rows[(measure, currency)])
     else:
         row.amount = row.amount + amount
 
@@ -430,28 +610,23 @@ async def record_payment(
     )
     if invoice_id is not None and invoice_paid:
         client.overdue_invoices = [i for i in (client.overdue_invoices or []) if i != str(invoice_id)]
-        await tx.session.flush()
         paid = [
             Decimal(d["amount"])
-            for d in await tx.session.scalars(
-                select(ClientEvent.detail).where(
-                    ClientEvent.lead_id == lead_id, ClientEvent.type == "payment.succeeded"
-                )
-            )
+            for d in await _payment_details(tx, lead_id)
             if d.get("invoice_id") == str(invoice_id) and d.get("currency") == currency
         ]
-        if await tx.session.get(LoyaltyAward, invoice_id) is None:
-            tx.session.add(
-                LoyaltyAward(
-                    invoice_id=invoice_id,
-                    lead_id=lead_id,
-                    amount=sum(paid, Decimal(0)),
-                    currency=currency,
-                    due_at=(paid_at or _when(tx)) + timedelta(days=ctx.settings.loyalty_refund_window_days),
-                    status="pending",
-                    points=0,
-                )
+        if await _award(tx, invoice_id) is None:
+            award = LoyaltyAward(
+                invoice_id=invoice_id,
+                lead_id=lead_id,
+                amount=sum(paid, Decimal(0)),
+                currency=currency,
+                due_at=(paid_at or _when(tx)) + timedelta(days=ctx.settings.loyalty_refund_window_days),
+                status="pending",
+                points=0,
             )
+            tx.session.add(award)
+            _awards(tx)[invoice_id] = award
     await _changed(tx, ctx, client)
 
 
@@ -476,7 +651,7 @@ async def record_voided(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, inv
     """A voided invoice is no longer overdue and earns no points."""
     client = await _client(tx, lead_id)
     client.overdue_invoices = [i for i in (client.overdue_invoices or []) if i != str(invoice_id)]
-    award = await tx.session.get(LoyaltyAward, invoice_id)
+    award = await _award(tx, invoice_id)
     if award is not None and award.status == "pending":
         award.status = "voided"
     _timeline(tx, client, "invoice.voided", invoice_id=invoice_id)
@@ -501,7 +676,7 @@ async def record_credit_note(
     is no longer revenue."""
     client = await _client(tx, lead_id)
     if refunded > 0:
-        award = await tx.session.get(LoyaltyAward, invoice_id)
+        award = await _award(tx, invoice_id)
         if award is not None and award.status == "pending":
             award.status = "voided"
         await _add_money(tx, lead_id, measure="revenue", amount=-refunded, currency=currency)
@@ -541,7 +716,7 @@ async def become_client(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, cle
 async def _credit_referrer(tx: UnitOfWork, ctx: Context, client: Client) -> None:
     """The referred lead became a client: the referral converts and the referrer earns points."""
     assert client.referred_by is not None
-    referrer = await tx.session.get(Client, client.referred_by, with_for_update=True)
+    referrer = await _locked_client(tx, client.referred_by)
     if referrer is None:
         return
     referral = await _referral_of(tx, referrer.lead_id, client)
@@ -1063,7 +1238,7 @@ async def award_due_points(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
         )
     )
     for award in due:
-        client = await tx.session.get(Client, award.lead_id, with_for_update=True)
+        client = await _locked_client(tx, award.lead_id)
         award.points = domain.loyalty_points(award.amount, ctx.settings.loyalty_points_per_unit)
         award.status = "awarded"
         award.awarded_at = now
@@ -1457,7 +1632,7 @@ async def replay_referral(tx: UnitOfWork, lead_id: uuid.UUID, p: ev.ReferralMade
 async def replay_points(tx: UnitOfWork, lead_id: uuid.UUID, p: ev.LoyaltyPointsAwarded) -> None:
     client = await _client(tx, lead_id)
     if p.invoice_id is not None:
-        award = await tx.session.get(LoyaltyAward, p.invoice_id)
+        award = await _award(tx, p.invoice_id)
         if award is not None and award.status == "awarded":
             return
         if award is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from services.retention import handlers
 from services.retention.handlers import Context
 from shared import events as ev
-from shared.consumer import Handler, RejectEvent
+from shared.consumer import Handler, Prefetch, RejectEvent
 from shared.events import Envelope
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
@@ -185,5 +185,33 @@ def own_handlers() -> dict[str, Handler]:
     }
 
 
+# Whose loyalty award an event reads (by the invoice it names).
+AWARD_EVENTS = ("payment.succeeded", "invoice.voided", "credit_note.issued")
+
+
+def prefetch_for(ctx: Context) -> Prefetch:
+    """What a batch's handlers will read, named from its events (see ``handlers.prefetch``)."""
+
+    async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
+        paying: set[uuid.UUID] = set()
+        invoice_ids: set[uuid.UUID] = set()
+        for event in events:
+            if event.type not in AWARD_EVENTS:
+                continue
+            p = event.payload()
+            assert isinstance(p, (ev.PaymentSucceeded, ev.InvoiceVoided, ev.CreditNoteIssued))
+            if p.invoice_id is not None:
+                invoice_ids.add(p.invoice_id)
+                if isinstance(p, ev.PaymentSucceeded) and p.invoice_paid and event.lead_id is not None:
+                    paying.add(event.lead_id)
+        await handlers.prefetch(
+            tx, ctx,
+            lead_ids={e.lead_id for e in events if e.lead_id is not None and e.type != "channel.spend_recorded"},
+            paying=paying, invoice_ids=invoice_ids,
+        )
+
+    return prefetch
+
+
 def register(runtime: ServiceRuntime, ctx: Context) -> None:
-    runtime.consume(handlers_for(ctx))
+    runtime.consume(handlers_for(ctx), prefetch=prefetch_for(ctx))
