@@ -7,7 +7,7 @@ from typing import Any
 from services.leads import handlers
 from services.leads.handlers import Context
 from shared import events as ev
-from shared.consumer import Handler
+from shared.consumer import Handler, Prefetch
 from shared.events import EVENT_TYPES, Envelope
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
@@ -56,8 +56,12 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
     return consumed
 
 
-def register(runtime: ServiceRuntime, ctx: Context) -> None:
+def prefetch_for(ctx: Context) -> Prefetch:
     async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
         await handlers.prefetch(tx, ctx, events)
 
-    runtime.consume(handlers_for(ctx), prefetch=prefetch)
+    return prefetch
+
+
+def register(runtime: ServiceRuntime, ctx: Context) -> None:
+    runtime.consume(handlers_for(ctx), prefetch=prefetch_for(ctx))
