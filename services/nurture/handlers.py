@@ -111,16 +111,71 @@ def profile(contact: Contact) -> dict[str, Any]:
     }
 
 
+# Per transaction: what is known of each person read (a Contact, or None when they have none),
+# and every enrollment of each person read, with those added since. Filled by ``prefetch`` for a
+# consumed batch, else on first use; a person created in the transaction is pending, which the
+# session's identity map does not hold, so a second ``session.get`` would flush and query again.
+_CONTACTS = "nurture.contacts"
+_ENROLLMENTS = "nurture.enrollments"
+_CHUNK = 500
+
+
+def _chunks(ids: list[uuid.UUID]) -> list[list[uuid.UUID]]:
+    return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
+
+
+async def prefetch(tx: UnitOfWork, events: list[ev.Envelope], *, builtin: domain.Catalog) -> None:
+    """Read what a consumed batch's events will read of their people (contacts, enrollments) and
+    the catalog in a few queries, so the handlers query nothing per event and their inserts wait
+    for the commit instead of being flushed one event at a time by each query."""
+    lead_ids = list(dict.fromkeys(e.lead_id for e in events if e.lead_id is not None))
+    contacts: dict[uuid.UUID, Contact | None] = tx.memo.setdefault(_CONTACTS, {})
+    for chunk in _chunks([i for i in lead_ids if i not in contacts]):
+        found = {c.lead_id: c for c in await tx.session.scalars(select(Contact).where(Contact.lead_id.in_(chunk)))}
+        contacts.update((i, found.get(i)) for i in chunk)
+    enrollments: dict[uuid.UUID, list[Enrollment]] = tx.memo.setdefault(_ENROLLMENTS, {})
+    for chunk in _chunks([i for i in lead_ids if i not in enrollments]):
+        lists: dict[uuid.UUID, list[Enrollment]] = {i: [] for i in chunk}
+        for enrollment in await tx.session.scalars(select(Enrollment).where(Enrollment.lead_id.in_(chunk))):
+            lists[enrollment.lead_id].append(enrollment)
+        enrollments.update(lists)
+    await current_catalog(tx, builtin)
+
+
+async def _known_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> Contact | None:
+    known: dict[uuid.UUID, Contact | None] = tx.memo.setdefault(_CONTACTS, {})
+    if lead_id not in known:
+        known[lead_id] = await tx.session.get(Contact, lead_id)
+    return known[lead_id]
+
+
+def _add_contact(tx: UnitOfWork, contact: Contact) -> Contact:
+    tx.session.add(contact)
+    tx.memo.setdefault(_CONTACTS, {})[contact.lead_id] = contact
+    return contact
+
+
+async def _enrollments(tx: UnitOfWork, lead_id: uuid.UUID) -> list[Enrollment]:
+    """Every enrollment of the person (any status), read once per transaction; ``enroll`` adds
+    the new ones to this list."""
+    known: dict[uuid.UUID, list[Enrollment]] = tx.memo.setdefault(_ENROLLMENTS, {})
+    if lead_id not in known:
+        known[lead_id] = list(await tx.session.scalars(select(Enrollment).where(Enrollment.lead_id == lead_id)))
+    return known[lead_id]
+
+
 async def _contact(tx: UnitOfWork, lead_id: uuid.UUID) -> Contact:
     """The person, or a placeholder (no address yet) for an event that came before the capture."""
-    contact = await tx.session.get(Contact, lead_id)
+    contact = await _known_contact(tx, lead_id)
     if contact is None:
         now = tx.now()
-        contact = Contact(
-            lead_id=lead_id, language="en", timezone="UTC", segment="default", consent_marketing=False,
-            engagement_score=0, created_at=now, updated_at=now,
+        contact = _add_contact(
+            tx,
+            Contact(
+                lead_id=lead_id, language="en", timezone="UTC", segment="default", consent_marketing=False,
+                engagement_score=0, created_at=now, updated_at=now,
+            ),
         )
-        tx.session.add(contact)
     return contact
 
 
@@ -166,7 +221,7 @@ async def on_event(
             tx.after_commit(lambda: on_erased(sent))
         return []
     now = tx.now()
-    existing = await tx.session.get(Contact, lead_id)
+    existing = await _known_contact(tx, lead_id)
     if existing is not None and existing.erased_at is not None:
         return []  # an erased person stays erased
     contact = await _contact(tx, lead_id)
@@ -204,14 +259,12 @@ async def enroll(
     step a durable row in this same transaction."""
     data = dict(data or {})
     key = sequence.key_for(data, now=at)
-    previous = (
-        await tx.session.execute(
-            select(Enrollment.key, Enrollment.status, Enrollment.ended_at).where(
-                Enrollment.lead_id == lead_id, Enrollment.sequence == sequence.name
-            )
-        )
-    ).all()
-    past = [domain.PastEnrollment(key=r.key, active=r.status == "active", ended_at=r.ended_at) for r in previous]
+    enrollments = await _enrollments(tx, lead_id)
+    past = [
+        domain.PastEnrollment(key=e.key, active=e.status == "active", ended_at=e.ended_at)
+        for e in enrollments
+        if e.sequence == sequence.name
+    ]
     if not domain.may_enroll(sequence, past, key=key, now=at):
         return []
     enrollment = Enrollment(
@@ -219,6 +272,7 @@ async def enroll(
         context=data,
     )
     tx.session.add(enrollment)
+    enrollments.append(enrollment)
     anchor = _anchor(sequence, data)
     rows = []
     for step, due_at in sequence.schedule(at, anchor):
@@ -244,7 +298,6 @@ async def enroll(
             )
         )
     tx.session.add_all(rows)
-    await tx.session.flush()
     if not any(r.status == domain.PENDING for r in rows):
         enrollment.status, enrollment.ended_at, enrollment.ended_reason = "completed", at, "nothing left to send"
     return [r for r in rows if r.status == domain.PENDING]
@@ -267,11 +320,7 @@ async def _end(
 
 
 async def _active(tx: UnitOfWork, lead_id: uuid.UUID) -> list[Enrollment]:
-    return list(
-        await tx.session.scalars(
-            select(Enrollment).where(Enrollment.lead_id == lead_id, Enrollment.status == "active")
-        )
-    )
+    return [e for e in await _enrollments(tx, lead_id) if e.status == "active"]
 
 
 async def end_enrollments(
@@ -308,12 +357,10 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> list[uuid.UUID]:
     """Forget a person's name, address and words everywhere in nurture; counts and dates stay,
     anonymous, and nothing more is sent. Returns the ids of the messages sent to them."""
     now = tx.now()
-    contact = await tx.session.get(Contact, lead_id)
+    contact = await _known_contact(tx, lead_id)
     if contact is None:
         # Keep a tombstone so a late lead.captured cannot bring the person back.
-        tx.session.add(
-            Contact(lead_id=lead_id, erased_at=now, created_at=now, updated_at=now, engagement_score=0)
-        )
+        _add_contact(tx, Contact(lead_id=lead_id, erased_at=now, created_at=now, updated_at=now, engagement_score=0))
     else:
         contact.name = None
         contact.email = None
@@ -436,31 +483,48 @@ class ClaimResult:
     skipped: int = 0
 
 
-async def _previous(tx: UnitOfWork, enrollment_id: uuid.UUID | None, step: int) -> domain.Previous | None:
-    if enrollment_id is None:
-        return None
-    last = await tx.session.scalar(
-        select(Message)
-        .where(Message.enrollment_id == enrollment_id, Message.step < step)
-        .order_by(Message.step.desc())
-        .limit(1)
-    )
-    return None if last is None else domain.Previous(opened=last.opened_at is not None, clicked=last.clicked_at is not None)
+async def _previous(tx: UnitOfWork, rows: list[ScheduledMessage]) -> dict[uuid.UUID, domain.Previous | None]:
+    """For each step with a condition, the last email its enrollment sent before it, read for
+    the whole claim in one query."""
+    conditional = [r for r in rows if r.condition and r.enrollment_id is not None]
+    enrollment_ids = list({r.enrollment_id for r in conditional if r.enrollment_id is not None})
+    sent: dict[uuid.UUID | None, list[tuple[int, domain.Previous]]] = {}
+    for chunk in _chunks(enrollment_ids):
+        found = await tx.session.execute(
+            select(Message.enrollment_id, Message.step, Message.opened_at, Message.clicked_at).where(
+                Message.enrollment_id.in_(chunk)
+            )
+        )
+        for m in found:
+            previous = domain.Previous(opened=m.opened_at is not None, clicked=m.clicked_at is not None)
+            sent.setdefault(m.enrollment_id, []).append((m.step, previous))
+    out: dict[uuid.UUID, domain.Previous | None] = {}
+    for row in conditional:
+        earlier = [(step, p) for step, p in sent.get(row.enrollment_id, []) if step < row.step]
+        out[row.id] = max(earlier, key=lambda sp: sp[0])[1] if earlier else None
+    return out
 
 
-async def _recent_marketing(tx: UnitOfWork, lead_id: uuid.UUID, now: datetime) -> list[datetime]:
-    """Marketing emails sent in the last 7 days, and those claimed right now (in flight)."""
-    sent = await tx.session.scalars(
-        select(Message.sent_at).where(
-            Message.lead_id == lead_id, Message.category == "marketing", Message.sent_at > now - domain.CAP_WINDOW
+async def _recent_marketing(tx: UnitOfWork, lead_ids: set[uuid.UUID], now: datetime) -> dict[uuid.UUID, list[datetime]]:
+    """Per person, the marketing emails sent in the last 7 days and those claimed right now (in
+    flight), read for the whole claim in two queries."""
+    recent: dict[uuid.UUID, list[datetime]] = {i: [] for i in lead_ids}
+    for chunk in _chunks(list(lead_ids)):
+        sent = await tx.session.execute(
+            select(Message.lead_id, Message.sent_at).where(
+                Message.lead_id.in_(chunk), Message.category == "marketing", Message.sent_at > now - domain.CAP_WINDOW
+            )
         )
-    )
-    flying = await tx.session.scalar(
-        select(func.count()).select_from(S).where(
-            S.lead_id == lead_id, S.status == domain.PENDING, S.category == "marketing", S.claimed_until > now
+        for lead_id, sent_at in sent:
+            recent[lead_id].append(sent_at)
+        flying = await tx.session.execute(
+            select(S.lead_id, func.count())
+            .where(S.lead_id.in_(chunk), S.status == domain.PENDING, S.category == "marketing", S.claimed_until > now)
+            .group_by(S.lead_id)
         )
-    )
-    return [*sent, *([now] * (flying or 0))]
+        for lead_id, count in flying:
+            recent[lead_id] += [now] * count
+    return recent
 
 
 async def _defer(tx: UnitOfWork, row: ScheduledMessage, until: datetime) -> None:
@@ -479,48 +543,58 @@ async def _defer(tx: UnitOfWork, row: ScheduledMessage, until: datetime) -> None
 
 async def claim_due_steps(
     tx: UnitOfWork, *, now: datetime, limit: int, lease: timedelta, policy: Policy | None = None
-) -> ClaimResult | list[Outgoing]:
+) -> ClaimResult:
     """Claim up to ``limit`` due steps for ``lease`` so no other sender takes them meanwhile,
     after the sending policy: a step whose condition fails is skipped, one in the person's quiet
     hours or over the weekly cap is moved to when it may go.
 
-    The claim is a conditional update, so two instances never both win one row (on SQLite the
-    write lock serialises them, on PostgreSQL the second update re-reads the claimed row)."""
+    A batch costs a few statements whatever its size: the due steps come with their person and
+    enrollment in one query, the cap and conditions are read for all of them at once, and the
+    claim is one conditional update that returns the rows it won, so two instances never both
+    win one row (on SQLite the write lock serialises them, on PostgreSQL the second update
+    re-reads the claimed row and leaves it out)."""
     policy = policy or Policy(domain.QuietHours(0, 0), cap=10**6)
     result = ClaimResult([], [])
     held = set(await tx.session.scalars(select(Takeover.lead_id).where(Takeover.ended_at.is_(None))))
     unclaimed = or_(S.claimed_until.is_(None), S.claimed_until <= now)
-    query = select(S.id, S.lead_id, S.due_at).where(S.status == domain.PENDING, S.due_at <= now, unclaimed)
+    query = (
+        select(S, Contact, Enrollment)
+        .join(Contact, Contact.lead_id == S.lead_id, isouter=True)
+        .join(Enrollment, Enrollment.id == S.enrollment_id, isouter=True)
+        .where(S.status == domain.PENDING, S.due_at <= now, unclaimed)
+    )
     if held:
         # Held people are left out here too, or their old steps would fill every batch.
         query = query.where(S.lead_id.not_in(held))
-    rows = (await tx.session.execute(query.order_by(S.due_at, S.id).limit(limit))).all()
+    found = {
+        row.id: (row, contact, enrollment)
+        for row, contact, enrollment in await tx.session.execute(query.order_by(S.due_at, S.id).limit(limit))
+    }
     due = domain.select_due(
-        [domain.PendingStep(id=r.id, lead_id=r.lead_id, due_at=r.due_at) for r in rows], now=now, held=held, limit=limit
+        [domain.PendingStep(id=r.id, lead_id=r.lead_id, due_at=r.due_at) for r, _, _ in found.values()],
+        now=now, held=held, limit=limit,
     )
-    claimed: list[uuid.UUID] = []
-    in_batch: dict[uuid.UUID, list[datetime]] = {}
-    for pending in due:
-        row = await tx.session.get(S, pending.id)
-        contact = await tx.session.get(Contact, pending.lead_id)
-        if row is None or row.status != domain.PENDING:
+    rows = [found[pending.id][0] for pending in due]
+    recent = await _recent_marketing(tx, {r.lead_id for r in rows if r.category == "marketing"}, now)
+    previous = await _previous(tx, rows)
+    planned: list[ScheduledMessage] = []
+    for row in rows:
+        if row.status != domain.PENDING:
             continue
-        if row.category == "marketing" and pending.lead_id not in in_batch:
-            in_batch[pending.lead_id] = await _recent_marketing(tx, pending.lead_id, now)
+        contact = found[row.id][1]
         plan = domain.plan_send(
             now=now,
             category=row.category,
             immediate=row.immediate,
             condition=row.condition,
-            previous=await _previous(tx, row.enrollment_id, row.step) if row.condition else None,
+            previous=previous.get(row.id),
             timezone_name=contact.timezone if contact else None,
             quiet=policy.quiet,
-            recent_marketing=in_batch.get(pending.lead_id, []),
+            recent_marketing=recent.get(row.lead_id, []),
             cap=policy.cap,
         )
         if plan.action == "skip":
             row.status, row.reason = domain.SKIPPED, (plan.reason or "condition")[:100]
-            await tx.session.flush()
             await _finish_if_done(tx, row.lead_id, row.enrollment_id)
             result.skipped += 1
             continue
@@ -528,28 +602,26 @@ async def claim_due_steps(
             await _defer(tx, row, plan.until)
             result.deferred.append(plan.reason or "deferred")
             continue
-        await tx.session.flush()
-        updated = await tx.session.execute(
+        planned.append(row)
+        if row.category == "marketing":
+            # In flight from now on: the person's next marketing step in this batch counts it.
+            recent[row.lead_id].append(now)
+    won: dict[uuid.UUID, int] = {}
+    for chunk in _chunks([row.id for row in planned]):
+        claimed = await tx.session.execute(
             update(S)
-            .where(S.id == pending.id, S.status == domain.PENDING, unclaimed)
+            .where(S.id.in_(chunk), S.status == domain.PENDING, unclaimed)
             .values(claimed_until=now + lease, attempts=S.attempts + 1)
+            .returning(S.id, S.attempts)
             .execution_options(synchronize_session=False)
         )
-        if updated.rowcount == 1:
-            claimed.append(pending.id)
-            if row.category == "marketing":
-                in_batch.setdefault(pending.lead_id, []).append(now)
-    await tx.session.flush()
-    if claimed:
-        found = await tx.session.execute(
-            select(S, Contact, Enrollment)
-            .join(Contact, Contact.lead_id == S.lead_id, isouter=True)
-            .join(Enrollment, Enrollment.id == S.enrollment_id, isouter=True)
-            .where(S.id.in_(claimed))
-            .execution_options(populate_existing=True)
-        )
-        by_id = {
-            row.id: Outgoing(
+        won.update((step_id, attempts) for step_id, attempts in claimed)
+    for row in planned:
+        if row.id not in won:
+            continue  # another instance claimed it first
+        _, contact, enrollment = found[row.id]
+        result.claimed.append(
+            Outgoing(
                 id=row.id,
                 lead_id=row.lead_id,
                 sequence=row.sequence,
@@ -564,27 +636,40 @@ async def claim_due_steps(
                 due_at=row.due_at,
                 bounced=bool(contact and contact.bounced_at),
                 enrollment_id=row.enrollment_id,
-                attempts=row.attempts,
+                attempts=won[row.id],
                 context=dict(enrollment.context or {}) if enrollment else {},
                 variables=dict(row.variables or {}),
             )
-            for row, contact, enrollment in found.all()
-        }
-        result.claimed = [by_id[i] for i in claimed if i in by_id]
+        )
     return result
 
 
 async def _finish_if_done(
     tx: UnitOfWork, lead_id: uuid.UUID, enrollment_id: uuid.UUID | None, catalog: domain.Catalog | None = None
 ) -> None:
-    """Complete the enrollment when no step is left; a ``then`` sequence starts now."""
-    if enrollment_id is None:
-        return
-    left = await tx.session.scalar(
-        select(func.count()).select_from(S).where(S.enrollment_id == enrollment_id, S.status == domain.PENDING)
-    )
-    if left:
-        return
+    await _finish_done(tx, [(lead_id, enrollment_id)], catalog)
+
+
+async def _finish_done(
+    tx: UnitOfWork, steps: list[tuple[uuid.UUID, uuid.UUID | None]], catalog: domain.Catalog | None = None
+) -> None:
+    """Complete each of these steps' enrollments that has no step left (one query for them all);
+    a ``then`` sequence starts now."""
+    ending = {enrollment_id: lead_id for lead_id, enrollment_id in steps if enrollment_id is not None}
+    for chunk in _chunks(list(ending)):
+        left = set(
+            await tx.session.scalars(
+                select(S.enrollment_id).where(S.enrollment_id.in_(chunk), S.status == domain.PENDING).distinct()
+            )
+        )
+        for enrollment_id in chunk:
+            if enrollment_id not in left:
+                await _complete(tx, ending[enrollment_id], enrollment_id, catalog)
+
+
+async def _complete(
+    tx: UnitOfWork, lead_id: uuid.UUID, enrollment_id: uuid.UUID, catalog: domain.Catalog | None
+) -> None:
     enrollment = await tx.session.get(Enrollment, enrollment_id)
     if enrollment is None or enrollment.status != "active":
         return
@@ -613,60 +698,68 @@ async def suppress_step(
     return True
 
 
-async def record_sent(
-    tx: UnitOfWork,
-    step: Outgoing,
-    *,
-    subject: str,
-    body_text: str,
-    language: str,
-    to_address: str,
-    catalog: domain.Catalog | None = None,
-) -> bool:
-    """The transport accepted the email: mark the step sent, keep the message, say ``email.sent``.
+@dataclass(frozen=True)
+class Sent:
+    """An email the transport accepted, as it went out."""
 
-    False when the step is no longer pending (erased or exited while the email was on its way,
-    or sent by another instance after our claim expired): nothing is recorded then."""
+    step: Outgoing
+    subject: str
+    body_text: str
+    language: str
+    to_address: str
+
+
+async def record_sent(tx: UnitOfWork, sent: list[Sent], *, catalog: domain.Catalog | None = None) -> set[uuid.UUID]:
+    """The transport accepted these emails: mark each step sent, keep the message, say
+    ``email.sent``; one update for the batch, and its inserts go together at the commit.
+
+    Returns the ids recorded. A step no longer pending is left out (erased or exited while the
+    email was on its way, or sent by another instance after our claim expired): nothing is
+    recorded for it."""
     now = tx.now()
-    result = await tx.session.execute(
-        update(S)
-        .where(S.id == step.id, S.status == domain.PENDING)
-        .values(status=domain.SENT, sent_at=now, claimed_until=None, reason=None, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return False
-    tx.session.add(
-        Message(
-            message_id=step.id,
-            lead_id=step.lead_id,
-            sequence=step.sequence,
-            step=step.step,
-            template=step.template,
-            language=language,
-            subject=subject,
-            category=step.category,
-            to_address=to_address,
-            sent_at=now,
-            body_text=body_text,
-            enrollment_id=step.enrollment_id,
+    recorded: set[uuid.UUID] = set()
+    for chunk in _chunks([s.step.id for s in sent]):
+        marked = await tx.session.scalars(
+            update(S)
+            .where(S.id.in_(chunk), S.status == domain.PENDING)
+            .values(status=domain.SENT, sent_at=now, claimed_until=None, reason=None, last_error=None)
+            .returning(S.id)
+            .execution_options(synchronize_session=False)
         )
-    )
-    tx.emit(
-        "email.sent",
-        ev.EmailSent(
-            message_id=step.id,
-            sequence=step.sequence,
-            step=step.step,
-            template=step.template,
-            subject=subject,
-            category=step.category,  # type: ignore[arg-type]
-        ),
-        lead_id=step.lead_id,
-    )
-    await tx.session.flush()
-    await _finish_if_done(tx, step.lead_id, step.enrollment_id, catalog)
-    return True
+        recorded.update(marked)
+    done = [s for s in sent if s.step.id in recorded]
+    for s in done:
+        step = s.step
+        tx.session.add(
+            Message(
+                message_id=step.id,
+                lead_id=step.lead_id,
+                sequence=step.sequence,
+                step=step.step,
+                template=step.template,
+                language=s.language,
+                subject=s.subject,
+                category=step.category,
+                to_address=s.to_address,
+                sent_at=now,
+                body_text=s.body_text,
+                enrollment_id=step.enrollment_id,
+            )
+        )
+        tx.emit(
+            "email.sent",
+            ev.EmailSent(
+                message_id=step.id,
+                sequence=step.sequence,
+                step=step.step,
+                template=step.template,
+                subject=s.subject,
+                category=step.category,  # type: ignore[arg-type]
+            ),
+            lead_id=step.lead_id,
+        )
+    await _finish_done(tx, [(s.step.lead_id, s.step.enrollment_id) for s in done], catalog)
+    return recorded
 
 
 async def record_failure(

@@ -1,5 +1,9 @@
 """The scheduled job that sends due steps: claim, render, send, record.
 
+A pass works in batches of ``send_batch_size``: one transaction claims the due steps (reading
+what it needs of their people in a few queries), each step is rendered and sent, then one
+transaction records what became of them all.
+
 Claiming applies the sending policy (step conditions, quiet hours in the person's time zone,
 the weekly cap on marketing emails) in the claiming transaction. A failed send is retried with
 exponential backoff on the business clock (the claim is simply extended) and marked failed
@@ -7,16 +11,16 @@ after ``max_send_attempts``; a permanent refusal (5xx) is a bounce and is not re
 
 Never twice: ``record_sent`` only marks a step that is still pending, so a step recorded as sent
 is never sent again, and each retry carries the same Message-ID (the step's id). The one gap
-left is a crash after the SMTP server accepted an email and before ``record_sent`` committed:
-the step is then sent again when the claim lapses, with the same Message-ID, which receivers
-use to drop duplicates (the file transport simply rewrites the same file).
-"""
+left is a crash after the SMTP server accepted an email and before its batch was recorded: the
+batch's sent steps are then sent again when their claims lapse, with the same Message-IDs, which
+receivers use to drop duplicates (the file transport simply rewrites the same file)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from jinja2 import TemplateError
@@ -27,7 +31,7 @@ from services.nurture.metrics import NurtureMetrics
 from services.nurture.settings import Settings
 from services.nurture.transport import PermanentFailure, Transport, compose
 from shared.clock import Clock
-from shared.uow import UnitOfWorkFactory
+from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,19 @@ class Links:
 
     def survey(self, message_id: Any, score: int) -> str:
         return f"{self.base}/survey/{domain.message_token(self.secret, 'survey', message_id)}?score={score}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed step: ``sent`` (``sent`` says what), ``suppressed`` (``detail``
+    says why), ``bounced`` (the server's refusal) or ``failed`` (the error; ``retry_at`` None
+    when no attempt is left)."""
+
+    step: handlers.Outgoing
+    kind: Literal["sent", "suppressed", "bounced", "failed"]
+    detail: str = ""
+    sent: handlers.Sent | None = None
+    retry_at: datetime | None = None
 
 
 class Sender:
@@ -94,13 +111,21 @@ class Sender:
                 tx, now=now, limit=self.settings.send_batch_size, lease=self.lease, policy=self.policy
             )
             catalog = await handlers.current_catalog(tx, self.builtin)
-        assert isinstance(result, handlers.ClaimResult)
         for reason in result.deferred:
             self.metrics.deferred.labels(reason).inc()
         if result.skipped:
             self.metrics.skipped.inc(result.skipped)
+        # Outcomes are recorded together at the end, unless sending is slow: past half the lease,
+        # what went out is recorded as it goes (as each was before batching), so no sent step
+        # waits unrecorded for its claim to lapse and be taken again.
+        halfway = self.clock.now() + self.lease / 2
+        outcomes: list[Outcome] = []
         for step in result.claimed:
-            await self.deliver(step, now=now, catalog=catalog)
+            outcomes.append(await self.attempt(step, now=now))
+            if self.clock.now() >= halfway:
+                await self.record(outcomes, catalog=catalog)
+                outcomes = []
+        await self.record(outcomes, catalog=catalog)
         return len(result.claimed) + len(result.deferred) + result.skipped
 
     def context(self, step: handlers.Outgoing) -> dict[str, Any]:
@@ -118,7 +143,8 @@ class Sender:
             "survey": step.sequence,
         }
 
-    async def deliver(self, step: handlers.Outgoing, *, now: datetime, catalog: domain.Catalog | None = None) -> None:
+    async def attempt(self, step: handlers.Outgoing, *, now: datetime) -> Outcome:
+        """Write and send one claimed step; what happened is recorded with the rest of its batch."""
         decision = domain.delivery(
             category=step.category,
             consent_marketing=step.consent_marketing,
@@ -127,8 +153,7 @@ class Sender:
             bounced=step.bounced,
         )
         if not decision.send:
-            await self._suppress(step, decision.reason or "not_allowed", catalog)
-            return
+            return Outcome(step, "suppressed", decision.reason or "not_allowed")
         assert step.email is not None
         context = self.context(step)
         try:
@@ -137,8 +162,7 @@ class Sender:
             # A broken template is an operator's fix: the step is retried with backoff and the
             # error is visible in the row and the log.
             log.exception("rendering %s for step %s failed", step.template, step.id)
-            await self._failed(step, "template error", now)
-            return
+            return self._failed(step, "template error", now)
         pixel = f'<img src="{self.links.open_pixel(step.id)}" width="1" height="1" alt="" style="border:0">'
         html = rendered.html.replace("</body>", f"{pixel}\n</body>") if "</body>" in rendered.html else rendered.html + pixel
         try:
@@ -154,43 +178,21 @@ class Sender:
                 date=now,
             )
         except ValueError:
-            await self._suppress(step, "invalid_address", catalog)
-            return
+            return Outcome(step, "suppressed", "invalid_address")
         try:
             await self.transport.send(message)
         except PermanentFailure as exc:
             log.warning("the server refused step %s for good: %s", step.id, exc)
-            async with self.uow() as tx:
-                done = await handlers.record_send_bounce(tx, step, reason=str(exc), catalog=catalog or self.builtin)
-            if done:
-                self.metrics.bounced.labels(step.sequence, str(step.step)).inc()
-            return
+            return Outcome(step, "bounced", str(exc))
         except Exception as exc:  # any other transport trouble: keep the step, try again later
             log.warning("sending step %s to the transport failed: %r", step.id, exc)
-            await self._failed(step, repr(exc), now)
-            return
-        async with self.uow() as tx:
-            recorded = await handlers.record_sent(
-                tx,
-                step,
-                subject=rendered.subject,
-                body_text=rendered.text,
-                language=rendered.language,
-                to_address=step.email,
-                catalog=catalog,
-            )
-        if recorded:
-            self.metrics.sent.labels(step.sequence, str(step.step), step.category).inc()
-            if step.due_at is not None:
-                self.metrics.send_latency.observe(max((self.clock.now() - step.due_at).total_seconds(), 0.0))
+            return self._failed(step, repr(exc), now)
+        sent = handlers.Sent(
+            step, subject=rendered.subject, body_text=rendered.text, language=rendered.language, to_address=step.email
+        )
+        return Outcome(step, "sent", sent=sent)
 
-    async def _suppress(self, step: handlers.Outgoing, reason: str, catalog: domain.Catalog | None) -> None:
-        async with self.uow() as tx:
-            done = await handlers.suppress_step(tx, step, reason=reason, catalog=catalog)
-        if done:
-            self.metrics.suppressed.labels(reason).inc()
-
-    async def _failed(self, step: handlers.Outgoing, error: str, now: datetime) -> None:
+    def _failed(self, step: handlers.Outgoing, error: str, now: datetime) -> Outcome:
         self.metrics.send_failures.inc()
         retry = (
             domain.retry_at(
@@ -202,7 +204,65 @@ class Sender:
             if step.attempts < self.settings.max_send_attempts
             else None
         )
-        async with self.uow() as tx:
-            gave_up = await handlers.record_failure(tx, step, error=error, retry_at=retry)
-        if gave_up:
-            self.metrics.send_gave_up.inc()
+        return Outcome(step, "failed", error, retry_at=retry)
+
+    async def record(self, outcomes: list[Outcome], *, catalog: domain.Catalog) -> None:
+        """Record a batch's outcomes in one transaction. Should that fail, each is recorded alone,
+        so one that cannot be recorded does not leave the others' sent emails unrecorded (to be
+        sent again when their claims lapse); the first error is raised after."""
+        if not outcomes:
+            return
+        try:
+            async with self.uow() as tx:
+                done = await self._apply(tx, outcomes, catalog)
+        except Exception:
+            if len(outcomes) == 1:
+                raise
+            log.exception("recording %d outcomes together failed; recording each alone", len(outcomes))
+        else:
+            self._count(done)
+            return
+        error: Exception | None = None
+        for outcome in outcomes:
+            try:
+                async with self.uow() as tx:
+                    done = await self._apply(tx, [outcome], catalog)
+            except Exception as exc:
+                error = error or exc
+            else:
+                self._count(done)
+        if error is not None:
+            raise error
+
+    async def _apply(self, tx: UnitOfWork, outcomes: list[Outcome], catalog: domain.Catalog) -> list[Outcome]:
+        """Record outcomes in ``tx``; returns those that took effect. The sent ones first: they
+        left, whatever a bounce of the same person in the batch ends."""
+        recorded = await handlers.record_sent(tx, [o.sent for o in outcomes if o.sent is not None], catalog=catalog)
+        done = [o for o in outcomes if o.sent is not None and o.step.id in recorded]
+        for o in outcomes:
+            if o.kind == "suppressed":
+                took = await handlers.suppress_step(tx, o.step, reason=o.detail, catalog=catalog)
+            elif o.kind == "bounced":
+                took = await handlers.record_send_bounce(tx, o.step, reason=o.detail, catalog=catalog)
+            elif o.kind == "failed":
+                took = await handlers.record_failure(tx, o.step, error=o.detail, retry_at=o.retry_at)
+            else:
+                continue
+            if took:
+                done.append(o)
+        return done
+
+    def _count(self, done: list[Outcome]) -> None:
+        """Metrics of what was recorded (after its commit)."""
+        for o in done:
+            step = o.step
+            if o.kind == "sent":
+                self.metrics.sent.labels(step.sequence, str(step.step), step.category).inc()
+                if step.due_at is not None:
+                    self.metrics.send_latency.observe(max((self.clock.now() - step.due_at).total_seconds(), 0.0))
+            elif o.kind == "suppressed":
+                self.metrics.suppressed.labels(o.detail).inc()
+            elif o.kind == "bounced":
+                self.metrics.bounced.labels(step.sequence, str(step.step)).inc()
+            else:
+                self.metrics.send_gave_up.inc()

@@ -27,5 +27,8 @@ def register(
 
     # Every event type of the topics nurture reads: any may trigger or end a sequence written
     # through the API later, and several keep the person's profile (stage, tier) current.
+    async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
+        await handlers.prefetch(tx, events, builtin=catalog)
+
     consumed: dict[str, Handler] = {event_type: happened for event_type in sorted(content.triggers())}
-    runtime.consume(consumed)
+    runtime.consume(consumed, prefetch=prefetch)

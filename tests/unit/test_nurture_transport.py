@@ -107,3 +107,22 @@ def test_a_long_unsubscribe_link_stays_a_plain_url_mail_clients_can_read() -> No
     assert parsed["List-Unsubscribe"] == f"<{url}>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(parsed["To"]).startswith("রবীন্দ্রনাথ ঠাকুর")
+
+
+def test_headers_shared_between_emails_write_the_same_bytes_as_parsing_each(monkeypatch) -> None:
+    """Composing reuses parsed headers that repeat (From, Date, content types) instead of parsing
+    them per email; what is written stays what the standard policy writes."""
+    import re
+
+    from services.nurture import transport
+
+    def written(count: int) -> list[bytes]:
+        names = ["آدا لاولیس", "Ada Lovelace", "Ada \"the first\" Lovelace, Countess"]
+        out = [message(uuid.UUID(int=n), to_name=names[n % len(names)]).as_bytes() for n in range(count)]
+        return [re.sub(rb"={15}\d+==", b"BOUNDARY", b) for b in out]  # drawn at random per email
+
+    sender = "Clientflow <hello@clientflow.example>"
+    assert transport.POLICY.header_factory("From", sender) is transport.POLICY.header_factory("From", sender)
+    shared = written(6)
+    monkeypatch.setattr(transport, "POLICY", email.policy.default.clone(max_line_length=998))
+    assert shared == written(6)
