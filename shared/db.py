@@ -92,7 +92,9 @@ class OutboxRow(PlumbingBase):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    event_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    # A unique value known before the insert: lets SQLAlchemy insert a batch's outbox rows in
+    # one multi-row INSERT ... RETURNING on SQLite too (it matches the returned ids by it).
+    event_id: Mapped[uuid.UUID] = mapped_column(unique=True, insert_sentinel=True, default=uuid.uuid4)
     topic: Mapped[str] = mapped_column(String(100))
     event_type: Mapped[str] = mapped_column(String(100))
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
