@@ -100,6 +100,9 @@ class ServiceRuntime:
         self.dead_letters = DeadLetters(self.broker, service=self.name, metrics=self.metrics)
         self._jobs: list[ScheduledJob] = []
         self._consumer: BatchConsumer | None = None
+        # Gauges read from the database when Prometheus scrapes; the relay's first (it may be
+        # stuck on a frozen broker, so its own loop would not refresh the backlog).
+        self.scrape_refreshers: list[Callable[[], Awaitable[None]]] = [self.relay.refresh_gauges]
         self._tasks: list[asyncio.Task[None]] = []
         # Only a clock made from the settings follows the clock topic; a clock handed in (tests)
         # is moved by whoever handed it in.
@@ -162,6 +165,10 @@ class ServiceRuntime:
                 continue
             if highwater is not None:
                 self.metrics.consumer_lag.labels(self.name, topic, str(partition)).set(max(0, highwater - offset - 1))
+
+    async def _before_scrape(self) -> None:
+        for refresh in self.scrape_refreshers:
+            await refresh()
 
     def every(self, name: str, job: Job, interval_s: float) -> ScheduledJob:
         """Run ``job(now)`` every ``interval_s`` seconds, whenever the business clock jumps and
@@ -293,8 +300,7 @@ class ServiceRuntime:
             sessions=self.uow.sessions,
             clock=self.clock,
             max_body_bytes=self.settings.max_body_bytes,
-            # The relay may be stuck on a frozen broker: read the backlog when scraped.
-            before_scrape=self.relay.refresh_gauges,
+            before_scrape=self._before_scrape,
         )
         app.state.runtime = self
         return app

@@ -40,8 +40,10 @@ def create_app(
     async def refresh_gauges(_now: object) -> None:
         await ctx.metrics.refresh()
 
-    # Stage gauges come from the database: at start, after commits that move stages, and now and then.
+    # Stage gauges come from the database: at start, when scraped, after commits that move
+    # stages (once a second at most) and now and then.
     runtime.every("leads-gauges", refresh_gauges, 60.0)
+    runtime.scrape_refreshers.append(ctx.metrics.refresh)
     subscribers.register(runtime, ctx)
     return runtime.http_app(
         title="Clientflow leads",

@@ -20,6 +20,9 @@ from services.leads.store import Lead
 log = logging.getLogger(__name__)
 
 
+REFRESH_EVERY_S = 1.0
+
+
 class LeadsMetrics:
     def __init__(self, registry: CollectorRegistry, sessions: async_sessionmaker) -> None:
         labels = {"registry": registry}
@@ -82,11 +85,15 @@ class LeadsMetrics:
         self._running = asyncio.get_running_loop().create_task(self._refresh_loop())
 
     async def _refresh_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._again = False
+            started = loop.time()
             try:
                 await self.refresh()
             except Exception:  # a scrape shows stale numbers rather than the service failing
                 log.exception("refreshing leads gauges failed")
             if not self._again:
                 return
+            # Under load every commit asks again: count the funnel once a second at most.
+            await asyncio.sleep(max(0.0, REFRESH_EVERY_S - (loop.time() - started)))
