@@ -9,8 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, lazyload, raiseload
 
 from services.billing import domain, store
 from services.billing.context import Billing
@@ -32,9 +34,13 @@ from services.billing.store import (
 )
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.events import Envelope
 from shared.money import quantize
 from shared.privacy import forget_person
 from shared.uow import UnitOfWork
+
+# The rows a transaction remembers by key (see ``_known``).
+_Row = TypeVar("_Row", Account, Deal)
 
 # --------------------------------------------------------------------------- invoices
 
@@ -57,7 +63,9 @@ async def issue_invoice(
     transaction so a rollback gives the number back. An invoice of nothing is paid at issue."""
     now = tx.now()
     amount = quantize(sum((line.amount for line in lines), Decimal(0)))
-    sequence = await store.next_invoice_sequence(tx.session, now.year, next_of=domain.next_sequence)
+    sequence = await store.next_invoice_sequence(
+        tx.session, now.year, next_of=domain.next_sequence, memo=tx.memo
+    )
     status = domain.invoice_status(amount=amount, amount_paid=Decimal("0.00"), voided=False)
     invoice = Invoice(
         id=uuid.uuid4(),
@@ -159,13 +167,57 @@ async def void_invoice(tx: UnitOfWork, invoice_id: uuid.UUID, *, reason: str) ->
 # --------------------------------------------------------------------------- deals and deposits
 
 
+def _known(tx: UnitOfWork, model: type[_Row]) -> dict[uuid.UUID, _Row | None]:
+    """The accounts or deals this transaction has read, prefetched or created, by key, and the
+    keys known to have none (None). A row created earlier in the transaction is pending, not in
+    the identity map, so ``session.get`` would SELECT it (flushing everything first); only
+    ``_account`` and ``open_deposit_invoice`` create these rows, and they record them here."""
+    return tx.memo.setdefault(f"billing.known.{model.__tablename__}", {})
+
+
+async def _get_known(tx: UnitOfWork, model: type[_Row], key: uuid.UUID) -> _Row | None:
+    known = _known(tx, model)
+    if key not in known:
+        known[key] = await tx.session.get(model, key)
+    return known[key]
+
+
+async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
+    """Read the accounts and won deals a batch's events will look up in one query per 500 keys,
+    so each handler finds them in memory, or knows them absent, instead of one SELECT (and
+    autoflush) per event."""
+    await _load(tx, Account, Account.lead_id, {e.lead_id for e in events if e.lead_id is not None})
+    deal_ids = {_uuid(e.data.get("deal_id")) for e in events if e.type == "deal.won"}
+    await _load(tx, Deal, Deal.deal_id, {d for d in deal_ids if d is not None})
+
+
+async def _load(
+    tx: UnitOfWork, model: type[_Row], column: InstrumentedAttribute[uuid.UUID], keys: set[uuid.UUID]
+) -> None:
+    known = _known(tx, model)
+    wanted = [key for key in keys if key not in known]
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = await tx.session.scalars(select(model).where(column.in_(chunk)))
+        found = {getattr(row, column.key): row for row in rows}
+        known.update({key: found.get(key) for key in chunk})
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    """An id from an event's raw data; None for one the handler will refuse anyway."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 async def _account(tx: UnitOfWork, lead_id: uuid.UUID) -> Account:
-    account = await tx.session.get(Account, lead_id)
+    account = await _get_known(tx, Account, lead_id)
     if account is None:
         now = tx.now()
         account = Account(lead_id=lead_id, contact_name=None, created_at=now, updated_at=now)
         tx.session.add(account)
-        await tx.session.flush()
+        _known(tx, Account)[lead_id] = account
     return account
 
 
@@ -176,7 +228,7 @@ async def open_deposit_invoice(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UU
     twice (a new event for it) opens nothing more."""
     if lead_id is None:
         raise Invalid(f"deal.won for deal {won.deal_id} has no lead_id: billing needs the client")
-    existing = await tx.session.get(Deal, won.deal_id)
+    existing = await _get_known(tx, Deal, won.deal_id)
     if existing is not None:
         return existing
     amount = domain.deposit_amount(
@@ -241,6 +293,7 @@ async def open_deposit_invoice(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UU
         created_at=now,
     )
     tx.session.add(deal)
+    _known(tx, Deal)[deal.deal_id] = deal
     if invoice.status == "paid":
         # No deposit asked (share 0): the deposit is recorded, as a paid invoice of nothing,
         # and clears now, so the deal may start and the funnel moves on as for a paid one.
@@ -335,8 +388,11 @@ async def apply_money(
     external_id: str | None = None,
 ) -> PaymentOut:
     """Money reached an invoice, from any source (manual, webhook, retry, credit balance)."""
-    # Locked so two payments at once cannot both read the same amount already paid.
-    invoice = await tx.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    # Locked so two payments at once cannot both read the same amount already paid. A payment
+    # never reads the lines: they are not loaded (that was a query per payment).
+    invoice = await tx.session.scalar(
+        select(Invoice).where(Invoice.id == invoice_id).with_for_update().options(raiseload(Invoice.lines))
+    )
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
     if external_id is not None:
@@ -415,7 +471,13 @@ async def settled(tx: UnitOfWork, ctx: Billing, invoice: Invoice) -> None:
     """An invoice is fully paid (or credited): its dunning ends, a deposit clears."""
     await close_dunning(tx, invoice, reason="paid")
     if invoice.kind == "deposit" and invoice.deal_id is not None:
-        deal = await tx.session.scalar(select(Deal).where(Deal.deal_id == invoice.deal_id).with_for_update())
+        # Its deposit invoice is ``invoice``, in the session already: not selected again.
+        deal = await tx.session.scalar(
+            select(Deal)
+            .where(Deal.deal_id == invoice.deal_id)
+            .with_for_update()
+            .options(lazyload(Deal.deposit_invoice))
+        )
         if deal is not None:
             await _clear_deposit(tx, ctx, deal, invoice)
 
@@ -460,13 +522,32 @@ async def refresh_subscription_dunning(tx: UnitOfWork, subscription_id: uuid.UUI
         subscription.dunning_state = worst if _SEVERITY.get(worst, 0) else None
 
 
+def _balances(tx: UnitOfWork) -> dict[tuple[uuid.UUID, str], CreditBalance | None]:
+    """The credit balance rows this transaction has read, by client and currency, and the ones
+    known not to exist: most clients have none, and one payment looks for it up to three times."""
+    return tx.memo.setdefault("billing.known.credit_balances", {})
+
+
+async def _balance(tx: UnitOfWork, lead_id: uuid.UUID, currency: str) -> CreditBalance | None:
+    known = _balances(tx)
+    if (lead_id, currency) not in known:
+        known[lead_id, currency] = await tx.session.get(CreditBalance, (lead_id, currency))
+    return known[lead_id, currency]
+
+
+async def _locked_balance(tx: UnitOfWork, lead_id: uuid.UUID, currency: str) -> CreditBalance:
+    row = await store.locked_credit_balance(tx.session, lead_id=lead_id, currency=currency, now=tx.now())
+    _balances(tx)[lead_id, currency] = row  # created now if it was not there
+    return row
+
+
 async def _credit(tx: UnitOfWork, *, lead_id: uuid.UUID, currency: str, amount: Decimal) -> Decimal:
     """Add ``amount`` to the client's credit in ``currency``; returns the balance."""
     if amount <= 0:
-        row = await tx.session.get(CreditBalance, (lead_id, currency))
+        row = await _balance(tx, lead_id, currency)
         return row.balance if row else Decimal("0.00")
     now = tx.now()
-    row = await store.locked_credit_balance(tx.session, lead_id=lead_id, currency=currency, now=now)
+    row = await _locked_balance(tx, lead_id, currency)
     row.balance = row.balance + amount
     row.updated_at = now
     return row.balance
@@ -477,12 +558,10 @@ async def apply_credit_balance(tx: UnitOfWork, ctx: Billing, invoice: Invoice) -
     customer balance to the next invoice."""
     if invoice.status != "open":
         return
-    row = await tx.session.get(CreditBalance, (invoice.lead_id, invoice.currency))
+    row = await _balance(tx, invoice.lead_id, invoice.currency)
     if row is None or row.balance <= 0:
         return
-    row = await store.locked_credit_balance(
-        tx.session, lead_id=invoice.lead_id, currency=invoice.currency, now=tx.now()
-    )
+    row = await _locked_balance(tx, invoice.lead_id, invoice.currency)
     spend = min(row.balance, domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited))
     if spend <= 0:
         return

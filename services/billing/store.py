@@ -364,14 +364,23 @@ async def ensure_row(session: AsyncSession, model: type[Base], values: dict[str,
     await session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
-async def next_invoice_sequence(session: AsyncSession, year: int, *, next_of: Any) -> int:
+async def next_invoice_sequence(
+    session: AsyncSession, year: int, *, next_of: Any, memo: dict[str, Any]
+) -> int:
     """Take the year's next number. The counter row stays locked (FOR UPDATE on PostgreSQL,
-    the write lock on SQLite) until the invoice commits, so numbers are never shared."""
-    await ensure_row(session, InvoiceCounter, {"year": year, "last_number": 0})
-    counter = await session.scalar(
-        select(InvoiceCounter).where(InvoiceCounter.year == year).with_for_update()
-    )
-    assert counter is not None
+    the write lock on SQLite) until the invoice commits, so numbers are never shared. It is read
+    and locked once per transaction (``memo``, the unit of work's): later invoices of the same
+    transaction count on from the row in memory, written once at the flush."""
+    counters: dict[int, InvoiceCounter] = memo.setdefault("billing.invoice_counters", {})
+    counter = counters.get(year)
+    if counter is None:
+        locked = select(InvoiceCounter).where(InvoiceCounter.year == year).with_for_update()
+        counter = await session.scalar(locked)
+        if counter is None:  # the year's first invoice
+            await ensure_row(session, InvoiceCounter, {"year": year, "last_number": 0})
+            counter = await session.scalar(locked)
+        assert counter is not None
+        counters[year] = counter
     counter.last_number = next_of(counter.last_number)
     return counter.last_number
 

@@ -57,5 +57,6 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
             "takeover.started": takeover_started,
             "takeover.ended": takeover_ended,
             "lead.erased": lead_erased,
-        }
+        },
+        prefetch=handlers.prefetch,
     )
