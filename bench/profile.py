@@ -17,11 +17,11 @@ from typing import Annotated
 
 import typer
 from aiokafka import ConsumerRecord
-from sqlalchemy import event
 
 from bench import measure, workloads
 from bench.__main__ import _workload
 from bench.cluster import migrate
+from shared.db import statement_log
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -34,21 +34,16 @@ def _records(messages: list[workloads.Message]) -> list[ConsumerRecord]:
 
 
 class Statements:
-    """Counts the SQL statements a phase sends, by their first words (what a profile of time
-    alone hides: many cheap statements per event)."""
+    """The SQL statements a phase sends, counted by their first words."""
 
     def __init__(self, engine) -> None:  # noqa: ANN001 - an AsyncEngine
-        self.counts: collections.Counter[str] = collections.Counter()
-        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
-
-    def _count(self, _conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
-        words = statement.split()
-        self.counts[" ".join(words[:4])[:70]] += 1
+        self.log = statement_log(engine)
 
     def report(self, label: str, per: int, top: int = 12) -> str:
-        lines = [f"{label}: {sum(self.counts.values()) / per:.1f} SQL statements per event"]
-        lines += [f"  {n / per:6.2f}  {text}" for text, n in self.counts.most_common(top)]
-        self.counts.clear()
+        counts = collections.Counter(" ".join(s.split()[:4])[:70] for s in self.log)
+        lines = [f"{label}: {len(self.log) / per:.1f} SQL statements per event"]
+        lines += [f"  {n / per:6.2f}  {text}" for text, n in counts.most_common(top)]
+        self.log.clear()
         return "\n".join(lines)
 
 
@@ -77,7 +72,7 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
     profiler = Profiler(async_mode="enabled")
     if profile:
         profiler.start()
-    statements.counts.clear()
+    statements.log.clear()
     started = time.perf_counter()
     for start in range(history, history + events, batch):
         await consumer.handle(records[start : start + batch])

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +29,7 @@ from services.billing.store import Base, Invoice
 from shared import events as ev
 from shared.clock import SimulatedClock
 from shared.consumer import BatchConsumer
-from shared.db import OutboxRow, create_engine
+from shared.db import OutboxRow, create_engine, statement_log
 from shared.events import Envelope, make_event, topic_of
 from shared.migrations import upgrade_async
 from shared.uow import UnitOfWorkFactory
@@ -58,24 +57,13 @@ async def consumer_on(url: str, tmp_path: Path) -> tuple[BatchConsumer, AsyncEng
     return consumer, engine, dead
 
 
-def counting(engine: AsyncEngine) -> list[str]:
-    statements: list[str] = []
-
-    @sa_event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(_conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
-        if not statement.startswith(("BEGIN", "PRAGMA")):
-            statements.append(statement)
-
-    return statements
-
-
 async def test_the_benchmark_batch_costs_about_two_statements_per_event(tmp_path: Path) -> None:
     """A won deal once cost 12.5 statements: the deal and account read per event (each read
     flushing what came before), the account inserted then updated, the invoice counter
     created, read and written per invoice."""
     consumer, engine, _ = await consumer_on(f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}", tmp_path)
     batch = [record(m.value, m.topic, i) for i, m in enumerate(workloads.for_billing(400, random.Random(7)))]
-    counted = counting(engine)
+    counted = statement_log(engine)
     await consumer.handle(batch)
     statements = list(counted)
     async with engine.connect() as conn:
@@ -253,7 +241,7 @@ async def test_a_deposit_payment_reads_each_row_once(tmp_path: Path) -> None:
     await app.state.runtime._consumer.handle(records([won(lead_id, uuid.uuid4(), kind="retainer")]))
     async with uow() as tx:
         deposit = (await handlers.list_invoices(tx, lead_id=lead_id, status=None, limit=5, offset=0))[0][0]
-    counted = counting(engine)
+    counted = statement_log(engine)
     async with uow() as tx:
         out = await handlers.record_payment(
             tx, app.state.billing,

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from bench import workloads
@@ -27,7 +26,7 @@ from services.leads.store import Activity, Base, Lead, LeadRedFlag, StageChange,
 from shared import events as ev
 from shared.clock import SimulatedClock
 from shared.consumer import BatchConsumer
-from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine
+from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine, statement_log
 from shared.metrics import PlumbingMetrics
 from shared.uow import UnitOfWorkFactory
 from tests.conftest import fresh_database
@@ -52,11 +51,7 @@ class Leads:
             prefetch=subscribers.prefetch_for(self.ctx), dead_letters=self.dead_letters,  # type: ignore[arg-type]
             metrics=PlumbingMetrics("leads", CollectorRegistry()),
         )
-        self.statements: list[str] = []
-        sa_event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
-
-    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.statements.append(" ".join(statement.split()))
+        self.statements = statement_log(self.engine)
 
     async def create(self) -> None:
         async with self.engine.begin() as conn:

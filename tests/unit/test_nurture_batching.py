@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from services.nurture import handlers
@@ -23,7 +22,7 @@ from services.nurture.store import Base, Contact, Enrollment, Message, Scheduled
 from services.nurture.transport import PermanentFailure
 from shared import events as ev
 from shared.clock import SimulatedClock
-from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine
+from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine, statement_log
 from tests.unit.test_outbox_inbox import record
 
 T0 = datetime(2030, 1, 7, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
@@ -54,11 +53,7 @@ class FakeTransport:
 
 class Statements:
     def __init__(self, engine: Any) -> None:
-        self.seen: list[str] = []
-        sa_event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.seen.append(" ".join(statement.split()[:3]))
+        self.seen = statement_log(engine)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,7 +25,7 @@ from services.retention.store import Base
 from shared import events as ev
 from shared.clock import SimulatedClock
 from shared.consumer import BatchConsumer
-from shared.db import OutboxRow, create_engine
+from shared.db import OutboxRow, create_engine, statement_log
 from shared.events import Envelope, make_event, topic_of
 from shared.metrics import PlumbingMetrics
 from shared.migrations import upgrade_async
@@ -59,23 +58,12 @@ async def consumer_on(url: str, tmp_path) -> tuple[BatchConsumer, AsyncEngine, F
     return consumer, engine, dead
 
 
-def counting(engine: AsyncEngine) -> list[str]:
-    statements: list[str] = []
-
-    @sa_event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(_conn, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
-        if not statement.startswith(("BEGIN", "PRAGMA")):
-            statements.append(statement)
-
-    return statements
-
-
 async def test_the_benchmark_batch_costs_under_one_statement_per_event(tmp_path) -> None:
     """Each client's four events (captured, won, invoiced, paid) once cost 7 statements per
     event: the client re-read per event, every read flushing the changes before it."""
     consumer, engine, _ = await consumer_on(f"sqlite+aiosqlite:///{tmp_path / 'bench.db'}", tmp_path)
     batch = [record(m.value, m.topic, i) for i, m in enumerate(workloads.for_retention(400, random.Random(7)))]
-    statements = counting(engine)
+    statements = statement_log(engine)
     await consumer.handle(batch)
     await engine.dispose()
     # SQLite inserts timeline rows one by one (it cannot return generated ids of a multi-row
