@@ -115,9 +115,6 @@ class _Immediate:
     """Stands in for aiosqlite's request queue: SQLAlchemy sets ``isolation_level`` by queueing
     a function with a future; here the function runs at once."""
 
-    def __init__(self, connection: InlineConnection) -> None:
-        self._connection = connection
-
     def put_nowait(self, item: tuple[asyncio.Future, Callable[[], Any]]) -> None:
         future, function = item
         try:
@@ -132,24 +129,15 @@ class InlineConnection:
     def __init__(self, conn: sqlite3.Connection, *, busy_timeout_s: float) -> None:
         self._conn: sqlite3.Connection | None = conn
         self.busy_timeout_s = busy_timeout_s
-        self._tx = _Immediate(self)
+        self._tx = _Immediate()
 
     @property
     def _connection(self) -> sqlite3.Connection | None:
         return self._conn
 
-    def __await__(self):  # noqa: ANN204 - lets ``await connect(...)`` style callers work
-        async def _self() -> InlineConnection:
-            return self
-
-        return _self().__await__()
-
     def cursor(self) -> InlineCursor:
         assert self._conn is not None, "connection closed"
         return InlineCursor(self)
-
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
-        return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
         assert self._conn is not None

@@ -15,7 +15,9 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
+from sqlalchemy import select
 
+from shared.db import OutboxRow
 from shared.embedded import free_port
 from shared.events import Envelope, Payload, make_event, topic_of
 
@@ -203,3 +205,21 @@ async def publish_raw(p: AIOKafkaProducer, topic: str, value: bytes, key: bytes 
 def as_json(response: httpx.Response) -> Any:
     assert response.status_code < 400, f"{response.status_code}: {response.text}"
     return json.loads(response.text)
+
+
+async def database_state(engine: Any, metadata: Any, *, drop: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """Every row of a service's tables (less the columns in ``drop``, by table) and the events its
+    outbox holds, in a form two runs can be compared by (the batching tests: a batch must end
+    where its events applied one by one end)."""
+    out: dict[str, Any] = {}
+    async with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows = (await conn.execute(select(table))).mappings().all()
+            hidden = (drop or {}).get(table.name, set())
+            out[table.name] = sorted(repr({k: v for k, v in row.items() if k not in hidden}) for row in rows)
+        emitted = []
+        for payload in await conn.scalars(select(OutboxRow.payload).order_by(OutboxRow.id)):
+            e = Envelope.model_validate_json(payload)
+            emitted.append((e.type, e.lead_id, e.causation_id, e.occurred_at, e.data))
+        out["outbox"] = emitted
+    return out

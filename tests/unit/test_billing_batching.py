@@ -29,10 +29,11 @@ from services.billing.store import Base, Invoice
 from shared import events as ev
 from shared.clock import SimulatedClock
 from shared.consumer import BatchConsumer
-from shared.db import OutboxRow, create_engine, statement_log
+from shared.db import create_engine, statement_log
 from shared.events import Envelope, make_event, topic_of
 from shared.migrations import upgrade_async
 from shared.uow import UnitOfWorkFactory
+from tests.support import database_state
 from tests.unit.test_outbox_inbox import FakeDeadLetters
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -129,17 +130,7 @@ def sequential_ids(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def state(engine: AsyncEngine) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    async with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            rows = (await conn.execute(select(table))).mappings().all()
-            out[table.name] = sorted(repr(dict(row)) for row in rows)
-        emitted = []
-        for payload in await conn.scalars(select(OutboxRow.payload).order_by(OutboxRow.id)):
-            e = Envelope.model_validate_json(payload)
-            emitted.append((e.type, e.lead_id, e.causation_id, e.occurred_at, e.data))
-        out["outbox"] = emitted
-    return out
+    return await database_state(engine, Base.metadata)
 
 
 async def run(
