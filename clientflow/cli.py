@@ -335,10 +335,11 @@ def docs(out: Annotated[Path, typer.Option(help="folder to write to")] = Path("d
     (out / "openapi").mkdir(parents=True, exist_ok=True)
     (out / "events.md").write_text(generate.event_catalogue(apps) + "\n")
     (out / "asyncapi.json").write_text(json.dumps(generate.asyncapi(apps), indent=2, sort_keys=True) + "\n")
+    (out / "permissions.md").write_text(generate.permission_table(apps) + "\n")
     for name, service_app in apps.items():
         document = json.dumps(generate.openapi(service_app), indent=2, sort_keys=True) + "\n"
         (out / "openapi" / f"{name}.json").write_text(document)
-    console.print(f"wrote {out}/events.md, {out}/asyncapi.json and {out}/openapi/*.json")
+    console.print(f"wrote {out}/events.md, {out}/permissions.md, {out}/asyncapi.json and {out}/openapi/*.json")
 
 
 def _pick(names: list[str] | None) -> list[ServiceSpec]:

@@ -121,7 +121,9 @@ class IdempotencyKeyRow(PlumbingBase):
 
     __tablename__ = "idempotency_keys"
 
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # "<caller>:<key>": keys are scoped to who sent them, as Stripe scopes them to an account,
+    # so nobody can replay, probe or claim another caller's key.
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     request_hash: Mapped[str] = mapped_column(String(64))
@@ -130,6 +132,64 @@ class IdempotencyKeyRow(PlumbingBase):
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AccessPerson(PlumbingBase):
+    """A person (or integration account) as this service knows it: written by the registry's
+    owner (leads) directly and folded from the ``people`` topic by every other service."""
+
+    __tablename__ = "access_people"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20), default="person")
+    languages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(default=True)
+    revision: Mapped[int] = mapped_column(default=1)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AccessToken(PlumbingBase):
+    """A personal token: its SHA-256 digest only; the token itself is shown once and never kept."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    person_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(40))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revision: Mapped[int] = mapped_column(default=1)
+
+
+class AuditRow(PlumbingBase):
+    """Who did what to whom, one row per write and per read of one person's record. Append-only
+    (a trigger refuses UPDATE and DELETE); it names people by id only, so an erasure leaves it
+    without personal data."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_kind: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[str | None] = mapped_column(String(20), default=None)
+    action: Mapped[str] = mapped_column(String(200))
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    request_id: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    status: Mapped[int] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_audit_log_lead", "lead_id", "id"),
+        Index("ix_audit_log_actor", "actor_id", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
 
 
 class StateRow(PlumbingBase):

@@ -51,6 +51,24 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+ActorKind = Literal["person", "system", "integration"]
+Role = Literal["admin", "sales", "finance", "success", "viewer"]
+ROLES: tuple[str, ...] = ("admin", "sales", "finance", "success", "viewer")
+
+
+class Actor(BaseModel):
+    """Who caused an event or made a request: a person (personal or OpenID Connect token), an
+    integration (a machine token: a web form, the bootstrap key) or the system itself (a
+    consumer or a scheduled job)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: ActorKind = Field(description="person, system or integration", examples=["person"])
+    id: str = Field(description="the person's or integration's id; the service's name for the system",
+                    examples=["0b7c2f7e-9f5e-4e0b-8a55-0c8f3f7c8d21"])
+    role: Role | None = Field(default=None, description="the role the actor acted with (null for the system)")
+
+
 class Envelope(BaseModel):
     """The one envelope every message on every topic travels in."""
 
@@ -69,6 +87,9 @@ class Envelope(BaseModel):
     )
     causation_id: uuid.UUID | None = Field(default=None, description="event_id of the cause")
     data: dict[str, Any] = Field(default_factory=dict, description="typed payload, see the type")
+    actor: Actor | None = Field(
+        default=None, description="who caused it (absent in events of producers older than the field)"
+    )
 
     @field_validator("occurred_at")
     @classmethod
@@ -496,6 +517,39 @@ class ClockAdvanced(Payload):
     now: AwareDatetime
 
 
+# --------------------------------------------------------------------------- people topic
+# Every event carries the whole state of its person or token, keyed by that entity, so the
+# compacted topic keeps the last state of each and a follower rebuilds its table from it.
+
+
+class PersonState(Payload):
+    """A person who works in the agency (or an integration's account) as it is now."""
+
+    person_id: uuid.UUID
+    email: str = Field(examples=["maria@agency.example"])
+    name: str = Field(examples=["Maria Rahman"])
+    role: Role
+    kind: Literal["person", "integration"] = Field(default="person", description="integration: a machine account")
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes the person speaks", examples=[["en", "bn"]])
+    active: bool = True
+    revision: int = Field(ge=1, description="grows with every change; a follower keeps the highest")
+    changed_at: AwareDatetime
+
+
+class TokenState(Payload):
+    """A personal token as it is now: only its SHA-256 digest travels, never the token."""
+
+    token_id: uuid.UUID
+    person_id: uuid.UUID
+    token_hash: str = Field(description="hex SHA-256 of the whole token", min_length=64, max_length=64)
+    prefix: str = Field(description="the token's public start, to recognise it in lists", examples=["cf_3f9a2c1b"])
+    scopes: list[str] = Field(default_factory=list, description="permissions it is narrowed to; empty: the role's")
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+    revision: int = Field(ge=1)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -569,6 +623,14 @@ EVENT_TYPES: dict[str, EventType] = {
         ("referral.made", ReferralMade),
         ("loyalty.points_awarded", LoyaltyPointsAwarded),
     ),
+    **_t(
+        topics.PEOPLE,
+        ("person.added", PersonState),
+        ("person.updated", PersonState),
+        ("person.disabled", PersonState),
+        ("token.created", TokenState),
+        ("token.revoked", TokenState),
+    ),
     **_t(topics.CLOCK, ("clock.advanced", ClockAdvanced)),
 }
 
@@ -589,6 +651,7 @@ def make_event(
     occurred_at: datetime,
     lead_id: uuid.UUID | None = None,
     cause: Envelope | None = None,
+    actor: Actor | None = None,
 ) -> Envelope:
     """Build an envelope; with ``cause`` the new event joins the cause's correlation chain."""
     expected = EVENT_TYPES[event_type].model
@@ -602,4 +665,5 @@ def make_event(
         correlation_id=cause.correlation_id if cause else uuid.uuid4(),
         causation_id=cause.event_id if cause else None,
         data=payload.model_dump(mode="json"),
+        actor=actor,
     )

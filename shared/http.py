@@ -1,48 +1,33 @@
-"""HTTP plumbing every service shares: API-key auth, Idempotency-Key, body limit, health,
-metrics and the mapping of domain errors to clear 4xx answers."""
+"""HTTP plumbing every service shares: access (tokens, roles, audit), Idempotency-Key, body
+limit, health, metrics and the mapping of domain errors to clear 4xx answers."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.access.audit import AuditLog
+from shared.access.authn import Authenticator, Lockout
+from shared.access.middleware import AccessMiddleware
+from shared.access.rules import public
 from shared.db import IdempotencyKeyRow
 from shared.errors import DomainError
 from shared.metrics import PlumbingMetrics
 from shared.uow import REQUEST_TRANSACTION, RequestTransaction
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <CLIENTFLOW_API_KEY>")
-
-
-def api_key_guard(expected: str) -> Callable[..., Awaitable[None]]:
-    """A dependency that refuses a write without the right bearer key (401)."""
-
-    async def require_api_key(
-        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    ) -> None:
-        if credentials is None:
-            raise HTTPException(
-                401, "missing API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-            raise HTTPException(401, "invalid API key", {"WWW-Authenticate": "Bearer"})
-
-    return require_api_key
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -152,6 +137,8 @@ class ObserveMiddleware:
             metrics.http_seconds.labels(metrics.service, method, path).observe(time.perf_counter() - started)
 
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
 # Answers that say nothing about the request itself are not kept: a retry after fixing the
 # key or after a server error must run for real (Stripe keeps neither).
 _NOT_KEPT = {401, 403, 429}
@@ -171,11 +158,17 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
             return await self.app(scope, receive, send)
         key = dict(scope["headers"]).get(b"idempotency-key")
-        if not key:
+        principal = scope.get("state", {}).get("principal")
+        # Public routes (signed webhooks) are idempotent by their own event ids: a key there
+        # would let anybody claim it before the provider sends its request.
+        if not key or principal is None:
             return await self.app(scope, receive, send)
-        key_text = key.decode("latin-1").strip()
-        if not 1 <= len(key_text) <= 255:
+        given = key.decode("latin-1").strip()
+        if not 1 <= len(given) <= 255:
             return await _json(send, 400, "Idempotency-Key must be 1 to 255 characters")
+        # Keys belong to their caller, as Stripe's belong to an account: nobody else can replay,
+        # probe or claim them.
+        key_text = f"{principal.idempotency_owner}:{given}"
         body = await _read_body(receive)
         digest = hashlib.sha256(
             b"\n".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
@@ -279,7 +272,9 @@ class IdempotencyMiddleware:
 
 _ERRORS = {
     "400": "the request is malformed (an Idempotency-Key over 255 characters, a webhook signature that does not check out)",
-    "401": "no API key, or a wrong one: send 'Authorization: Bearer <key>'",
+    "401": "no token, or one that is invalid, expired, revoked or of a disabled person: send 'Authorization: Bearer <token>'",
+    "403": "the caller's role (or the token's scope) may not do this",
+    "429": "too many bad tokens from this address: wait for Retry-After seconds",
     "404": "what the request names does not exist",
     "409": "the request conflicts with the state (or its Idempotency-Key was used for a different request)",
     "413": "the body is larger than the service's limit (<SVC>_MAX_BODY_BYTES)",
@@ -303,7 +298,7 @@ def declare_error_responses(app: FastAPI) -> None:
     """The 4xx answers every route can give, with their one error model (``{"detail": ...}``),
     in the app's OpenAPI document, so clients and fuzzers know them: 401 where the API key is
     needed, 400/409/413 on writes (Idempotency-Key, body limit), 404/422 wherever input names
-    or carries something."""
+    or carries something; 401, 403 and 429 wherever a token is needed."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -324,7 +319,7 @@ def declare_error_responses(app: FastAPI) -> None:
                 if method.upper() in WRITE_METHODS:
                     codes += ["400", "409", "413"]
                 if operation.get("security") or "401" in operation["responses"]:
-                    codes.append("401")
+                    codes += ["401", "403", "429"]
                 for code in codes:
                     declared = operation["responses"].setdefault(code, {})
                     declared["description"] = _ERRORS[code]
@@ -343,19 +338,24 @@ def install_plumbing(
     sessions: async_sessionmaker,
     clock: Any,
     max_body_bytes: int,
+    authenticator: Authenticator,
+    lockout: Lockout,
+    audit: AuditLog,
+    protect_metrics: bool = False,
+    trust_forwarded_for: bool = False,
     before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Health, metrics, error mapping, idempotency and body limit on a service's app."""
+    """Health, metrics, access, error mapping, idempotency and body limit on a service's app."""
 
     def business_clock() -> dict[str, str]:
         return {"kind": "simulated" if getattr(clock, "simulated", False) else "system", "now": clock.now().isoformat()}
 
-    @app.get("/health/live", tags=["health"], summary="The process is up")
+    @app.get("/health/live", tags=["health"], summary="The process is up", dependencies=[public()])
     async def live() -> dict[str, Any]:
         # With the business clock: cheap enough to poll after every simulated tick.
         return {"status": "ok", "clock": business_clock()}
 
-    @app.get("/health/ready", tags=["health"], summary="Database and broker reachable")
+    @app.get("/health/ready", tags=["health"], summary="Database and broker reachable", dependencies=[public()])
     async def readiness() -> JSONResponse:
         # Also which business clock the service follows (`system` or `simulated`) and its "now",
         # so a driver of the simulated clock (clientflow simulate) can tell when it caught up.
@@ -365,7 +365,10 @@ def install_plumbing(
             {"status": "ok" if ok else "unavailable", "checks": checks, "clock": business_clock()}, 200 if ok else 503
         )
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics", tags=["health"], summary="Prometheus metrics (a token with metrics.read when CLIENTFLOW_PROTECT_METRICS)",
+        response_class=Response, dependencies=[public()],
+    )
     async def metrics_endpoint() -> Response:
         if before_scrape is not None:
             await before_scrape()
@@ -375,7 +378,13 @@ def install_plumbing(
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, exc.status)
 
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=timedelta(hours=24))
+    # Starlette runs the last added first: request metrics, then access (nothing before it looks
+    # at the request but the metrics), then the body limit, then the Idempotency-Key.
+    app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=IDEMPOTENCY_TTL)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(
+        AccessMiddleware, service=metrics.service, authenticator=authenticator, lockout=lockout, audit=audit,
+        metrics=metrics, protect_metrics=protect_metrics, trust_forwarded_for=trust_forwarded_for,
+    )
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     declare_error_responses(app)

@@ -68,3 +68,13 @@ class PlumbingMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             **labels,
         )
+        self.auth_failures = Counter(
+            "clientflow_auth_failures_total",
+            "Requests refused for their token, by reason (missing, invalid, expired, revoked, disabled, oidc, "
+            "forbidden: a role that may not, locked: 429 after repeated bad tokens from one address)",
+            ["service", "reason"],
+            **labels,
+        )
+        self.audit_rows = Counter(
+            "clientflow_audit_rows_total", "Rows recorded in the audit trail, by outcome", ["service", "outcome"], **labels
+        )

@@ -17,18 +17,23 @@ from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from shared import topics
+from shared.access import fold
+from shared.access.audit import AuditLog
+from shared.access.authn import Authenticator, Lockout
+from shared.access.oidc import OidcConfig, OidcVerifier
+from shared.access.routes import access_router
 from shared.broker import ensure_topics, make_broker
 from shared.clock import Clock, make_clock
 from shared.consumer import BatchConsumer, DeadLetters, Handler, Prefetch
-from shared.db import StateRow, create_engine
+from shared.db import IdempotencyKeyRow, StateRow, create_engine
 from shared.docs import topic_schema
 from shared.events import ClockAdvanced, Envelope, topic_of
-from shared.http import install_plumbing
+from shared.http import IDEMPOTENCY_TTL, install_plumbing
 from shared.metrics import PlumbingMetrics
 from shared.migrations import upgrade_async
 from shared.relay import OutboxRelay
@@ -68,6 +73,7 @@ class ServiceRuntime:
         engine: AsyncEngine | None = None,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
+        people_owner: bool = False,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -98,7 +104,27 @@ class ServiceRuntime:
         )
         self.uow.after_commit.append(self.relay.wake)
         self.dead_letters = DeadLetters(self.broker, service=self.name, metrics=self.metrics)
+        # Access: the owner of the people registry (leads) writes the access tables itself;
+        # every other service folds them from the people topic.
+        self.people_owner = people_owner
+        oidc = None
+        if settings.oidc_issuer:
+            oidc = OidcVerifier(
+                OidcConfig(
+                    issuer=settings.oidc_issuer, jwks_url=settings.oidc_jwks_url, audience=settings.oidc_audience,
+                    role_claim=settings.oidc_role_claim, algorithms=tuple(settings.oidc_algorithms),
+                )
+            )
+        self.authenticator = Authenticator(
+            sessions=self.uow.sessions, bootstrap_key=settings.api_key.get_secret_value(), oidc=oidc,
+            cache_ttl_s=settings.token_cache_s,
+        )
+        self.lockout = Lockout(
+            failures=settings.auth_lockout_failures, window_s=settings.auth_lockout_window_s, lock_s=settings.auth_lockout_s
+        )
+        self.audit = AuditLog(self.uow.sessions)
         self._jobs: list[ScheduledJob] = []
+        self.every("idempotency-key-purge", self._purge_idempotency_keys, 900.0)
         self._consumer: BatchConsumer | None = None
         # Gauges read from the database when Prometheus scrapes; the relay's first (it may be
         # stuck on a frozen broker, so its own loop would not refresh the backlog).
@@ -119,6 +145,8 @@ class ServiceRuntime:
         rewinds, so nothing is skipped)."""
         if self._consumer is not None:
             raise RuntimeError("consume() is called once, with every handler of the service")
+        if not self.people_owner:
+            handlers = {**fold.handlers(self.authenticator), **handlers}
         consumer = BatchConsumer(
             service=self.name,
             uow=self.uow,
@@ -176,6 +204,11 @@ class ServiceRuntime:
         scheduled = ScheduledJob(name, job, interval_s)
         self._jobs.append(scheduled)
         return scheduled
+
+    async def _purge_idempotency_keys(self, now: datetime) -> None:
+        """Forget Idempotency-Keys older than their TTL (a repeat after that runs for real)."""
+        async with self.uow.sessions() as session, session.begin():
+            await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < now - IDEMPOTENCY_TTL))
 
     def _subscribe_clock(self) -> None:
         # No group: every instance reads the whole (one-partition) clock topic and keeps the max.
@@ -247,6 +280,7 @@ class ServiceRuntime:
                     )
                 await self.broker.start()
         self.relay.start()
+        self.audit.start()
         for job in self._jobs:
             self._tasks.append(asyncio.create_task(self._run_job(job), name=job.name))
         log.info("%s started on broker %s", self.name, self.settings.kafka_bootstrap_servers)
@@ -256,6 +290,7 @@ class ServiceRuntime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.audit.stop()
         await self.broker.stop()
         # Publish what was committed meanwhile is the next start's job: the outbox keeps it.
         await self.relay.stop()
@@ -291,7 +326,7 @@ class ServiceRuntime:
                 await self.stop()
 
         app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
-        for router in routers:
+        for router in [*routers, access_router(self.uow.sessions)]:
             app.include_router(router)
         install_plumbing(
             app,
@@ -300,6 +335,11 @@ class ServiceRuntime:
             sessions=self.uow.sessions,
             clock=self.clock,
             max_body_bytes=self.settings.max_body_bytes,
+            authenticator=self.authenticator,
+            lockout=self.lockout,
+            audit=self.audit,
+            protect_metrics=self.settings.protect_metrics,
+            trust_forwarded_for=self.settings.trust_forwarded_for,
             before_scrape=self._before_scrape,
         )
         app.state.runtime = self

@@ -40,6 +40,20 @@ class ServiceSettings(BaseSettings):
     secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET), validation_alias=_shared("CLIENTFLOW_SECRET_KEY"))
     clock: Literal["system", "simulated"] = Field(default="system", validation_alias=_shared("CLIENTFLOW_CLOCK"))
 
+    # Access (the same in every service). OpenID Connect is on when issuer and JWKS URL are set.
+    oidc_issuer: str = Field(default="", validation_alias=_shared("CLIENTFLOW_OIDC_ISSUER"))
+    oidc_jwks_url: str = Field(default="", validation_alias=_shared("CLIENTFLOW_OIDC_JWKS_URL"))
+    oidc_audience: str = Field(default="clientflow", validation_alias=_shared("CLIENTFLOW_OIDC_AUDIENCE"))
+    oidc_role_claim: str = Field(default="clientflow_role", validation_alias=_shared("CLIENTFLOW_OIDC_ROLE_CLAIM"))
+    oidc_algorithms: list[str] = Field(default=["RS256", "ES256"], validation_alias=_shared("CLIENTFLOW_OIDC_ALGORITHMS"))
+    protect_metrics: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_PROTECT_METRICS"))
+    auth_lockout_failures: int = Field(default=10, ge=1, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_FAILURES"))
+    auth_lockout_window_s: float = Field(default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_WINDOW_S"))
+    auth_lockout_s: float = Field(default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_S"))
+    # Behind a reverse proxy: the client's address is the first of X-Forwarded-For.
+    trust_forwarded_for: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_TRUST_FORWARDED_FOR"))
+    token_cache_s: float = Field(default=1.0, ge=0, le=4, validation_alias=_shared("CLIENTFLOW_TOKEN_CACHE_S"))
+
     # Service-specific, read with the service's prefix (LEADS_DATABASE_URL, LEADS_PORT, ...).
     database_url: str = ""
     host: str = "127.0.0.1"
@@ -81,6 +95,10 @@ class ServiceSettings(BaseSettings):
             self.port = self.default_port
         if not self.group_id:
             self.group_id = self.service_name
+        if bool(self.oidc_issuer) != bool(self.oidc_jwks_url):
+            raise ValueError("OpenID Connect needs both CLIENTFLOW_OIDC_ISSUER and CLIENTFLOW_OIDC_JWKS_URL")
+        if {a.lower() for a in self.oidc_algorithms} & {"none"} or any(a.startswith("HS") for a in self.oidc_algorithms):
+            raise ValueError("CLIENTFLOW_OIDC_ALGORITHMS takes asymmetric algorithms only (RS256, ES256, ...)")
         if self.environment == "production":
             if self.api_key.get_secret_value() == DEV_API_KEY:
                 raise ValueError("CLIENTFLOW_API_KEY must be set outside development")

@@ -7,9 +7,13 @@ PAYMENTS = "payments"
 CANCELLATIONS = "cancellations"
 RETENTION = "retention"
 CLOCK = "clock"
+# People and their tokens (access): the leads service owns the registry, every service folds it.
+PEOPLE = "people"
 
 BUSINESS_TOPICS: tuple[str, ...] = (LEADS, DEALS, ENGAGEMENT, PAYMENTS, CANCELLATIONS, RETENTION)
-ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, CLOCK)
+ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, PEOPLE, CLOCK)
+# Topics whose last event per key is the whole state (kept forever, compacted on real Kafka).
+COMPACTED_TOPICS: frozenset[str] = frozenset({PEOPLE})
 
 DLQ_SUFFIX = ".dlq"
 

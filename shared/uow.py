@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
+from shared.access.context import CURRENT_ACTOR, system_actor
 from shared.clock import Clock
 from shared.db import InboxRow, OutboxRow
 from shared.events import Envelope, Payload, make_event, topic_of
@@ -44,7 +45,12 @@ class UnitOfWork:
     def now(self):  # noqa: ANN201 - datetime, from the one clock
         return self.clock.now()
 
-    def emit(self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None) -> Envelope:
+    def emit(
+        self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None, key: str | None = None
+    ) -> Envelope:
+        """Record ``event_type`` in the outbox. Its ``actor`` is whoever acts now (the person of
+        the HTTP request), else the system. ``key`` replaces the Kafka key (the person by default)
+        for events about something else, say one token on the compacted people topic."""
         event = make_event(
             event_type,
             payload,
@@ -52,13 +58,14 @@ class UnitOfWork:
             occurred_at=self.clock.now(),
             lead_id=lead_id,
             cause=self.cause,
+            actor=CURRENT_ACTOR.get() or system_actor(self.producer),
         )
         self.session.add(
             OutboxRow(
                 event_id=event.event_id,
                 topic=topic_of(event_type),
                 event_type=event_type,
-                key=event.key,
+                key=key.encode() if key is not None else event.key,
                 payload=event.model_dump_json().encode(),
                 created_at=self.clock.now(),
             )

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
 from services.billing import domain, dunning, handlers, projects, reports
@@ -34,7 +34,8 @@ from services.billing.schemas import (
 )
 from services.billing.store import ChangeOrder, CreditNote, Deal, Invoice, Payment, Subscription
 from shared.errors import Invalid
-from shared.http import api_key_guard
+from shared.access import policy as P
+from shared.access.rules import need, public
 from shared.money import quantize
 from shared.service import ServiceRuntime
 
@@ -139,10 +140,9 @@ def change_order_out(o: ChangeOrder, *, leaked: bool) -> ChangeOrderOut:
 def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     uow = runtime.uow
     settings, metrics = ctx.settings, ctx.metrics
-    write = [Depends(api_key_guard(settings.api_key.get_secret_value()))]
     api = APIRouter()
 
-    @api.get("/invoices", response_model=list[InvoiceOut], tags=["invoices"])
+    @api.get("/invoices", dependencies=[need(P.INVOICES_READ)], response_model=list[InvoiceOut], tags=["invoices"])
     async def list_invoices(
         response: Response,
         lead_id: uuid.UUID | None = None,
@@ -157,39 +157,39 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
         response.headers["X-Total-Count"] = str(total)
         return [invoice_out(r, payments[r.id]) for r in rows]
 
-    @api.get("/invoices/{invoice_id}", response_model=InvoiceOut, tags=["invoices"])
+    @api.get("/invoices/{invoice_id}", dependencies=[need(P.INVOICES_READ, person=True)], response_model=InvoiceOut, tags=["invoices"])
     async def read_invoice(invoice_id: uuid.UUID) -> InvoiceOut:
         async with uow() as tx:
             invoice = await handlers.get_invoice(tx, invoice_id)
             payments = await handlers.invoice_payments(tx, [invoice.id])
             return invoice_out(invoice, payments[invoice.id])
 
-    @api.post("/invoices/{invoice_id}/void", response_model=InvoiceOut, dependencies=write, tags=["invoices"])
+    @api.post("/invoices/{invoice_id}/void", dependencies=[need(P.INVOICES_WRITE)], response_model=InvoiceOut, tags=["invoices"])
     async def void(invoice_id: uuid.UUID, body: VoidIn) -> InvoiceOut:
         """Void an open invoice nothing was paid on (it keeps its number; 409 otherwise)."""
         async with uow() as tx:
             metrics.watch(tx)
             return invoice_out(await handlers.void_invoice(tx, invoice_id, reason=body.reason))
 
-    @api.get("/deals/{deal_id}/authorization", response_model=AuthorizationOut, tags=["deals"])
+    @api.get("/deals/{deal_id}/authorization", dependencies=[need(P.INVOICES_READ, person=True)], response_model=AuthorizationOut, tags=["deals"])
     async def authorization(deal_id: uuid.UUID) -> AuthorizationOut:
         """`may_start` is true only once the deal's deposit is fully paid."""
         async with uow() as tx:
             return authorization_out(*await handlers.get_deal(tx, deal_id))
 
-    @api.post("/payments", status_code=201, response_model=PaymentOut, dependencies=write, tags=["payments"])
+    @api.post("/payments", dependencies=[need(P.PAYMENTS_WRITE)], status_code=201, response_model=PaymentOut, tags=["payments"])
     async def record_payment(body: PaymentIn) -> PaymentOut:
         """Record a manual payment; partial payments add up, a surplus becomes credit."""
         async with uow() as tx:
             metrics.watch(tx)
             return await handlers.record_payment(tx, ctx, body)
 
-    @api.get("/subscriptions", response_model=list[SubscriptionOut], tags=["subscriptions"])
+    @api.get("/subscriptions", dependencies=[need(P.SUBSCRIPTIONS_READ)], response_model=list[SubscriptionOut], tags=["subscriptions"])
     async def list_subscriptions(lead_id: uuid.UUID | None = None) -> list[SubscriptionOut]:
         async with uow() as tx:
             return [subscription_out(s) for s in await handlers.list_subscriptions(tx, lead_id)]
 
-    @api.post("/payments/webhook", tags=["payments"])
+    @api.post("/payments/webhook", dependencies=[public()], tags=["payments"])
     async def webhook(request: Request) -> dict[str, str]:
         """A payment provider's event (`payment.succeeded`, `payment.failed`), signed like
         Stripe's: header `Clientflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
@@ -216,14 +216,13 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             metrics.watch(tx)
             return await dunning.receive_webhook(tx, ctx, hook)
 
-    @api.get("/credit-notes", response_model=list[CreditNoteOut], tags=["invoices"])
+    @api.get("/credit-notes", dependencies=[need(P.INVOICES_READ)], response_model=list[CreditNoteOut], tags=["invoices"])
     async def list_credit_notes(lead_id: uuid.UUID | None = None, invoice_id: uuid.UUID | None = None) -> list[CreditNoteOut]:
         async with uow() as tx:
             return [credit_note_out(n) for n in await handlers.list_credit_notes(tx, lead_id=lead_id, invoice_id=invoice_id)]
 
     @api.post(
-        "/invoices/{invoice_id}/credit-notes", status_code=201, response_model=CreditNoteOut, dependencies=write,
-        tags=["invoices"],
+        "/invoices/{invoice_id}/credit-notes", dependencies=[need(P.INVOICES_WRITE)], status_code=201, response_model=CreditNoteOut, tags=["invoices"],
     )
     async def credit_note(invoice_id: uuid.UUID, body: CreditNoteIn) -> CreditNoteOut:
         """Correct an issued invoice (it never changes): the credit lowers what is still due;
@@ -232,14 +231,14 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             metrics.watch(tx)
             return credit_note_out(await handlers.credit_note_from(tx, ctx, invoice_id, body))
 
-    @api.get("/credit-balances", tags=["payments"])
+    @api.get("/credit-balances", dependencies=[need(P.INVOICES_READ)], tags=["payments"])
     async def credit_balances(lead_id: uuid.UUID) -> list[dict[str, str]]:
         """The client's credit per currency (never converted), spent on their next invoices."""
         async with uow() as tx:
             rows = await handlers.credit_balances(tx, lead_id)
         return [{"currency": r.currency, "balance": format(quantize(r.balance), "f")} for r in rows]
 
-    @api.post("/deals/{deal_id}/invoices", status_code=201, response_model=InvoiceOut, dependencies=write, tags=["deals"])
+    @api.post("/deals/{deal_id}/invoices", dependencies=[need(P.INVOICES_WRITE)], status_code=201, response_model=InvoiceOut, tags=["deals"])
     async def project_invoice(deal_id: uuid.UUID, body: ProjectInvoiceIn, response: Response) -> InvoiceOut:
         """Invoice a project's milestone (an amount) or its final balance (the rest of the
         estimate after the deposit and milestones); `X-Remaining` says what is left."""
@@ -251,7 +250,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             response.headers["X-Remaining"] = format(quantize(remaining), "f")
             return invoice_out(invoice)
 
-    @api.get("/change-orders", response_model=list[ChangeOrderOut], tags=["change orders"])
+    @api.get("/change-orders", dependencies=[need(P.INVOICES_READ)], response_model=list[ChangeOrderOut], tags=["change orders"])
     async def list_change_orders(lead_id: uuid.UUID | None = None, deal_id: uuid.UUID | None = None) -> list[ChangeOrderOut]:
         async with uow() as tx:
             now = tx.now()
@@ -260,27 +259,27 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
                 for o in await projects.list_orders(tx, lead_id=lead_id, deal_id=deal_id)
             ]
 
-    @api.post("/change-orders/{request_id}/approve", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    @api.post("/change-orders/{request_id}/approve", dependencies=[need(P.CHANGE_ORDERS_WRITE)], response_model=ChangeOrderOut, tags=["change orders"])
     async def approve_change_order(request_id: uuid.UUID) -> ChangeOrderOut:
         """The client approved the priced change order: it is invoiced (once)."""
         async with uow() as tx:
             metrics.watch(tx)
             return change_order_out(await projects.approve(tx, ctx, request_id), leaked=False)
 
-    @api.post("/change-orders/{request_id}/reject", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    @api.post("/change-orders/{request_id}/reject", dependencies=[need(P.CHANGE_ORDERS_WRITE)], response_model=ChangeOrderOut, tags=["change orders"])
     async def reject_change_order(request_id: uuid.UUID) -> ChangeOrderOut:
         async with uow() as tx:
             order = await projects.reject(tx, request_id)
             return change_order_out(order, leaked=projects.is_leaked(order, now=tx.now(), leak_after_days=settings.leak_after_days))
 
-    @api.post("/change-orders/{request_id}/work-done", response_model=ChangeOrderOut, dependencies=write, tags=["change orders"])
+    @api.post("/change-orders/{request_id}/work-done", dependencies=[need(P.CHANGE_ORDERS_WRITE)], response_model=ChangeOrderOut, tags=["change orders"])
     async def change_order_done(request_id: uuid.UUID) -> ChangeOrderOut:
         """The change was delivered; unbilled, it counts as leaked revenue."""
         async with uow() as tx:
             order = await projects.work_done(tx, request_id)
             return change_order_out(order, leaked=projects.is_leaked(order, now=tx.now(), leak_after_days=settings.leak_after_days))
 
-    @api.get("/reports/leaked-revenue", response_model=LeakedRevenueOut, tags=["reports"])
+    @api.get("/reports/leaked-revenue", dependencies=[need(P.MONEY_REPORTS_READ)], response_model=LeakedRevenueOut, tags=["reports"])
     async def leaked_revenue(lead_id: uuid.UUID | None = None) -> LeakedRevenueOut:
         """Out-of-scope work never billed: delivered without an invoice, or left undecided
         longer than BILLING_LEAK_AFTER_DAYS. Totals per currency."""
@@ -294,7 +293,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             change_orders=[change_order_out(o, leaked=True) for o in orders],
         )
 
-    @api.get("/reports/summary", tags=["reports"])
+    @api.get("/reports/summary", dependencies=[need(P.REPORTS_READ)], tags=["reports"])
     async def summary() -> dict:
         """MRR (active only), subscriptions by status, receivables, overdue invoices, dunning
         states, days sales outstanding and leaked revenue, per currency."""
@@ -302,7 +301,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             figures = await reports.refresh_gauges(tx, ctx)
         return _jsonable(figures)
 
-    @api.post("/time-entries", status_code=201, response_model=TimeEntryOut, dependencies=write, tags=["subscriptions"])
+    @api.post("/time-entries", dependencies=[need(P.TIME_WRITE)], status_code=201, response_model=TimeEntryOut, tags=["subscriptions"])
     async def time_entry(body: TimeEntryIn) -> TimeEntryOut:
         """Hours worked on an active retainer, counted against the period's included hours;
         overage is billed at the hourly rate on the next invoice."""
@@ -319,7 +318,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
                 overage_hours=over,
             )
 
-    @api.post("/price-changes", status_code=201, response_model=PriceChangeOut, dependencies=write, tags=["subscriptions"])
+    @api.post("/price-changes", dependencies=[need(P.PRICES_WRITE)], status_code=201, response_model=PriceChangeOut, tags=["subscriptions"])
     async def price_change(body: PriceChangeIn) -> PriceChangeOut:
         """Schedule a price change (percent or new price) from a future date, announced with
         notices (30 and 7 days before by default); grandfathered subscriptions keep their price."""
@@ -339,8 +338,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
             )
 
     @api.post(
-        "/subscriptions/{subscription_id}/resume", response_model=SubscriptionOut, dependencies=write,
-        tags=["subscriptions"],
+        "/subscriptions/{subscription_id}/resume", dependencies=[need(P.SUBSCRIPTIONS_WRITE)], response_model=SubscriptionOut, tags=["subscriptions"],
     )
     async def resume(subscription_id: uuid.UUID) -> SubscriptionOut:
         """End a pause: the full fee applies again from the next period."""

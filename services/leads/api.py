@@ -6,7 +6,7 @@ import uuid
 from datetime import date, timezone
 from typing import Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from services.leads import handlers, importer
@@ -39,7 +39,8 @@ from services.leads.schemas import (
 )
 from services.leads.store import ChangeRequest, Deal, Lead
 from shared.errors import Conflict, DomainError
-from shared.http import api_key_guard
+from shared.access import policy as P
+from shared.access.rules import need, public
 from shared.service import ServiceRuntime
 
 
@@ -123,10 +124,9 @@ def change_out(r: ChangeRequest) -> ChangeRequestOut:
 
 def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     uow = runtime.uow
-    write = [Depends(api_key_guard(ctx.settings.api_key.get_secret_value()))]
     api = APIRouter()
 
-    @api.post("/leads", status_code=201, response_model=LeadCreated, dependencies=write, tags=["leads"])
+    @api.post("/leads", dependencies=[need(P.LEADS_CAPTURE)], status_code=201, response_model=LeadCreated, tags=["leads"])
     async def create_lead(body: LeadIn, response: Response) -> LeadCreated:
         """Capture a lead; a known email (or company domain) answers 200 with the existing
         `lead_id` and records the new touch on it."""
@@ -144,9 +144,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         return created
 
     @api.post(
-        "/leads/import",
+        "/leads/import", dependencies=[need(P.LEADS_IMPORT)],
         response_model=ImportReportOut,
-        dependencies=write,
         tags=["leads"],
         openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
     )
@@ -169,7 +168,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             errors=report.errors, ignored_columns=ignored,
         )
 
-    @api.get("/leads", response_model=LeadList, tags=["leads"])
+    @api.get("/leads", dependencies=[need(P.LEADS_READ)], response_model=LeadList, tags=["leads"])
     async def list_leads(
         stage: str | None = None,
         tier: str | None = None,
@@ -193,7 +192,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             now = tx.now()
             return LeadList(items=[lead_out(ctx, r, now) for r in found], total=total, limit=limit, offset=offset)
 
-    @api.get("/leads/{lead_id}", response_model=LeadOut, tags=["leads"])
+    @api.get("/leads/{lead_id}", dependencies=[need(P.LEADS_READ, person=True)], response_model=LeadOut, tags=["leads"])
     async def read_lead(lead_id: uuid.UUID) -> LeadOut:
         """A lead with its scores, red flags, tier, stage history (`timeline`) and every event
         about it (`activity`)."""
@@ -207,7 +206,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                 deals=await handlers.deals_of(tx, lead_id),
             )
 
-    @api.delete("/leads/{lead_id}", response_model=ErasedOut, dependencies=write, tags=["leads"])
+    @api.delete("/leads/{lead_id}", dependencies=[need(P.LEADS_ERASE)], response_model=ErasedOut, tags=["leads"])
     async def erase(lead_id: uuid.UUID) -> ErasedOut:
         """Erase the person's data (`lead.erased`); anonymous counts stay. Repeating is harmless."""
         async with uow() as tx:
@@ -215,7 +214,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         assert lead.erased_at is not None
         return ErasedOut(lead_id=lead.id, erased=True, erased_at=lead.erased_at)
 
-    @api.post("/leads/{lead_id}/qualification", response_model=QualificationOut, dependencies=write, tags=["leads"])
+    @api.post("/leads/{lead_id}/qualification", dependencies=[need(P.LEADS_WRITE)], response_model=QualificationOut, tags=["leads"])
     async def qualify(lead_id: uuid.UUID, body: QualificationIn = Body(default_factory=QualificationIn)) -> QualificationOut:  # noqa: B008
         """BANT qualification: `lead.qualified` or `lead.disqualified` with the reasons."""
         async with uow() as tx:
@@ -226,34 +225,34 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             need=q["need"], timeline=q["timeline"], reasons=result.reasons, stage=lead.stage,
         )
 
-    @api.post("/leads/{lead_id}/red-flags", status_code=201, response_model=LeadOut, dependencies=write, tags=["leads"])
+    @api.post("/leads/{lead_id}/red-flags", dependencies=[need(P.LEADS_WRITE)], status_code=201, response_model=LeadOut, tags=["leads"])
     async def add_red_flag(lead_id: uuid.UUID, body: RedFlagIn) -> LeadOut:
         """Note a red flag seen during the sale (refuses a deposit, boss reverses direction...)."""
         async with uow() as tx:
             lead = await handlers.note_red_flag(tx, lead_id, body.name, body.evidence)
             return lead_out(ctx, lead, tx.now())
 
-    @api.delete("/leads/{lead_id}/red-flags/{name}", response_model=LeadOut, dependencies=write, tags=["leads"])
+    @api.delete("/leads/{lead_id}/red-flags/{name}", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["leads"])
     async def remove_red_flag(lead_id: uuid.UUID, name: str, reason: str | None = None) -> LeadOut:
         async with uow() as tx:
             lead = await handlers.clear_red_flag(tx, lead_id, name, reason)
             return lead_out(ctx, lead, tx.now())
 
-    @api.post("/leads/{lead_id}/stage", response_model=LeadOut, dependencies=write, tags=["funnel"])
+    @api.post("/leads/{lead_id}/stage", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["funnel"])
     async def move(lead_id: uuid.UUID, body: StageIn) -> LeadOut:
         """Move a lead by hand, forwards or backwards, with the reason kept in its history."""
         async with uow() as tx:
             lead = await handlers.set_stage(tx, ctx, lead_id, body.stage, body.reason)
             return lead_out(ctx, lead, tx.now(), history=await handlers.stage_history(tx, lead.id))
 
-    @api.post("/leads/{lead_id}/merge", response_model=LeadOut, dependencies=write, tags=["leads"])
+    @api.post("/leads/{lead_id}/merge", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["leads"])
     async def merge(lead_id: uuid.UUID, body: MergeIn) -> LeadOut:
         """Merge `duplicate_id` into this lead (explicit, logged on both)."""
         async with uow() as tx:
             lead = await handlers.merge_leads(tx, ctx, lead_id, body.duplicate_id, body.reason)
             return lead_out(ctx, lead, tx.now(), touches=await handlers.touches(tx, lead.id))
 
-    @api.get("/icp", response_model=IcpOut, tags=["icp"])
+    @api.get("/icp", dependencies=[need(P.ICP_READ)], response_model=IcpOut, tags=["icp"])
     async def read_icp() -> IcpOut:
         """The ideal client profile in force (YAML and its parsed criteria)."""
         async with uow() as tx:
@@ -261,9 +260,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"])
 
     @api.put(
-        "/icp",
+        "/icp", dependencies=[need(P.ICP_WRITE)],
         response_model=IcpOut,
-        dependencies=write,
         tags=["icp"],
         openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
     )
@@ -278,32 +276,31 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             icp, document, _ = await handlers.current_icp(tx, ctx)
         return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"], rescored=rescored)
 
-    @api.post("/leads/{lead_id}/deals", status_code=201, response_model=DealOut, dependencies=write, tags=["deals"])
+    @api.post("/leads/{lead_id}/deals", dependencies=[need(P.DEALS_WRITE)], status_code=201, response_model=DealOut, tags=["deals"])
     async def create_deal(lead_id: uuid.UUID, body: DealIn) -> DealOut:
         """Write an estimate (scope lines; a retainer has a monthly fee and included hours)."""
         async with uow() as tx:
             return deal_out(await handlers.propose_deal(tx, ctx, lead_id, body))
 
-    @api.get("/deals/{deal_id}", response_model=DealOut, tags=["deals"])
+    @api.get("/deals/{deal_id}", dependencies=[need(P.LEADS_READ, person=True)], response_model=DealOut, tags=["deals"])
     async def read_deal(deal_id: uuid.UUID) -> DealOut:
         async with uow() as tx:
             deal = await handlers.get_deal(tx, deal_id)
             return deal_out(deal, await handlers.change_requests_of(tx, deal_id))
 
-    @api.post("/deals/{deal_id}/won", response_model=DealOut, dependencies=write, tags=["deals"])
+    @api.post("/deals/{deal_id}/won", dependencies=[need(P.DEALS_WRITE)], response_model=DealOut, tags=["deals"])
     async def won(deal_id: uuid.UUID, body: WonIn) -> DealOut:
         """The estimate was signed: no signature, no deal."""
         async with uow() as tx:
             return deal_out(await handlers.win_deal(tx, ctx, deal_id, signed_by=body.signed_by, signed_at=body.signed_at))
 
-    @api.post("/deals/{deal_id}/lost", response_model=DealOut, dependencies=write, tags=["deals"])
+    @api.post("/deals/{deal_id}/lost", dependencies=[need(P.DEALS_WRITE)], response_model=DealOut, tags=["deals"])
     async def lost(deal_id: uuid.UUID, body: LostIn) -> DealOut:
         async with uow() as tx:
             return deal_out(await handlers.lose_deal(tx, ctx, deal_id, body.reason))
 
     @api.post(
-        "/deals/{deal_id}/change-requests", status_code=201, response_model=ChangeRequestOut, dependencies=write,
-        tags=["deals"],
+        "/deals/{deal_id}/change-requests", dependencies=[need(P.DEALS_WRITE)], status_code=201, response_model=ChangeRequestOut, tags=["deals"],
     )
     async def change_request(deal_id: uuid.UUID, body: ChangeRequestIn) -> ChangeRequestOut:
         """A change on a signed deal, checked against the estimate's lines: in scope (free) or a
@@ -311,7 +308,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         async with uow() as tx:
             return change_out(await handlers.request_change(tx, ctx, deal_id, body))
 
-    @api.post("/channels/{channel}/spend", status_code=201, response_model=SpendOut, dependencies=write, tags=["channels"])
+    @api.post("/channels/{channel}/spend", dependencies=[need(P.SPEND_WRITE)], status_code=201, response_model=SpendOut, tags=["channels"])
     async def spend(channel: str, body: SpendIn) -> SpendOut:
         """Spend on a channel for a period (`channel.spend_recorded`), for CAC."""
         async with uow() as tx:
@@ -319,13 +316,13 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         return SpendOut(channel=row.channel, period_start=row.period_start, period_end=row.period_end,
                         amount=row.amount, currency=row.currency, replaced=replaced)
 
-    @api.get("/channels", tags=["channels"])
+    @api.get("/channels", dependencies=[need(P.REPORTS_READ)], tags=["channels"])
     async def read_channels() -> list[dict]:
         """Per channel: spend, leads, clients, cost per lead and CAC (per currency)."""
         async with uow() as tx:
             return await handlers.channels(tx)
 
-    @api.get("/funnel", response_model=FunnelOut, tags=["funnel"])
+    @api.get("/funnel", dependencies=[need(P.REPORTS_READ)], response_model=FunnelOut, tags=["funnel"])
     async def read_funnel(
         channel: str | None = None,
         since: date | None = Query(None, alias="from", description="captured on or after (UTC date)"),

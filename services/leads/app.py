@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, subscribers
+from services.leads import api, people_api, subscribers
 from services.leads.handlers import Context
 from services.leads.metrics import LeadsMetrics
 from services.leads.settings import Settings
@@ -30,10 +30,11 @@ def create_app(
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
-        publishes_to=(topics.LEADS, topics.DEALS),
+        publishes_to=(topics.LEADS, topics.DEALS, topics.PEOPLE),
         broker=broker,
         engine=engine,
         clock=clock,
+        people_owner=True,
     )
     ctx = Context(settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions))
 
@@ -49,7 +50,8 @@ def create_app(
         title="Clientflow leads",
         description=(
             "Acquisition and sales: leads and CSV import, dedupe, ICP fit, red flags, BANT qualification, "
-            "engagement, funnel, deals and estimates, change requests, channel spend, erasure."
+            "engagement, funnel, deals and estimates, change requests, channel spend, erasure; the people registry "
+            "(people, roles, tokens)."
         ),
-        routers=[api.router(runtime, ctx)],
+        routers=[api.router(runtime, ctx), people_api.router(runtime, runtime.authenticator)],
     )

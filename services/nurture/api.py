@@ -13,8 +13,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
@@ -37,7 +36,8 @@ from services.nurture.schemas import (
 from services.nurture.settings import Settings
 from services.nurture.store import Feedback, Message, Takeover, Task
 from shared.errors import Invalid, NotFound
-from shared.http import api_key_guard
+from shared.access import policy as P
+from shared.access.rules import need, public, refusal
 from shared.service import ServiceRuntime
 
 # The smallest transparent GIF: what an open pixel answers.
@@ -107,14 +107,12 @@ def router(
 ) -> APIRouter:
     api = APIRouter()
     uow = runtime.uow
-    guard = api_key_guard(settings.api_key.get_secret_value())
-    write = [Depends(guard)]
     secret = settings.secret_key.get_secret_value()
     threshold = settings.sales_ready_threshold
 
     links = Links(settings)
 
-    @api.get("/leads/{lead_id}/messages", response_model=list[MessageOut], tags=["messages"])
+    @api.get("/leads/{lead_id}/messages", dependencies=[need(P.MESSAGES_READ, person=True)], response_model=list[MessageOut], tags=["messages"])
     async def read_messages(lead_id: uuid.UUID, request: Request) -> list[MessageOut]:
         """Emails sent to a person, oldest first. With the API key, each also carries its text
         and open pixel: their links are signed capabilities (unsubscribe), not for anyone."""
@@ -130,7 +128,7 @@ def router(
         ]
 
     @api.post(
-        "/leads/{lead_id}/takeover", status_code=201, response_model=TakeoverOut, dependencies=write, tags=["takeover"]
+        "/leads/{lead_id}/takeover", dependencies=[need(P.TAKEOVER_WRITE)], status_code=201, response_model=TakeoverOut, tags=["takeover"]
     )
     async def take_over(lead_id: uuid.UUID, body: TakeoverIn) -> TakeoverOut:
         """A human takes the person over: automated emails wait (``takeover.started``)."""
@@ -140,7 +138,7 @@ def router(
                 await handlers.start_takeover(tx, lead_id, by=body.by, reason=body.reason, catalog=catalog)
             )
 
-    @api.delete("/leads/{lead_id}/takeover", response_model=TakeoverOut, dependencies=write, tags=["takeover"])
+    @api.delete("/leads/{lead_id}/takeover", dependencies=[need(P.TAKEOVER_WRITE)], response_model=TakeoverOut, tags=["takeover"])
     async def release(lead_id: uuid.UUID, by: str | None = Query(None, max_length=200)) -> TakeoverOut:
         """Hand the person back to automation (``takeover.ended``); held emails go out."""
         async with uow() as tx:
@@ -148,19 +146,19 @@ def router(
 
     # ------------------------------------------------------------------ sequences
 
-    @api.get("/sequences", response_model=list[SequenceOut], tags=["sequences"])
+    @api.get("/sequences", dependencies=[need(P.SEQUENCES_READ)], response_model=list[SequenceOut], tags=["sequences"])
     async def list_sequences() -> list[SequenceOut]:
         """Every sequence: the built-in files, with those written through the API in their place."""
         async with uow() as tx:
             catalog = await handlers.current_catalog(tx, builtin)
             return [sequence_out(*(await handlers.get_sequence(tx, builtin, n))) for n in sorted(catalog.sequences)]
 
-    @api.get("/sequences/{name}", response_model=SequenceOut, tags=["sequences"])
+    @api.get("/sequences/{name}", dependencies=[need(P.SEQUENCES_READ)], response_model=SequenceOut, tags=["sequences"])
     async def read_sequence(name: str) -> SequenceOut:
         async with uow() as tx:
             return sequence_out(*(await handlers.get_sequence(tx, builtin, name)))
 
-    @api.put("/sequences/{name}", response_model=SequenceOut, dependencies=write, tags=["sequences"])
+    @api.put("/sequences/{name}", dependencies=[need(P.SEQUENCES_WRITE)], response_model=SequenceOut, tags=["sequences"])
     async def write_sequence(name: str, definition: dict[str, Any] = Body(...)) -> SequenceOut:
         """Create or replace a sequence (the format of services/nurture/content.py). Refused with
         the reason: an unknown trigger, a bad delay, a missing template, a cycle."""
@@ -172,7 +170,7 @@ def router(
 
     # ------------------------------------------------------------------ tracking (public, signed)
 
-    @api.get("/t/o/{token}.gif", tags=["tracking"], response_class=Response)
+    @api.get("/t/o/{token}.gif", dependencies=[public()], tags=["tracking"], response_class=Response)
     async def open_pixel(token: str) -> Response:
         """The open pixel: ``email.opened`` at the first load."""
         message_id = domain.verify_message_token(secret, "open", token)
@@ -186,7 +184,7 @@ def router(
             metrics.opened.labels(tracked.sequence, str(tracked.step)).inc()
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
-    @api.get("/t/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    @api.get("/t/c/{token}", dependencies=[public()], tags=["tracking"], response_class=RedirectResponse, status_code=302)
     async def click(token: str, u: str = Query(..., max_length=4000)) -> RedirectResponse:
         """A tracked link: ``email.clicked``, then on to the target (signed with the token, so the
         redirect cannot be pointed elsewhere)."""
@@ -206,7 +204,7 @@ def router(
             raise NotFound("no such link")
         return lead_id
 
-    @api.get("/unsubscribe", tags=["tracking"], response_class=HTMLResponse)
+    @api.get("/unsubscribe", dependencies=[public()], tags=["tracking"], response_class=HTMLResponse)
     async def unsubscribe_page(token: str = Query(..., max_length=200), m: str | None = Query(None)) -> HTMLResponse:
         """Asks to confirm (a link scanner opening the link must not unsubscribe anybody)."""
         _unsubscriber(token)
@@ -218,7 +216,7 @@ def router(
             '<button type="submit">Unsubscribe</button></form>',
         )
 
-    @api.post("/unsubscribe", tags=["tracking"], response_class=HTMLResponse)
+    @api.post("/unsubscribe", dependencies=[public()], tags=["tracking"], response_class=HTMLResponse)
     async def unsubscribe(token: str = Query(..., max_length=200), m: str | None = Query(None)) -> HTMLResponse:
         """One-click unsubscribe (RFC 8058 ``List-Unsubscribe-Post``, and the page's button):
         every marketing sequence stops, ``lead.unsubscribed``."""
@@ -254,7 +252,7 @@ def router(
             metrics.complaints.inc()
             metrics.tasks.labels("complaint").inc()
 
-    @api.get("/survey/{token}", tags=["feedback"], response_class=HTMLResponse)
+    @api.get("/survey/{token}", dependencies=[public()], tags=["feedback"], response_class=HTMLResponse)
     async def survey_click(token: str, score: int = Query(..., ge=0, le=10)) -> HTMLResponse:
         """A score link of a survey email: the click is the answer (``feedback.received``); the
         page offers a comment box."""
@@ -275,8 +273,8 @@ def router(
         )
 
     @api.post(
-        "/feedback", status_code=201, response_model=FeedbackOut, tags=["feedback"],
-        responses={401: {"description": "lead_id and survey without the API key"}},
+        "/feedback", dependencies=[need(P.FEEDBACK_WRITE, optional=True)], status_code=201, response_model=FeedbackOut, tags=["feedback"],
+        responses={401: {"description": "lead_id and survey without a token"}},
     )
     async def feedback(request: Request) -> FeedbackOut:
         """A survey answer (0-10 and a comment), JSON or a form: with the ``token`` of a survey
@@ -295,11 +293,14 @@ def router(
             message = await _survey_message(body.token)
             lead_id, survey, message_id = message.lead_id, message.sequence, message.message_id
         else:
-            scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-            # Only a Bearer key counts, as on every other write ("Basic <key>" is no key at all).
-            bearer = scheme.lower() == "bearer" and key
-            credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=key) if bearer else None
-            await guard(credentials)
+            # Without the e-mail's signed token, a person's token with feedback.write (the access
+            # middleware checked it, if one was sent).
+            principal = request.state.principal
+            if principal is None:
+                raise HTTPException(401, "give the survey token of the email, or send 'Authorization: Bearer <token>'",
+                                    {"WWW-Authenticate": "Bearer"})
+            if not P.may(principal.role, P.FEEDBACK_WRITE, principal.scopes):
+                raise HTTPException(403, refusal(principal, P.FEEDBACK_WRITE))
             if body.lead_id is None or not body.survey:
                 raise Invalid("give the survey token of the email, or lead_id and survey")
             lead_id, survey, message_id = body.lead_id, body.survey, None
@@ -315,7 +316,7 @@ def router(
 
     # ------------------------------------------------------------------ provider webhooks
 
-    @api.post("/webhooks/bounce", status_code=202, dependencies=write, tags=["webhooks"])
+    @api.post("/webhooks/bounce", dependencies=[need(P.MAIL_WEBHOOKS)], status_code=202, tags=["webhooks"])
     async def bounce(body: BounceIn) -> dict[str, str]:
         """A bounce (``email.bounced``); a hard one stops all email to the address."""
         if body.message_id is None and not body.email:
@@ -329,7 +330,7 @@ def router(
         metrics.bounced.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
         return {"status": "recorded"}
 
-    @api.post("/webhooks/inbound", status_code=201, response_model=ReplyOut, dependencies=write, tags=["webhooks"])
+    @api.post("/webhooks/inbound", dependencies=[need(P.MAIL_WEBHOOKS)], status_code=201, response_model=ReplyOut, tags=["webhooks"])
     async def inbound(body: InboundIn) -> ReplyOut:
         """An inbound reply: recorded, sequences that exit on a reply end, and a human takeover
         starts by itself; a high-value person's reply becomes a task."""
@@ -356,7 +357,7 @@ def router(
 
     # ------------------------------------------------------------------ tasks
 
-    @api.get("/tasks", response_model=list[TaskOut], tags=["tasks"])
+    @api.get("/tasks", dependencies=[need(P.TASKS_READ)], response_model=list[TaskOut], tags=["tasks"])
     async def tasks(
         status: str | None = Query("open", pattern="^(open|done|all)$"),
         lead_id: uuid.UUID | None = None,
@@ -369,7 +370,7 @@ def router(
             )
             return [task_out(t) for t in found]
 
-    @api.post("/tasks/{task_id}/done", response_model=TaskOut, dependencies=write, tags=["tasks"])
+    @api.post("/tasks/{task_id}/done", dependencies=[need(P.TASKS_WRITE)], response_model=TaskOut, tags=["tasks"])
     async def task_done(task_id: uuid.UUID) -> TaskOut:
         async with uow() as tx:
             return task_out(await handlers.close_task(tx, task_id))

@@ -31,7 +31,8 @@ from services.retention.schemas import (
     OfferOut,
 )
 from services.retention.store import Cancellation, Client, Referral, TierReview
-from shared.http import api_key_guard
+from shared.access import policy as P
+from shared.access.rules import need, public
 from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
 
@@ -171,10 +172,9 @@ def cancellation_out(cancellation: Cancellation) -> CancellationOut:
 def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     uow = runtime.uow
     metrics = ctx.metrics
-    write = [Depends(api_key_guard(ctx.settings.api_key.get_secret_value()))]
     api = APIRouter()
 
-    @api.get("/clients", response_model=ClientList, tags=["clients"])
+    @api.get("/clients", dependencies=[need(P.CLIENTS_READ)], response_model=ClientList, tags=["clients"])
     async def list_clients(
         tier: Literal["best", "good", "tolerable", "fire"] | None = None,
         band: Literal["red", "yellow", "green"] | None = None,
@@ -186,7 +186,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             rows, total = await handlers.list_clients(tx, tier=tier, band=band, limit=limit, offset=offset)
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
 
-    @api.get("/clients/{lead_id}", response_model=ClientOut, tags=["clients"])
+    @api.get("/clients/{lead_id}", dependencies=[need(P.CLIENTS_READ, person=True)], response_model=ClientOut, tags=["clients"])
     async def read_client(lead_id: uuid.UUID) -> ClientOut:
         """Health score, band, tier and the factors behind the score, with revenue and MRR."""
         async with uow() as tx:
@@ -194,10 +194,9 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             return client_out(view.client, view.revenue, view)
 
     @api.post(
-        "/clients/{lead_id}/cancellation",
+        "/clients/{lead_id}/cancellation", dependencies=[need(P.CANCELLATIONS_WRITE)],
         status_code=201,
         response_model=CancellationOut,
-        dependencies=write,
         tags=["cancellations"],
     )
     async def request_cancellation(lead_id: uuid.UUID, body: CancellationIn) -> CancellationOut:
@@ -207,15 +206,14 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         metrics.count_cancellation(cancellation.reason, "requested")
         return cancellation_out(cancellation)
 
-    @api.get("/cancellations/{cancellation_id}", response_model=CancellationOut, tags=["cancellations"])
+    @api.get("/cancellations/{cancellation_id}", dependencies=[need(P.CLIENTS_READ, person=True)], response_model=CancellationOut, tags=["cancellations"])
     async def read_cancellation(cancellation_id: uuid.UUID) -> CancellationOut:
         async with uow() as tx:
             return cancellation_out(await handlers.get_cancellation(tx, cancellation_id))
 
     @api.post(
-        "/cancellations/{cancellation_id}/accept",
+        "/cancellations/{cancellation_id}/accept", dependencies=[need(P.CANCELLATIONS_WRITE)],
         response_model=CancellationOut,
-        dependencies=write,
         tags=["cancellations"],
     )
     async def accept(cancellation_id: uuid.UUID) -> CancellationOut:
@@ -227,9 +225,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         return cancellation_out(cancellation)
 
     @api.post(
-        "/cancellations/{cancellation_id}/confirm",
+        "/cancellations/{cancellation_id}/confirm", dependencies=[need(P.CANCELLATIONS_WRITE)],
         response_model=CancellationOut,
-        dependencies=write,
         tags=["cancellations"],
     )
     async def confirm(cancellation_id: uuid.UUID) -> CancellationOut:
@@ -240,7 +237,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             metrics.count_cancellation(cancellation.reason, "completed")
         return cancellation_out(cancellation)
 
-    @api.get("/economics", response_model=EconomicsOut, response_model_by_alias=True, tags=["economics"])
+    @api.get("/economics", dependencies=[need(P.REPORTS_READ)], response_model=EconomicsOut, response_model_by_alias=True, tags=["economics"])
     async def read_economics(
         from_: str | None = Query(None, alias="from", description="start (inclusive), date or RFC 3339; default: first of this month"),
         to: str | None = Query(None, description="end (exclusive); default: now"),
@@ -264,20 +261,20 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             snap = await handlers.snapshot(tx)
         return economics_out(figures, snap)
 
-    @api.get("/reviews/latest", response_model=ReviewOut, tags=["tiers"])
+    @api.get("/reviews/latest", dependencies=[need(P.CLIENTS_READ)], response_model=ReviewOut, tags=["tiers"])
     async def latest_review() -> ReviewOut:
         """The latest tier review: tiers counted, changes, and the clients to let go."""
         async with uow() as tx:
             return review_out(await handlers.latest_review(tx))
 
-    @api.post("/reviews", status_code=201, response_model=ReviewOut, dependencies=write, tags=["tiers"])
+    @api.post("/reviews", dependencies=[need(P.REVIEWS_WRITE)], status_code=201, response_model=ReviewOut, tags=["tiers"])
     async def run_review() -> ReviewOut:
         """Run a tier review now (it also runs on its schedule, monthly by default)."""
         review = await handlers.review_tiers(uow, ctx, runtime.clock.now(), force=True)
         assert review is not None
         return review_out(review)
 
-    @api.post("/referrals", status_code=201, response_model=ReferralOut, dependencies=write, tags=["referrals"])
+    @api.post("/referrals", dependencies=[need(P.REFERRALS_WRITE)], status_code=201, response_model=ReferralOut, tags=["referrals"])
     async def refer(body: ReferralIn) -> ReferralOut:
         """A client refers someone new (`referral.made`); refused (409) for an existing client."""
         async with uow() as tx:

@@ -16,6 +16,7 @@ def test_event_catalogue_asyncapi_and_openapi_are_current() -> None:
     apps = build_apps()
     assert (DOCS / "events.md").read_text() == docs.event_catalogue(apps) + "\n", HINT
     assert json.loads((DOCS / "asyncapi.json").read_text()) == docs.asyncapi(apps), HINT
+    assert (DOCS / "permissions.md").read_text() == docs.permission_table(apps) + "\n", HINT
     for name, app in apps.items():
         assert json.loads((DOCS / "openapi" / f"{name}.json").read_text()) == docs.openapi(app), HINT
 

@@ -11,10 +11,23 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from shared.access.principal import BOOTSTRAP
 from shared.clock import make_clock
 from shared.db import IdempotencyKeyRow, PlumbingBase, StateRow, create_engine
 from shared.http import IdempotencyMiddleware
 from shared.uow import UnitOfWorkFactory
+
+
+class _SignedIn:
+    """What the access middleware leaves in the scope: keys are scoped to a caller."""
+
+    def __init__(self, app, principal=BOOTSTRAP) -> None:  # noqa: ANN001
+        self.app = app
+        self.principal = principal
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        scope.setdefault("state", {})["principal"] = self.principal
+        await self.app(scope, receive, send)
 
 
 async def _app(tmp_path):  # noqa: ANN001, ANN202
@@ -38,6 +51,7 @@ async def _app(tmp_path):  # noqa: ANN001, ANN202
         return {"made": "yes"}
 
     app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+    app.add_middleware(_SignedIn)
     return app, engine, reached, release
 
 
@@ -84,6 +98,7 @@ async def test_a_failing_request_keeps_nothing(tmp_path) -> None:
         raise RuntimeError("a bug after the first transaction")
 
     app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+    app.add_middleware(_SignedIn)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post("/boom", headers={"Idempotency-Key": "k-2"})
@@ -117,6 +132,7 @@ async def test_a_key_replays_within_its_ttl_and_runs_again_once_expired(tmp_path
         return {"made": "yes"}
 
     app.add_middleware(IdempotencyMiddleware, sessions=uow.sessions, clock=clock, ttl=timedelta(hours=24))
+    app.add_middleware(_SignedIn)
 
     async def things() -> int:
         async with uow() as tx:
