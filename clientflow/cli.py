@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -18,7 +19,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from clientflow import dead_letters_cli, leads_cli, retention_cli, simulate
+from clientflow import access_cli, dead_letters_cli, leads_cli, retention_cli, simulate
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
 from shared.broker import ensure_topics
@@ -32,6 +33,8 @@ app.add_typer(leads_cli.app, name="leads", help="Leads: import a CSV of leads.")
 app.add_typer(retention_cli.app, name="replay", help="Rebuild a service's store from the topics' history.")
 app.command("simulate")(simulate.command)
 app.add_typer(dead_letters_cli.app, name="dead-letters", help="Dead letters: list them per topic, replay them.")
+app.add_typer(access_cli.users, name="users", help="People: add (prints their token), list, change, disable, enable.")
+app.add_typer(access_cli.tokens, name="tokens", help="Personal tokens: create (prints it), list, revoke.")
 console = Console()
 
 DATA_DIR = Path(os.environ.get("CLIENTFLOW_DATA_DIR", ".clientflow"))
@@ -136,6 +139,10 @@ class System:
             log.close()
             urls[spec.name] = f"http://{settings.host}:{settings.port}"
         self._wait_ready(urls)
+        # What `clientflow users`, `tokens` and `simulate` run from this folder talk to.
+        (self.data_dir / access_cli.SYSTEM_FILE).write_text(
+            json.dumps({"urls": urls, "bootstrap": self.bootstrap, "pid": os.getpid()}, indent=2) + "\n"
+        )
         return urls
 
     def _wait_ready(self, urls: dict[str, str], timeout: float = 90.0) -> None:
@@ -177,6 +184,7 @@ class System:
         return 0
 
     def stop(self) -> None:
+        (self.data_dir / access_cli.SYSTEM_FILE).unlink(missing_ok=True)
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -219,7 +227,8 @@ def run(
         console.print(f"broker: {system.bootstrap}")
         origin = "new, saved to" if new else "from"
         source = "CLIENTFLOW_API_KEY" if os.environ.get("CLIENTFLOW_API_KEY") else f"{origin} {data_dir / 'api-key'}"
-        console.print(f"API key ({source}): [bold]{key}[/bold]", soft_wrap=True)
+        console.print(f"API key, the bootstrap admin ({source}): [bold]{key}[/bold]", soft_wrap=True)
+        console.print("Give each person their own token: clientflow users add EMAIL --name NAME --role ROLE", soft_wrap=True)
         console.print("Ctrl-C stops everything.")
         code = system.watch()
     except (RuntimeError, TimeoutError) as exc:
@@ -327,7 +336,6 @@ def build_apps(bootstrap: str = "kafka:9092") -> dict:
 @app.command()
 def docs(out: Annotated[Path, typer.Option(help="folder to write to")] = Path("docs")) -> None:
     """Write the event catalogue, the AsyncAPI document and each service's OpenAPI document."""
-    import json
 
     from shared import docs as generate
 

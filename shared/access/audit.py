@@ -56,6 +56,7 @@ class AuditLog:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one write at a time: rows keep the order they were recorded in
         self.dropped = 0
 
     def record(self, *, at: datetime, actor: Actor, action: str, lead_id: uuid.UUID | None, request_id: str, status: int) -> None:
@@ -114,18 +115,19 @@ class AuditLog:
                 self._wake.set()
 
     async def _write_pending(self) -> None:
-        if not self._pending:
-            self._idle.set()
-            return
-        rows, self._pending = self._pending, []
-        try:
-            async with self.sessions() as session, session.begin():
-                await session.execute(insert(AuditRow), rows)
-        except BaseException:
-            self._pending[:0] = rows
-            raise
-        if not self._pending:
-            self._idle.set()
+        async with self._lock:
+            if not self._pending:
+                self._idle.set()
+                return
+            rows, self._pending = self._pending, []
+            try:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(insert(AuditRow), rows)
+            except BaseException:
+                self._pending[:0] = rows
+                raise
+            if not self._pending:
+                self._idle.set()
 
 
 async def read_audit(

@@ -19,6 +19,7 @@ from services.nurture.settings import Settings as NurtureSettings
 from services.nurture.store import Message
 from shared import events as ev
 from shared.embedded import free_port
+from tests.access.support import add_person
 from tests.support import as_json, event, eventually, producer, publish, run_service, service_settings
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ async def test_ready_says_which_clock_and_its_now(kafka_bootstrap: str, database
         assert live["kind"] == "simulated" and datetime.fromisoformat(live["now"]) >= moment
 
 
-async def test_messages_show_text_and_links_only_with_the_api_key(
+async def test_messages_show_text_and_links_to_an_admin_only(
     kafka_bootstrap: str, database_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -82,11 +83,13 @@ async def test_messages_show_text_and_links_only_with_the_api_key(
 
         assert await eventually(opened)
 
+        _, sales = await add_person(nurture.runtime.uow.sessions, "sales")
         async with httpx.AsyncClient(base_url=nurture.url) as anonymous:
-            (bare,) = as_json(await anonymous.get(f"/leads/{lead_id}/messages"))
-            (wrong,) = as_json(
+            assert (await anonymous.get(f"/leads/{lead_id}/messages")).status_code == 401
+            assert (
                 await anonymous.get(f"/leads/{lead_id}/messages", headers={"Authorization": "Bearer not-the-key"})
-            )
-        for seen in (bare, wrong):
+            ).status_code == 401
+            (bare,) = as_json(await anonymous.get(f"/leads/{lead_id}/messages", headers={"Authorization": f"Bearer {sales}"}))
+        for seen in (bare,):
             assert seen["message_id"] == message["message_id"]
             assert seen["body_text"] is None and seen["open_url"] is None
