@@ -149,6 +149,7 @@ def list_people(data_dir: DataDir = Path(".clientflow"), token: AdminToken = Non
     """Everyone, with their role and how many working tokens they hold."""
     people = _call(data_dir, token, "GET", "/people")
     table = Table("e-mail", "name", "role", "kind", "languages", "active", "tokens", "id")
+    table.columns[0].no_wrap = True
     for person in people:
         working = sum(1 for t in person["tokens"] if t["active"])
         table.add_row(

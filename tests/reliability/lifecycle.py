@@ -13,6 +13,10 @@ from decimal import Decimal
 import httpx
 
 from tests.reliability.cluster import Cluster
+from tests.support import API_KEY
+
+# Every read but health and metrics needs a token now: the harness reads as the bootstrap admin.
+ADMIN = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @dataclass
@@ -183,7 +187,7 @@ class Driver:
 async def audit(cluster: Cluster, clients: list[Client], *, timeout: float = 180) -> dict[str, int]:
     """Every effect exactly once, in every service; returns the counts of what is wrong."""
     problems: Counter = Counter()
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=30) as http:
         deadline = asyncio.get_running_loop().time() + timeout
         pending = list(clients)
         while pending and asyncio.get_running_loop().time() < deadline:
@@ -339,7 +343,7 @@ async def audit_lifecycle(
                     await asyncio.sleep(1 + attempt)
             return Counter({"not auditable (service unreachable)": 1})
 
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=60) as http:
         pending = list(clients)
         while True:
             snap = await _snapshot(http, cluster)
