@@ -48,7 +48,14 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=1 if name.startswith(topics.CLOCK) else partitions, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=1 if name.startswith(topics.CLOCK) else partitions,
+                replication_factor=1,
+                # The people topic carries whole states keyed by person or token: compacted, it
+                # keeps the last of each forever, so a new service instance can fold it whole.
+                topic_configs={"cleanup.policy": "compact"} if name in topics.COMPACTED_TOPICS else {},
+            )
             for name in wanted
             if name not in existing
         ]

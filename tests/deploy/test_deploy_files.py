@@ -146,3 +146,16 @@ def test_the_wheel_the_image_installs_carries_migrations_templates_and_sequences
         on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / "nurture" / folder).iterdir() if p.is_file()}
         assert on_disk and on_disk <= names, f"nurture {folder} missing from the wheel"
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_compose_takes_every_secret_from_the_env_file_and_the_example_documents_it() -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
+    example = {line.split("=", 1)[0] for line in (DEPLOY / "clientflow.env.example").read_text().splitlines()
+               if line and not line.startswith("#")}
+    assert {"CLIENTFLOW_API_KEY", "CLIENTFLOW_SECRET_KEY", "BILLING_WEBHOOK_SECRET", "POSTGRES_PASSWORD",
+            "GRAFANA_ADMIN_PASSWORD"} <= required, "secrets have no defaults"
+    assert required <= example, f"undocumented: {required - example}"
+    assert {v for v in optional if v.startswith("CLIENTFLOW_OIDC")} <= example
+    assert "deploy/clientflow.env" in (ROOT / ".gitignore").read_text()
