@@ -173,3 +173,15 @@ async def test_basic_auth_and_an_empty_bearer_are_no_token(leads) -> None:  # no
     for header in (f"Basic {API_KEY}", "Bearer ", "Bearer", API_KEY):
         answer = await http.get("/leads", headers={"Authorization": header})
         assert answer.status_code == 401, header
+
+
+async def test_metrics_can_be_protected(database_url: str) -> None:
+    await migrate("billing", database_url)
+    app = build_app("billing", database_url, protect_metrics=True)
+    runtime = app.state.runtime
+    _, viewer = await add_person(runtime.uow.sessions, "viewer")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://billing") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers=bearer(viewer))).status_code == 200
+        assert (await http.get("/health/live")).status_code == 200
+    await runtime.engine.dispose()
