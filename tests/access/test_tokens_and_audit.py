@@ -185,3 +185,18 @@ async def test_metrics_can_be_protected(database_url: str) -> None:
         assert (await http.get("/metrics", headers=bearer(viewer))).status_code == 200
         assert (await http.get("/health/live")).status_code == 200
     await runtime.engine.dispose()
+
+
+async def test_expired_idempotency_keys_are_purged(leads) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    _, runtime, http = leads
+    await http.post("/leads", json=LEAD, headers=bearer(API_KEY) | {"Idempotency-Key": "old"})
+    async with runtime.uow.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 1
+    await runtime._purge_idempotency_keys(runtime.clock.now() + timedelta(hours=23))
+    async with runtime.uow.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 1
+    await runtime._purge_idempotency_keys(runtime.clock.now() + timedelta(hours=25))
+    async with runtime.uow.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 0
