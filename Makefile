@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 ASYNCAPI_SPECS := 6.11.1
 ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
-COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/clientflow.env
+COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/.env
 
 .PHONY: secrets install tools run test test-unit test-integration test-e2e reliability bench docs up down clean help demo demo-stop
 
@@ -18,7 +18,7 @@ help:
 	@echo "make reliability - failure scenarios at full scale; writes reports/reliability.md"
 	@echo "make bench   - benchmark against the raw broker and database limits; writes reports/bench/"
 	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
-	@echo "make secrets - write deploy/clientflow.env with fresh random secrets (once, before make up)"
+	@echo "make secrets - write deploy/.env with fresh random secrets (once, before make up)"
 	@echo "make up/down - the compose stack in deploy/ (Kafka, PostgreSQL, Prometheus, Grafana, mail)"
 	@echo "make demo    - run the system on the simulated clock in the background, simulate a year of an agency, leave it running"
 	@echo "make clean   - remove the virtualenv and local data (.clientflow)"
@@ -105,13 +105,13 @@ docs: tools
 	$(BIN)/python deploy/grafana/dashboards.py
 
 # Fresh random secrets for the compose stack, from the documented example (kept if present).
-secrets: deploy/clientflow.env
-deploy/clientflow.env: deploy/clientflow.env.example
+secrets: deploy/.env
+deploy/.env: deploy/.env.example
 	@test ! -f $@ || { echo "$@ exists; remove it to make new secrets"; exit 0; }
 	@$(PYTHON) -c "import secrets,sys; print(''.join(l.replace('change-me', secrets.token_urlsafe(32)) for l in open(sys.argv[1])), end='')" $< > $@
 	@chmod 600 $@ && echo "wrote $@ (keep it out of git)"
 
-up: deploy/clientflow.env
+up: deploy/.env
 	$(COMPOSE) up -d --build --wait
 
 down:

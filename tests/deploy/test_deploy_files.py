@@ -152,10 +152,10 @@ def test_compose_takes_every_secret_from_the_env_file_and_the_example_documents_
     text = (DEPLOY / "compose.yaml").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
     optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
-    example = {line.split("=", 1)[0] for line in (DEPLOY / "clientflow.env.example").read_text().splitlines()
+    example = {line.split("=", 1)[0] for line in (DEPLOY / ".env.example").read_text().splitlines()
                if line and not line.startswith("#")}
     assert {"CLIENTFLOW_API_KEY", "CLIENTFLOW_SECRET_KEY", "BILLING_WEBHOOK_SECRET", "POSTGRES_PASSWORD",
             "GRAFANA_ADMIN_PASSWORD"} <= required, "secrets have no defaults"
     assert required <= example, f"undocumented: {required - example}"
     assert {v for v in optional if v.startswith("CLIENTFLOW_OIDC")} <= example
-    assert "deploy/clientflow.env" in (ROOT / ".gitignore").read_text()
+    assert "deploy/.env" in (ROOT / ".gitignore").read_text()
