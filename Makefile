@@ -107,9 +107,9 @@ docs: tools
 # Fresh random secrets for the compose stack, from the documented example (kept if present).
 secrets: deploy/.env
 deploy/.env: deploy/.env.example
-	@test ! -f $@ || { echo "$@ exists; remove it to make new secrets"; exit 0; }
-	@$(PYTHON) -c "import secrets,sys; print(''.join(l.replace('change-me', secrets.token_urlsafe(32)) for l in open(sys.argv[1])), end='')" $< > $@
-	@chmod 600 $@ && echo "wrote $@ (keep it out of git)"
+	@if [ -f $@ ]; then echo "$@ exists; remove it to make new secrets"; else \
+	  $(PYTHON) -c "import secrets,sys; print(''.join(l.replace('change-me', secrets.token_urlsafe(32)) for l in open(sys.argv[1])), end='')" $< > $@ \
+	  && chmod 600 $@ && echo "wrote $@ (keep it out of git)"; fi
 
 up: deploy/.env
 	$(COMPOSE) up -d --build --wait
