@@ -266,7 +266,8 @@ class FeedbackReceived(Payload):
     survey: str
     score: int | None = Field(default=None, ge=0, le=10)
     comment: str | None = None
-    complaint: bool = False
+    complaint: bool = Field(default=False, description="a complaint raised by this answer (not by an earlier one it replaces)")
+    replaces: bool = Field(default=False, description="the person changed an earlier answer to the same survey")
 
 
 class TakeoverStarted(Payload):

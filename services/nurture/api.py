@@ -251,21 +251,28 @@ def router(
             metrics.tasks.labels("complaint").inc()
 
     @api.get("/survey/{token}", dependencies=[public()], tags=["feedback"], response_class=HTMLResponse)
-    async def survey_click(token: str, score: int = Query(..., ge=0, le=10)) -> HTMLResponse:
-        """A score link of a survey email: the click is the answer (``feedback.received``); the
-        page offers a comment box."""
+    async def survey_page(token: str, score: int | None = Query(None, ge=0, le=10)) -> HTMLResponse:
+        """A score link of a survey email opens the question with that score chosen; only
+        sending the form answers (a mail scanner's GET records nothing)."""
         message = await _survey_message(token)
         async with uow() as tx:
-            feedback = await handlers.record_feedback(
-                tx, lead_id=message.lead_id, survey=message.sequence, score=score, comment=None,
-                message_id=message.message_id, threshold=threshold,
-            )
-        _count(feedback)
+            earlier = await handlers.feedback_of(tx, lead_id=message.lead_id, survey=message.sequence)
+        chosen = score if score is not None else (earlier.score if earlier is not None else None)
+        choices = "".join(
+            f'<label style="margin-right:.6em"><input type="radio" name="score" value="{n}"'
+            f'{" checked" if n == chosen else ""} required> {n}</label>'
+            for n in range(11)
+        )
+        note = (
+            f"<p><em>You answered {earlier.score if earlier.score is not None else '-'}/10 before; "
+            "sending again replaces that answer.</em></p>" if earlier is not None else ""
+        )
         return page(
-            "Thank you",
-            f"<p>Thank you! You gave us {score}/10.</p><form method=\"post\" action=\"/feedback\">"
+            "How likely are you to recommend us?",
+            "<h1>How likely are you to recommend us to a friend or colleague?</h1>"
+            f"{note}<form method=\"post\" action=\"/feedback\">"
             f'<input type="hidden" name="token" value="{html.escape(token)}">'
-            f'<input type="hidden" name="score" value="{score}">'
+            f"<p>0 = not at all, 10 = extremely</p><p>{choices}</p>"
             '<p><label>Anything we should know? <textarea name="comment" rows="4" cols="40"></textarea></label></p>'
             '<button type="submit">Send</button></form>',
         )
@@ -305,11 +312,16 @@ def router(
         if body.score is None and not body.comment:
             raise Invalid("an answer needs a score (0-10) or a comment")
         async with uow() as tx:
-            saved = await handlers.record_feedback(
+            saved, replaced = await handlers.record_feedback(
                 tx, lead_id=lead_id, survey=survey, score=body.score, comment=body.comment,
                 message_id=message_id, threshold=threshold,
             )
-        _count(saved)
+        if not replaced:
+            _count(saved)
+        if body.token and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            # The person's own browser sent the survey form: a page, not JSON.
+            score = f"{saved.score}/10" if saved.score is not None else "your comment"
+            return page("Thank you", f"<p>Thank you! We have {score}.</p>")  # type: ignore[return-value]
         return feedback_out(saved)
 
     # ------------------------------------------------------------------ provider webhooks

@@ -1005,30 +1005,51 @@ async def record_feedback(
     comment: str | None,
     message_id: uuid.UUID | None,
     threshold: int,
-) -> Feedback:
-    """An answer to a one-question survey (``feedback.received``). A complaint is flagged and
-    counted, stored and published like any other answer, and a person is asked to follow up."""
+) -> tuple[Feedback, bool]:
+    """An answer to a one-question survey (``feedback.received``), once per person and survey:
+    a later answer replaces the earlier one (``replaces``), and the same answer again changes
+    nothing. A complaint is flagged and counted, stored and published like any other answer,
+    and a person is asked to follow up (once per person and survey). Returns the answer and
+    whether it replaced an earlier one."""
     contact = await get_contact(tx, lead_id)
     complaint = domain.is_complaint(score, comment)
-    feedback = Feedback(
-        id=uuid.uuid4(), lead_id=lead_id, survey=survey, score=score, comment=comment, complaint=complaint,
-        message_id=message_id, received_at=tx.now(),
-    )
-    tx.session.add(feedback)
+    feedback = await feedback_of(tx, lead_id=lead_id, survey=survey)
+    replaced = feedback is not None
+    if feedback is None:
+        feedback = Feedback(
+            id=uuid.uuid4(), lead_id=lead_id, survey=survey, score=score, comment=comment, complaint=complaint,
+            message_id=message_id, received_at=tx.now(),
+        )
+        tx.session.add(feedback)
+    elif (feedback.score, feedback.comment) == (score, comment):
+        return feedback, True
+    was_complaint = replaced and feedback.complaint
+    if replaced:
+        feedback.score, feedback.comment, feedback.complaint = score, comment, complaint
+        feedback.message_id, feedback.received_at = message_id or feedback.message_id, tx.now()
     tx.emit(
         "feedback.received",
-        ev.FeedbackReceived(survey=survey, score=score, comment=comment, complaint=complaint),
+        # A replacement raises a complaint only if the earlier answer was none (counted once).
+        ev.FeedbackReceived(survey=survey, score=score, comment=comment, complaint=complaint and not was_complaint,
+                            replaces=replaced),
         lead_id=lead_id,
     )
-    if contact.erased_at is None:
+    if contact.erased_at is None and not replaced:
         _engage(tx, contact, "feedback", threshold=threshold)
     if complaint:
         await add_task(
-            tx, lead_id=lead_id, kind="complaint", source=f"feedback:{feedback.id}",
+            tx, lead_id=lead_id, kind="complaint", source=f"feedback:{lead_id}:{survey}",
             title="Complaint: call back and thank them for telling us",
             detail=f"{survey}: score {score if score is not None else '-'}; {comment or ''}".strip()[:2000],
         )
-    return feedback
+    return feedback, replaced
+
+
+async def feedback_of(tx: UnitOfWork, *, lead_id: uuid.UUID, survey: str) -> Feedback | None:
+    """The person's answer to ``survey``, if any."""
+    return await tx.session.scalar(
+        select(Feedback).where(Feedback.lead_id == lead_id, Feedback.survey == survey).order_by(Feedback.received_at).limit(1)
+    )
 
 
 async def add_task(

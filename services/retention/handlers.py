@@ -771,11 +771,13 @@ async def record_change_request(
 
 
 async def record_feedback(
-    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, score: int | None, complaint: bool
+    tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, score: int | None, complaint: bool, replaces: bool = False
 ) -> None:
-    """A survey answer; complaints are welcome, and counted."""
+    """A survey answer; complaints are welcome, and counted. A changed answer replaces the
+    score without counting another answer."""
     client = await _client(tx, lead_id)
-    client.feedback_count += 1
+    if not replaces:
+        client.feedback_count += 1
     if score is not None:
         client.last_feedback_score = score
     if complaint:

@@ -117,7 +117,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         )
 
     async def feedback(tx: UnitOfWork, event: Envelope, p: ev.FeedbackReceived) -> None:
-        await handlers.record_feedback(tx, ctx, _person(event), score=p.score, complaint=p.complaint)
+        await handlers.record_feedback(tx, ctx, _person(event), score=p.score, complaint=p.complaint, replaces=p.replaces)
 
     async def engagement(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
         await handlers.record_engagement(tx, ctx, _person(event), event_type=event.type)

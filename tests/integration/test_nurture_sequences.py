@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.nurture.app import create_app
 from services.nurture.settings import Settings
-from services.nurture.store import ScheduledMessage
+from services.nurture.store import Feedback, ScheduledMessage, Task
 from shared import events as ev
 from shared import topics
 from shared.clock import SimulatedClock
@@ -210,10 +210,24 @@ async def test_client_lifecycle_sequences_over_smtp(
         await eventually(lambda: rows_are(svc, lead_id, "winback", 0, "suppressed"))
         assert (await rows(svc, lead_id, "winback"))[0][2] == "no_consent"
 
-        # The survey link answers with one click; the onboarding was ended by the cancellation.
+        # The survey link opens the question with 10 chosen (a scanner's GET answers nothing);
+        # sending it answers, sending again replaces; the onboarding was ended by the cancellation.
         async with httpx.AsyncClient() as public:
-            answered = await public.get(survey_link)
-        assert answered.status_code == 200 and "10/10" in answered.text
+            opened = await public.get(survey_link)
+            opened_again = await public.get(survey_link)
+            assert opened.status_code == opened_again.status_code == 200
+            assert 'value="10" checked' in opened.text
+            async with svc.runtime.uow.sessions() as session:
+                assert await session.scalar(select(func.count()).select_from(Feedback)) == 0
+            token = re.search(r'name="token" value="([^"]+)"', opened.text).group(1)
+            form = {"token": token, "score": "10", "comment": ""}
+            answered = await public.post(f"{svc.url}/feedback", data=form)
+            again = await public.post(f"{svc.url}/feedback", data=form | {"score": "3", "comment": "slow"})
+        assert answered.status_code == 200 and "10/10" in answered.text and "3/10" in again.text
+        async with svc.runtime.uow.sessions() as session:
+            answers = list(await session.execute(select(Feedback.score, Feedback.comment)))
+            complaint_tasks = await session.scalar(select(func.count()).select_from(Task).where(Task.kind == "complaint"))
+        assert answers == [(3, "slow")] and complaint_tasks == 1
         sent = await sent_messages(svc, lead_id)
         assert sent.count(("onboarding", 0)) == 1 and ("exit_survey", 0) in sent
         assert len(inbox.to(person.email)) == len(sent)  # nothing twice
