@@ -1,13 +1,92 @@
-"""Serve one service's app with uvicorn (a service process's entry point)."""
+"""Serve one service's app with uvicorn (a service process's entry point), with the time limits
+uvicorn lacks: a client must send its request headers within ``http_header_timeout_s`` and its
+body within ``http_body_timeout_s`` (else 408 and the connection is closed), so slow clients
+cannot hold connections forever; an idle keep-alive connection closes after
+``http_keep_alive_s``; past ``http_max_connections`` new requests get 503."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import ServiceSettings
+
+_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 33\r\n\r\nthe request took too long to send"
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines for the request's headers and body. A silent
+    connection counts as slow headers; the application's own time is not limited here."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        # Answered already (a refusal that did not wait for the body): just close.
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(_TIMEOUT)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm(self.header_timeout_s)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout_s)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+
+def server_config(app: FastAPI, settings: ServiceSettings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's configuration for a service: its address, limits and the guarded protocol."""
+    protocol = type(
+        "ServiceHttpProtocol",
+        (GuardedHttpProtocol,),
+        {"header_timeout_s": settings.http_header_timeout_s, "body_timeout_s": settings.http_body_timeout_s},
+    )
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "lifespan": "on",
+        "http": protocol,
+        "timeout_keep_alive": settings.http_keep_alive_s,
+        "limit_concurrency": settings.http_max_connections,
+    }
+    return uvicorn.Config(app, **(values | overrides))
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
@@ -15,4 +94,4 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         level=logging.INFO,
         format=f"%(asctime)s {settings.service_name} %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    uvicorn.Server(server_config(app, settings)).run()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -342,5 +343,8 @@ class ServiceRuntime:
             trust_forwarded_for=self.settings.trust_forwarded_for,
             before_scrape=self._before_scrape,
         )
+        if self.settings.allowed_hosts != ["*"]:
+            # Outermost: a request for a Host this service is not reached by gets 400 at once.
+            app.add_middleware(TrustedHostMiddleware, allowed_hosts=self.settings.allowed_hosts)
         app.state.runtime = self
         return app

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_API_KEY = "dev-api-key-change-me"
 DEV_SECRET = "dev-secret-change-me"
@@ -45,7 +45,7 @@ class ServiceSettings(BaseSettings):
     oidc_jwks_url: str = Field(default="", validation_alias=_shared("CLIENTFLOW_OIDC_JWKS_URL"))
     oidc_audience: str = Field(default="clientflow", validation_alias=_shared("CLIENTFLOW_OIDC_AUDIENCE"))
     oidc_role_claim: str = Field(default="clientflow_role", validation_alias=_shared("CLIENTFLOW_OIDC_ROLE_CLAIM"))
-    oidc_algorithms: list[str] = Field(default=["RS256", "ES256"], validation_alias=_shared("CLIENTFLOW_OIDC_ALGORITHMS"))
+    oidc_algorithms: Annotated[list[str], NoDecode] = Field(default=["RS256", "ES256"], validation_alias=_shared("CLIENTFLOW_OIDC_ALGORITHMS"))
     protect_metrics: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_PROTECT_METRICS"))
     auth_lockout_failures: int = Field(default=10, ge=1, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_FAILURES"))
     auth_lockout_window_s: float = Field(default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_WINDOW_S"))
@@ -82,9 +82,29 @@ class ServiceSettings(BaseSettings):
     relay_publish_timeout_s: float = Field(default=30.0, gt=0)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The HTTP server's limits (slow clients, idle connections, how many at once) and the Host
+    # names it answers to (production: the names the service is reached by).
+    http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_shared("CLIENTFLOW_HTTP_HEADER_TIMEOUT_S"))
+    http_body_timeout_s: float = Field(default=30.0, gt=0, validation_alias=_shared("CLIENTFLOW_HTTP_BODY_TIMEOUT_S"))
+    http_keep_alive_s: int = Field(default=5, ge=1, validation_alias=_shared("CLIENTFLOW_HTTP_KEEP_ALIVE_S"))
+    http_max_connections: int = Field(default=1000, ge=10, validation_alias=_shared("CLIENTFLOW_HTTP_MAX_CONNECTIONS"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default=["*"], validation_alias=_shared("CLIENTFLOW_ALLOWED_HOSTS"))
     migrate_on_start: bool = True
     create_topics_on_start: bool = True
     broker_connect_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("oidc_algorithms", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # From the environment: "RS256,ES256" or a JSON list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:
