@@ -71,6 +71,12 @@ def webhook_secret(data_dir: Path) -> str:
     return _saved_secret(data_dir, variable="BILLING_WEBHOOK_SECRET", filename="webhook-secret", nbytes=32)[0]
 
 
+def mail_webhook_secret(data_dir: Path) -> str:
+    """NURTURE_WEBHOOK_SECRET when set, else the saved one, else a new one saved for next time
+    (the mail provider signs nurture's bounce and inbound-reply webhooks with it)."""
+    return _saved_secret(data_dir, variable="NURTURE_WEBHOOK_SECRET", filename="mail-webhook-secret", nbytes=32)[0]
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the parent dies, however it dies (no orphans)."""
     try:
@@ -99,6 +105,7 @@ class System:
         env["CLIENTFLOW_API_KEY"] = key
         env["CLIENTFLOW_SECRET_KEY"] = _secret_key(self.data_dir)
         env["BILLING_WEBHOOK_SECRET"] = webhook_secret(self.data_dir)
+        env["NURTURE_WEBHOOK_SECRET"] = mail_webhook_secret(self.data_dir)
         if not self.bootstrap:
             port = self.kafka_port or free_port()
             self.broker = EmbeddedBroker(port=port, log_file=self.data_dir / "broker.log")

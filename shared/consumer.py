@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import topics
 from shared.errors import DomainError
+from shared.jobs import infrastructure
+from shared.pauses import Pauses
 from shared.events import EVENT_TYPES, Envelope, Payload
 from shared.metrics import PlumbingMetrics
 from shared.uow import UnitOfWork, UnitOfWorkFactory
@@ -41,13 +43,11 @@ class RejectEvent(DomainError):
     """Raised by a handler for an event that can never apply (goes to the DLQ at once)."""
 
 
-TRANSIENT = (OperationalError, ConnectionError, TimeoutError, OSError)
-
-
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, TRANSIENT)
+    """The database or broker away: the batch is read again later. One event's odd value is
+    not (``ZoneInfo("America")`` raises IsADirectoryError, an OSError): shared.jobs decides
+    the same way for scheduled jobs."""
+    return infrastructure(exc) or isinstance(exc, socket.gaierror)
 
 
 @dataclass
@@ -113,10 +113,12 @@ class BatchConsumer:
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
         items: list[_Item] = []
+        pause = Pauses()
         for record in records:
             item = await self._parse(record)
             if item is not None:
                 items.append(item)
+            await pause()
         if not items:
             return
         started = time.perf_counter()
@@ -125,7 +127,10 @@ class BatchConsumer:
                 await tx.load_applied(item.event.event_id for item in items)
                 if self.prefetch is not None and len(items) > 1:
                     await self.prefetch(tx, [i.event for i in items if not await tx.already_applied(i.event.event_id)])
-                outcomes = [await self._apply(tx, item) for item in items]
+                outcomes = []
+                for item in items:
+                    outcomes.append(await self._apply(tx, item))
+                    await pause()
         except Exception as exc:
             if _is_transient(exc):
                 await asyncio.sleep(0.5)  # FastStream rewinds; do not spin while the database is away

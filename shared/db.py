@@ -201,10 +201,13 @@ class StateRow(PlumbingBase):
     value: Mapped[str] = mapped_column(Text)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and write-locking transactions
+    (``read_only``: deferred ones that never take the write lock, for shared.reads)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if read_only:
+            return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=4, max_overflow=4)
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
     inline = bool(parsed.database) and parsed.database != ":memory:"
@@ -226,13 +229,15 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # Inline, SQLite must not sleep on the loop for the lock: the driver retries instead.
         cursor.execute(f"PRAGMA busy_timeout={0 if inline else 30000}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail with
-        # SQLITE_BUSY at once, which busy_timeout does not cover.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLITE_BUSY at once, which busy_timeout does not cover. Readers never write.
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -253,3 +258,20 @@ def statement_log(engine: AsyncEngine) -> list[str]:
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+class JobFailureRow(PlumbingBase):
+    """A record a scheduled job failed on (``shared.jobs``): why, how many times, when it is
+    tried again, and whether the job gave up on it. The row goes when the record succeeds; a
+    record given up waits for someone to fix it and delete its row."""
+
+    __tablename__ = "job_failures"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=1)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    given_up: Mapped[bool] = mapped_column(default=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any, Union
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import FastAPI
 from faststream.specification import AsyncAPI
@@ -29,6 +30,11 @@ def topic_schema(topic: str) -> type[Envelope]:
 
 
 def _type_name(annotation: Any) -> str:
+    # A constrained type (Annotated[int, Field(le=...)]) reads as its base type.
+    if get_origin(annotation) is Annotated:
+        return _type_name(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType) and any(get_origin(a) is Annotated for a in get_args(annotation)):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("datetime.", "").replace("uuid.", "").replace("decimal.", "")
 

@@ -7,13 +7,14 @@ an older consumer. Producers add fields; they never rename or remove one.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared import topics
-from shared.money import Amount, CurrencyCode, DecimalStr
+from shared.bounds import BoundedInt, Count, Day, Moment, TimeZoneKey
+from shared.money import Amount, Bounded, CurrencyCode
 
 FUNNEL_STAGES = (
     "awareness",
@@ -110,7 +111,7 @@ class Envelope(BaseModel):
 
 
 class MoneyOut(Payload):
-    amount: DecimalStr
+    amount: Bounded
     currency: CurrencyCode
 
 
@@ -122,15 +123,15 @@ class LeadCaptured(Payload):
     company: str | None = None
     job_title: str | None = None
     industry: str | None = None
-    employees: int | None = None
-    annual_revenue: DecimalStr | None = None
+    employees: Count | None = None
+    annual_revenue: Amount | None = None
     country: str | None = Field(default=None, description="ISO 3166 alpha-2")
     language: str = Field(default="en", description="ISO 639-1")
-    timezone: str = Field(default="UTC", description="IANA time zone")
+    timezone: TimeZoneKey = "UTC"
     channel: str = Field(examples=["website"])
     campaign: str | None = None
     utm: dict[str, str] = Field(default_factory=dict)
-    budget: DecimalStr | None = None
+    budget: Amount | None = None
     currency: CurrencyCode | None = None
     has_brief: bool = False
     timeline: str | None = None
@@ -171,8 +172,8 @@ class LeadErased(Payload):
 
 class ChannelSpendRecorded(Payload):
     channel: str
-    period_start: date
-    period_end: date
+    period_start: Day
+    period_end: Day
     amount: Amount
     currency: CurrencyCode
 
@@ -182,7 +183,7 @@ class ChannelSpendRecorded(Payload):
 
 class ScopeLine(Payload):
     description: str
-    hours: DecimalStr | None = None
+    hours: Bounded | None = None
     amount: Amount
 
 
@@ -194,7 +195,7 @@ class DealProposed(Payload):
     lines: list[ScopeLine] = Field(default_factory=list)
     total: Amount
     monthly_fee: Amount | None = None
-    included_hours: DecimalStr | None = None
+    included_hours: Bounded | None = None
     hourly_rate: Amount | None = None
 
 
@@ -202,8 +203,8 @@ class DealWon(DealProposed):
     """A signed estimate. Billing opens the deposit invoice from ``deposit_share``."""
 
     signed_by: str
-    signed_at: AwareDatetime
-    deposit_share: DecimalStr = Field(description="share of the first invoice due before work, 0-1")
+    signed_at: Moment
+    deposit_share: Bounded = Field(description="share of the first invoice due before work, 0-1")
     red_flags: list[str] = Field(default_factory=list)
     fit_score: int | None = None
     channel: str | None = None
@@ -220,7 +221,7 @@ class DealChangeRequested(Payload):
     request_id: uuid.UUID
     description: str
     in_scope: bool
-    hours: DecimalStr | None = None
+    hours: Bounded | None = None
     amount: Amount = Field(description="price of the change order; 0 when in scope")
     currency: CurrencyCode
 
@@ -231,7 +232,7 @@ class DealChangeRequested(Payload):
 class EmailSent(Payload):
     message_id: uuid.UUID
     sequence: str
-    step: int
+    step: BoundedInt
     template: str
     subject: str
     category: Literal["marketing", "transactional"] = "marketing"
@@ -284,8 +285,8 @@ class TakeoverEnded(Payload):
 
 class InvoiceLine(Payload):
     description: str
-    quantity: DecimalStr = Field(default=1)
-    amount: DecimalStr
+    quantity: Bounded = Field(default=1)
+    amount: Bounded
 
 
 class InvoiceIssued(Payload):
@@ -299,10 +300,10 @@ class InvoiceIssued(Payload):
     issued_at: AwareDatetime
     due_at: AwareDatetime
     lines: list[InvoiceLine] = Field(default_factory=list)
-    hours_used: DecimalStr | None = Field(
+    hours_used: Bounded | None = Field(
         default=None, description="hours worked in the billed month (subscription invoices); retention reads usage"
     )
-    included_hours: DecimalStr | None = Field(default=None, description="hours the retainer includes a month")
+    included_hours: Bounded | None = Field(default=None, description="hours the retainer includes a month")
     period_start: AwareDatetime | None = Field(default=None, description="service period billed (retainers)")
     period_end: AwareDatetime | None = Field(default=None, description="end of the billed period, exclusive")
 
@@ -315,7 +316,7 @@ class PaymentSucceeded(Payload):
     method: str
     reference: str | None = None
     paid_at: AwareDatetime
-    days_late: int = Field(default=0, description="days after the due date; 0 when on time")
+    days_late: BoundedInt = Field(default=0, description="days after the due date; 0 when on time")
     invoice_paid: bool = Field(description="the invoice is now fully paid")
     applied: Amount | None = Field(default=None, description="part of `amount` applied to the invoice")
     credited: Amount | None = Field(default=None, description="part of `amount` kept as the client's credit")
@@ -337,7 +338,7 @@ class PaymentFailed(Payload):
     method: str
     decline_code: str | None = Field(default=None, examples=["expired_card"])
     hard_decline: bool = False
-    attempt: int = 1
+    attempt: BoundedInt = 1
     next_retry_at: AwareDatetime | None = None
 
 
@@ -354,7 +355,7 @@ class InvoiceOverdue(Payload):
     amount_due: Amount
     currency: CurrencyCode
     due_at: AwareDatetime
-    days_overdue: int
+    days_overdue: BoundedInt
 
 
 class SubscriptionStarted(Payload):
@@ -362,7 +363,7 @@ class SubscriptionStarted(Payload):
     deal_id: uuid.UUID
     monthly_fee: Amount
     currency: CurrencyCode
-    included_hours: DecimalStr | None = None
+    included_hours: Bounded | None = None
     started_at: AwareDatetime
 
 
@@ -389,10 +390,10 @@ class PriceChangeScheduled(Payload):
     subscription_id: uuid.UUID | None = None
     old_price: Amount | None = None
     new_price: Amount | None = None
-    percent: DecimalStr | None = None
+    percent: Bounded | None = None
     currency: CurrencyCode | None = None
-    effective_at: AwareDatetime
-    notice_dates: list[AwareDatetime] = Field(default_factory=list)
+    effective_at: Moment
+    notice_dates: list[Moment] = Field(default_factory=list)
 
 
 class DunningStateChanged(Payload):
@@ -409,12 +410,12 @@ class HoursUsageReported(Payload):
     subscription_id: uuid.UUID
     period_start: AwareDatetime
     period_end: AwareDatetime
-    included_hours: DecimalStr | None = None
-    used_hours: DecimalStr
-    overage_hours: DecimalStr
+    included_hours: Bounded | None = None
+    used_hours: Bounded
+    overage_hours: Bounded
     overage_amount: Amount
     currency: CurrencyCode
-    utilisation: DecimalStr | None = Field(default=None, description="used / included; under 1 is under-use")
+    utilisation: Bounded | None = Field(default=None, description="used / included; under 1 is under-use")
 
 
 class CreditNoteIssued(Payload):
@@ -438,8 +439,8 @@ class CreditNoteIssued(Payload):
 class SaveOffer(Payload):
     kind: Literal["pause", "discount", "downgrade", "none"]
     fee: Amount | None = None
-    discount_percent: DecimalStr | None = None
-    months: int | None = None
+    discount_percent: Bounded | None = None
+    months: BoundedInt | None = None
     currency: CurrencyCode | None = None
     description: str = ""
 
@@ -503,9 +504,9 @@ class ReferralMade(Payload):
 
 
 class LoyaltyPointsAwarded(Payload):
-    points: int
+    points: BoundedInt
     reason: str
-    balance: int
+    balance: BoundedInt
     invoice_id: uuid.UUID | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -104,6 +105,135 @@ class BodyLimitMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+MAX_JSON_DEPTH = 64
+# A UTF-16 surrogate written as a JSON escape, or as the bytes CESU-8 gives it (json.loads
+# takes both). Pairs match too: the parsed text tells a lone one from a pair.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _deeper_than(text: bytes, limit: int) -> bool:
+    """Whether valid JSON ``text`` nests deeper than ``limit``: its brackets outside strings,
+    innermost pairs peeled off ``limit`` times (C-speed passes, no walk in Python)."""
+    brackets = _JSON_STRING.sub(b"", text).translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"()", b"")
+    return bool(brackets)
+
+
+class JsonGuardMiddleware:
+    """Refuses with 422, naming the field, a JSON body nested deeper than ``max_depth`` or with
+    a lone UTF-16 surrogate in a string, before any route or body parser reads it.
+
+    Nested 10,000 deep, a body raised RecursionError in a route that parses it itself (a
+    500); a few hundred deep, the validation error's echo of it could still overflow the
+    encoder. A lone surrogate (``"\\ud800"``) is valid JSON but not Unicode: nothing can
+    encode it again, so the echo of it in a 422, or its row, was a 500.
+
+    Cheap on ordinary bodies: one with at most ``max_depth`` brackets cannot be too deep and
+    one without a surrogate escape has none, so nothing is parsed. Otherwise the body is
+    parsed once here by the C parser (whose RecursionError is itself the answer), and only a
+    refused body is looked at field by field. A body that is not JSON goes on untouched, for
+    the route to refuse or to read as what it is (CSV, YAML, a form).
+    """
+
+    def __init__(self, app: ASGIApp, max_depth: int = MAX_JSON_DEPTH) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+            return await self.app(scope, receive, send)
+        body = await _read_body(receive)
+        refusal = self.refusal(body)
+        if refusal is None:
+            return await self.app(scope, _replay_then(body, receive), send)
+        answer = json.dumps({"detail": [refusal]}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 422, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    def refusal(self, body: bytes) -> dict[str, Any] | None:
+        """The error (FastAPI's shape: type, loc, msg) ``body`` is refused with, or None."""
+        deep = body.count(b"[") + body.count(b"{") > self.max_depth
+        odd = _SURROGATE.search(body) is not None
+        if not (deep or odd):
+            return None
+        too_deep = {"type": "json_too_deep", "msg": f"JSON nested deeper than {self.max_depth} levels"}
+        try:
+            document = json.loads(body)
+        except RecursionError:
+            return {**too_deep, "loc": _deep_member(body)}
+        except ValueError:
+            return None
+        if deep and _deeper_than(body, self.max_depth):
+            too_deep_in = lambda part: _deeper_than(part.encode("utf-8", "surrogatepass"), self.max_depth)  # noqa: E731
+            return {**too_deep, "loc": _field(document, too_deep_in)}
+        if odd and _LONE_SURROGATE.search(json.dumps(document, ensure_ascii=False)):
+            return {
+                "type": "string_unicode", "msg": "text with a lone UTF-16 surrogate (\\ud800-\\udfff): not Unicode",
+                "loc": _field(document, _LONE_SURROGATE.search),
+            }
+        return None
+
+
+def _deep_member(body: bytes) -> list[str | int]:
+    """``["body", name]`` of the top-level member too deep to parse, read member by member (each
+    value by the C parser), else ``["body"]``."""
+    decoder, space = json.JSONDecoder(), json.decoder.WHITESPACE
+    try:
+        text = body.decode("utf-8", "surrogatepass")
+        at = space.match(text, 0).end()
+        if text[at] != "{":
+            return ["body"]
+        at += 1
+        while True:
+            at = space.match(text, at).end()
+            key, at = json.decoder.scanstring(text, at + 1)
+            at = space.match(text, at).end() + 1  # past the colon
+            try:
+                _, at = decoder.raw_decode(text, space.match(text, at).end())
+            except RecursionError:
+                return ["body", _LONE_SURROGATE.sub("\ufffd", key)]
+            at = space.match(text, at).end()
+            if text[at] != ",":
+                return ["body"]
+            at += 1
+    except (ValueError, IndexError):
+        return ["body"]
+
+
+def _field(document: Any, bad: Callable[[str], object]) -> list[str | int]:
+    """``["body", name]`` of the top-level field whose JSON text is ``bad``, else ``["body"]``."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            try:
+                if bad(json.dumps({key: value}, ensure_ascii=False)):
+                    return ["body", _LONE_SURROGATE.sub("\ufffd", key)]
+            except RecursionError:
+                return ["body", _LONE_SURROGATE.sub("\ufffd", key)]
+    return ["body"]
+
+
+def _replay_then(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then whatever the client sends next (its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 class ObserveMiddleware:
@@ -379,8 +509,10 @@ def install_plumbing(
         return JSONResponse({"detail": exc.message}, exc.status)
 
     # Starlette runs the last added first: request metrics, then access (nothing before it looks
-    # at the request but the metrics), then the body limit, then the Idempotency-Key.
+    # at the request but the metrics), then the body limit, the JSON guard (depth, lone
+    # surrogates), then the Idempotency-Key.
     app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=IDEMPOTENCY_TTL)
+    app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(
         AccessMiddleware, service=metrics.service, authenticator=authenticator, lockout=lockout, audit=audit,

@@ -78,3 +78,27 @@ class PlumbingMetrics:
         self.audit_rows = Counter(
             "clientflow_audit_rows_total", "Rows recorded in the audit trail, by outcome", ["service", "outcome"], **labels
         )
+        # How late the event loop runs what it was asked to run: a request, a consumed batch or
+        # a job that holds the loop shows here before health checks time out.
+        self.loop_lag = Histogram(
+            "clientflow_event_loop_lag_seconds",
+            "How late a 100 ms timer on the service's event loop fires (the loop was busy meanwhile)",
+            ["service"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            **labels,
+        )
+        # Scheduled jobs (shared.jobs): a record a job fails on is counted, kept with its
+        # reason and retried with backoff; the job goes on with the others.
+        self.job_failures = Counter(
+            "clientflow_job_failures_total",
+            "Failed attempts of a scheduled job on one record (the record is kept in job_failures with "
+            "its reason and retried with backoff; the rest of the pass goes on)",
+            ["service", "job"],
+            **labels,
+        )
+        self.job_given_up = Gauge(
+            "clientflow_job_records_given_up",
+            "Records a scheduled job gave up on after its last attempt (rows of job_failures with given_up)",
+            ["service", "job"],
+            **labels,
+        )

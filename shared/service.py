@@ -37,6 +37,7 @@ from shared.events import ClockAdvanced, Envelope, topic_of
 from shared.http import IDEMPOTENCY_TTL, install_plumbing
 from shared.metrics import PlumbingMetrics
 from shared.migrations import upgrade_async
+from shared.reads import ReadPool
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.uow import UnitOfWorkFactory
@@ -124,6 +125,7 @@ class ServiceRuntime:
             failures=settings.auth_lockout_failures, window_s=settings.auth_lockout_window_s, lock_s=settings.auth_lockout_s
         )
         self.audit = AuditLog(self.uow.sessions)
+        self.reads = ReadPool(settings.database_url, producer=self.name, clock=self.clock, fallback=self.uow)
         self._jobs: list[ScheduledJob] = []
         self.every("idempotency-key-purge", self._purge_idempotency_keys, 900.0)
         self._consumer: BatchConsumer | None = None
@@ -206,6 +208,16 @@ class ServiceRuntime:
         self._jobs.append(scheduled)
         return scheduled
 
+    async def _watch_loop(self, period_s: float = 0.1) -> None:
+        """Event-loop lag: how late a timer fires. Everything on the loop (requests, batches,
+        jobs) shares it, so this is what a health check waits on."""
+        loop = asyncio.get_running_loop()
+        lag = self.metrics.loop_lag.labels(self.name)
+        while True:
+            started = loop.time()
+            await asyncio.sleep(period_s)
+            lag.observe(max(0.0, loop.time() - started - period_s))
+
     async def _purge_idempotency_keys(self, now: datetime) -> None:
         """Forget Idempotency-Keys older than their TTL (a repeat after that runs for real)."""
         async with self.uow.sessions() as session, session.begin():
@@ -282,6 +294,8 @@ class ServiceRuntime:
                 await self.broker.start()
         self.relay.start()
         self.audit.start()
+        self.reads.start()
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="loop-lag"))
         for job in self._jobs:
             self._tasks.append(asyncio.create_task(self._run_job(job), name=job.name))
         log.info("%s started on broker %s", self.name, self.settings.kafka_bootstrap_servers)
@@ -292,6 +306,7 @@ class ServiceRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.audit.stop()
+        await asyncio.to_thread(self.reads.stop)
         await self.broker.stop()
         # Publish what was committed meanwhile is the next start's job: the outbox keeps it.
         await self.relay.stop()

@@ -36,8 +36,10 @@ from services.billing.store import ChangeOrder, CreditNote, Deal, Invoice, Payme
 from shared.errors import Invalid
 from shared.access import policy as P
 from shared.access.rules import need, public
+from shared.bounds import MAX_COUNT
 from shared.money import quantize
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 
 def _due(invoice: Invoice) -> Decimal:
@@ -148,14 +150,17 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
         lead_id: uuid.UUID | None = None,
         status: Literal["open", "paid", "void"] | None = None,
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> list[InvoiceOut]:
         """A client's invoices (or all), in number order; `X-Total-Count` says how many match."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> tuple[list[InvoiceOut], int]:
             rows, total = await handlers.list_invoices(tx, lead_id=lead_id, status=status, limit=limit, offset=offset)
             payments = await handlers.invoice_payments(tx, [r.id for r in rows])
+            return [invoice_out(r, payments[r.id]) for r in rows], total
+
+        invoices, total = await runtime.reads.run(read)
         response.headers["X-Total-Count"] = str(total)
-        return [invoice_out(r, payments[r.id]) for r in rows]
+        return invoices
 
     @api.get("/invoices/{invoice_id}", dependencies=[need(P.INVOICES_READ, person=True)], response_model=InvoiceOut, tags=["invoices"])
     async def read_invoice(invoice_id: uuid.UUID) -> InvoiceOut:
@@ -283,23 +288,23 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     async def leaked_revenue(lead_id: uuid.UUID | None = None) -> LeakedRevenueOut:
         """Out-of-scope work never billed: delivered without an invoice, or left undecided
         longer than BILLING_LEAK_AFTER_DAYS. Totals per currency."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> LeakedRevenueOut:
             orders = await projects.leaked(tx, ctx, lead_id=lead_id)
-        totals: dict[str, Decimal] = {}
-        for order in orders:
-            totals[order.currency] = totals.get(order.currency, Decimal(0)) + order.amount
-        return LeakedRevenueOut(
-            totals={c: quantize(v) for c, v in totals.items()},
-            change_orders=[change_order_out(o, leaked=True) for o in orders],
-        )
+            totals: dict[str, Decimal] = {}
+            for order in orders:
+                totals[order.currency] = totals.get(order.currency, Decimal(0)) + order.amount
+            return LeakedRevenueOut(
+                totals={c: quantize(v) for c, v in totals.items()},
+                change_orders=[change_order_out(o, leaked=True) for o in orders],
+            )
+
+        return await runtime.reads.run(read)
 
     @api.get("/reports/summary", dependencies=[need(P.REPORTS_READ)], tags=["reports"])
     async def summary() -> dict:
         """MRR (active only), subscriptions by status, receivables, overdue invoices, dunning
         states, days sales outstanding and leaked revenue, per currency."""
-        async with uow() as tx:
-            figures = await reports.refresh_gauges(tx, ctx)
-        return _jsonable(figures)
+        return _jsonable(await runtime.reads.run(lambda tx: reports.refresh_gauges(tx, ctx)))
 
     @api.post("/time-entries", dependencies=[need(P.TIME_WRITE)], status_code=201, response_model=TimeEntryOut, tags=["subscriptions"])
     async def time_entry(body: TimeEntryIn) -> TimeEntryOut:

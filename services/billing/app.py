@@ -17,6 +17,7 @@ from services.billing.metrics import BillingMetrics
 from services.billing.settings import Settings
 from shared import topics
 from shared.clock import Clock
+from shared.jobs import Jobs
 from shared.service import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -40,20 +41,14 @@ def create_app(
         engine=engine,
         clock=clock,
     )
-    ctx = Billing(settings=settings, metrics=BillingMetrics(runtime.registry), gateway=gateway or NoGateway())
+    ctx = Billing(
+        settings=settings, metrics=BillingMetrics(runtime.registry), gateway=gateway or NoGateway(), jobs=Jobs(runtime.metrics)
+    )
     subscribers.register(runtime, ctx)
 
     async def cycle(_now: datetime) -> None:
-        """Retainer periods due (each subscription in its own transaction), then dunning."""
-        async with runtime.uow() as tx:
-            due = await handlers.subscriptions_due(tx, tx.now())
-        for subscription_id in due:
-            try:
-                async with runtime.uow() as tx:
-                    ctx.metrics.watch(tx)
-                    await handlers.bill_subscription(tx, ctx, subscription_id)
-            except Exception:
-                log.exception("billing subscription %s failed; retried at the next cycle", subscription_id)
+        """Retainer periods due, then dunning (one record failing stops neither: shared.jobs)."""
+        await handlers.bill_due_subscriptions(runtime.uow, ctx, runtime.clock.now())
         await dunning.run(runtime.uow, ctx, runtime.clock.now())
 
     async def report(_now: datetime) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
 from services.billing.settings import Settings
+from shared.jobs import Jobs
 
 
 @dataclass
@@ -14,6 +15,9 @@ class Billing:
     settings: Settings
     metrics: BillingMetrics
     gateway: CardGateway = NoGateway()
+    # The scheduled jobs' poison isolation (the composition root hands in one with the
+    # service's metrics).
+    jobs: Jobs = field(default_factory=Jobs)
 
     @property
     def hard_declines(self) -> frozenset[str]:

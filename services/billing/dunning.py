@@ -6,6 +6,9 @@ The billing cycle job walks the open cases: due retries are asked of the card ga
 each case's state is recomputed from "now" (``domain.dunning_state``); a change is published
 as ``dunning.state_changed``. While a human has taken the client over, states and reminders
 wait (payment retries go on: they are not messages to the client).
+
+One invoice never stops the others' dunning (``shared.jobs``, job ``billing.dunning``): one
+that fails is kept in ``job_failures`` with its reason and tried again with backoff.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from services.billing.schemas import WebhookIn
 from services.billing.store import Account, DunningCase, Invoice, Subscription, WebhookEvent
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.jobs import Pass
 from shared.money import quantize
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, UnitOfWorkFactory
+
+JOB = "billing.dunning"
 
 
 async def _case(tx: UnitOfWork, invoice: Invoice) -> DunningCase:
@@ -170,28 +176,39 @@ def _reason(state: str, case: DunningCase, late: int) -> str:
     return f"{late} days overdue" + (" after a hard decline" if case.hard_declined else "")
 
 
-async def run(tx_factory, ctx: Billing, now: datetime) -> None:  # noqa: ANN001 - the runtime's UnitOfWorkFactory
-    """One dunning pass: open cases for invoices newly past due, retry due cards, move states."""
-    async with tx_factory() as tx:
+async def run(uow: UnitOfWorkFactory, ctx: Billing, now: datetime) -> Pass[uuid.UUID, None]:
+    """One dunning pass: a case for each invoice newly past due, due cards retried, states moved.
+
+    Each invoice in a transaction of its own, as before: a retry charges a card, which must not
+    run twice because a neighbour failed a shared transaction; the cases open at a time are few.
+    One that fails is kept aside with backoff and the pass goes on."""
+    async with uow() as tx:
         late = await tx.session.scalars(
-            select(Invoice)
+            select(Invoice.id)
             .outerjoin(DunningCase, DunningCase.invoice_id == Invoice.id)
             .where(Invoice.status == "open", Invoice.due_at < now, DunningCase.invoice_id.is_(None))
         )
-        for invoice in late:
-            await _case(tx, invoice)
-    async with tx_factory() as tx:
-        ids = list(await tx.session.scalars(select(DunningCase.invoice_id).where(DunningCase.open.is_(True))))
-    for invoice_id in ids:
-        async with tx_factory() as tx:
-            ctx.metrics.watch(tx)
-            await step(tx, ctx, invoice_id)
+        ids = [*late, *await tx.session.scalars(select(DunningCase.invoice_id).where(DunningCase.open.is_(True)))]
+
+    async def one(tx: UnitOfWork, invoice_id: uuid.UUID) -> None:
+        ctx.metrics.watch(tx)
+        await step(tx, ctx, invoice_id)
+
+    return await ctx.jobs(JOB).run(uow, ids, one, now=now, together=False)
 
 
 async def step(tx: UnitOfWork, ctx: Billing, invoice_id: uuid.UUID) -> None:
+    """One invoice's dunning now: its case opened once it is past due, a due card retried, its
+    state moved."""
     invoice = await tx.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
+    if invoice is None:
+        return
     case = await tx.session.get(DunningCase, invoice_id)
-    if invoice is None or case is None or not case.open:
+    if case is None:
+        if invoice.status != "open" or invoice.due_at >= tx.now():
+            return
+        case = await _case(tx, invoice)
+    if not case.open:
         return
     if invoice.status != "open":
         await handlers.close_dunning(tx, invoice, reason=invoice.status)

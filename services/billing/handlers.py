@@ -35,9 +35,10 @@ from services.billing.store import (
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events import Envelope
+from shared.jobs import Pass
 from shared.money import quantize
 from shared.privacy import forget_person
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 # The rows a transaction remembers by key (see ``_known``).
 _Row = TypeVar("_Row", Account, Deal)
@@ -992,6 +993,30 @@ async def subscriptions_due(tx: UnitOfWork, now: datetime) -> list[uuid.UUID]:
         )
     )
     return list(rows)
+
+
+CYCLE_JOB = "billing.cycle"
+
+
+async def bill_due_subscriptions(uow: UnitOfWorkFactory, ctx: Billing, now: datetime) -> Pass[uuid.UUID, int]:
+    """Scheduled: bill every retainer period that has begun (scheduled prices take effect with
+    it), 50 subscriptions a transaction. One that fails is kept aside with its reason and
+    backoff (``shared.jobs``, job ``billing.cycle``) and the others are billed: it used to be a
+    transaction per subscription, and a batch is split only when it fails."""
+    async with uow() as tx:
+        due = await subscriptions_due(tx, now)
+
+    async def lock(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, Subscription]:
+        ctx.metrics.watch(tx)
+        rows = await tx.session.scalars(
+            select(Subscription).where(Subscription.id.in_(ids)).order_by(Subscription.id).with_for_update()
+        )
+        return {s.id: s for s in rows}
+
+    async def bill(tx: UnitOfWork, subscription: Subscription) -> int:
+        return await bill_due_periods(tx, ctx, subscription, until=tx.now())
+
+    return await ctx.jobs(CYCLE_JOB).run(uow, due, bill, now=now, load=lock, chunk=50)
 
 
 async def bill_subscription(tx: UnitOfWork, ctx: Billing, subscription_id: uuid.UUID) -> int:

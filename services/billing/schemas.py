@@ -6,13 +6,21 @@ Money goes out as decimal strings with two decimals and its currency.
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timezone
+from datetime import datetime, time, timezone
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.billing.domain import PAYMENT_METHODS
-from shared.money import CurrencyCode, DecimalStr
+from shared.bounds import Day, Moment
+from shared.money import Bounded, CurrencyCode, DecimalStr, in_currency
+
+
+def _in_its_currency(value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+    """The amount, if it has no more decimals than the model's ``currency`` allows (declared
+    before the amount, so it is in ``info.data``); four without a valid currency."""
+    return in_currency(value, info.data.get("currency"))
 
 
 class PaymentIn(BaseModel):
@@ -22,14 +30,16 @@ class PaymentIn(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     invoice_id: uuid.UUID
+    currency: CurrencyCode
     # Not ``Amount``: zero and negative amounts reach the use case, which refuses them with
     # the one message every caller sees ("amount must be greater than zero").
-    amount: DecimalStr = Field(examples=["250.00"])
-    currency: CurrencyCode
+    amount: Bounded = Field(examples=["250.00"])
     method: str = Field(
         examples=["bank_transfer"], description="one of " + ", ".join(sorted(PAYMENT_METHODS))
     )
     reference: str | None = Field(default=None, max_length=200, examples=["TRF-2026-0042"])
+
+    _amount = field_validator("amount")(_in_its_currency)
 
     @field_validator("method")
     @classmethod
@@ -137,11 +147,13 @@ class WebhookData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     invoice_id: uuid.UUID
-    amount: DecimalStr
     currency: CurrencyCode
-    method: str = "card"
+    amount: Bounded
+    method: str = Field(default="card", max_length=32)
     reference: str | None = Field(default=None, max_length=200, description="the provider's charge id")
     decline_code: str | None = Field(default=None, max_length=60, examples=["insufficient_funds", "expired_card"])
+
+    _amount = field_validator("amount")(_in_its_currency)
 
 
 class WebhookIn(BaseModel):
@@ -150,15 +162,17 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(min_length=1, max_length=200, description="the provider's event id; a replay is applied once")
-    type: str = Field(examples=["payment.succeeded", "payment.failed"])
+    type: str = Field(max_length=60, examples=["payment.succeeded", "payment.failed"])
     data: WebhookData
 
 
 class CreditNoteIn(BaseModel):
-    amount: DecimalStr = Field(examples=["100.00"])
     currency: CurrencyCode
+    amount: Bounded = Field(examples=["100.00"])
     reason: str = Field(min_length=1, max_length=1000)
     refund: bool = Field(default=False, description="pay the already-paid part back instead of crediting the balance")
+
+    _amount = field_validator("amount")(_in_its_currency)
 
 
 class CreditNoteOut(BaseModel):
@@ -177,7 +191,7 @@ class CreditNoteOut(BaseModel):
 
 class TimeEntryIn(BaseModel):
     subscription_id: uuid.UUID
-    hours: DecimalStr = Field(examples=["2.5"])
+    hours: Bounded = Field(examples=["2.5"])
     description: str | None = Field(default=None, max_length=1000)
     change_order_id: uuid.UUID | None = Field(default=None, description="the change order this work delivers")
 
@@ -196,12 +210,14 @@ class TimeEntryOut(BaseModel):
 class PriceChangeIn(BaseModel):
     """A price change from a date: `percent` (10 = +10 %) or `new_price` with its currency."""
 
-    percent: DecimalStr | None = None
-    new_price: DecimalStr | None = None
+    percent: Bounded | None = None
     currency: CurrencyCode | None = None
-    effective_at: AwareDatetime | date = Field(description="a date is midnight UTC")
+    new_price: Bounded | None = None
+    effective_at: Moment | Day = Field(description="a date is midnight UTC")
     subscription_ids: list[uuid.UUID] | None = Field(default=None, description="none: every running subscription")
     grandfathered: list[uuid.UUID] = Field(default_factory=list, description="subscriptions that keep their price")
+
+    _new_price = field_validator("new_price")(_in_its_currency)
 
     @property
     def effective(self) -> datetime:
@@ -227,8 +243,10 @@ class PriceChangeOut(BaseModel):
 
 class ProjectInvoiceIn(BaseModel):
     kind: Literal["milestone", "final"]
-    amount: DecimalStr | None = Field(default=None, description="a milestone's amount; the final invoice is the balance")
+    amount: Bounded | None = Field(default=None, description="a milestone's amount; the final invoice is the balance")
     description: str | None = Field(default=None, max_length=1000)
+
+    _amount = field_validator("amount")(_in_its_currency)
 
 
 class ChangeOrderOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, timezone
 from typing import Literal
@@ -41,7 +42,9 @@ from services.leads.store import ChangeRequest, Deal, Lead
 from shared.errors import Conflict, DomainError
 from shared.access import policy as P
 from shared.access.rules import need, public
+from shared.bounds import DATE_RANGE, EARLIEST, LATEST, MAX_COUNT
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 
 def lead_out(ctx: Context, lead: Lead, now, *, history=None, activity=None, touches=None, deals=None) -> LeadOut:  # noqa: ANN001
@@ -149,7 +152,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         tags=["leads"],
         openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
     )
-    async def import_leads(request: Request, first_row: int = Query(1, ge=1, description="number of the first data row (for a file sent in parts)")) -> ImportReportOut:
+    async def import_leads(request: Request, first_row: int = Query(1, ge=1, le=MAX_COUNT, description="number of the first data row (for a file sent in parts)")) -> ImportReportOut:
         """Import a CSV file (body `text/csv`, header with the JSON field names): good rows go in,
         every rejected row is reported with what is wrong. Duplicates count as touches."""
         raw = await request.body()
@@ -158,7 +161,10 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         except UnicodeDecodeError as exc:
             raise DomainError(f"the file is not UTF-8 text (byte {exc.start} cannot be read)") from exc
         try:
-            rows, ignored = importer.parse(text, first_row=first_row, max_rows=ctx.settings.import_max_rows)
+            # Parsing thousands of rows is CPU: off the loop.
+            rows, ignored = await asyncio.to_thread(
+                importer.parse, text, first_row=first_row, max_rows=ctx.settings.import_max_rows
+            )
         except importer.ImportError_ as exc:
             raise DomainError(str(exc)) from exc
         async with uow() as tx:
@@ -179,10 +185,10 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         include_erased: bool = False,
         sort: str = Query("created_at", description="created_at, fit_score or updated_at; '-' for descending"),
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> LeadList:
         """Leads with filters and paging (merged duplicates are left out)."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> LeadList:
             found, total = await handlers.list_leads(
                 tx,
                 LeadFilter(stage=stage, tier=tier, channel=channel, min_fit=min_fit, red_flag=red_flag, q=q,
@@ -191,6 +197,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             )
             now = tx.now()
             return LeadList(items=[lead_out(ctx, r, now) for r in found], total=total, limit=limit, offset=offset)
+
+        return await runtime.reads.run(read)
 
     @api.get("/leads/{lead_id}", dependencies=[need(P.LEADS_READ, person=True)], response_model=LeadOut, tags=["leads"])
     async def read_lead(lead_id: uuid.UUID) -> LeadOut:
@@ -319,20 +327,25 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     @api.get("/channels", dependencies=[need(P.REPORTS_READ)], tags=["channels"])
     async def read_channels() -> list[dict]:
         """Per channel: spend, leads, clients, cost per lead and CAC (per currency)."""
-        async with uow() as tx:
-            return await handlers.channels(tx)
+        return await runtime.reads.run(handlers.channels)
 
     @api.get("/funnel", dependencies=[need(P.REPORTS_READ)], response_model=FunnelOut, tags=["funnel"])
     async def read_funnel(
         channel: str | None = None,
-        since: date | None = Query(None, alias="from", description="captured on or after (UTC date)"),
-        until: date | None = Query(None, alias="to", description="captured on or before (UTC date)"),
+        since: date | None = Query(
+            None, alias="from", ge=EARLIEST, le=LATEST, description=f"captured on or after (UTC date, {DATE_RANGE})"
+        ),
+        until: date | None = Query(
+            None, alias="to", ge=EARLIEST, le=LATEST, description=f"captured on or before (UTC date, {DATE_RANGE})"
+        ),
         period: Literal["week", "month", "quarter", "year"] = Query("month", description="grain of by_period"),
     ) -> FunnelOut:
         """Counts by stage, how many ever reached each stage and the conversion between stages:
         overall, per channel and per period of capture."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> FunnelOut:
             report = await handlers.funnel(tx, channel=channel, since=since, until=until, grain=period, tz=timezone.utc)
-        return FunnelOut.model_validate(report)
+            return FunnelOut.model_validate(report)
+
+        return await runtime.reads.run(read)
 
     return api

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from shared import safe_yaml
+
 INBOUND_CHANNELS = frozenset({"website", "seo", "content", "social", "email", "referral", "event"})
 OUTBOUND_CHANNELS = frozenset(
     {"cold_call", "cold_email", "paid_ads", "networking", "direct_mail", "tender"}
@@ -208,7 +210,9 @@ class IdealClientProfile:
     @classmethod
     def from_yaml(cls, text: str) -> IdealClientProfile:
         try:
-            data = yaml.safe_load(text)
+            data = safe_yaml.load(text)
+        except safe_yaml.UnsafeYaml as exc:
+            raise ValueError(f"YAML refused: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ValueError(f"not valid YAML: {exc}") from exc
         return cls.from_dict(data)

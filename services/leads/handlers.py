@@ -40,6 +40,7 @@ from services.leads.store import (
 from shared import events as ev
 from shared.consumer import RejectEvent
 from shared.errors import Conflict, Invalid, NotFound
+from shared.pauses import Pauses
 from shared.privacy import forget_person
 from shared.uow import UnitOfWork
 
@@ -546,7 +547,9 @@ async def import_rows(tx: UnitOfWork, ctx: Context, rows: list[tuple[int, LeadIn
     ``rows`` holds (row number, validated lead or the row's errors)."""
     icp, _, _ = await current_icp(tx, ctx)
     report = ImportReport(rows=len(rows))
+    pause = Pauses()  # a file of thousands of rows must not hold the loop (health checks, batches)
     for number, item in rows:
+        await pause()
         if isinstance(item, list):
             report.rejected += 1
             report.errors.append({"row": number, "errors": item})

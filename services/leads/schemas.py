@@ -9,10 +9,11 @@ from typing import Any, Literal
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from services.leads.domain import CHANNELS, RED_FLAGS, STAGES
-from shared.money import Amount, CurrencyCode, DecimalStr
+from shared.bounds import DATE_RANGE, EARLIEST, LATEST, Count, Day, Moment, TimeZoneKey
+from shared.money import MAX_AMOUNT, Amount, Bounded, CurrencyCode, DecimalStr, in_currency
 
 
 class LeadIn(BaseModel):
@@ -25,16 +26,17 @@ class LeadIn(BaseModel):
     company: str | None = Field(default=None, max_length=200)
     job_title: str | None = Field(default=None, max_length=200)
     industry: str | None = Field(default=None, max_length=100)
-    employees: int | None = Field(default=None, ge=0)
+    employees: Count | None = None
+    # Before the amounts, so their validator sees it.
+    currency: CurrencyCode | None = Field(default=None, description="currency of budget and annual_revenue")
     annual_revenue: Amount | None = None
     country: str | None = Field(default=None, description="ISO 3166 alpha-2", examples=["GB"])
     language: str = Field(default="en", description="ISO 639-1", examples=["en"])
-    timezone: str = Field(default="UTC", examples=["Europe/London"])
+    timezone: TimeZoneKey = "UTC"
     channel: str = Field(examples=["website"], description="one of " + ", ".join(sorted(CHANNELS)))
     campaign: str | None = Field(default=None, max_length=200)
     utm: dict[str, str] = Field(default_factory=dict)
     budget: Amount | None = None
-    currency: CurrencyCode | None = None
     brief: str | None = Field(default=None, max_length=20_000)
     timeline: str | None = Field(default=None, max_length=500)
     needs: list[str] = Field(default_factory=list, max_length=50)
@@ -49,6 +51,11 @@ class LeadIn(BaseModel):
             return validate_email(value, check_deliverability=False).normalized.lower()
         except EmailNotValidError as exc:
             raise ValueError(f"invalid email: {exc}") from exc
+
+    @field_validator("annual_revenue", "budget")
+    @classmethod
+    def _minor_units(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        return in_currency(value, info.data.get("currency"))
 
     @field_validator("needs")
     @classmethod
@@ -175,8 +182,8 @@ class LeadList(BaseModel):
 
 class ScopeLineIn(BaseModel):
     description: str = Field(min_length=1, max_length=1000)
-    hours: DecimalStr | None = Field(default=None, ge=0)
-    amount: Amount
+    hours: Bounded | None = Field(default=None, ge=0)
+    amount: Amount = Field(description="in the deal's currency, with no more decimals than it has")
 
 
 class DealIn(BaseModel):
@@ -189,8 +196,23 @@ class DealIn(BaseModel):
     currency: CurrencyCode
     lines: list[ScopeLineIn] = Field(default_factory=list, max_length=500)
     monthly_fee: Amount | None = None
-    included_hours: DecimalStr | None = Field(default=None, ge=0)
+    included_hours: Bounded | None = Field(default=None, ge=0)
     hourly_rate: Amount | None = None
+
+    @field_validator("monthly_fee", "hourly_rate")
+    @classmethod
+    def _minor_units(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        return in_currency(value, info.data.get("currency"))
+
+    @field_validator("lines")
+    @classmethod
+    def _line_units(cls, lines: list[ScopeLineIn], info: ValidationInfo) -> list[ScopeLineIn]:
+        for number, line in enumerate(lines):
+            try:
+                in_currency(line.amount, info.data.get("currency"))
+            except ValueError as exc:
+                raise ValueError(f"lines[{number}].amount: {exc}") from None
+        return lines
 
     @model_validator(mode="after")
     def _shape(self) -> DealIn:
@@ -198,6 +220,10 @@ class DealIn(BaseModel):
             raise ValueError("a retainer needs monthly_fee")
         if self.kind == "project" and not self.lines:
             raise ValueError("a project estimate needs at least one scope line")
+        # Each line is bounded; so is their sum, which travels as deal.won's total (billing
+        # dead-lettered a deal.won whose amounts its contract refuses).
+        if self.total > MAX_AMOUNT:
+            raise ValueError(f"total: the estimate adds up to {format(self.total, 'f')}, above 10^12")
         return self
 
     @property
@@ -227,7 +253,7 @@ class DealOut(BaseModel):
 
 class WonIn(BaseModel):
     signed_by: str = Field(min_length=1, max_length=200, description="who signed the estimate")
-    signed_at: AwareDatetime | None = Field(
+    signed_at: Moment | None = Field(
         default=None, description="when it was signed, with its UTC offset; defaults to now"
     )
 
@@ -319,11 +345,16 @@ class ChangeRequestIn(BaseModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
     description: str = Field(min_length=1, max_length=5000, examples=["Add a blog section"])
-    hours: DecimalStr | None = Field(default=None, ge=0)
-    amount: Amount | None = None
+    hours: Bounded | None = Field(default=None, ge=0)
     currency: CurrencyCode | None = None
-    line: int | None = Field(default=None, ge=0, description="the estimate line it is about (from 0)")
+    amount: Amount | None = None
+    line: Count | None = Field(default=None, description="the estimate line it is about (from 0)")
     in_scope: bool | None = Field(default=None, description="decide explicitly instead of checking the lines")
+
+    @field_validator("amount")
+    @classmethod
+    def _minor_units(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        return in_currency(value, info.data.get("currency"))
 
 
 class ChangeRequestOut(BaseModel):
@@ -342,11 +373,23 @@ class ChangeRequestOut(BaseModel):
 class SpendIn(BaseModel):
     """Spend for a period: ``period`` as YYYY-MM (a month) or explicit ``period_start``/``period_end``."""
 
-    amount: Amount
     currency: CurrencyCode
+    amount: Amount
     period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-03"])
-    period_start: date | None = None
-    period_end: date | None = None
+    period_start: Day | None = None
+    period_end: Day | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _minor_units(cls, value: Decimal, info: ValidationInfo) -> Decimal | None:
+        return in_currency(value, info.data.get("currency"))
+
+    @field_validator("period")
+    @classmethod
+    def _year(cls, value: str | None) -> str | None:
+        if value is not None and not EARLIEST.year <= int(value[:4]) <= LATEST.year:
+            raise ValueError(f"{value} is outside {DATE_RANGE}")
+        return value
 
     @model_validator(mode="after")
     def _period(self) -> SpendIn:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import html
 import json
 import uuid
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import BaseModel, ValidationError
 
 from services.nurture import domain, handlers
 from services.nurture.content import Renderer
@@ -25,6 +26,7 @@ from services.nurture.schemas import (
     FeedbackIn,
     FeedbackOut,
     InboundIn,
+    MatchIn,
     MessageOut,
     ReplyOut,
     SequenceOut,
@@ -35,6 +37,7 @@ from services.nurture.schemas import (
 from services.nurture.settings import Settings
 from services.nurture.store import Feedback, Message, Takeover, Task
 from shared.errors import Invalid, NotFound
+from shared.signing import SIGNATURE_HEADER, verify_signature
 from shared.access import policy as P
 from shared.access.rules import need, public, refusal
 from shared.service import ServiceRuntime
@@ -86,6 +89,18 @@ def task_out(t: Task) -> TaskOut:
         task_id=t.id, lead_id=t.lead_id, kind=t.kind, title=t.title, detail=t.detail,
         status=t.status,  # type: ignore[arg-type]
         created_at=t.created_at,
+    )
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def reply_out(outcome: handlers.ReplyOutcome) -> ReplyOut:
+    reply = outcome.reply
+    return ReplyOut(
+        reply_id=reply.id, lead_id=reply.lead_id, matched=reply.lead_id is not None, matched_by=reply.matched_by,
+        takeover_started=outcome.takeover_started, task_id=outcome.task.id if outcome.task else None,
+        from_address=reply.from_address, subject=reply.subject, received_at=reply.received_at,
     )
 
 
@@ -326,9 +341,32 @@ def router(
 
     # ------------------------------------------------------------------ provider webhooks
 
-    @api.post("/webhooks/bounce", dependencies=[need(P.MAIL_WEBHOOKS)], status_code=202, tags=["webhooks"])
-    async def bounce(body: BounceIn) -> dict[str, str]:
-        """A bounce (``email.bounced``); a hard one stops all email to the address."""
+    mail_secret = settings.webhook_secret.get_secret_value()
+
+    async def _provider_body(request: Request, model: type[_Body]) -> tuple[_Body, bool]:
+        """The webhook's body, from the mail provider (signed with NURTURE_WEBHOOK_SECRET, as
+        billing's payment webhook is) or from a person's token with mail.webhooks (checked by
+        the access middleware). Returns it and whether a person sent it."""
+        raw = await request.body()
+        by_person = request.state.principal is not None
+        if not by_person:
+            verify_signature(
+                header=request.headers.get(SIGNATURE_HEADER), body=raw, secret=mail_secret,
+                now=datetime.now(timezone.utc), tolerance_s=settings.webhook_tolerance_s,
+            )
+        try:
+            return model.model_validate_json(raw or b"{}"), by_person
+        except ValidationError as exc:
+            raise Invalid(f"not a {model.__name__}: {exc}") from None
+
+    @api.post(
+        "/webhooks/bounce", dependencies=[need(P.MAIL_WEBHOOKS, optional=True)], status_code=202, tags=["webhooks"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BounceIn.model_json_schema()}}}},
+    )
+    async def bounce(request: Request) -> dict[str, str]:
+        """A bounce (``email.bounced``), signed by the mail provider (``Clientflow-Signature``);
+        a hard one stops all email to the address."""
+        body, _ = await _provider_body(request, BounceIn)
         if body.message_id is None and not body.email:
             raise Invalid("give message_id or email")
         async with uow() as tx:
@@ -340,30 +378,55 @@ def router(
         metrics.bounced.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
         return {"status": "recorded"}
 
-    @api.post("/webhooks/inbound", dependencies=[need(P.MAIL_WEBHOOKS)], status_code=201, response_model=ReplyOut, tags=["webhooks"])
-    async def inbound(body: InboundIn) -> ReplyOut:
-        """An inbound reply: recorded, sequences that exit on a reply end, and a human takeover
-        starts by itself; a high-value person's reply becomes a task."""
-        in_reply_to = None
-        if body.in_reply_to:
-            local = body.in_reply_to.strip("<> ").split("@", 1)[0]
-            try:
-                in_reply_to = uuid.UUID(local)
-            except ValueError:
-                in_reply_to = None
+    @api.post(
+        "/webhooks/inbound", dependencies=[need(P.MAIL_WEBHOOKS, optional=True)], status_code=201,
+        response_model=ReplyOut, tags=["webhooks"],
+        responses={202: {"model": ReplyOut, "description": "kept unmatched: no thread names an e-mail we sent"}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": InboundIn.model_json_schema()}}}},
+    )
+    async def inbound(request: Request, response: Response) -> ReplyOut:
+        """An inbound e-mail, signed by the mail provider (``Clientflow-Signature``). It is matched
+        to a person only by its thread: ``In-Reply-To`` or ``References`` naming a Message-ID we
+        sent (the From address alone proves nothing: anybody can write it). Matched, it is
+        recorded, sequences that exit on a reply end, a human takeover starts by itself, and a
+        high-value person's reply becomes a task. Unmatched, it is kept (202) for a person to
+        match by hand (``POST /replies/{reply_id}/match``)."""
+        body, by_person = await _provider_body(request, InboundIn)
         async with uow() as tx:
             catalog = await handlers.current_catalog(tx, builtin)
             outcome = await handlers.record_reply(
-                tx, lead_id=body.lead_id, in_reply_to=in_reply_to, from_address=body.from_address,
+                tx, lead_id=body.lead_id if by_person else None,
+                thread=domain.thread_message_ids(body.in_reply_to, body.references), from_address=body.from_address,
                 subject=body.subject, text=body.text, catalog=catalog, threshold=threshold,
             )
         metrics.replies.inc()
+        if outcome.reply.lead_id is None:
+            response.status_code = 202
+        elif outcome.task is not None:
+            metrics.tasks.labels("reply").inc()
+        return reply_out(outcome)
+
+    @api.get("/replies", dependencies=[need(P.MESSAGES_READ)], response_model=list[ReplyOut], tags=["webhooks"])
+    async def replies(
+        status: str = Query("unmatched", pattern="^(unmatched|matched|all)$"),
+        lead_id: uuid.UUID | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> list[ReplyOut]:
+        """Inbound e-mails; by default the ones no thread matched, for a person to look at."""
+        async with uow() as tx:
+            found = await handlers.list_replies(tx, status=status, lead_id=lead_id, limit=limit)
+            return [reply_out(handlers.ReplyOutcome(r, False, None)) for r in found]
+
+    @api.post("/replies/{reply_id}/match", dependencies=[need(P.TAKEOVER_WRITE)], response_model=ReplyOut, tags=["webhooks"])
+    async def match_reply(reply_id: uuid.UUID, body: MatchIn) -> ReplyOut:
+        """A person matched an unmatched e-mail to the one who wrote it: from now on it counts as
+        their reply (takeover, sequences that exit on a reply, a task for a high-value person)."""
+        async with uow() as tx:
+            catalog = await handlers.current_catalog(tx, builtin)
+            outcome = await handlers.match_reply(tx, reply_id, lead_id=body.lead_id, catalog=catalog, threshold=threshold)
         if outcome.task is not None:
             metrics.tasks.labels("reply").inc()
-        return ReplyOut(
-            reply_id=outcome.reply.id, lead_id=outcome.reply.lead_id, takeover_started=outcome.takeover_started,
-            task_id=outcome.task.id if outcome.task else None,
-        )
+        return reply_out(outcome)
 
     # ------------------------------------------------------------------ tasks
 

@@ -16,6 +16,7 @@ from services.nurture.settings import Settings
 from services.nurture.transport import Transport, make_transport
 from shared import topics
 from shared.clock import Clock
+from shared.jobs import Jobs
 from shared.service import ServiceRuntime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,6 +52,7 @@ def create_app(
         renderer=renderer,
         transport=transport,
         metrics=metrics,
+        jobs=Jobs(runtime.metrics),
         builtin=catalog,
     )
     job = runtime.every("nurture-sender", sender.tick, interval_s=settings.send_interval_s)

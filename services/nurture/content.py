@@ -49,7 +49,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 from services.nurture import domain
-from shared import topics
+from shared import safe_yaml, topics
 from shared.events import EVENT_TYPES, types_on
 
 # The topics nurture reads; their event types are the triggers a sequence may use.
@@ -73,7 +73,7 @@ def parse_sequence(data: Any) -> domain.Sequence:
 
 def load_sequence(path: Path) -> domain.Sequence:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise domain.SequenceError(f"{path.name}: not valid YAML: {exc}") from None
     try:

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 Category = Literal["marketing", "transactional"]
 CATEGORIES: tuple[str, ...] = ("marketing", "transactional")
@@ -426,11 +427,35 @@ class QuietHours:
         return self.start == self.end
 
 
-def zone(name: str | None) -> ZoneInfo:
+UTC = ZoneInfo("UTC")
+# The longest IANA key is about 30 characters: a longer one names no zone, and is not worth a
+# file lookup (100,000 characters made ZoneInfo raise OSError 36, "file name too long").
+_ZONE_KEY_MAX = 64
+
+
+@lru_cache(maxsize=1024)
+def _read_zone(name: str) -> ZoneInfo | None:
     try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - ZoneInfo raises more than ZoneInfoNotFoundError and ValueError:
+        # IsADirectoryError for "America", OSError for a name too long, ValueError for "../x"...
+        return None
+
+
+def known_zone(name: str | None) -> bool:
+    """Whether ``name`` is a time zone ZoneInfo can read (no name is UTC, and known)."""
+    if not name:
+        return True
+    return isinstance(name, str) and len(name) <= _ZONE_KEY_MAX and _read_zone(name) is not None
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The person's time zone, total: any key ZoneInfo cannot read is UTC, so one odd value (an
+    old event, a row stored before capture validated it) never stops sending. Callers report
+    the fallback (``known_zone``)."""
+    if not known_zone(name):
+        return UTC
+    return _read_zone(name) if name else UTC  # type: ignore[return-value]
 
 
 def quiet_until(now: datetime, *, timezone_name: str | None, quiet: QuietHours) -> datetime | None:
@@ -611,3 +636,23 @@ def verify_message_token(secret: str, purpose: TokenPurpose, token: str, extra: 
         return None
     expected = message_token(secret, purpose, message_id, extra)
     return message_id if hmac.compare_digest(expected.encode(), token.encode()) else None
+
+
+# --------------------------------------------------------------------------- inbound threads
+
+_MESSAGE_ID = re.compile(r"<?\s*([0-9a-fA-F-]{32,36})@[^>\s]+>?")
+
+
+def thread_message_ids(in_reply_to: str | None, references: str | None) -> list[uuid.UUID]:
+    """The Message-IDs an inbound e-mail's thread names, newest first (In-Reply-To, then
+    References from the end): ours have the sent message's id as their local part."""
+    found: list[uuid.UUID] = []
+    for header in (in_reply_to or "", " ".join(reversed((references or "").split()))):
+        for local in _MESSAGE_ID.findall(header):
+            try:
+                message_id = uuid.UUID(local)
+            except ValueError:
+                continue
+            if message_id not in found:
+                found.append(message_id)
+    return found[:50]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from shared.privacy import forget_person
 from shared.uow import UnitOfWork
 
 S = ScheduledMessage
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- sequences as data
@@ -358,6 +360,7 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> list[uuid.UUID]:
     anonymous, and nothing more is sent. Returns the ids of the messages sent to them."""
     now = tx.now()
     contact = await _known_contact(tx, lead_id)
+    address = contact.email if contact is not None else None
     if contact is None:
         # Keep a tombstone so a late lead.captured cannot bring the person back.
         _add_contact(tx, Contact(lead_id=lead_id, erased_at=now, created_at=now, updated_at=now, engagement_score=0))
@@ -384,6 +387,13 @@ async def erase_contact(tx: UnitOfWork, lead_id: uuid.UUID) -> list[uuid.UUID]:
     await tx.session.execute(
         update(Reply).where(Reply.lead_id == lead_id).values(from_address=None, subject=None, text=None)
     )
+    if address:
+        # E-mails from their address that no thread matched are theirs too.
+        await tx.session.execute(
+            update(Reply)
+            .where(Reply.lead_id.is_(None), func.lower(Reply.from_address) == address.lower())
+            .values(from_address=None, subject=None, text=None)
+        )
     await tx.session.execute(update(Feedback).where(Feedback.lead_id == lead_id).values(comment=None))
     await tx.session.execute(update(Task).where(Task.lead_id == lead_id).values(detail=None))
     for task in await tx.session.scalars(select(Task).where(Task.lead_id == lead_id)):
@@ -476,11 +486,21 @@ class Policy:
     cap: int
 
 
+@dataclass(frozen=True)
+class Poisoned:
+    """A due step the sending policy failed on (an odd value in its data): left unclaimed, for
+    the sender to hold with backoff as a job failure."""
+
+    id: uuid.UUID
+    error: BaseException
+
+
 @dataclass
 class ClaimResult:
     claimed: list[Outgoing]
     deferred: list[str]  # reasons, for metrics
     skipped: int = 0
+    poisoned: list[Poisoned] = field(default_factory=list)
 
 
 async def _previous(tx: UnitOfWork, rows: list[ScheduledMessage]) -> dict[uuid.UUID, domain.Previous | None]:
@@ -541,8 +561,27 @@ async def _defer(tx: UnitOfWork, row: ScheduledMessage, until: datetime) -> None
         other.due_at = other.due_at + shift
 
 
+def _due(now: datetime) -> Any:
+    """Pending, due and not claimed (a step held after a failure is claimed until its retry)."""
+    return (S.status == domain.PENDING) & (S.due_at <= now) & or_(S.claimed_until.is_(None), S.claimed_until <= now)
+
+
+async def due_step_ids(tx: UnitOfWork, *, now: datetime, limit: int) -> list[uuid.UUID]:
+    """The ids a claim would look at, oldest first (to claim them one by one when a whole
+    claim failed)."""
+    held = select(Takeover.lead_id).where(Takeover.ended_at.is_(None))
+    query = select(S.id).where(_due(now), S.lead_id.not_in(held)).order_by(S.due_at, S.id).limit(limit)
+    return list(await tx.session.scalars(query))
+
+
 async def claim_due_steps(
-    tx: UnitOfWork, *, now: datetime, limit: int, lease: timedelta, policy: Policy | None = None
+    tx: UnitOfWork,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    policy: Policy | None = None,
+    only: list[uuid.UUID] | None = None,
 ) -> ClaimResult:
     """Claim up to ``limit`` due steps for ``lease`` so no other sender takes them meanwhile,
     after the sending policy: a step whose condition fails is skipped, one in the person's quiet
@@ -552,7 +591,11 @@ async def claim_due_steps(
     enrollment in one query, the cap and conditions are read for all of them at once, and the
     claim is one conditional update that returns the rows it won, so two instances never both
     win one row (on SQLite the write lock serialises them, on PostgreSQL the second update
-    re-reads the claimed row and leaves it out)."""
+    re-reads the claimed row and leaves it out).
+
+    A step whose policy cannot be worked out (a rule failing on an odd value) is left
+    unclaimed in ``poisoned``, so it never fails the claim of the others. ``only`` restricts the
+    claim to these steps (one at a time, after a whole claim failed)."""
     policy = policy or Policy(domain.QuietHours(0, 0), cap=10**6)
     result = ClaimResult([], [])
     held = set(await tx.session.scalars(select(Takeover.lead_id).where(Takeover.ended_at.is_(None))))
@@ -566,6 +609,8 @@ async def claim_due_steps(
     if held:
         # Held people are left out here too, or their old steps would fill every batch.
         query = query.where(S.lead_id.not_in(held))
+    if only is not None:
+        query = query.where(S.id.in_(only))
     found = {
         row.id: (row, contact, enrollment)
         for row, contact, enrollment in await tx.session.execute(query.order_by(S.due_at, S.id).limit(limit))
@@ -582,17 +627,27 @@ async def claim_due_steps(
         if row.status != domain.PENDING:
             continue
         contact = found[row.id][1]
-        plan = domain.plan_send(
-            now=now,
-            category=row.category,
-            immediate=row.immediate,
-            condition=row.condition,
-            previous=previous.get(row.id),
-            timezone_name=contact.timezone if contact else None,
-            quiet=policy.quiet,
-            recent_marketing=recent.get(row.lead_id, []),
-            cap=policy.cap,
-        )
+        timezone_name = contact.timezone if contact else None
+        if not domain.known_zone(timezone_name):
+            # Stored before capture validated it (or arrived in an old event): quiet hours go
+            # by UTC for this person, and someone should correct the value.
+            log.warning("lead %s has time zone %r, which names no zone: quiet hours use UTC",
+                        row.lead_id, (timezone_name or "")[:80])
+        try:
+            plan = domain.plan_send(
+                now=now,
+                category=row.category,
+                immediate=row.immediate,
+                condition=row.condition,
+                previous=previous.get(row.id),
+                timezone_name=timezone_name,
+                quiet=policy.quiet,
+                recent_marketing=recent.get(row.lead_id, []),
+                cap=policy.cap,
+            )
+        except Exception as exc:  # one step's odd data must not fail the claim of the others
+            result.poisoned.append(Poisoned(row.id, exc))
+            continue
         if plan.action == "skip":
             row.status, row.reason = domain.SKIPPED, (plan.reason or "condition")[:100]
             await _finish_if_done(tx, row.lead_id, row.enrollment_id)
@@ -782,6 +837,21 @@ async def record_failure(
     return retry_at is None
 
 
+async def hold_step(tx: UnitOfWork, step_id: uuid.UUID, *, error: str, retry_at: datetime | None) -> None:
+    """The sender failed on this step (a job failure: its data, not the transport): it is held,
+    claimed until ``retry_at`` (the job's backoff), or failed with its reason when the job gave
+    up on it (``retry_at`` None)."""
+    row = await tx.session.get(S, step_id)
+    if row is None or row.status != domain.PENDING:
+        return
+    row.last_error = error[:2000]
+    if retry_at is not None:
+        row.claimed_until = retry_at
+        return
+    row.status, row.reason, row.claimed_until = domain.FAILED, "job_failed", None
+    await _finish_if_done(tx, row.lead_id, row.enrollment_id)
+
+
 async def queue_depth(tx: UnitOfWork, *, now: datetime) -> int:
     """Pending steps already due (held ones included: they are waiting too)."""
     count = await tx.session.scalar(
@@ -952,29 +1022,57 @@ async def record_reply(
     tx: UnitOfWork,
     *,
     lead_id: uuid.UUID | None,
-    in_reply_to: uuid.UUID | None,
+    thread: list[uuid.UUID],
     from_address: str | None,
     subject: str | None,
     text: str | None,
     catalog: domain.Catalog,
     threshold: int,
 ) -> ReplyOutcome:
-    """An inbound email from a person: recorded, sequences with ``reply`` among their exits end,
-    a human takeover starts by itself (a person who writes gets a person), and a reply from a
-    high-value person becomes a task."""
-    message = await tx.session.get(Message, in_reply_to) if in_reply_to else None
+    """An inbound email. It belongs to a person only when its thread names a message we sent
+    to them (or a person said whose it is: ``lead_id`` from a token); a From address alone
+    proves nothing. Unmatched, it is kept for a person to look at, and changes nothing else."""
+    message = None
+    for message_id in thread:
+        message = await tx.session.get(Message, message_id)
+        if message is not None:
+            break
+    matched_by = "person" if lead_id is not None else ("thread" if message is not None else None)
     lead_id = lead_id or (message.lead_id if message else None)
-    if lead_id is None and from_address:
-        lead_id = await tx.session.scalar(select(Contact.lead_id).where(Contact.email == from_address).limit(1))
-    if lead_id is None:
-        raise NotFound("no person matches this reply (give lead_id, in_reply_to or a known from address)")
-    contact = await get_contact(tx, lead_id)
-    now = tx.now()
     reply = Reply(
-        id=uuid.uuid4(), lead_id=lead_id, message_id=message.message_id if message else None,
-        from_address=from_address, subject=subject, text=text, received_at=now,
+        id=uuid.uuid4(), lead_id=None, matched_by=None, message_id=message.message_id if message else None,
+        from_address=from_address, subject=subject, text=text, received_at=tx.now(),
     )
     tx.session.add(reply)
+    if lead_id is None:
+        return ReplyOutcome(reply, False, None)
+    return await _reply_from(tx, reply, lead_id, matched_by=matched_by or "person", message=message,
+                             catalog=catalog, threshold=threshold)
+
+
+async def match_reply(
+    tx: UnitOfWork, reply_id: uuid.UUID, *, lead_id: uuid.UUID, catalog: domain.Catalog, threshold: int
+) -> ReplyOutcome:
+    """A person says whose an unmatched e-mail is: it becomes that person's reply."""
+    reply = await tx.session.get(Reply, reply_id)
+    if reply is None:
+        raise NotFound(f"no reply {reply_id}")
+    if reply.lead_id is not None:
+        if reply.lead_id == lead_id:
+            return ReplyOutcome(reply, False, None)
+        raise Conflict(f"reply {reply_id} is already matched to {reply.lead_id}")
+    return await _reply_from(tx, reply, lead_id, matched_by="person", message=None, catalog=catalog, threshold=threshold)
+
+
+async def _reply_from(
+    tx: UnitOfWork, reply: Reply, lead_id: uuid.UUID, *, matched_by: str, message: Message | None,
+    catalog: domain.Catalog, threshold: int,
+) -> ReplyOutcome:
+    """What a person's reply does: sequences that exit on a reply end, a human takeover starts
+    by itself (a person who writes gets a person), and a high-value person's reply is a task."""
+    contact = await get_contact(tx, lead_id)
+    now = tx.now()
+    reply.lead_id, reply.matched_by = lead_id, matched_by
     if message is not None:
         message.replied_at = message.replied_at or now
     _engage(tx, contact, "reply", threshold=threshold)
@@ -988,9 +1086,20 @@ async def record_reply(
         task = await add_task(
             tx, lead_id=lead_id, kind="reply", source=f"reply:{reply.id}",
             title=f"Answer {contact.name or 'a high-value contact'} personally today",
-            detail=(subject or "")[:300] or None,
+            detail=(reply.subject or "")[:300] or None,
         )
     return ReplyOutcome(reply, started, task)
+
+
+async def list_replies(tx: UnitOfWork, *, status: str, lead_id: uuid.UUID | None, limit: int) -> list[Reply]:
+    query = select(Reply).order_by(Reply.received_at.desc(), Reply.id).limit(limit)
+    if status == "unmatched":
+        query = query.where(Reply.lead_id.is_(None))
+    elif status == "matched":
+        query = query.where(Reply.lead_id.is_not(None))
+    if lead_id is not None:
+        query = query.where(Reply.lead_id == lead_id)
+    return list(await tx.session.scalars(query))
 
 
 # --------------------------------------------------------------------------- feedback and tasks

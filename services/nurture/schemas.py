@@ -70,8 +70,9 @@ class BounceIn(BaseModel):
 class InboundIn(BaseModel):
     """An inbound email (a reply), as a mail provider's inbound webhook posts it."""
 
-    lead_id: uuid.UUID | None = None
+    lead_id: uuid.UUID | None = Field(default=None, description="only from a person's token (entered by hand); a provider's is ignored")
     in_reply_to: str | None = Field(default=None, max_length=998, description="In-Reply-To header or message id")
+    references: str | None = Field(default=None, max_length=20_000, description="References header: Message-IDs of the thread")
     from_address: str | None = Field(default=None, max_length=320, alias="from", examples=["ada@example.com"])
     subject: str | None = Field(default=None, max_length=998)
     text: str | None = Field(default=None, max_length=100_000)
@@ -81,9 +82,18 @@ class InboundIn(BaseModel):
 
 class ReplyOut(BaseModel):
     reply_id: uuid.UUID
-    lead_id: uuid.UUID
+    lead_id: uuid.UUID | None = Field(description="the person it was matched to; null: unmatched, for a person to look at")
+    matched: bool
+    matched_by: str | None = Field(default=None, description="thread (a Message-ID we sent), person (matched by hand)")
     takeover_started: bool
     task_id: uuid.UUID | None
+    from_address: str | None = None
+    subject: str | None = None
+    received_at: datetime | None = None
+
+
+class MatchIn(BaseModel):
+    lead_id: uuid.UUID = Field(description="the person who wrote it")
 
 
 class FeedbackIn(BaseModel):

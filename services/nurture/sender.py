@@ -9,6 +9,12 @@ the weekly cap on marketing emails) in the claiming transaction. A failed send i
 exponential backoff on the business clock (the claim is simply extended) and marked failed
 after ``max_send_attempts``; a permanent refusal (5xx) is a bounce and is not retried.
 
+One step never stops the others (``shared.jobs``): a step the sending policy, the rendering
+or the recording fails on (an odd value, a bug) is a failure of the ``nurture.sender`` job. It
+is held with the job's backoff (claimed until its next attempt), kept in ``job_failures`` with
+its reason, counted and alerted on, and marked failed when the job gives up; the batch goes on.
+A claim that fails as a whole is split into one claim per step to find the one at fault.
+
 Never twice: ``record_sent`` only marks a step that is still pending, so a step recorded as sent
 is never sent again, and each retry carries the same Message-ID (the step's id). The one gap
 left is a crash after the SMTP server accepted an email and before its batch was recorded: the
@@ -31,7 +37,11 @@ from services.nurture.metrics import NurtureMetrics
 from services.nurture.settings import Settings
 from services.nurture.transport import PermanentFailure, Transport, compose
 from shared.clock import Clock
+from shared.pauses import Pauses
+from shared.jobs import Failure, Jobs, infrastructure
 from shared.uow import UnitOfWork, UnitOfWorkFactory
+
+JOB = "nurture.sender"
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +70,11 @@ class Links:
 @dataclass(frozen=True)
 class Outcome:
     """What became of one claimed step: ``sent`` (``sent`` says what), ``suppressed`` (``detail``
-    says why), ``bounced`` (the server's refusal) or ``failed`` (the error; ``retry_at`` None
-    when no attempt is left)."""
+    says why), ``bounced`` (the server's refusal), ``failed`` (the transport's error;
+    ``retry_at`` None when no attempt is left) or ``poisoned`` (writing it failed: a job failure)."""
 
     step: handlers.Outgoing
-    kind: Literal["sent", "suppressed", "bounced", "failed"]
+    kind: Literal["sent", "suppressed", "bounced", "failed", "poisoned"]
     detail: str = ""
     sent: handlers.Sent | None = None
     retry_at: datetime | None = None
@@ -82,6 +92,7 @@ class Sender:
         renderer: Renderer,
         transport: Transport,
         metrics: NurtureMetrics,
+        jobs: Jobs,
         builtin: domain.Catalog | None = None,
     ) -> None:
         self.settings = settings
@@ -90,6 +101,10 @@ class Sender:
         self.renderer = renderer
         self.transport = transport
         self.metrics = metrics
+        self.job = jobs(JOB)
+        # Steps with a failure on record (usually none), read once a pass: their rows go when
+        # they succeed.
+        self._failing: set[str] | None = None
         self.builtin = builtin or domain.Catalog({})
         self.links = Links(settings)
         self.lease = timedelta(seconds=settings.send_lease_s)
@@ -100,17 +115,28 @@ class Sender:
 
     async def tick(self, now: datetime) -> None:
         """One pass: send batches until nothing due is left, then refresh the queue gauge."""
+        self._failing = None
         while await self.send_batch(now) == self.settings.send_batch_size:
             pass
         async with self.uow() as tx:
             self.metrics.queue_depth.set(await handlers.queue_depth(tx, now=now))
 
     async def send_batch(self, now: datetime) -> int:
-        async with self.uow() as tx:
-            result = await handlers.claim_due_steps(
-                tx, now=now, limit=self.settings.send_batch_size, lease=self.lease, policy=self.policy
-            )
-            catalog = await handlers.current_catalog(tx, self.builtin)
+        try:
+            async with self.uow() as tx:
+                if self._failing is None:
+                    self._failing = set(await self.job.failures(tx.session))
+                result = await handlers.claim_due_steps(
+                    tx, now=now, limit=self.settings.send_batch_size, lease=self.lease, policy=self.policy
+                )
+                catalog = await handlers.current_catalog(tx, self.builtin)
+        except Exception as exc:
+            if infrastructure(exc):
+                raise
+            log.warning("claiming a batch failed (%r); claiming each step alone", exc)
+            result, catalog = await self._claim_alone(now)
+        for poisoned in result.poisoned:
+            await self._poison(poisoned.id, poisoned.error, now)
         for reason in result.deferred:
             self.metrics.deferred.labels(reason).inc()
         if result.skipped:
@@ -120,13 +146,47 @@ class Sender:
         # waits unrecorded for its claim to lapse and be taken again.
         halfway = self.clock.now() + self.lease / 2
         outcomes: list[Outcome] = []
+        pause = Pauses()  # rendering and writing a batch of e-mails must not hold the loop
         for step in result.claimed:
             outcomes.append(await self.attempt(step, now=now))
+            await pause()
             if self.clock.now() >= halfway:
                 await self.record(outcomes, catalog=catalog)
                 outcomes = []
         await self.record(outcomes, catalog=catalog)
-        return len(result.claimed) + len(result.deferred) + result.skipped
+        return len(result.claimed) + len(result.deferred) + result.skipped + len(result.poisoned)
+
+    async def _claim_alone(self, now: datetime) -> tuple[handlers.ClaimResult, domain.Catalog]:
+        """Claim the due steps one by one, so the one whose claim fails is held and the others go."""
+        async with self.uow() as tx:
+            ids = await handlers.due_step_ids(tx, now=now, limit=self.settings.send_batch_size)
+            catalog = await handlers.current_catalog(tx, self.builtin)
+        result = handlers.ClaimResult([], [])
+        for step_id in ids:
+            try:
+                async with self.uow() as tx:
+                    one = await handlers.claim_due_steps(
+                        tx, now=now, limit=1, lease=self.lease, policy=self.policy, only=[step_id]
+                    )
+            except Exception as exc:
+                if infrastructure(exc):
+                    raise
+                result.poisoned.append(handlers.Poisoned(step_id, exc))
+                continue
+            result.claimed += one.claimed
+            result.deferred += one.deferred
+            result.skipped += one.skipped
+            result.poisoned += one.poisoned
+        return result, catalog
+
+    async def _poison(self, step_id: Any, error: BaseException | str, now: datetime) -> Failure:
+        """A job failure on one step: kept with its reason, the step held until the next attempt
+        (or failed when the job gives up), in one transaction."""
+
+        async def hold(tx: UnitOfWork, failure: Failure) -> None:
+            await handlers.hold_step(tx, step_id, error=failure.reason, retry_at=failure.next_attempt_at)
+
+        return await self.job.fail(self.uow, step_id, error, now=now, also=hold)
 
     def context(self, step: handlers.Outgoing) -> dict[str, Any]:
         return {
@@ -144,7 +204,16 @@ class Sender:
         }
 
     async def attempt(self, step: handlers.Outgoing, *, now: datetime) -> Outcome:
-        """Write and send one claimed step; what happened is recorded with the rest of its batch."""
+        """Write and send one claimed step; what happened is recorded with the rest of its batch.
+        Whatever fails writing it (an odd name, language or context a template or the composer
+        chokes on) is this step's failure, not its batch's."""
+        try:
+            return await self._attempt(step, now=now)
+        except Exception as exc:
+            log.exception("writing step %s failed", step.id)
+            return Outcome(step, "poisoned", f"{type(exc).__name__}: {exc}")
+
+    async def _attempt(self, step: handlers.Outgoing, *, now: datetime) -> Outcome:
         decision = domain.delivery(
             category=step.category,
             consent_marketing=step.consent_marketing,
@@ -209,35 +278,45 @@ class Sender:
     async def record(self, outcomes: list[Outcome], *, catalog: domain.Catalog) -> None:
         """Record a batch's outcomes in one transaction. Should that fail, each is recorded alone,
         so one that cannot be recorded does not leave the others' sent emails unrecorded (to be
-        sent again when their claims lapse); the first error is raised after."""
+        sent again when their claims lapse); one that cannot be recorded even alone is a job
+        failure (held with backoff). A database away is raised, as it is no step's fault."""
+        now = self.clock.now()
+        for poisoned in [o for o in outcomes if o.kind == "poisoned"]:
+            await self._poison(poisoned.step.id, poisoned.detail, now)
+        outcomes = [o for o in outcomes if o.kind != "poisoned"]
         if not outcomes:
             return
         try:
             async with self.uow() as tx:
                 done = await self._apply(tx, outcomes, catalog)
-        except Exception:
-            if len(outcomes) == 1:
+        except Exception as exc:
+            if infrastructure(exc):
                 raise
+            if len(outcomes) == 1:
+                await self._poison(outcomes[0].step.id, exc, now)
+                return
             log.exception("recording %d outcomes together failed; recording each alone", len(outcomes))
         else:
             self._count(done)
             return
-        error: Exception | None = None
         for outcome in outcomes:
             try:
                 async with self.uow() as tx:
                     done = await self._apply(tx, [outcome], catalog)
             except Exception as exc:
-                error = error or exc
+                if infrastructure(exc):
+                    raise
+                await self._poison(outcome.step.id, exc, now)
             else:
                 self._count(done)
-        if error is not None:
-            raise error
 
     async def _apply(self, tx: UnitOfWork, outcomes: list[Outcome], catalog: domain.Catalog) -> list[Outcome]:
         """Record outcomes in ``tx``; returns those that took effect. The sent ones first: they
         left, whatever a bounce of the same person in the batch ends."""
         recorded = await handlers.record_sent(tx, [o.sent for o in outcomes if o.sent is not None], catalog=catalog)
+        if self._failing:
+            cleared = [o.step.id for o in outcomes if o.kind != "failed" and str(o.step.id) in self._failing]
+            await self.job.clear(tx, cleared)
         done = [o for o in outcomes if o.sent is not None and o.step.id in recorded]
         for o in outcomes:
             if o.kind == "suppressed":

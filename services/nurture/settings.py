@@ -1,12 +1,15 @@
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
 HERE = Path(__file__).parent
+
+
+DEV_MAIL_WEBHOOK_SECRET = "dev-mail-webhook-secret-change-me"
 
 
 class Settings(ServiceSettings):
@@ -50,3 +53,12 @@ class Settings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS")
     smtp_timeout_s: float = Field(default=30.0, gt=0)
+    # The mail provider signs its bounce and inbound webhooks with it (Clientflow-Signature).
+    webhook_secret: SecretStr = Field(default=SecretStr(DEV_MAIL_WEBHOOK_SECRET))
+    webhook_tolerance_s: int = Field(default=300, ge=1, description="oldest (or most future) signed timestamp accepted")
+
+    @model_validator(mode="after")
+    def _mail_webhook_secret(self) -> "Settings":
+        if self.environment == "production" and self.webhook_secret.get_secret_value() == DEV_MAIL_WEBHOOK_SECRET:
+            raise ValueError("NURTURE_WEBHOOK_SECRET must be set outside development")
+        return self

@@ -150,7 +150,9 @@ class Reply(Base):
     __tablename__ = "replies"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # None until matched: by its thread (a Message-ID we sent) or by a person.
+    lead_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    matched_by: Mapped[str | None] = mapped_column(String(20), default=None)
     message_id: Mapped[uuid.UUID | None]
     from_address: Mapped[str | None] = mapped_column(String(320))
     subject: Mapped[str | None] = mapped_column(String(998))

@@ -33,8 +33,10 @@ from services.retention.schemas import (
 from services.retention.store import Cancellation, Client, Referral, TierReview
 from shared.access import policy as P
 from shared.access.rules import need, public
+from shared.bounds import DATE_RANGE, MAX_COUNT, within_dates
 from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 _CURRENCY = TypeAdapter(CurrencyCode)
 
@@ -115,10 +117,16 @@ def _moment(value: str | None, *, name: str) -> datetime | None:
         return None
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise HTTPException(422, f"{name}: {value!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from exc
+        raise HTTPException(422, f"{name}: {value[:40]!r} is not a date (YYYY-MM-DD) or an RFC 3339 time") from exc
+    try:
+        # 0001-01-01 or 9999-12-31 overflowed the period's arithmetic (a 500).
+        within_dates(moment, name=name)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -179,12 +187,14 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         tier: Literal["best", "good", "tolerable", "fire"] | None = None,
         band: Literal["red", "yellow", "green"] | None = None,
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> ClientList:
         """Clients (not prospects), optionally of one tier or health band, oldest first."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> ClientList:
             rows, total = await handlers.list_clients(tx, tier=tier, band=band, limit=limit, offset=offset)
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
+
+        return await runtime.reads.run(read)
 
     @api.get("/clients/{lead_id}", dependencies=[need(P.CLIENTS_READ, person=True)], response_model=ClientOut, tags=["clients"])
     async def read_client(lead_id: uuid.UUID) -> ClientOut:
@@ -239,8 +249,10 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
 
     @api.get("/economics", dependencies=[need(P.REPORTS_READ)], response_model=EconomicsOut, response_model_by_alias=True, tags=["economics"])
     async def read_economics(
-        from_: str | None = Query(None, alias="from", description="start (inclusive), date or RFC 3339; default: first of this month"),
-        to: str | None = Query(None, description="end (exclusive); default: now"),
+        from_: str | None = Query(
+            None, alias="from", description=f"start (inclusive), date or RFC 3339 ({DATE_RANGE}); default: first of this month"
+        ),
+        to: str | None = Query(None, description=f"end (exclusive), date or RFC 3339 ({DATE_RANGE}); default: now"),
         channel: str | None = Query(None, description="one acquisition channel"),
         currency: str | None = Query(None, min_length=3, max_length=3, description="money figures in this currency"),
     ) -> EconomicsOut:
@@ -256,16 +268,19 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                 currency = _CURRENCY.validate_python(currency)
             except ValidationError as exc:
                 raise HTTPException(422, f"currency: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> EconomicsOut:
             figures = await handlers.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
-            snap = await handlers.snapshot(tx)
-        return economics_out(figures, snap)
+            return economics_out(figures, await handlers.snapshot(tx))
+
+        return await runtime.reads.run(read)
 
     @api.get("/reviews/latest", dependencies=[need(P.CLIENTS_READ)], response_model=ReviewOut, tags=["tiers"])
     async def latest_review() -> ReviewOut:
         """The latest tier review: tiers counted, changes, and the clients to let go."""
-        async with uow() as tx:
+        async def read(tx: UnitOfWork) -> ReviewOut:
             return review_out(await handlers.latest_review(tx))
+
+        return await runtime.reads.run(read)
 
     @api.post("/reviews", dependencies=[need(P.REVIEWS_WRITE)], status_code=201, response_model=ReviewOut, tags=["tiers"])
     async def run_review() -> ReviewOut:

@@ -17,7 +17,9 @@ from services.retention.settings import Settings
 from services.retention.store import Client
 from shared import topics
 from shared.clock import Clock
+from shared.jobs import Jobs
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -25,11 +27,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 async def refresh_economics_gauges(runtime: ServiceRuntime, ctx: Context, now: datetime) -> None:
     """The economics of the trailing 30 days as gauges: all channels, then each channel."""
     start = now - timedelta(days=30)
-    async with runtime.uow() as tx:
+
+    async def read(tx: UnitOfWork) -> None:
+        # On the read pool: a long computation that must not hold the loop (gauges are thread-safe).
         channels = [c for c in await tx.session.scalars(select(Client.channel).distinct()) if c]
         for channel in [None, *sorted(channels)]:
             figures = await handlers.economics(tx, ctx, start=start, end=now, channel=channel, currency=None)
             ctx.metrics.publish_economics(figures, channel=channel or "all")
+
+    await runtime.reads.run(read)
 
 
 def create_app(
@@ -48,7 +54,9 @@ def create_app(
         engine=engine,
         clock=clock,
     )
-    ctx = Context(settings=settings, metrics=RetentionMetrics(runtime.registry, runtime.uow.sessions))
+    ctx = Context(
+        settings=settings, metrics=RetentionMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
+    )
     subscribers.register(runtime, ctx)
 
     async def review(now: datetime) -> None:

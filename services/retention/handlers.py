@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,11 +32,18 @@ from services.retention.store import (
 from shared import events as ev
 from shared.db import StateRow
 from shared.errors import Conflict, Invalid, NotFound
+from shared.jobs import Jobs
 from shared.money import quantize
 from shared.privacy import forget_person
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
+log = logging.getLogger(__name__)
 REVIEW_PAGE = 200
+# Scheduled jobs whose records are isolated (shared.jobs): one that fails is kept aside with
+# its reason and backoff, and the rest of the pass goes on.
+PRICE_JOB, LOYALTY_JOB, HEALTH_JOB, TIER_JOB = (
+    "retention.price_changes", "retention.loyalty", "retention.health", "retention.tiers"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,9 @@ class Context:
 
     settings: Settings
     metrics: RetentionMetrics
+    # The scheduled jobs' poison isolation (the composition root hands in one with the
+    # service's metrics).
+    jobs: Jobs = field(default_factory=Jobs)
 
     @property
     def health_policy(self) -> domain.HealthPolicy:
@@ -1087,19 +1098,24 @@ async def schedule_price_change(
     await _changed(tx, ctx, client)
 
 
-async def apply_due_price_changes(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
-    """Scheduled: fees whose change took effect become the subscription's fee (and MRR)."""
-    due = list(
-        await tx.session.scalars(
-            select(Subscription).where(Subscription.pending_at.is_not(None), Subscription.pending_at <= now)
-        )
-    )
-    for sub in due:
+async def apply_due_price_changes(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> int:
+    """Scheduled: fees whose change took effect become the subscription's fee (and MRR), a page
+    of subscriptions a transaction; one that fails is kept aside (job ``retention.price_changes``)."""
+    due_now = (Subscription.pending_at.is_not(None), Subscription.pending_at <= now)
+    async with uow() as tx:
+        due = list(await tx.session.scalars(select(Subscription.id).where(*due_now)))
+
+    async def load(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, Subscription]:
+        return {s.id: s for s in await tx.session.scalars(select(Subscription).where(Subscription.id.in_(ids), *due_now))}
+
+    async def apply(tx: UnitOfWork, sub: Subscription) -> None:
         sub.monthly_fee, sub.pending_fee, sub.pending_at = sub.pending_fee, None, None
         client = await tx.session.get(Client, sub.lead_id)
         if client is not None:
             await _summarise(tx, client)
-    return len(due)
+
+    done = await ctx.jobs(PRICE_JOB).run(uow, due, apply, now=now, load=load, chunk=REVIEW_PAGE)
+    return len(done.done)
 
 
 # --------------------------------------------------------------------------- reading clients
@@ -1190,62 +1206,72 @@ async def list_clients(
     return list(rows), total or 0
 
 
-async def _pages(uow: UnitOfWorkFactory, visit) -> None:  # noqa: ANN001 - async (tx, client) -> None
-    """Visit every client, one transaction per page, so a long pass never holds every row."""
-    after: uuid.UUID | None = None
-    while True:
-        async with uow() as tx:
-            query = select(Client).where(Client.became_client_at.is_not(None))
-            if after is not None:
-                query = query.where(Client.lead_id > after)
-            # A row a consumer holds is skipped: that consumer re-scores it anyway.
-            page = list(
-                await tx.session.scalars(
-                    query.order_by(Client.lead_id).limit(REVIEW_PAGE).with_for_update(skip_locked=True)
-                )
-            )
-            for client in page:
-                await visit(tx, client)
-        if len(page) < REVIEW_PAGE:
-            return
-        after = page[-1].lead_id
+async def _client_ids(uow: UnitOfWorkFactory) -> list[uuid.UUID]:
+    """Every client's id (prospects have no health or tier), in key order."""
+    async with uow() as tx:
+        query = select(Client.lead_id).where(Client.became_client_at.is_not(None)).order_by(Client.lead_id)
+        return list(await tx.session.scalars(query))
+
+
+async def _lock_clients(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, Client]:
+    """A page of clients, locked in key order and remembered for the transaction. A row a
+    consumer holds is skipped: that consumer re-scores it anyway."""
+    query = (
+        select(Client)
+        .where(Client.lead_id.in_(ids), Client.became_client_at.is_not(None))
+        .order_by(Client.lead_id)
+        .with_for_update(skip_locked=True)
+    )
+    found = {c.lead_id: c for c in await tx.session.scalars(query)}
+    _clients(tx).update(found)
+    return found
 
 
 async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> int:
     """Scheduled: fees whose change took effect, loyalty points whose refund window passed,
     and every client's health and churn risk again (tenure and windows move with time, not
-    with events). Returns how many clients changed band."""
-    changed = 0
-    async with uow() as tx:
-        await apply_due_price_changes(tx, ctx, now)
-        await award_due_points(tx, ctx, now)
+    with events), a page of clients a transaction. A client the review fails on is kept aside
+    with its reason and backoff (job ``retention.health``); the others are reviewed. Returns
+    how many clients changed band."""
+    await apply_due_price_changes(uow, ctx, now)
+    await award_due_points(uow, ctx, now)
 
-    async def visit(tx: UnitOfWork, client: Client) -> None:
-        nonlocal changed
-        changed += int(await _assess(tx, ctx, client, now=now))
+    async def assess(tx: UnitOfWork, client: Client) -> bool:
+        return await _assess(tx, ctx, client, now=now)
 
-    await _pages(uow, visit)
+    ids = await _client_ids(uow)
+    result = await ctx.jobs(HEALTH_JOB).run(uow, ids, assess, now=now, load=_lock_clients, chunk=REVIEW_PAGE)
     await ctx.metrics.refresh()
-    return changed
+    return sum(result.done.values())
 
 
-async def award_due_points(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
-    """Points for paid invoices whose refund window has passed (``loyalty.points_awarded``)."""
-    due = list(
-        await tx.session.scalars(
+async def award_due_points(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> int:
+    """Points for paid invoices whose refund window has passed (``loyalty.points_awarded``), a
+    page a transaction; one that fails is kept aside (job ``retention.loyalty``)."""
+    async with uow() as tx:
+        due = list(
+            await tx.session.scalars(
+                select(LoyaltyAward.invoice_id)
+                .where(LoyaltyAward.status == "pending", LoyaltyAward.due_at <= now)
+                .order_by(LoyaltyAward.due_at)
+            )
+        )
+
+    async def load(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, LoyaltyAward]:
+        query = (
             select(LoyaltyAward)
-            .where(LoyaltyAward.status == "pending", LoyaltyAward.due_at <= now)
-            .order_by(LoyaltyAward.due_at)
+            .where(LoyaltyAward.invoice_id.in_(ids), LoyaltyAward.status == "pending")
             .with_for_update(skip_locked=True)
         )
-    )
-    for award in due:
+        return {a.invoice_id: a for a in await tx.session.scalars(query)}
+
+    async def award(tx: UnitOfWork, award: LoyaltyAward) -> None:
         client = await _locked_client(tx, award.lead_id)
         award.points = domain.loyalty_points(award.amount, ctx.settings.loyalty_points_per_unit)
         award.status = "awarded"
         award.awarded_at = now
         if client is None or award.points == 0:
-            continue
+            return
         client.loyalty_points += award.points
         tx.emit(
             "loyalty.points_awarded",
@@ -1254,8 +1280,11 @@ async def award_due_points(tx: UnitOfWork, ctx: Context, now: datetime) -> int:
             ),
             lead_id=client.lead_id,
         )
-        ctx.metrics.loyalty_points.inc(award.points)
-    return len(due)
+        points = award.points  # counted once committed: a chunk that fails is tried again alone
+        tx.after_commit(lambda: ctx.metrics.loyalty_points.inc(points))
+
+    done = await ctx.jobs(LOYALTY_JOB).run(uow, due, award, now=now, load=load, chunk=REVIEW_PAGE)
+    return len(done.done)
 
 
 # --------------------------------------------------------------------------- tier review
@@ -1292,69 +1321,129 @@ async def _tier_evidence(tx: UnitOfWork, client: Client) -> domain.TierEvidence:
     )
 
 
+@dataclass(frozen=True)
+class _Classified:
+    """What the tier review made of one client: its tier, a change and a let-go entry if any."""
+
+    tier: str
+    change: dict[str, object] | None
+    let_go: dict[str, object] | None
+
+
+async def _classify(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> _Classified:
+    """Classify one client by DESIGN.md's rules; a change is published (``client.tier_changed``)."""
+    evidence = await _tier_evidence(tx, client)
+    tier, reasons = domain.classify_tier(evidence, ctx.tier_policy)
+    change: dict[str, object] | None = None
+    if tier != client.tier:
+        change = {"lead_id": str(client.lead_id), "from_tier": client.tier, "to_tier": tier, "reasons": reasons}
+        tx.emit(
+            "client.tier_changed",
+            ev.ClientTierChanged(from_tier=client.tier, to_tier=tier, reasons=reasons),  # type: ignore[arg-type]
+            lead_id=client.lead_id,
+        )
+        client.tier, client.tier_changed_at = tier, now
+    client.tier_reasons = reasons
+    let_go: dict[str, object] | None = None
+    if tier == "fire":
+        mrr = [{"amount": format(client.mrr, "f"), "currency": client.mrr_currency}] if client.mrr_currency else []
+        let_go = {
+            "lead_id": str(client.lead_id),
+            "reasons": reasons,
+            "mrr": mrr,
+            "annual_revenue_at_stake": [
+                {"amount": format(quantize(client.mrr * 12), "f"), "currency": client.mrr_currency}
+            ] if client.mrr_currency else [],
+            "revenue_to_date": [
+                {"amount": format(a, "f"), "currency": c} for c, a in (await revenue_of(tx, client.lead_id)).items()
+            ],
+            "subscription_status": client.subscription_status,
+        }
+    return _Classified(tier, change, let_go)
+
+
+def _summary(classified: Iterable[_Classified], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A review's result (tier counts, changes, clients to let go), or ``into`` with more added."""
+    counts = dict.fromkeys(domain.TIERS, 0) | dict((into or {}).get("tiers", {}))
+    changes = list((into or {}).get("changes", []))
+    let_go = list((into or {}).get("let_go", []))
+    for c in classified:
+        counts[c.tier] = counts.get(c.tier, 0) + 1
+        changes += [c.change] if c.change else []
+        let_go += [c.let_go] if c.let_go else []
+    return {"tiers": counts, "changes": changes, "let_go": let_go}
+
+
 async def review_tiers(uow: UnitOfWorkFactory, ctx: Context, now: datetime, *, force: bool = False) -> TierReview | None:
     """The tier review: once per period (monthly by default) on the business clock, or now when
     ``force``d. Every client is classified by DESIGN.md's rules; a change is published
     (``client.tier_changed``); the review lists the clients to let go (``fire``) with their
-    reasons and the revenue at stake."""
+    reasons and the revenue at stake.
+
+    A client the review fails on is kept aside with its reason (job ``retention.tiers``); the
+    others are reviewed. It is tried again at the following polls once its backoff is over, and
+    what it comes to is added to the period's review."""
     period = domain.review_period(now, ctx.settings.tier_review_every)
     async with uow() as tx:
         last = await tx.session.get(StateRow, _REVIEW_STATE, with_for_update=True)
-        if not force and last is not None and last.value == period:
-            return None
+        reviewed = not force and last is not None and last.value == period
         if last is None:
             # A new store starts counting periods: its first review is at the next period's
             # start (clients that have just arrived have nothing to be reviewed on yet).
             tx.session.add(StateRow(name=_REVIEW_STATE, value=period))
             if not force:
                 return None
-        else:
+        elif not reviewed:
             last.value = period
-    changes: list[dict[str, object]] = []
-    let_go: list[dict[str, object]] = []
-    counts = dict.fromkeys(domain.TIERS, 0)
+    if reviewed:
+        await _review_failed_again(uow, ctx, now, period)
+        return None
 
-    async def visit(tx: UnitOfWork, client: Client) -> None:
-        evidence = await _tier_evidence(tx, client)
-        tier, reasons = domain.classify_tier(evidence, ctx.tier_policy)
-        counts[tier] += 1
-        if tier != client.tier:
-            changes.append({"lead_id": str(client.lead_id), "from_tier": client.tier, "to_tier": tier, "reasons": reasons})
-            tx.emit(
-                "client.tier_changed",
-                ev.ClientTierChanged(from_tier=client.tier, to_tier=tier, reasons=reasons),  # type: ignore[arg-type]
-                lead_id=client.lead_id,
-            )
-            client.tier, client.tier_changed_at = tier, now
-        client.tier_reasons = reasons
-        if tier == "fire":
-            mrr = [{"amount": format(client.mrr, "f"), "currency": client.mrr_currency}] if client.mrr_currency else []
-            let_go.append(
-                {
-                    "lead_id": str(client.lead_id),
-                    "reasons": reasons,
-                    "mrr": mrr,
-                    "annual_revenue_at_stake": [
-                        {"amount": format(quantize(client.mrr * 12), "f"), "currency": client.mrr_currency}
-                    ] if client.mrr_currency else [],
-                    "revenue_to_date": [
-                        {"amount": format(a, "f"), "currency": c} for c, a in (await revenue_of(tx, client.lead_id)).items()
-                    ],
-                    "subscription_status": client.subscription_status,
-                }
-            )
+    async def classify(tx: UnitOfWork, client: Client) -> _Classified:
+        return await _classify(tx, ctx, client, now=now)
 
-    await _pages(uow, visit)
+    ids = await _client_ids(uow)
+    result = await ctx.jobs(TIER_JOB).run(uow, ids, classify, now=now, load=_lock_clients, chunk=REVIEW_PAGE)
     async with uow() as tx:
         review = TierReview(
             id=uuid.uuid4(),
             period=period,
             at=now,
-            result={"tiers": counts, "changes": changes, "let_go": let_go},
+            result=_summary(result.done[i] for i in ids if i in result.done),
         )
         tx.session.add(review)
     await ctx.metrics.refresh()
     return review
+
+
+async def _review_failed_again(uow: UnitOfWorkFactory, ctx: Context, now: datetime, period: str) -> None:
+    """The clients this period's review failed on, whose backoff is over, reviewed again; what
+    they come to joins the period's review."""
+    job = ctx.jobs(TIER_JOB)
+    async with uow.sessions() as session:
+        failing = await job.failures(session)
+    due: list[uuid.UUID] = []
+    for key, failure in failing.items():
+        try:
+            due += [] if failure.waits(now) else [uuid.UUID(key)]
+        except ValueError:
+            continue
+    if not due:
+        return
+
+    async def classify(tx: UnitOfWork, client: Client) -> _Classified:
+        return await _classify(tx, ctx, client, now=now)
+
+    result = await job.run(uow, due, classify, now=now, load=_lock_clients)
+    if not result.done:
+        return
+    async with uow() as tx:
+        review = await tx.session.scalar(
+            select(TierReview).where(TierReview.period == period).order_by(TierReview.at.desc()).limit(1).with_for_update()
+        )
+        if review is not None:
+            review.result = _summary(result.done.values(), into=review.result)
+    await ctx.metrics.refresh()
 
 
 async def latest_review(tx: UnitOfWork) -> TierReview:
@@ -1546,6 +1635,32 @@ async def confirm_cancellation(tx: UnitOfWork, cancellation_id: uuid.UUID) -> tu
 # --------------------------------------------------------------------------- economics
 
 
+def _readable(amount: Decimal | None, what: str) -> bool:
+    """Whether a stored amount is a number. NaN (a fee stored before the contract refused it)
+    compared in the figures raised InvalidOperation, and one such row broke the economics of
+    every client: it is left out and logged instead."""
+    if amount is None or amount.is_finite():
+        return True
+    log.warning("left out of the economics: %s of %s", what, amount)
+    return False
+
+
+def _leaked(detail: object) -> Decimal | None:
+    """The leaked revenue a timeline entry records, or None (none, or a value stored before the
+    contract bounded it that reads as no number): one odd entry must not break everyone's
+    economics, so it is left out and logged; the tier review reports it as that client's failure."""
+    if not isinstance(detail, dict) or detail.get("leaked") in (None, "0"):
+        return None
+    try:
+        amount = Decimal(detail["leaked"])
+    except (ArithmeticError, TypeError, ValueError):
+        amount = Decimal("NaN")
+    if not amount.is_finite():
+        log.warning("left out of the economics: an unreadable leaked amount %r", str(detail["leaked"])[:80])
+        return None
+    return amount
+
+
 async def economics(
     tx: UnitOfWork, ctx: Context, *, start: datetime, end: datetime, channel: str | None, currency: str | None
 ) -> dict[str, object]:
@@ -1571,7 +1686,7 @@ async def economics(
     movements = [
         domain.Movement(m.lead_id, m.at, m.kind, m.amount, m.currency, m.logo)
         for m in await session.scalars(select(MrrMovement).order_by(MrrMovement.at, MrrMovement.id))
-        if m.lead_id in ids
+        if m.lead_id in ids and _readable(m.amount, "an MRR movement")
     ]
     spend_query = select(ChannelSpend)
     if channel:
@@ -1579,11 +1694,12 @@ async def economics(
     spends = [
         domain.Spend(s.channel, s.period_start, s.period_end, s.amount, s.currency)
         for s in await session.scalars(spend_query)
+        if _readable(s.amount, "a channel's spend")
     ]
     leaked = [
-        (e.at, Decimal(e.detail.get("leaked") or 0), e.detail.get("currency") or "")
+        (e.at, amount, e.detail.get("currency") or "")
         for e in await session.scalars(select(ClientEvent).where(ClientEvent.type == "deal.change_requested"))
-        if e.lead_id in ids and e.detail.get("leaked") not in (None, "0")
+        if e.lead_id in ids and (amount := _leaked(e.detail)) is not None
     ]
     exits = [
         (c.decided_at, c.reason)

@@ -26,7 +26,9 @@ from shared.metrics import PlumbingMetrics
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The service's own documents carry no personal data.
 _DOCS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+# A caller's X-Request-ID is kept in the append-only audit trail, so only an id that cannot
+# carry a name (hex and dashes: a UUID, a trace id) is taken; anything else gets a new one.
+_REQUEST_ID = re.compile(r"^[0-9A-Fa-f-]{8,64}$")
 _MAX_CAPTURE = 1 << 20
 
 

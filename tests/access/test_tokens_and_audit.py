@@ -121,7 +121,9 @@ async def test_every_write_and_every_read_of_one_person_is_audited_with_its_acto
     _, runtime, http = leads
     maria_id, maria = await add_person(runtime.uow.sessions, "sales")
     _, viewer = await add_person(runtime.uow.sessions, "viewer")
-    lead = (await http.post("/leads", json=LEAD, headers=bearer(maria) | {"X-Request-ID": "req-1"})).json()["lead_id"]
+    lead = (await http.post("/leads", json=LEAD, headers=bearer(maria) | {"X-Request-ID": "0af7651916cd43dd"})).json()["lead_id"]
+    named = await http.get("/funnel", headers=bearer(maria) | {"X-Request-ID": "Zebediah.Quillfeather"})
+    assert named.headers["x-request-id"] != "Zebediah.Quillfeather"  # a name never reaches the audit trail
     assert (await http.get(f"/leads/{lead}", headers=bearer(maria))).status_code == 200
     assert (await http.get(f"/leads/{lead}", headers=bearer(viewer))).status_code == 403
     await http.get("/funnel", headers=bearer(viewer))  # an aggregate: not audited
@@ -133,7 +135,7 @@ async def test_every_write_and_every_read_of_one_person_is_audited_with_its_acto
         ("GET /leads/{lead_id}", "sales", "ok", 200),
         ("GET /leads/{lead_id}", "viewer", "denied", 403),
     ]
-    assert page["items"][0]["request_id"] == "req-1"
+    assert page["items"][0]["request_id"] == "0af7651916cd43dd"
     assert page["items"][0]["actor"] == {"kind": "person", "id": str(maria_id), "role": "sales"}
     by_maria = (await http.get(f"/audit?actor_id={maria_id}", headers=bearer(API_KEY))).json()["items"]
     assert len(by_maria) == 2

@@ -64,16 +64,22 @@ class Cluster:
         }
 
     async def start(self) -> None:
+        """The broker and every instance, ready. Should one not come up, whatever did is stopped
+        before the error is raised (scenarios call this before their try/finally)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.broker = await EmbeddedBroker(log_file=self.workdir / "broker.log").astart()
-        await ensure_topics(self.broker.bootstrap_servers, partitions=self.partitions)
-        for service in SERVICES:
-            await asyncio.to_thread(upgrade, ROOT / "services" / service / "migrations", self.database_urls[service])
-            for index in range(self.instances_per_service.get(service, 0)):
-                self.instances.append(Instance(service, index, free_port()))
-        for instance in self.instances:
-            self.spawn(instance)
-        await asyncio.gather(*(self.wait_ready(i) for i in self.instances))
+        try:
+            self.broker = await EmbeddedBroker(log_file=self.workdir / "broker.log").astart()
+            await ensure_topics(self.broker.bootstrap_servers, partitions=self.partitions)
+            for service in SERVICES:
+                await asyncio.to_thread(upgrade, ROOT / "services" / service / "migrations", self.database_urls[service])
+                for index in range(self.instances_per_service.get(service, 0)):
+                    self.instances.append(Instance(service, index, free_port()))
+            for instance in self.instances:
+                self.spawn(instance)
+            await asyncio.gather(*(self.wait_ready(i) for i in self.instances))
+        except BaseException:
+            await self.stop()
+            raise
 
     def spawn(self, instance: Instance) -> None:
         log = open(self.workdir / f"{instance.service}-{instance.index}.log", "ab")  # noqa: SIM115

@@ -3,7 +3,9 @@ personal data, e-mailed, a retainer won and its deposit paid, feedback with a co
 cancellation with a comment), then is erased (DELETE /leads/{lead_id}). Once ``lead.erased`` has
 been applied everywhere, nothing of the person is left in any table of the four databases
 (every column, outbox and idempotency answers included), in the sent mail store or in any
-service's log; the amounts (invoices, payments, revenue) remain."""
+service's log; the amounts (invoices, payments, revenue) remain. The audit trail of every
+service (append-only, so an erasure cannot touch it) is scanned on its own: it never held the
+person's data (ids only), and its rows about the lead are all still there after the erasure."""
 
 from __future__ import annotations
 
@@ -97,14 +99,21 @@ class Scan:
     values: int = 0
     mail_files: int = 0
     log_files: int = 0
+    audit_values: dict[str, int] = field(default_factory=dict)  # values scanned in each service's audit_log
+
+    @property
+    def in_audit(self) -> list[str]:
+        return [f for f in self.found if f.split(":")[0].split(".")[1:2] == ["audit_log"]]
 
 
 async def scan(cluster: Cluster, workdir: Path, wanted: dict[str, str]) -> Scan:
     """Where the person's data is: every database value, every mail file, every log line."""
     result = Scan()
     for service in SERVICES:
+        result.audit_values[service] = 0
         for table, column, value in await dump_database(cluster.database_urls[service]):
             result.values += 1
+            result.audit_values[service] += table == "audit_log"
             result.found += [f"{service}.{table}.{column}: {what}" for what in leaks(value, wanted)]
     mail = [f for f in (workdir / "mail").rglob("*") if f.is_file()] if (workdir / "mail").exists() else []
     result.mail_files = len(mail)
@@ -116,6 +125,18 @@ async def scan(cluster: Cluster, workdir: Path, wanted: dict[str, str]) -> Scan:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             result.found += [f"{path.name}:{number}: {what}" for what in leaks(line, wanted)]
     return result
+
+
+async def audit_of(http: httpx.AsyncClient, url: str, lead_id: str) -> list[dict]:
+    """One service's audit rows about ``lead_id`` (GET /audit, every page)."""
+    items: list[dict] = []
+    after = 0
+    while True:
+        page = (await http.get(f"{url}/audit", params={"lead_id": lead_id, "after_id": after, "limit": 1000})).json()
+        items += page["items"]
+        if page["next_after_id"] is None:
+            return items
+        after = page["next_after_id"]
 
 
 def leaks(haystack: str, wanted: dict[str, str]) -> list[str]:
@@ -194,6 +215,7 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
 
             # The scan finds the person before the erasure (so finding nothing after means something).
             before = await scan(cluster, tmp_path, needles(p))
+            trails_before = {s: await audit_of(http, url(s), lead_id) for s in SERVICES}
 
             erased_at = time.monotonic()
             erased = await http.request(
@@ -211,6 +233,8 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
 
             invoices = (await http.get(f"{url('billing')}/invoices", params={"lead_id": lead_id})).json()
             view = (await http.get(f"{url('retention')}/clients/{lead_id}")).json()
+            # What each service's audit trail says about the lead, once the erasure is over.
+            trails = {s: await audit_of(http, url(s), lead_id) for s in SERVICES}
 
         after = await scan(cluster, tmp_path, needles(p))
         found = after.found
@@ -226,10 +250,27 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
                                                               if not f.startswith("mail ")})) + ", mail files",
             "invoices kept (before / after), amount paid kept": f"{len(invoices_before)} / {len(invoices)}, {paid} EUR",
             "retention revenue kept": f"{revenue} EUR",
+            "audit_log values scanned (before / after the erasure)": (
+                f"{sum(before.audit_values.values())} / {sum(after.audit_values.values())}"
+            ),
+            "personal data in any audit_log (before / after)": f"{len(before.in_audit)} / {len(after.in_audit)}",
+            "audit rows about the lead before / after the erasure (leads, nurture, billing, retention)": ", ".join(
+                f"{len(trails_before[s])} / {len(trails[s])}" for s in SERVICES
+            ),
             "scenario time (s)": round(time.monotonic() - started, 1),
         }
         report.add("Erasure (one person after a full lifecycle)", figures)
         assert found == [], "\n".join(sorted(set(found))[:60])
+        # The audit trails: scanned, never holding the person (ids only), and still telling who
+        # did what to the lead, the capture and the erasure included.
+        assert all(after.audit_values[s] > 0 for s in SERVICES), after.audit_values
+        assert before.in_audit == [] and after.in_audit == [], before.in_audit + after.in_audit
+        actions = {row["action"] for row in trails["leads"]}
+        assert {"POST /leads", "DELETE /leads/{lead_id}"} <= actions, actions
+        assert all(trails[s] for s in SERVICES), {s: len(t) for s, t in trails.items()}
+        kept = {s: {r["id"] for r in trails_before[s]} <= {r["id"] for r in trails[s]} for s in SERVICES}
+        assert all(kept.values()), f"audit rows about the lead lost in the erasure: {kept}"
+        assert all(row["lead_id"] == lead_id for t in trails.values() for row in t)
         assert any(f.startswith("mail ") for f in before.found), "the scan saw no mail to the person"
         assert any(".leads." in f for f in before.found), "the scan saw no lead before the erasure"
         assert len(invoices) == len(invoices_before) >= 1

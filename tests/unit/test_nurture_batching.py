@@ -278,8 +278,9 @@ async def test_a_record_that_fails_does_not_undo_the_others(make, monkeypatch) -
         raise RuntimeError("cannot record a failure")
 
     monkeypatch.setattr(handlers, "record_failure", broken)
-    with pytest.raises(RuntimeError):
-        await nurture.app.state.sender.tick(T0)
+    # The one that cannot be recorded is a job failure now, held with backoff: the pass goes on
+    # (tests/unit/test_job_isolation.py); it used to raise here and end the pass.
+    await nurture.app.state.sender.tick(T0)
     async with nurture.uow.sessions() as session:
         recorded = list(await session.scalars(select(Message.lead_id)))
     assert recorded == [ok]  # sent, so recorded, though its batch could not be recorded whole
