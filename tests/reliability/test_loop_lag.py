@@ -31,6 +31,10 @@ CLIENTS = 3000 if FULL else 600
 IMPORT_ROWS = 5000 if FULL else 1500
 READERS = 10
 PROBE_EVERY_S = 0.02
+# The target, alone on the machine (`make reliability`); in `make test` the scenario shares the
+# two cores with the other test worker, so it asserts only that nothing holds a loop for long
+# (the old code answered health checks after 5-29 s here).
+P99_LIMIT_S = 0.05 if FULL else 0.25
 
 
 async def seed_clients(bootstrap: str, count: int) -> None:
@@ -155,6 +159,6 @@ async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report)
         report.add("8. A slow request beside a health probe", figures)
         for service in SERVICES:
             assert failures[service] == 0, f"{service}: {failures[service]} probes failed"
-            assert p99(probes[service]) < 0.05, f"{service}: /health/live p99 {p99(probes[service]) * 1000:.0f} ms"
+            assert p99(probes[service]) < P99_LIMIT_S, f"{service}: /health/live p99 {p99(probes[service]) * 1000:.0f} ms"
     finally:
         await cluster.stop()
