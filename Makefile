@@ -91,8 +91,10 @@ test-e2e: tools
 
 # Failure scenarios at full scale on real processes; the figures go to reports/reliability.md.
 reliability: tools
+	@mkdir -p reports && rm -f reports/poison-property.md
+	POISON_EXAMPLES=100 POISON_EVIDENCE=reports/poison-property.md $(BIN)/python -m pytest -q -p no:xdist tests/integration/test_poison_property.py
 	RELIABILITY_SCALE=full $(BIN)/python -m pytest -q -p no:xdist tests/reliability $(PYTEST_ARGS)
-	@cat reports/reliability.md
+	@cat reports/reliability.md reports/poison-property.md
 
 # Throughput, latency, memory and growth against the raw broker and database limits, measured
 # in one run (about ten minutes); reports/bench/bench.{json,md,png}. `--quick` for a short run.
