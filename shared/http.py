@@ -112,6 +112,18 @@ MAX_JSON_DEPTH = 64
 # takes both). Pairs match too: the parsed text tells a lone one from a pair.
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# NUL in text: valid JSON, but PostgreSQL's text refuses it (a 500 when stored).
+_NUL_ESCAPE = re.compile(rb"\\u0000")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BRACKETS = bytes.maketrans(b"[]{}", b"()()")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -130,7 +142,7 @@ def _deeper_than(text: bytes, limit: int) -> bool:
 
 class JsonGuardMiddleware:
     """Refuses with 422, naming the field, a JSON body nested deeper than ``max_depth`` or with
-    a lone UTF-16 surrogate in a string, before any route or body parser reads it.
+    a lone UTF-16 surrogate or a NUL in a string, before any route or body parser reads it.
 
     Nested 10,000 deep, a body raised RecursionError in a route that parses it itself (a
     500); a few hundred deep, the validation error's echo of it could still overflow the
@@ -164,7 +176,8 @@ class JsonGuardMiddleware:
         """The error (FastAPI's shape: type, loc, msg) ``body`` is refused with, or None."""
         deep = body.count(b"[") + body.count(b"{") > self.max_depth
         odd = _SURROGATE.search(body) is not None
-        if not (deep or odd):
+        nul = _NUL_ESCAPE.search(body) is not None
+        if not (deep or odd or nul):
             return None
         too_deep = {"type": "json_too_deep", "msg": f"JSON nested deeper than {self.max_depth} levels"}
         try:
@@ -180,6 +193,11 @@ class JsonGuardMiddleware:
             return {
                 "type": "string_unicode", "msg": "text with a lone UTF-16 surrogate (\\ud800-\\udfff): not Unicode",
                 "loc": _field(document, _LONE_SURROGATE.search),
+            }
+        if nul and _has_nul(document):
+            return {
+                "type": "string_nul", "msg": "text with a NUL character (\\u0000)",
+                "loc": _field(document, lambda text: _has_nul(json.loads(text))),
             }
         return None
 

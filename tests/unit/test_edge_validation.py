@@ -319,3 +319,13 @@ def test_sequence_files_are_read_with_the_same_limits(tmp_path) -> None:  # noqa
     path.write_text(alias_bomb(3))
     with pytest.raises(SequenceError, match="aliases"):
         load_sequence(path)
+
+
+def test_a_nul_in_text_is_refused_naming_its_field() -> None:
+    """PostgreSQL's text refuses NUL: found by the fuzzer on POST /webhooks/inbound (a 500)."""
+    from shared.http import JsonGuardMiddleware
+
+    guard = JsonGuardMiddleware(app=None)  # type: ignore[arg-type]
+    refused = guard.refusal(b'{"subject": "ok", "text": "a\\u0000b"}')
+    assert refused is not None and refused["loc"] == ["body", "text"] and "NUL" in refused["msg"]
+    assert guard.refusal(b'{"text": "a\\\\u0000b"}') is None  # an escaped backslash, then u0000: no NUL
