@@ -1671,10 +1671,15 @@ async def economics(
         raise Invalid(f"empty or inverted period: from {start.isoformat()} is not before to {end.isoformat()}")
     cur = (currency or ctx.settings.reporting_currency).upper()
     session = tx.session
-    query = select(Client)
+    # Columns, not ORM objects: this reads every client, movement and change request, and
+    # hydrating them held the GIL long enough to delay the loop's health checks (py-spy --gil).
+    query = select(
+        Client.lead_id, Client.channel, Client.captured_at, Client.qualified_at, Client.proposed_at,
+        Client.won_at, Client.became_client_at, Client.tier,
+    )
     if channel:
         query = query.where(Client.channel == channel)
-    clients = list(await session.scalars(query))
+    clients = (await session.execute(query)).all()
     ids = {c.lead_id for c in clients}
     leads = [
         domain.LeadFacts(
@@ -1683,27 +1688,34 @@ async def economics(
         )
         for c in clients
     ]
+    moves = select(
+        MrrMovement.lead_id, MrrMovement.at, MrrMovement.kind, MrrMovement.amount, MrrMovement.currency, MrrMovement.logo
+    ).order_by(MrrMovement.at, MrrMovement.id)
     movements = [
         domain.Movement(m.lead_id, m.at, m.kind, m.amount, m.currency, m.logo)
-        for m in await session.scalars(select(MrrMovement).order_by(MrrMovement.at, MrrMovement.id))
+        for m in await session.execute(moves)
         if m.lead_id in ids and _readable(m.amount, "an MRR movement")
     ]
-    spend_query = select(ChannelSpend)
+    spend_query = select(
+        ChannelSpend.channel, ChannelSpend.period_start, ChannelSpend.period_end, ChannelSpend.amount, ChannelSpend.currency
+    )
     if channel:
         spend_query = spend_query.where(ChannelSpend.channel == channel)
     spends = [
         domain.Spend(s.channel, s.period_start, s.period_end, s.amount, s.currency)
-        for s in await session.scalars(spend_query)
+        for s in await session.execute(spend_query)
         if _readable(s.amount, "a channel's spend")
     ]
+    changes = select(ClientEvent.lead_id, ClientEvent.at, ClientEvent.detail).where(ClientEvent.type == "deal.change_requested")
     leaked = [
         (e.at, amount, e.detail.get("currency") or "")
-        for e in await session.scalars(select(ClientEvent).where(ClientEvent.type == "deal.change_requested"))
+        for e in await session.execute(changes)
         if e.lead_id in ids and (amount := _leaked(e.detail)) is not None
     ]
+    ended = select(Cancellation.lead_id, Cancellation.decided_at, Cancellation.reason).where(Cancellation.status == "completed")
     exits = [
         (c.decided_at, c.reason)
-        for c in await session.scalars(select(Cancellation).where(Cancellation.status == "completed"))
+        for c in await session.execute(ended)
         if c.lead_id in ids and c.decided_at is not None
     ]
     figures = domain.economics(
