@@ -15,7 +15,8 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Hashable
+from typing import Any, TypeVar
 
 from shared.clock import Clock
 from shared.db import create_engine
@@ -39,6 +40,7 @@ class ReadPool:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     def start(self) -> None:
         if self._thread is not None:
@@ -70,9 +72,21 @@ class ReadPool:
             loop.run_until_complete(engine.dispose())
             loop.close()
 
-    async def run(self, read: Read[T]) -> T:
+    async def run(self, read: Read[T], *, key: Hashable | None = None) -> T:
         """``read(tx)`` in a read-only transaction on the pool's thread; its result must be plain
-        data (ORM rows stay behind with their session)."""
+        data (ORM rows stay behind with their session). Reads with the same ``key`` asked while
+        one is running share its answer (a dashboard's ten panels asking for the same figures
+        cost one computation, made while they waited)."""
+        if key is None:
+            return await self._run(read)
+        running = self._inflight.get(key)
+        if running is None:
+            running = self._inflight[key] = asyncio.ensure_future(self._run(read))
+            running.add_done_callback(lambda _: self._inflight.pop(key, None))
+        # Shielded: a caller that hangs up does not cancel the answer the others wait for.
+        return await asyncio.shield(running)
+
+    async def _run(self, read: Read[T]) -> T:
         if self._loop is None or self._uow is None:
             async with self.fallback() as tx:
                 return await read(tx)

@@ -304,7 +304,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     async def summary() -> dict:
         """MRR (active only), subscriptions by status, receivables, overdue invoices, dunning
         states, days sales outstanding and leaked revenue, per currency."""
-        return _jsonable(await runtime.reads.run(lambda tx: reports.refresh_gauges(tx, ctx)))
+        return _jsonable(await runtime.reads.run(lambda tx: reports.refresh_gauges(tx, ctx), key="summary"))
 
     @api.post("/time-entries", dependencies=[need(P.TIME_WRITE)], status_code=201, response_model=TimeEntryOut, tags=["subscriptions"])
     async def time_entry(body: TimeEntryIn) -> TimeEntryOut:

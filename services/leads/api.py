@@ -327,7 +327,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     @api.get("/channels", dependencies=[need(P.REPORTS_READ)], tags=["channels"])
     async def read_channels() -> list[dict]:
         """Per channel: spend, leads, clients, cost per lead and CAC (per currency)."""
-        return await runtime.reads.run(handlers.channels)
+        return await runtime.reads.run(handlers.channels, key="channels")
 
     @api.get("/funnel", dependencies=[need(P.REPORTS_READ)], response_model=FunnelOut, tags=["funnel"])
     async def read_funnel(
@@ -346,6 +346,6 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             report = await handlers.funnel(tx, channel=channel, since=since, until=until, grain=period, tz=timezone.utc)
             return FunnelOut.model_validate(report)
 
-        return await runtime.reads.run(read)
+        return await runtime.reads.run(read, key=("funnel", channel, since, until, period))
 
     return api

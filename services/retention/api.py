@@ -272,7 +272,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             figures = await handlers.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
             return economics_out(figures, await handlers.snapshot(tx))
 
-        return await runtime.reads.run(read)
+        # The query as asked (a default "now" is the moment the shared computation started).
+        return await runtime.reads.run(read, key=("economics", from_, to, channel, currency))
 
     @api.get("/reviews/latest", dependencies=[need(P.CLIENTS_READ)], response_model=ReviewOut, tags=["tiers"])
     async def latest_review() -> ReviewOut:

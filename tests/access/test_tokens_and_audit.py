@@ -202,3 +202,32 @@ async def test_expired_idempotency_keys_are_purged(leads) -> None:  # noqa: ANN0
     await runtime._purge_idempotency_keys(runtime.clock.now() + timedelta(hours=25))
     async with runtime.uow.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 0
+
+
+async def test_identical_reads_asked_at_once_share_one_computation() -> None:
+    import asyncio
+
+    from shared.reads import ReadPool
+
+    runs = 0
+
+    class Fallback:
+        def __call__(self):  # noqa: ANN204
+            return self
+
+        async def __aenter__(self):  # noqa: ANN204
+            return None
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    async def read(_tx: object) -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return 42
+
+    pool = ReadPool("sqlite+aiosqlite:///:memory:", producer="test", clock=None, fallback=Fallback())  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(pool.run(read, key="figures") for _ in range(10)), pool.run(read, key="other"))
+    assert answers == [42] * 11 and runs == 2
+    assert await pool.run(read, key="figures") == 42 and runs == 3  # not cached: a new question runs again
