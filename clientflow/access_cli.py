@@ -90,15 +90,18 @@ def parse_expiry(text: str | None, *, now: datetime | None = None) -> datetime |
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _wait_accepted(data_dir: Path, token: str, timeout: float = 10.0) -> list[str]:
-    """Wait until every service of the system knows the new token; the ones that do not yet."""
+def _wait_accepted(data_dir: Path, admin: str | None, token_id: str, timeout: float = 10.0) -> list[str]:
+    """Wait until every service of the system knows the new token; the ones that do not yet.
+    It asks as the admin rather than trying the token: a token tried before the people topic
+    has brought it to a service would count there as a bad one (and lock the address out)."""
     pending = dict(system_urls(data_dir))
+    headers = {"Authorization": f"Bearer {_admin_token(data_dir, admin)}"}
     deadline = time.monotonic() + timeout
     with console.status("waiting for every service to know the token") as status:
         while pending and time.monotonic() < deadline:
             for name, url in list(pending.items()):
                 try:
-                    if httpx.get(f"{url}/me", headers={"Authorization": f"Bearer {token}"}, timeout=2).status_code == 200:
+                    if httpx.get(f"{url}/access/tokens/{token_id}", headers=headers, timeout=2).status_code == 200:
                         del pending[name]
                 except httpx.HTTPError:
                     pass
@@ -108,8 +111,8 @@ def _wait_accepted(data_dir: Path, token: str, timeout: float = 10.0) -> list[st
     return sorted(pending)
 
 
-def _print_new_token(data_dir: Path, answer: dict[str, Any]) -> None:
-    late = _wait_accepted(data_dir, answer["token"])
+def _print_new_token(data_dir: Path, answer: dict[str, Any], admin: str | None) -> None:
+    late = _wait_accepted(data_dir, admin, answer["token_id"])
     if late:
         console.print(f"[yellow]not known yet by {', '.join(late)}; it will be within seconds[/yellow]")
     expires = answer.get("expires_at") or "never"
@@ -141,7 +144,7 @@ def add(
         "scopes": scope or [], "expires_at": expires_at.isoformat() if expires_at else None,
     })
     console.print(f"added {answer['email']} ({answer['name']}), role {answer['role']}, id {answer['person_id']}")
-    _print_new_token(data_dir, answer["token"])
+    _print_new_token(data_dir, answer["token"], token)
 
 
 @users.command("list")
@@ -207,7 +210,7 @@ def create(
     answer = _call(data_dir, token, "POST", f"/people/{email}/tokens", {
         "scopes": scope or [], "expires_at": expires_at.isoformat() if expires_at else None,
     })
-    _print_new_token(data_dir, answer)
+    _print_new_token(data_dir, answer, token)
 
 
 @tokens.command("list")

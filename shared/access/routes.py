@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from shared.access.audit import AuditPage, read_audit
-from shared.access.policy import AUDIT_READ, SELF_READ, permissions
+from shared.access.policy import AUDIT_READ, PEOPLE_MANAGE, SELF_READ, permissions
 from shared.access.rules import need
-from shared.errors import Invalid
+from shared.db import AccessPerson, AccessToken
+from shared.errors import Invalid, NotFound
 from shared.events import Actor
 
 
@@ -24,6 +25,12 @@ class MeOut(BaseModel):
     scopes: list[str] = Field(description="permissions the token is narrowed to; empty: all of the role's")
     permissions: list[str] = Field(description="what this caller may do here")
     languages: list[str]
+
+
+class TokenKnown(BaseModel):
+    token_id: uuid.UUID
+    active: bool = Field(description="not revoked, not expired, and its person is active")
+    revision: int
 
 
 def access_router(sessions: async_sessionmaker) -> APIRouter:
@@ -41,6 +48,23 @@ def access_router(sessions: async_sessionmaker) -> APIRouter:
             actor=principal.actor, name=principal.name, email=principal.email, via=principal.via,
             scopes=list(principal.scopes), permissions=held, languages=list(principal.languages),
         )
+
+    @api.get("/access/tokens/{token_id}", response_model=TokenKnown, dependencies=[need(PEOPLE_MANAGE)])
+    async def token_known(token_id: uuid.UUID) -> TokenKnown:
+        """Whether this service knows a token yet, and if it works (an admin asks, without
+        presenting the token: `clientflow users add` waits on this, so that trying a token the
+        people topic has not brought here yet never counts as a bad one)."""
+        async with sessions() as session:
+            row = await session.get(AccessToken, token_id)
+            person = await session.get(AccessPerson, row.person_id) if row is not None else None
+        if row is None:
+            raise NotFound(f"token {token_id} is not known here (yet)")
+        now = datetime.now(timezone.utc)
+        active = (
+            row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+            and person is not None and person.active
+        )
+        return TokenKnown(token_id=row.id, active=active, revision=row.revision)
 
     @api.get("/audit", response_model=AuditPage, dependencies=[need(AUDIT_READ)])
     async def audit(
