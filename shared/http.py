@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.access.audit import AuditLog
 from shared.access.authn import Authenticator, Lockout
 from shared.access.middleware import AccessMiddleware
+from shared.access.middleware import answer as _json  # one Error answer for every middleware
 from shared.access.rules import public
 from shared.db import IdempotencyKeyRow
 from shared.errors import DomainError
@@ -51,14 +52,6 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-async def _json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimitMiddleware:
