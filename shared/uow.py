@@ -120,6 +120,13 @@ class UnitOfWorkFactory:
         self.clock = clock
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
         self.after_commit: list[Callable[[], None]] = []
+        # The one way a service counts what happened: each committed event, once, whichever
+        # path (HTTP, consumer, scheduled job) emitted it. Never called after a rollback.
+        self.on_emitted: list[Callable[[Envelope], None]] = []
+
+    def count_emitted(self, counter: Callable[[Envelope], None]) -> None:
+        """Call ``counter`` with every event a transaction emitted, once it committed."""
+        self.on_emitted.append(counter)
 
     def __call__(self, cause: Envelope | None = None) -> _Scope:
         return _Scope(self, cause)
@@ -161,11 +168,19 @@ class _Scope:
         finally:
             await session.close()
         if exc_type is None:
-            for callback in self.tx._after_commit:
+            for callback in self._callbacks():
                 callback()
-            if self.tx.emitted:
-                for callback in self.factory.after_commit:
-                    callback()
+
+    def _callbacks(self) -> list[Callable[[], None]]:
+        """What runs once the transaction committed: its own callbacks, then (if it emitted)
+        the counters of what it emitted and the factory's (waking the relay)."""
+        assert self.tx is not None
+        callbacks = list(self.tx._after_commit)
+        if self.tx.emitted:
+            emitted = list(self.tx.emitted)
+            callbacks += [_counting(counter, emitted) for counter in self.factory.on_emitted]
+            callbacks += self.factory.after_commit
+        return callbacks
 
     async def _exit_request(self, exc_type: type[BaseException] | None) -> None:
         """Inside an HTTP write: release or roll back the savepoint; the callbacks wait for the
@@ -179,5 +194,12 @@ class _Scope:
         except BaseException:
             await self.savepoint.rollback()
             raise
-        callbacks = [*self.tx._after_commit, *(self.factory.after_commit if self.tx.emitted else ())]
-        self.request.after_commit.extend(c for c in callbacks if c not in self.request.after_commit)
+        self.request.after_commit.extend(c for c in self._callbacks() if c not in self.request.after_commit)
+
+
+def _counting(counter: Callable[[Envelope], None], emitted: list[Envelope]) -> Callable[[], None]:
+    def count() -> None:
+        for event in emitted:
+            counter(event)
+
+    return count
