@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared import sqlite_inline
+from shared import sqlite_inline, sqlite_upkeep
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -211,10 +211,13 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
     inline = bool(parsed.database) and parsed.database != ":memory:"
+    upkeep = None
     if inline:
         # A file database: calls run on the loop rather than on aiosqlite's thread (see
-        # shared.sqlite_inline for the measurement), waiting for the write lock asynchronously.
+        # shared.sqlite_inline for the measurement), waiting for the write lock asynchronously;
+        # checkpoints and statistics are a thread's (shared.sqlite_upkeep).
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        upkeep = sqlite_upkeep.acquire(str(Path(parsed.database).resolve()))
         engine = create_async_engine(url, echo=echo, async_creator=sqlite_inline.creator(parsed.database))
     else:
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -233,8 +236,24 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
+    if upkeep is not None:
+
+        @event.listens_for(engine.sync_engine, "engine_disposed")
+        def _on_dispose(_engine: Any) -> None:
+            nonlocal upkeep
+            if upkeep is not None:
+                sqlite_upkeep.release(upkeep)
+                upkeep = None
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if upkeep is not None and sqlite_upkeep.stale(conn.connection.info, upkeep):
+            # Reload the planner's statistics (it writes nothing, but query_only refuses it).
+            if read_only:
+                conn.exec_driver_sql("PRAGMA query_only=OFF")
+            conn.exec_driver_sql("ANALYZE sqlite_schema")
+            if read_only:
+                conn.exec_driver_sql("PRAGMA query_only=ON")
         # Take the write lock up front: a deferred transaction that later writes can fail with
         # SQLITE_BUSY at once, which busy_timeout does not cover. Readers never write.
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
@@ -244,12 +263,12 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
 
 def statement_log(engine: AsyncEngine) -> list[str]:
     """Every SQL statement ``engine`` sends from now on (whitespace collapsed; BEGIN and PRAGMA
-    left out): what a profile of time alone hides, many cheap statements per event. The
+    left out, and the planner's statistics reloads): what a profile of time alone hides, many cheap statements per event. The
     benchmark's profiler and the batching tests count them."""
     statements: list[str] = []
 
     def _log(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not statement.startswith(("BEGIN", "PRAGMA")):
+        if not statement.startswith(("BEGIN", "PRAGMA", "ANALYZE")):
             statements.append(" ".join(statement.split()))
 
     event.listen(engine.sync_engine, "before_cursor_execute", _log)

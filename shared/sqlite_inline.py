@@ -12,17 +12,51 @@ The one call that can wait long is taking the write lock held by another connect
 driver does not let SQLite's busy handler sleep on the loop; it asks SQLite not to wait
 (``busy_timeout`` 0) and retries ``SQLITE_BUSY`` with an asynchronous back-off, so the
 connection that holds the lock can finish meanwhile, up to ``busy_timeout_s``.
+
+Inline calls never suspend, so a long run of them (a flush of a 500-event batch, a chunk of an
+import) would hold the loop for its whole length: a health probe beside it waited seconds. The
+driver therefore gives the loop a turn (``asyncio.sleep(0)``) once it has run inline for
+``SLICE_S`` without one, so nothing else waits longer than about one slice plus one statement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# How long inline calls may run before the loop gets a turn.
+SLICE_S = 0.004
+
+
+class _Slice(threading.local):
+    """Inline calls since the loop last had a turn (per thread, as each thread has its loop).
+
+    A run starts with a marker queued on the loop (``call_soon``); while the marker has not run,
+    the loop has had no turn, and once the run is older than ``SLICE_S`` the next call yields."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pending = False
+
+    def _turn(self) -> None:
+        self.pending = False
+
+    async def check(self) -> None:
+        now = time.perf_counter()
+        if not self.pending:
+            self.pending = True
+            self.started = now
+            asyncio.get_running_loop().call_soon(self._turn)
+        elif now - self.started > SLICE_S:
+            await asyncio.sleep(0)
+
+
+_slice = _Slice()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -30,6 +64,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 async def _retry_busy(call: Callable[[], Any], timeout_s: float) -> Any:
+    await _slice.check()
     deadline = time.monotonic() + timeout_s
     pause = 0.0005
     while True:

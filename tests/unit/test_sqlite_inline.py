@@ -109,3 +109,35 @@ async def test_the_wait_for_the_lock_gives_up_after_its_timeout(tmp_path: Path) 
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_a_long_transaction_gives_the_loop_turns(tmp_path: Path) -> None:
+    """Inline calls never suspend; without the driver's slices a long run of them (a flush of a
+    500-event batch) held the loop for its whole length and a health probe waited seconds."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    turns: list[bool] = []
+    in_transaction = False
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            turns.append(in_transaction)
+            await asyncio.sleep(0)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        async with engine.begin() as conn:
+            in_transaction = True
+            for n in range(5000):  # one statement at a time, as a flush of many rows goes
+                await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": f"row {n}"})
+            in_transaction = False
+        stop.set()
+        await task
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 5000
+    finally:
+        await engine.dispose()
+    assert sum(turns) > 0, "the loop had no turn during the transaction"
