@@ -70,6 +70,16 @@ OPERATIONS = dashboard(
         panel("HTTP 5xx ratio", ("clientflow:http_error_ratio:rate5m", "{{service}}"), unit="percentunit"),
         panel("HTTP latency p95", ("clientflow:http_latency:p95_5m", "{{service}}"), unit="s"),
         panel("Instances up", ('sum by (job) (up{job=~"leads|nurture|billing|retention"})', "{{job}}"), kind="stat"),
+        panel(
+            "Scheduled jobs: records failing (per second) and given up",
+            ("sum by (service, job) (rate(clientflow_job_failures_total[5m]))", "{{service}} {{job}} failing"),
+            ("max by (service, job) (clientflow_job_records_given_up)", "{{service}} {{job}} given up"),
+        ),
+        panel(
+            "Event-loop lag p99 (a loop held by one request or batch)",
+            ("histogram_quantile(0.99, sum by (service, le) (rate(clientflow_event_loop_lag_seconds_bucket[5m])))", "{{service}}"),
+            unit="s",
+        ),
     ],
 )
 
