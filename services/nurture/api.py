@@ -9,18 +9,19 @@ from __future__ import annotations
 import html
 import json
 import uuid
-from datetime import datetime, timezone
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlparse
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from services.nurture import domain, handlers
+from services.nurture import catalog, domain, sending, takeover, tracking
+from services.nurture import replies as reply_cases
+from services.nurture import tasks as task_cases
 from services.nurture.content import Renderer
 from services.nurture.metrics import NurtureMetrics
-from services.nurture.sender import Links
 from services.nurture.schemas import (
     BounceIn,
     FeedbackIn,
@@ -34,13 +35,14 @@ from services.nurture.schemas import (
     TakeoverOut,
     TaskOut,
 )
+from services.nurture.sender import Links
 from services.nurture.settings import Settings
-from services.nurture.store import Feedback, Message, Takeover, Task
-from shared.errors import Invalid, NotFound
-from shared.signing import SIGNATURE_HEADER, verify_signature
+from services.nurture.store import Message, Takeover
 from shared.access import policy as P
 from shared.access.rules import need, public, refusal
+from shared.errors import Invalid, NotFound
 from shared.service import ServiceRuntime
+from shared.signing import SIGNATURE_HEADER, verify_signature
 
 # The smallest transparent GIF: what an open pixel answers.
 PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
@@ -53,54 +55,49 @@ def message_out(message: Message) -> MessageOut:
         step=message.step,
         template=message.template,
         subject=message.subject,
-        category=message.category,  # type: ignore[arg-type]
+        category=message.category,
         sent_at=message.sent_at,
     )
 
 
-def takeover_out(takeover: Takeover) -> TakeoverOut:
+def takeover_out(row: Takeover) -> TakeoverOut:
     return TakeoverOut(
-        lead_id=takeover.lead_id,
-        by=takeover.by,
-        reason=takeover.reason,
-        started_at=takeover.started_at,
-        ended_at=takeover.ended_at,
-        ended_by=takeover.ended_by,
-        active=takeover.ended_at is None,
+        lead_id=row.lead_id,
+        by=row.by,
+        reason=row.reason,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        ended_by=row.ended_by,
+        active=row.ended_at is None,
     )
 
 
-def sequence_out(sequence: domain.Sequence, source: str) -> SequenceOut:
+def sequence_out(stored: catalog.StoredSequence) -> SequenceOut:
+    sequence = stored.sequence
     return SequenceOut(
-        name=sequence.name, source=source, trigger=sequence.trigger, category=sequence.category,  # type: ignore[arg-type]
+        name=sequence.name,
+        source=stored.source,
+        trigger=sequence.trigger,
+        category=sequence.category,
         definition=dict(sequence.source),
-    )
-
-
-def feedback_out(f: Feedback) -> FeedbackOut:
-    return FeedbackOut(
-        feedback_id=f.id, lead_id=f.lead_id, survey=f.survey, score=f.score, comment=f.comment,
-        complaint=f.complaint, received_at=f.received_at,
-    )
-
-
-def task_out(t: Task) -> TaskOut:
-    return TaskOut(
-        task_id=t.id, lead_id=t.lead_id, kind=t.kind, title=t.title, detail=t.detail,
-        status=t.status,  # type: ignore[arg-type]
-        created_at=t.created_at,
     )
 
 
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
-def reply_out(outcome: handlers.ReplyOutcome) -> ReplyOut:
+def reply_out(outcome: reply_cases.ReplyOutcome) -> ReplyOut:
     reply = outcome.reply
     return ReplyOut(
-        reply_id=reply.id, lead_id=reply.lead_id, matched=reply.lead_id is not None, matched_by=reply.matched_by,
-        takeover_started=outcome.takeover_started, task_id=outcome.task.id if outcome.task else None,
-        from_address=reply.from_address, subject=reply.subject, received_at=reply.received_at,
+        reply_id=reply.id,
+        lead_id=reply.lead_id,
+        matched=reply.lead_id is not None,
+        matched_by=reply.matched_by,
+        takeover_started=outcome.takeover_started,
+        task_id=outcome.task.id if outcome.task else None,
+        from_address=reply.from_address,
+        subject=reply.subject,
+        received_at=reply.received_at,
     )
 
 
@@ -122,17 +119,22 @@ def router(
     api = APIRouter()
     uow = runtime.uow
     secret = settings.secret_key.get_secret_value()
-    threshold = settings.sales_ready_threshold
+    engagement = settings.engagement
 
     links = Links(settings)
 
-    @api.get("/leads/{lead_id}/messages", dependencies=[need(P.MESSAGES_READ, person=True)], response_model=list[MessageOut], tags=["messages"])
+    @api.get(
+        "/leads/{lead_id}/messages",
+        dependencies=[need(P.MESSAGES_READ, person=True)],
+        response_model=list[MessageOut],
+        tags=["messages"],
+    )
     async def read_messages(lead_id: uuid.UUID, request: Request) -> list[MessageOut]:
         """Emails sent to a person, oldest first. For an admin, each also carries its text and open
         pixel: their links are signed capabilities (unsubscribe), not for every reader."""
         trusted = request.state.principal.role == "admin"
         async with uow() as tx:
-            messages = await handlers.list_messages(tx, lead_id)
+            messages = await sending.list_messages(tx, lead_id)
         if not trusted:
             return [message_out(m) for m in messages]
         return [
@@ -141,21 +143,29 @@ def router(
         ]
 
     @api.post(
-        "/leads/{lead_id}/takeover", dependencies=[need(P.TAKEOVER_WRITE)], status_code=201, response_model=TakeoverOut, tags=["takeover"]
+        "/leads/{lead_id}/takeover",
+        dependencies=[need(P.TAKEOVER_WRITE)],
+        status_code=201,
+        response_model=TakeoverOut,
+        tags=["takeover"],
     )
     async def take_over(lead_id: uuid.UUID, body: TakeoverIn) -> TakeoverOut:
         """A human takes the person over: automated emails wait (``takeover.started``)."""
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
             return takeover_out(
-                await handlers.start_takeover(tx, lead_id, by=body.by, reason=body.reason, catalog=catalog)
+                await takeover.start_takeover(tx, lead_id=lead_id, by=body.by, reason=body.reason, builtin=builtin)
             )
 
-    @api.delete("/leads/{lead_id}/takeover", dependencies=[need(P.TAKEOVER_WRITE)], response_model=TakeoverOut, tags=["takeover"])
+    @api.delete(
+        "/leads/{lead_id}/takeover",
+        dependencies=[need(P.TAKEOVER_WRITE)],
+        response_model=TakeoverOut,
+        tags=["takeover"],
+    )
     async def release(lead_id: uuid.UUID, by: str | None = Query(None, max_length=200)) -> TakeoverOut:
         """Hand the person back to automation (``takeover.ended``); held emails go out."""
         async with uow() as tx:
-            return takeover_out(await handlers.end_takeover(tx, lead_id, by=by))
+            return takeover_out(await takeover.end_takeover(tx, lead_id=lead_id, by=by))
 
     # ------------------------------------------------------------------ sequences
 
@@ -163,23 +173,24 @@ def router(
     async def list_sequences() -> list[SequenceOut]:
         """Every sequence: the built-in files, with those written through the API in their place."""
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
-            return [sequence_out(*(await handlers.get_sequence(tx, builtin, n))) for n in sorted(catalog.sequences)]
+            return [sequence_out(stored) for stored in await catalog.list_sequences(tx, builtin)]
 
     @api.get("/sequences/{name}", dependencies=[need(P.SEQUENCES_READ)], response_model=SequenceOut, tags=["sequences"])
     async def read_sequence(name: str) -> SequenceOut:
         async with uow() as tx:
-            return sequence_out(*(await handlers.get_sequence(tx, builtin, name)))
+            return sequence_out(await catalog.get_sequence(tx, builtin, name))
 
-    @api.put("/sequences/{name}", dependencies=[need(P.SEQUENCES_WRITE)], response_model=SequenceOut, tags=["sequences"])
-    async def write_sequence(name: str, definition: dict[str, Any] = Body(...)) -> SequenceOut:
+    @api.put(
+        "/sequences/{name}", dependencies=[need(P.SEQUENCES_WRITE)], response_model=SequenceOut, tags=["sequences"]
+    )
+    async def write_sequence(name: str, definition: Annotated[dict[str, Any], Body()]) -> SequenceOut:
         """Create or replace a sequence (the format of services/nurture/content.py). Refused with
         the reason: an unknown trigger, a bad delay, a missing template, a cycle."""
         async with uow() as tx:
-            sequence = await handlers.put_sequence(
+            sequence = await catalog.put_sequence(
                 tx, builtin, name=name, definition=definition, missing_templates=renderer.missing
             )
-        return sequence_out(sequence, "api")
+        return sequence_out(catalog.StoredSequence(sequence, "api"))
 
     # ------------------------------------------------------------------ tracking (public, signed)
 
@@ -190,25 +201,24 @@ def router(
         if message_id is None:
             raise NotFound("no such link")
         async with uow() as tx:
-            tracked = await handlers.record_open(tx, message_id, threshold=threshold)
+            tracked = await tracking.record_open(tx, message_id, engagement=engagement, metrics=metrics)
         if tracked is None:
             raise NotFound("no such link")
-        if tracked.first:
-            metrics.opened.labels(tracked.sequence, str(tracked.step)).inc()
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
-    @api.get("/t/c/{token}", dependencies=[public()], tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    @api.get(
+        "/t/c/{token}", dependencies=[public()], tags=["tracking"], response_class=RedirectResponse, status_code=302
+    )
     async def click(token: str, u: str = Query(..., max_length=4000)) -> RedirectResponse:
         """A tracked link: ``email.clicked``, then on to the target (signed with the token, so the
         redirect cannot be pointed elsewhere)."""
         message_id = domain.verify_message_token(secret, "click", token, u)
-        if message_id is None or urlparse(u).scheme not in ("http", "https"):
+        if message_id is None or not domain.trackable(u):
             raise NotFound("no such link")
         async with uow() as tx:
-            tracked = await handlers.record_click(tx, message_id, u, threshold=threshold)
+            tracked = await tracking.record_click(tx, message_id, url=u, engagement=engagement, metrics=metrics)
         if tracked is None:
             raise NotFound("no such link")
-        metrics.clicked.labels(tracked.sequence, str(tracked.step)).inc()
         return RedirectResponse(u, status_code=302)
 
     def _unsubscriber(token: str) -> uuid.UUID:
@@ -225,7 +235,7 @@ def router(
         return page(
             "Unsubscribe",
             f"<p>Stop {html.escape(settings.brand_name)}'s marketing emails? Invoices and messages about "
-            f"your account still arrive.</p><form method=\"post\" action=\"{action}\">"
+            f'your account still arrive.</p><form method="post" action="{action}">'
             '<button type="submit">Unsubscribe</button></form>',
         )
 
@@ -239,53 +249,45 @@ def router(
         except ValueError:
             message_id = None
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
-            tracked = await handlers.unsubscribe(tx, lead_id, message_id=message_id, catalog=catalog)
+            tracked = await tracking.unsubscribe(
+                tx, lead_id=lead_id, message_id=message_id, builtin=builtin, metrics=metrics
+            )
         if tracked is None:
             raise NotFound("no such link")
-        if tracked.first:
-            metrics.unsubscribed.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
         return page("Unsubscribed", "<p>You will get no more marketing emails from us.</p>")
 
     # ------------------------------------------------------------------ surveys and feedback
 
-    async def _survey_message(token: str) -> Message:
+    async def _survey(token: str) -> tracking.Survey:
         message_id = domain.verify_message_token(secret, "survey", token)
         if message_id is None:
             raise NotFound("no such survey")
         async with uow() as tx:
-            message = await tx.session.get(Message, message_id)
-        if message is None:
-            raise NotFound("no such survey")
-        return message
-
-    def _count(feedback: Feedback) -> None:
-        metrics.feedback.labels(feedback.survey, str(feedback.complaint).lower()).inc()
-        if feedback.complaint:
-            metrics.complaints.inc()
-            metrics.tasks.labels("complaint").inc()
+            return await tracking.survey_of(tx, message_id)
 
     @api.get("/survey/{token}", dependencies=[public()], tags=["feedback"], response_class=HTMLResponse)
     async def survey_page(token: str, score: int | None = Query(None, ge=0, le=10)) -> HTMLResponse:
         """A score link of a survey email opens the question with that score chosen; only
         sending the form answers (a mail scanner's GET records nothing)."""
-        message = await _survey_message(token)
+        asked = await _survey(token)
         async with uow() as tx:
-            earlier = await handlers.feedback_of(tx, lead_id=message.lead_id, survey=message.sequence)
+            earlier = await tracking.feedback_of(tx, lead_id=asked.lead_id, survey=asked.survey)
         chosen = score if score is not None else (earlier.score if earlier is not None else None)
         choices = "".join(
             f'<label style="margin-right:.6em"><input type="radio" name="score" value="{n}"'
-            f'{" checked" if n == chosen else ""} required> {n}</label>'
+            f"{' checked' if n == chosen else ''} required> {n}</label>"
             for n in range(11)
         )
         note = (
             f"<p><em>You answered {earlier.score if earlier.score is not None else '-'}/10 before; "
-            "sending again replaces that answer.</em></p>" if earlier is not None else ""
+            "sending again replaces that answer.</em></p>"
+            if earlier is not None
+            else ""
         )
         return page(
             "How likely are you to recommend us?",
             "<h1>How likely are you to recommend us to a friend or colleague?</h1>"
-            f"{note}<form method=\"post\" action=\"/feedback\">"
+            f'{note}<form method="post" action="/feedback">'
             f'<input type="hidden" name="token" value="{html.escape(token)}">'
             f"<p>0 = not at all, 10 = extremely</p><p>{choices}</p>"
             '<p><label>Anything we should know? <textarea name="comment" rows="4" cols="40"></textarea></label></p>'
@@ -293,7 +295,11 @@ def router(
         )
 
     @api.post(
-        "/feedback", dependencies=[need(P.FEEDBACK_WRITE, optional=True)], status_code=201, response_model=FeedbackOut, tags=["feedback"],
+        "/feedback",
+        dependencies=[need(P.FEEDBACK_WRITE, optional=True)],
+        status_code=201,
+        response_model=FeedbackOut,
+        tags=["feedback"],
         responses={401: {"description": "lead_id and survey without a token"}},
     )
     async def feedback(request: Request) -> FeedbackOut:
@@ -310,34 +316,39 @@ def router(
         except (ValidationError, ValueError) as exc:
             raise Invalid(f"not a feedback answer: {exc}") from None
         if body.token:
-            message = await _survey_message(body.token)
-            lead_id, survey, message_id = message.lead_id, message.sequence, message.message_id
+            asked = await _survey(body.token)
+            lead_id, survey, message_id = asked.lead_id, asked.survey, asked.message_id
         else:
             # Without the e-mail's signed token, a person's token with feedback.write (the access
             # middleware checked it, if one was sent).
             principal = request.state.principal
             if principal is None:
-                raise HTTPException(401, "give the survey token of the email, or send 'Authorization: Bearer <token>'",
-                                    {"WWW-Authenticate": "Bearer"})
+                raise HTTPException(
+                    401,
+                    "give the survey token of the email, or send 'Authorization: Bearer <token>'",
+                    {"WWW-Authenticate": "Bearer"},
+                )
             if not P.may(principal.role, P.FEEDBACK_WRITE, principal.scopes):
                 raise HTTPException(403, refusal(principal, P.FEEDBACK_WRITE))
             if body.lead_id is None or not body.survey:
                 raise Invalid("give the survey token of the email, or lead_id and survey")
             lead_id, survey, message_id = body.lead_id, body.survey, None
-        if body.score is None and not body.comment:
-            raise Invalid("an answer needs a score (0-10) or a comment")
         async with uow() as tx:
-            saved, replaced = await handlers.record_feedback(
-                tx, lead_id=lead_id, survey=survey, score=body.score, comment=body.comment,
-                message_id=message_id, threshold=threshold,
+            saved, _ = await tracking.record_feedback(
+                tx,
+                lead_id=lead_id,
+                survey=survey,
+                score=body.score,
+                comment=body.comment,
+                message_id=message_id,
+                engagement=engagement,
+                metrics=metrics,
             )
-        if not replaced:
-            _count(saved)
         if body.token and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             # The person's own browser sent the survey form: a page, not JSON.
             score = f"{saved.score}/10" if saved.score is not None else "your comment"
             return page("Thank you", f"<p>Thank you! We have {score}.</p>")  # type: ignore[return-value]
-        return feedback_out(saved)
+        return FeedbackOut.model_validate(saved)
 
     # ------------------------------------------------------------------ provider webhooks
 
@@ -351,8 +362,11 @@ def router(
         by_person = request.state.principal is not None
         if not by_person:
             verify_signature(
-                header=request.headers.get(SIGNATURE_HEADER), body=raw, secret=mail_secret,
-                now=datetime.now(timezone.utc), tolerance_s=settings.webhook_tolerance_s,
+                header=request.headers.get(SIGNATURE_HEADER),
+                body=raw,
+                secret=mail_secret,
+                now=datetime.now(UTC),
+                tolerance_s=settings.webhook_tolerance_s,
             )
         try:
             return model.model_validate_json(raw or b"{}"), by_person
@@ -360,8 +374,13 @@ def router(
             raise Invalid(f"not a {model.__name__}: {exc}") from None
 
     @api.post(
-        "/webhooks/bounce", dependencies=[need(P.MAIL_WEBHOOKS, optional=True)], status_code=202, tags=["webhooks"],
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BounceIn.model_json_schema()}}}},
+        "/webhooks/bounce",
+        dependencies=[need(P.MAIL_WEBHOOKS, optional=True)],
+        status_code=202,
+        tags=["webhooks"],
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": BounceIn.model_json_schema()}}}
+        },
     )
     async def bounce(request: Request) -> dict[str, str]:
         """A bounce (``email.bounced``), signed by the mail provider (``Clientflow-Signature``);
@@ -370,19 +389,30 @@ def router(
         if body.message_id is None and not body.email:
             raise Invalid("give message_id or email")
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
-            tracked = await handlers.record_bounce(
-                tx, message_id=body.message_id, address=body.email, hard=body.hard, reason=body.reason,
-                catalog=catalog,
+            await tracking.record_bounce(
+                tx,
+                message_id=body.message_id,
+                address=body.email,
+                hard=body.hard,
+                reason=body.reason,
+                builtin=builtin,
+                metrics=metrics,
             )
-        metrics.bounced.labels(tracked.sequence, str(tracked.step) if tracked.step >= 0 else "").inc()
         return {"status": "recorded"}
 
     @api.post(
-        "/webhooks/inbound", dependencies=[need(P.MAIL_WEBHOOKS, optional=True)], status_code=201,
-        response_model=ReplyOut, tags=["webhooks"],
+        "/webhooks/inbound",
+        dependencies=[need(P.MAIL_WEBHOOKS, optional=True)],
+        status_code=201,
+        response_model=ReplyOut,
+        tags=["webhooks"],
         responses={202: {"model": ReplyOut, "description": "kept unmatched: no thread names an e-mail we sent"}},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": InboundIn.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": InboundIn.model_json_schema()}},
+            }
+        },
     )
     async def inbound(request: Request, response: Response) -> ReplyOut:
         """An inbound e-mail, signed by the mail provider (``Clientflow-Signature``). It is matched
@@ -393,17 +423,19 @@ def router(
         match by hand (``POST /replies/{reply_id}/match``)."""
         body, by_person = await _provider_body(request, InboundIn)
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
-            outcome = await handlers.record_reply(
-                tx, lead_id=body.lead_id if by_person else None,
-                thread=domain.thread_message_ids(body.in_reply_to, body.references), from_address=body.from_address,
-                subject=body.subject, text=body.text, catalog=catalog, threshold=threshold,
+            outcome = await reply_cases.record_reply(
+                tx,
+                lead_id=body.lead_id if by_person else None,
+                thread=domain.thread_message_ids(body.in_reply_to, body.references),
+                from_address=body.from_address,
+                subject=body.subject,
+                text=body.text,
+                builtin=builtin,
+                engagement=engagement,
+                metrics=metrics,
             )
-        metrics.replies.inc()
         if outcome.reply.lead_id is None:
             response.status_code = 202
-        elif outcome.task is not None:
-            metrics.tasks.labels("reply").inc()
         return reply_out(outcome)
 
     @api.get("/replies", dependencies=[need(P.MESSAGES_READ)], response_model=list[ReplyOut], tags=["webhooks"])
@@ -414,18 +446,19 @@ def router(
     ) -> list[ReplyOut]:
         """Inbound e-mails; by default the ones no thread matched, for a person to look at."""
         async with uow() as tx:
-            found = await handlers.list_replies(tx, status=status, lead_id=lead_id, limit=limit)
-            return [reply_out(handlers.ReplyOutcome(r, False, None)) for r in found]
+            found = await reply_cases.list_replies(tx, status=status, lead_id=lead_id, limit=limit)
+            return [reply_out(reply_cases.ReplyOutcome(r, False, None)) for r in found]
 
-    @api.post("/replies/{reply_id}/match", dependencies=[need(P.TAKEOVER_WRITE)], response_model=ReplyOut, tags=["webhooks"])
+    @api.post(
+        "/replies/{reply_id}/match", dependencies=[need(P.TAKEOVER_WRITE)], response_model=ReplyOut, tags=["webhooks"]
+    )
     async def match_reply(reply_id: uuid.UUID, body: MatchIn) -> ReplyOut:
         """A person matched an unmatched e-mail to the one who wrote it: from now on it counts as
         their reply (takeover, sequences that exit on a reply, a task for a high-value person)."""
         async with uow() as tx:
-            catalog = await handlers.current_catalog(tx, builtin)
-            outcome = await handlers.match_reply(tx, reply_id, lead_id=body.lead_id, catalog=catalog, threshold=threshold)
-        if outcome.task is not None:
-            metrics.tasks.labels("reply").inc()
+            outcome = await reply_cases.match_reply(
+                tx, reply_id=reply_id, lead_id=body.lead_id, builtin=builtin, engagement=engagement, metrics=metrics
+            )
         return reply_out(outcome)
 
     # ------------------------------------------------------------------ tasks
@@ -438,14 +471,14 @@ def router(
     ) -> list[TaskOut]:
         """Work for people: founder check-ins on churn risk, high-value replies, complaints."""
         async with uow() as tx:
-            found = await handlers.list_tasks(
+            found = await task_cases.list_tasks(
                 tx, status=None if status == "all" else status, lead_id=lead_id, limit=limit
             )
-            return [task_out(t) for t in found]
+            return [TaskOut.model_validate(t) for t in found]
 
     @api.post("/tasks/{task_id}/done", dependencies=[need(P.TASKS_WRITE)], response_model=TaskOut, tags=["tasks"])
     async def task_done(task_id: uuid.UUID) -> TaskOut:
         async with uow() as tx:
-            return task_out(await handlers.close_task(tx, task_id))
+            return TaskOut.model_validate(await task_cases.close_task(tx, task_id))
 
     return api

@@ -30,6 +30,8 @@ def create_app(
     clock: Clock | None = None,
     transport: Transport | None = None,
 ) -> FastAPI:
+    """The nurture service, wired: broker, engine, clock and transport may be handed in (tests);
+    nothing connects until the app starts."""
     settings = settings or Settings()
     # Bad sequences or missing templates stop the service here, not at the first send.
     catalog = load_catalog(settings.sequences_dir)
@@ -44,6 +46,8 @@ def create_app(
         clock=clock,
     )
     metrics = NurtureMetrics(runtime.registry)
+    # What a committed event says is counted from it, whichever path emitted it.
+    runtime.uow.count_emitted(metrics.count_event)
     transport = transport or make_transport(settings)
     sender = Sender(
         settings=settings,
@@ -60,7 +64,7 @@ def create_app(
     runtime.uow.after_commit.append(job.wake)
     # An erased person's mail goes from the mail store too (a file transport keeps copies).
     forget_mail = getattr(transport, "forget", None)
-    subscribers.register(runtime, catalog=catalog, wake_sender=job.wake, forget_mail=forget_mail)
+    subscribers.register(runtime, catalog=catalog, metrics=metrics, wake_sender=job.wake, forget_mail=forget_mail)
     app = runtime.http_app(
         title="Clientflow nurture",
         description="Sequences, enrollments, messages, consent, tracking, feedback, tasks and human takeovers.",

@@ -57,10 +57,12 @@ CONSUMED_TOPICS = (topics.LEADS, topics.DEALS, topics.PAYMENTS, topics.CANCELLAT
 
 
 def triggers() -> set[str]:
+    """Every event type on the topics nurture reads: what may start (or end) a sequence."""
     return {t for topic in CONSUMED_TOPICS for t in types_on(topic)}
 
 
 def payload_fields() -> dict[str, set[str]]:
+    """Each event type's payload fields, to check a sequence's anchor and re-entry field."""
     return {name: set(et.model.model_fields) for name, et in EVENT_TYPES.items()}
 
 
@@ -72,6 +74,7 @@ def parse_sequence(data: Any) -> domain.Sequence:
 
 
 def load_sequence(path: Path) -> domain.Sequence:
+    """One sequence file, checked; the error names the file."""
     try:
         data = safe_yaml.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -1,65 +1,94 @@
-"""Nurture's own Prometheus metrics (the plumbing ones come from shared.metrics)."""
+"""Nurture's own Prometheus metrics (the plumbing ones come from shared.metrics).
+
+Everything is counted once its transaction committed, whichever path (HTTP, consumer, the
+sender) did it: what an emitted event says through ``count_event`` (registered with
+``UnitOfWorkFactory.count_emitted``), the rest through ``tx.after_commit`` where it happens.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.events import Envelope
 
 
 class NurtureMetrics:
     """What the sender did and how people answered: by sequence and step where that applies."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = {"registry": registry}
         by_step = ["sequence", "step"]
         self.sent = Counter(
             "clientflow_nurture_emails_sent_total",
             "Emails handed to the transport and recorded",
             ["sequence", "step", "category"],
-            **labels,
+            registry=registry,
         )
         self.opened = Counter(
-            "clientflow_nurture_emails_opened_total", "Emails opened (first open of each)", by_step, **labels
+            "clientflow_nurture_emails_opened_total", "Emails opened (first open of each)", by_step, registry=registry
         )
-        self.clicked = Counter("clientflow_nurture_emails_clicked_total", "Tracked links followed", by_step, **labels)
-        self.bounced = Counter("clientflow_nurture_emails_bounced_total", "Bounces recorded", by_step, **labels)
+        self.clicked = Counter(
+            "clientflow_nurture_emails_clicked_total", "Tracked links followed", by_step, registry=registry
+        )
+        self.bounced = Counter(
+            "clientflow_nurture_emails_bounced_total", "Bounces recorded", by_step, registry=registry
+        )
         self.unsubscribed = Counter(
-            "clientflow_nurture_unsubscribed_total", "Unsubscribes, by the email that carried the link", by_step,
-            **labels,
+            "clientflow_nurture_unsubscribed_total",
+            "Unsubscribes, by the email that carried the link",
+            by_step,
+            registry=registry,
         )
         self.suppressed = Counter(
             "clientflow_nurture_emails_suppressed_total",
             "Due steps closed without an email (no_consent, no_address, invalid_address, bounced)",
             ["reason"],
-            **labels,
+            registry=registry,
         )
         self.deferred = Counter(
-            "clientflow_nurture_steps_deferred_total", "Due steps moved later (quiet_hours, frequency_cap)",
-            ["reason"], **labels,
+            "clientflow_nurture_steps_deferred_total",
+            "Due steps moved later (quiet_hours, frequency_cap)",
+            ["reason"],
+            registry=registry,
         )
         self.skipped = Counter(
-            "clientflow_nurture_steps_skipped_total", "Steps whose condition did not hold", **labels
+            "clientflow_nurture_steps_skipped_total", "Steps whose condition did not hold", registry=registry
         )
         self.send_failures = Counter(
-            "clientflow_nurture_send_failures_total", "Sends the transport refused (retried later)", **labels
+            "clientflow_nurture_send_failures_total", "Sends the transport refused (retried later)", registry=registry
         )
         self.send_gave_up = Counter(
-            "clientflow_nurture_send_gave_up_total", "Steps that failed every attempt", **labels
+            "clientflow_nurture_send_gave_up_total", "Steps that failed every attempt", registry=registry
         )
         self.queue_depth = Gauge(
-            "clientflow_nurture_queue_depth", "Pending steps already due (held by takeovers included)", **labels
+            "clientflow_nurture_queue_depth",
+            "Pending steps already due (held by takeovers included)",
+            registry=registry,
         )
         self.send_latency = Histogram(
             "clientflow_nurture_send_latency_seconds",
             "From when a step was due (business time) to its email being accepted",
             buckets=(0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400),
-            **labels,
+            registry=registry,
         )
         self.feedback = Counter(
-            "clientflow_nurture_feedback_total", "Survey answers", ["survey", "complaint"], **labels
+            "clientflow_nurture_feedback_total", "Survey answers", ["survey", "complaint"], registry=registry
         )
         self.complaints = Counter(
-            "clientflow_nurture_complaints_total", "Answers flagged as complaints (welcome, never suppressed)",
-            **labels,
+            "clientflow_nurture_complaints_total",
+            "Answers flagged as complaints (welcome, never suppressed)",
+            registry=registry,
         )
-        self.replies = Counter("clientflow_nurture_replies_total", "Inbound replies recorded", **labels)
-        self.tasks = Counter("clientflow_nurture_tasks_total", "Tasks made for people", ["kind"], **labels)
+        self.replies = Counter("clientflow_nurture_replies_total", "Inbound replies recorded", registry=registry)
+        self.tasks = Counter("clientflow_nurture_tasks_total", "Tasks made for people", ["kind"], registry=registry)
+
+    def count_event(self, event: Envelope) -> None:
+        """Count a committed event that says all its metric needs: an email sent, and a survey
+        answered (an answer replacing an earlier one is not counted again)."""
+        data = event.data
+        if event.type == "email.sent":
+            self.sent.labels(data["sequence"], str(data["step"]), data["category"]).inc()
+        elif event.type == "feedback.received" and not data.get("replaces"):
+            complaint = bool(data.get("complaint"))
+            self.feedback.labels(data["survey"], str(complaint).lower()).inc()
+            if complaint:
+                self.complaints.inc()

@@ -1,4 +1,7 @@
-"""Nurture's HTTP request and response bodies (JSON names fixed by DESIGN.md)."""
+"""Nurture's HTTP request and response bodies (JSON names fixed by docs/design.md, "HTTP surface").
+
+Responses read straight from a stored row (``from_attributes``) where their fields are the
+row's; the others are built by the routes (``api.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class MessageOut(BaseModel):
@@ -70,9 +73,13 @@ class BounceIn(BaseModel):
 class InboundIn(BaseModel):
     """An inbound email (a reply), as a mail provider's inbound webhook posts it."""
 
-    lead_id: uuid.UUID | None = Field(default=None, description="only from a person's token (entered by hand); a provider's is ignored")
+    lead_id: uuid.UUID | None = Field(
+        default=None, description="only from a person's token (entered by hand); a provider's is ignored"
+    )
     in_reply_to: str | None = Field(default=None, max_length=998, description="In-Reply-To header or message id")
-    references: str | None = Field(default=None, max_length=20_000, description="References header: Message-IDs of the thread")
+    references: str | None = Field(
+        default=None, max_length=20_000, description="References header: Message-IDs of the thread"
+    )
     from_address: str | None = Field(default=None, max_length=320, alias="from", examples=["ada@example.com"])
     subject: str | None = Field(default=None, max_length=998)
     text: str | None = Field(default=None, max_length=100_000)
@@ -82,7 +89,9 @@ class InboundIn(BaseModel):
 
 class ReplyOut(BaseModel):
     reply_id: uuid.UUID
-    lead_id: uuid.UUID | None = Field(description="the person it was matched to; null: unmatched, for a person to look at")
+    lead_id: uuid.UUID | None = Field(
+        description="the person it was matched to; null: unmatched, for a person to look at"
+    )
     matched: bool
     matched_by: str | None = Field(default=None, description="thread (a Message-ID we sent), person (matched by hand)")
     takeover_started: bool
@@ -110,7 +119,9 @@ class FeedbackIn(BaseModel):
 
 
 class FeedbackOut(BaseModel):
-    feedback_id: uuid.UUID
+    model_config = ConfigDict(from_attributes=True)
+
+    feedback_id: uuid.UUID = Field(validation_alias=AliasChoices("feedback_id", "id"))
     lead_id: uuid.UUID
     survey: str
     score: int | None
@@ -120,7 +131,9 @@ class FeedbackOut(BaseModel):
 
 
 class TaskOut(BaseModel):
-    task_id: uuid.UUID
+    model_config = ConfigDict(from_attributes=True)
+
+    task_id: uuid.UUID = Field(validation_alias=AliasChoices("task_id", "id"))
     lead_id: uuid.UUID
     kind: str = Field(examples=["churn_risk"])
     title: str = Field(examples=["Founder check-in with Ada: can we help?"])

@@ -4,10 +4,12 @@ A pass works in batches of ``send_batch_size``: one transaction claims the due s
 what it needs of their people in a few queries), each step is rendered and sent, then one
 transaction records what became of them all.
 
-Claiming applies the sending policy (step conditions, quiet hours in the person's time zone,
-the weekly cap on marketing emails) in the claiming transaction. A failed send is retried with
-exponential backoff on the business clock (the claim is simply extended) and marked failed
-after ``max_send_attempts``; a permanent refusal (5xx) is a bounce and is not retried.
+Claiming applies the sending policy (``settings.sending``: step conditions, quiet hours in the
+person's time zone, the cap on marketing emails in any week) in the claiming transaction. A
+failed send is retried with exponential backoff on the business clock (the claim is simply
+extended) and marked failed after ``max_send_attempts`` (``settings.retry``); a permanent
+refusal (5xx) is a bounce and is not retried. What a pass did is counted once the transaction
+that recorded it committed.
 
 One step never stops the others (``shared.jobs``): a step the sending policy, the rendering
 or the recording fails on (an odd value, a bug) is a failure of the ``nurture.sender`` job. It
@@ -31,14 +33,15 @@ from urllib.parse import quote
 
 from jinja2 import TemplateError
 
-from services.nurture import domain, handlers
+from services.nurture import domain, sending, tracking
+from services.nurture.catalog import current_catalog
 from services.nurture.content import Renderer
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.settings import Settings
 from services.nurture.transport import PermanentFailure, Transport, compose
 from shared.clock import Clock
-from shared.pauses import Pauses
 from shared.jobs import Failure, Jobs, infrastructure
+from shared.pauses import Pauses
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 JOB = "nurture.sender"
@@ -53,7 +56,7 @@ class Links:
         self.base = settings.public_url.rstrip("/")
         self.secret = settings.secret_key.get_secret_value()
 
-    def unsubscribe(self, lead_id: Any, message_id: Any) -> str:
+    def unsubscribe(self, *, lead_id: Any, message_id: Any) -> str:
         return f"{self.base}/unsubscribe?token={domain.unsubscribe_token(self.secret, lead_id)}&m={message_id}"
 
     def open_pixel(self, message_id: Any) -> str:
@@ -73,10 +76,10 @@ class Outcome:
     says why), ``bounced`` (the server's refusal), ``failed`` (the transport's error;
     ``retry_at`` None when no attempt is left) or ``poisoned`` (writing it failed: a job failure)."""
 
-    step: handlers.Outgoing
+    step: sending.Outgoing
     kind: Literal["sent", "suppressed", "bounced", "failed", "poisoned"]
     detail: str = ""
-    sent: handlers.Sent | None = None
+    sent: sending.Sent | None = None
     retry_at: datetime | None = None
 
 
@@ -108,10 +111,7 @@ class Sender:
         self.builtin = builtin or domain.Catalog({})
         self.links = Links(settings)
         self.lease = timedelta(seconds=settings.send_lease_s)
-        self.policy = handlers.Policy(
-            quiet=domain.QuietHours(settings.quiet_hours_start, settings.quiet_hours_end),
-            cap=settings.marketing_cap_per_week,
-        )
+        self.policy: domain.SendingPolicy = settings.sending
 
     async def tick(self, now: datetime) -> None:
         """One pass: send batches until nothing due is left, then refresh the queue gauge."""
@@ -119,17 +119,18 @@ class Sender:
         while await self.send_batch(now) == self.settings.send_batch_size:
             pass
         async with self.uow() as tx:
-            self.metrics.queue_depth.set(await handlers.queue_depth(tx, now=now))
+            self.metrics.queue_depth.set(await sending.queue_depth(tx, now=now))
 
     async def send_batch(self, now: datetime) -> int:
         try:
             async with self.uow() as tx:
                 if self._failing is None:
                     self._failing = set(await self.job.failures(tx.session))
-                result = await handlers.claim_due_steps(
+                result = await sending.claim_due_steps(
                     tx, now=now, limit=self.settings.send_batch_size, lease=self.lease, policy=self.policy
                 )
-                catalog = await handlers.current_catalog(tx, self.builtin)
+                catalog = await current_catalog(tx, self.builtin)
+                self._count_claim(tx, result)
         except Exception as exc:
             if infrastructure(exc):
                 raise
@@ -137,10 +138,6 @@ class Sender:
             result, catalog = await self._claim_alone(now)
         for poisoned in result.poisoned:
             await self._poison(poisoned.id, poisoned.error, now)
-        for reason in result.deferred:
-            self.metrics.deferred.labels(reason).inc()
-        if result.skipped:
-            self.metrics.skipped.inc(result.skipped)
         # Outcomes are recorded together at the end, unless sending is slow: past half the lease,
         # what went out is recorded as it goes (as each was before batching), so no sent step
         # waits unrecorded for its claim to lapse and be taken again.
@@ -156,22 +153,23 @@ class Sender:
         await self.record(outcomes, catalog=catalog)
         return len(result.claimed) + len(result.deferred) + result.skipped + len(result.poisoned)
 
-    async def _claim_alone(self, now: datetime) -> tuple[handlers.ClaimResult, domain.Catalog]:
+    async def _claim_alone(self, now: datetime) -> tuple[sending.ClaimResult, domain.Catalog]:
         """Claim the due steps one by one, so the one whose claim fails is held and the others go."""
         async with self.uow() as tx:
-            ids = await handlers.due_step_ids(tx, now=now, limit=self.settings.send_batch_size)
-            catalog = await handlers.current_catalog(tx, self.builtin)
-        result = handlers.ClaimResult([], [])
+            ids = await sending.due_step_ids(tx, now=now, limit=self.settings.send_batch_size)
+            catalog = await current_catalog(tx, self.builtin)
+        result = sending.ClaimResult([], [])
         for step_id in ids:
             try:
                 async with self.uow() as tx:
-                    one = await handlers.claim_due_steps(
+                    one = await sending.claim_due_steps(
                         tx, now=now, limit=1, lease=self.lease, policy=self.policy, only=[step_id]
                     )
+                    self._count_claim(tx, one)
             except Exception as exc:
                 if infrastructure(exc):
                     raise
-                result.poisoned.append(handlers.Poisoned(step_id, exc))
+                result.poisoned.append(sending.Poisoned(step_id, exc))
                 continue
             result.claimed += one.claimed
             result.deferred += one.deferred
@@ -184,16 +182,16 @@ class Sender:
         (or failed when the job gives up), in one transaction."""
 
         async def hold(tx: UnitOfWork, failure: Failure) -> None:
-            await handlers.hold_step(tx, step_id, error=failure.reason, retry_at=failure.next_attempt_at)
+            await sending.hold_step(tx, step_id, error=failure.reason, retry_at=failure.next_attempt_at)
 
         return await self.job.fail(self.uow, step_id, error, now=now, also=hold)
 
-    def context(self, step: handlers.Outgoing) -> dict[str, Any]:
+    def context(self, step: sending.Outgoing) -> dict[str, Any]:
         return {
             "name": step.name or "",
             "first_name": domain.first_name(step.name),
             "brand": self.settings.brand_name,
-            "unsubscribe_url": self.links.unsubscribe(step.lead_id, step.id),
+            "unsubscribe_url": self.links.unsubscribe(lead_id=step.lead_id, message_id=step.id),
             "data": step.context,
             "days_before": step.variables.get("days_before"),
             "payment_update_url": self.settings.payment_update_url,
@@ -203,7 +201,7 @@ class Sender:
             "survey": step.sequence,
         }
 
-    async def attempt(self, step: handlers.Outgoing, *, now: datetime) -> Outcome:
+    async def attempt(self, step: sending.Outgoing, *, now: datetime) -> Outcome:
         """Write and send one claimed step; what happened is recorded with the rest of its batch.
         Whatever fails writing it (an odd name, language or context a template or the composer
         chokes on) is this step's failure, not its batch's."""
@@ -213,7 +211,7 @@ class Sender:
             log.exception("writing step %s failed", step.id)
             return Outcome(step, "poisoned", f"{type(exc).__name__}: {exc}")
 
-    async def _attempt(self, step: handlers.Outgoing, *, now: datetime) -> Outcome:
+    async def _attempt(self, step: sending.Outgoing, *, now: datetime) -> Outcome:
         decision = domain.delivery(
             category=step.category,
             consent_marketing=step.consent_marketing,
@@ -233,7 +231,11 @@ class Sender:
             log.exception("rendering %s for step %s failed", step.template, step.id)
             return self._failed(step, "template error", now)
         pixel = f'<img src="{self.links.open_pixel(step.id)}" width="1" height="1" alt="" style="border:0">'
-        html = rendered.html.replace("</body>", f"{pixel}\n</body>") if "</body>" in rendered.html else rendered.html + pixel
+        html = (
+            rendered.html.replace("</body>", f"{pixel}\n</body>")
+            if "</body>" in rendered.html
+            else rendered.html + pixel
+        )
         try:
             message = compose(
                 message_id=step.id,
@@ -256,23 +258,13 @@ class Sender:
         except Exception as exc:  # any other transport trouble: keep the step, try again later
             log.warning("sending step %s to the transport failed: %r", step.id, exc)
             return self._failed(step, repr(exc), now)
-        sent = handlers.Sent(
+        sent = sending.Sent(
             step, subject=rendered.subject, body_text=rendered.text, language=rendered.language, to_address=step.email
         )
         return Outcome(step, "sent", sent=sent)
 
-    def _failed(self, step: handlers.Outgoing, error: str, now: datetime) -> Outcome:
-        self.metrics.send_failures.inc()
-        retry = (
-            domain.retry_at(
-                now,
-                step.attempts,
-                base=timedelta(seconds=self.settings.retry_base_s),
-                ceiling=timedelta(seconds=self.settings.retry_max_s),
-            )
-            if step.attempts < self.settings.max_send_attempts
-            else None
-        )
+    def _failed(self, step: sending.Outgoing, error: str, now: datetime) -> Outcome:
+        retry = domain.next_attempt_at(now, step.attempts, policy=self.settings.retry)
         return Outcome(step, "failed", error, retry_at=retry)
 
     async def record(self, outcomes: list[Outcome], *, catalog: domain.Catalog) -> None:
@@ -288,7 +280,7 @@ class Sender:
             return
         try:
             async with self.uow() as tx:
-                done = await self._apply(tx, outcomes, catalog)
+                await self._apply(tx, outcomes, catalog)
         except Exception as exc:
             if infrastructure(exc):
                 raise
@@ -297,51 +289,62 @@ class Sender:
                 return
             log.exception("recording %d outcomes together failed; recording each alone", len(outcomes))
         else:
-            self._count(done)
             return
         for outcome in outcomes:
             try:
                 async with self.uow() as tx:
-                    done = await self._apply(tx, [outcome], catalog)
+                    await self._apply(tx, [outcome], catalog)
             except Exception as exc:
                 if infrastructure(exc):
                     raise
                 await self._poison(outcome.step.id, exc, now)
-            else:
-                self._count(done)
 
-    async def _apply(self, tx: UnitOfWork, outcomes: list[Outcome], catalog: domain.Catalog) -> list[Outcome]:
-        """Record outcomes in ``tx``; returns those that took effect. The sent ones first: they
-        left, whatever a bounce of the same person in the batch ends."""
-        recorded = await handlers.record_sent(tx, [o.sent for o in outcomes if o.sent is not None], catalog=catalog)
+    async def _apply(self, tx: UnitOfWork, outcomes: list[Outcome], catalog: domain.Catalog) -> None:
+        """Record outcomes in ``tx``, and count those that took effect once it committed. The
+        sent ones first: they left, whatever a bounce of the same person in the batch ends."""
+        recorded = await sending.record_sent(tx, [o.sent for o in outcomes if o.sent is not None], catalog=catalog)
         if self._failing:
             cleared = [o.step.id for o in outcomes if o.kind != "failed" and str(o.step.id) in self._failing]
             await self.job.clear(tx, cleared)
         done = [o for o in outcomes if o.sent is not None and o.step.id in recorded]
         for o in outcomes:
             if o.kind == "suppressed":
-                took = await handlers.suppress_step(tx, o.step, reason=o.detail, catalog=catalog)
+                took = await sending.suppress_step(tx, o.step, reason=o.detail, catalog=catalog)
             elif o.kind == "bounced":
-                took = await handlers.record_send_bounce(tx, o.step, reason=o.detail, catalog=catalog)
+                took = await tracking.record_send_bounce(
+                    tx, o.step, reason=o.detail, catalog=catalog, metrics=self.metrics
+                )
             elif o.kind == "failed":
-                took = await handlers.record_failure(tx, o.step, error=o.detail, retry_at=o.retry_at)
+                took = await sending.record_failure(tx, o.step, error=o.detail, retry_at=o.retry_at)
             else:
                 continue
             if took:
                 done.append(o)
-        return done
+        failures = sum(1 for o in outcomes if o.kind == "failed")
+        tx.after_commit(lambda: self._count(done, failures=failures))
 
-    def _count(self, done: list[Outcome]) -> None:
-        """Metrics of what was recorded (after its commit)."""
+    def _count_claim(self, tx: UnitOfWork, result: sending.ClaimResult) -> None:
+        """Steps a claim moved later or skipped, counted once it committed."""
+
+        def count() -> None:
+            for reason in result.deferred:
+                self.metrics.deferred.labels(reason).inc()
+            if result.skipped:
+                self.metrics.skipped.inc(result.skipped)
+
+        tx.after_commit(count)
+
+    def _count(self, done: list[Outcome], *, failures: int) -> None:
+        """Metrics of what was recorded, after its commit: ``failures`` sends the transport
+        refused, and what took effect. Sent emails are counted from ``email.sent``
+        (``NurtureMetrics.count_event``), bounces where ``email.bounced`` is emitted."""
+        if failures:
+            self.metrics.send_failures.inc(failures)
         for o in done:
-            step = o.step
             if o.kind == "sent":
-                self.metrics.sent.labels(step.sequence, str(step.step), step.category).inc()
-                if step.due_at is not None:
-                    self.metrics.send_latency.observe(max((self.clock.now() - step.due_at).total_seconds(), 0.0))
+                if o.step.due_at is not None:
+                    self.metrics.send_latency.observe(max((self.clock.now() - o.step.due_at).total_seconds(), 0.0))
             elif o.kind == "suppressed":
                 self.metrics.suppressed.labels(o.detail).inc()
-            elif o.kind == "bounced":
-                self.metrics.bounced.labels(step.sequence, str(step.step)).inc()
-            else:
+            elif o.kind == "failed":
                 self.metrics.send_gave_up.inc()

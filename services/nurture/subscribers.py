@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from services.nurture import content, domain, handlers
+from services.nurture import content, domain, enrollment, erasure, record
+from services.nurture.metrics import NurtureMetrics
 from shared.consumer import Handler
 from shared.events import Envelope
 from shared.service import ServiceRuntime
@@ -17,18 +18,26 @@ def register(
     runtime: ServiceRuntime,
     *,
     catalog: domain.Catalog,
+    metrics: NurtureMetrics,
     wake_sender: Callable[[], None],
     forget_mail: Callable[[list[uuid.UUID]], None] | None = None,
 ) -> None:
+    """Consume every event type of the topics nurture reads, each into one use case: an
+    erasure into ``erasure.erase_person``, anything else into ``enrollment.on_event``."""
+
     async def happened(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
-        await handlers.on_event(
-            tx, builtin=catalog, event=event, payload=payload, on_scheduled=wake_sender, on_erased=forget_mail
+        await enrollment.on_event(
+            tx, builtin=catalog, event=event, payload=payload, metrics=metrics, on_scheduled=wake_sender
         )
+
+    async def erased(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
+        await erasure.erase_person(tx, event.lead_id, on_erased=forget_mail)
+
+    async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
+        await record.prefetch(tx, events, builtin=catalog)
 
     # Every event type of the topics nurture reads: any may trigger or end a sequence written
     # through the API later, and several keep the person's profile (stage, tier) current.
-    async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
-        await handlers.prefetch(tx, events, builtin=catalog)
-
-    consumed: dict[str, Handler] = {event_type: happened for event_type in sorted(content.triggers())}
+    consumed: dict[str, Handler] = dict.fromkeys(sorted(content.triggers()), happened)
+    consumed["lead.erased"] = erased
     runtime.consume(consumed, prefetch=prefetch)

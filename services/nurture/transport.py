@@ -11,8 +11,8 @@ import asyncio
 import os
 import uuid
 from datetime import datetime
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email import policy
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
@@ -28,6 +28,7 @@ class Transport(Protocol):
 
 
 def message_id_header(message_id: uuid.UUID, sender: str) -> str:
+    """The Message-ID header of a message: its id at the sender's domain."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "clientflow.local"
     return f"<{message_id}@{domain}>"
 
@@ -39,8 +40,9 @@ class _Headers(HeaderRegistry):
     subclasses that serialising only reads), so one can sit in many messages. A large share of
     composing an email went to these two."""
 
-    REPEATED = frozenset({"from", "date", "mime-version", "content-type", "content-transfer-encoding",
-                          "list-unsubscribe-post"})
+    REPEATED = frozenset(
+        {"from", "date", "mime-version", "content-type", "content-transfer-encoding", "list-unsubscribe-post"}
+    )
     KEPT = 256
 
     def __init__(self) -> None:
@@ -106,7 +108,7 @@ def compose(
 
 def _file_name(message: EmailMessage) -> str:
     # The Message-ID's local part is the message_id: one file per message, rewritten by a resend.
-    return f"{str(message['X-Clientflow-Message-Id'])}.eml"
+    return f"{message['X-Clientflow-Message-Id']!s}.eml"
 
 
 class FileTransport:
@@ -182,6 +184,7 @@ class SmtpTransport:
 
 
 def make_transport(settings: Settings) -> Transport:
+    """SMTP when ``NURTURE_SMTP_HOST`` is set, else ``.eml`` files under the data directory."""
     if settings.smtp_host:
         return SmtpTransport(
             host=settings.smtp_host,
