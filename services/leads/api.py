@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date, timezone
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from services.leads import handlers, importer
-from services.leads.handlers import Context, LeadFilter
+from services.leads import capture, deals, funnel, importer, privacy, qualification, record, timeline
+from services.leads import spend as channel_spend
+from services.leads.context import Context
+from services.leads.engagement import engagement_now
+from services.leads.funnel import LeadFilter
 from services.leads.schemas import (
     ActivityEntry,
     ChangeRequestIn,
@@ -38,16 +41,26 @@ from services.leads.schemas import (
     TouchOut,
     WonIn,
 )
-from services.leads.store import ChangeRequest, Deal, Lead
-from shared.errors import Conflict, DomainError
+from services.leads.store import Activity, ChangeRequest, Deal, Lead, StageChange, Touch
 from shared.access import policy as P
-from shared.access.rules import need, public
-from shared.bounds import DATE_RANGE, EARLIEST, LATEST, MAX_COUNT
+from shared.access.rules import need
+from shared.bounds import DATE_RANGE, MAX_COUNT, Day
+from shared.errors import Conflict, DomainError
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
 
-def lead_out(ctx: Context, lead: Lead, now, *, history=None, activity=None, touches=None, deals=None) -> LeadOut:  # noqa: ANN001
+def lead_out(
+    ctx: Context,
+    lead: Lead,
+    now: datetime,
+    *,
+    history: list[StageChange] | None = None,
+    activity: list[Activity] | None = None,
+    touches: list[Touch] | None = None,
+    deals: list[Deal] | None = None,
+) -> LeadOut:
+    """A lead as answered, with whichever of its history, activity, touches and deals were read."""
     return LeadOut(
         lead_id=lead.id,
         name=lead.name,
@@ -58,12 +71,12 @@ def lead_out(ctx: Context, lead: Lead, now, *, history=None, activity=None, touc
         fit_score=lead.fit_score,
         fit_matched=lead.fit_matched,
         fit_missed=lead.fit_missed,
-        engagement_score=handlers.engagement_now(ctx, lead, now),
+        engagement_score=engagement_now(ctx, lead, now),
         red_flags=lead.red_flags,
         tier=lead.tier,
         created_at=lead.created_at,
         erased=lead.erased_at is not None,
-        timeline=[StageEntry(from_stage=h.from_stage, to_stage=h.to_stage, cause=h.cause, at=h.at) for h in history or []],
+        timeline=[StageEntry.model_validate(h) for h in history or []],
         job_title=lead.job_title,
         industry=lead.industry,
         employees=lead.employees,
@@ -87,42 +100,17 @@ def lead_out(ctx: Context, lead: Lead, now, *, history=None, activity=None, touc
         merged_into=lead.merged_into,
         updated_at=lead.updated_at,
         erased_at=lead.erased_at,
-        touches=[
-            TouchOut(channel=t.channel, campaign=t.campaign, utm=t.utm, matched_by=t.matched_by,
-                     contact_name=t.contact_name, contact_email=t.contact_email, at=t.at)
-            for t in touches or []
-        ],
-        activity=[ActivityEntry(type=a.type, at=a.at, detail=a.detail or {}) for a in activity or []],
+        touches=[TouchOut.model_validate(t) for t in touches or []],
+        activity=[ActivityEntry.model_validate(a) for a in activity or []],
         deals=[d.id for d in deals or []],
     )
 
 
 def deal_out(deal: Deal, requests: list[ChangeRequest] | None = None) -> DealOut:
-    return DealOut(
-        deal_id=deal.id,
-        lead_id=deal.lead_id,
-        title=deal.title,
-        kind=deal.kind,
-        status=deal.status,
-        currency=deal.currency,
-        total=deal.total,
-        monthly_fee=deal.monthly_fee,
-        included_hours=deal.included_hours,
-        hourly_rate=deal.hourly_rate,
-        lines=deal.lines,
-        signed_by=deal.signed_by,
-        signed_at=deal.signed_at,
-        deposit_share=deal.deposit_share,
-        lost_reason=deal.lost_reason,
-        change_requests=[change_out(r) for r in requests or []],
-    )
-
-
-def change_out(r: ChangeRequest) -> ChangeRequestOut:
-    return ChangeRequestOut(
-        request_id=r.id, deal_id=r.deal_id, description=r.description, line=r.line, in_scope=r.in_scope,
-        hours=r.hours, amount=r.amount, currency=r.currency, reason=r.reason, created_at=r.created_at,
-    )
+    """A deal as answered, with its change requests when they were read."""
+    out = DealOut.model_validate(deal)
+    out.change_requests = [ChangeRequestOut.model_validate(r) for r in requests or []]
+    return out
 
 
 IMPORT_CHUNK = 200
@@ -132,14 +120,16 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     uow = runtime.uow
     api = APIRouter()
 
-    @api.post("/leads", dependencies=[need(P.LEADS_CAPTURE)], status_code=201, response_model=LeadCreated, tags=["leads"])
+    @api.post(
+        "/leads", dependencies=[need(P.LEADS_CAPTURE)], status_code=201, response_model=LeadCreated, tags=["leads"]
+    )
     async def create_lead(body: LeadIn, response: Response) -> LeadCreated:
         """Capture a lead; a known email (or company domain) answers 200 with the existing
         `lead_id` and records the new touch on it."""
         for attempt in (1, 2):
             try:
                 async with uow() as tx:
-                    created = await handlers.capture_lead(tx, ctx, body)
+                    created = await capture.capture_lead(tx, ctx, body)
                 break
             except IntegrityError:
                 # The same person captured at the same moment by another request: read it again.
@@ -147,15 +137,21 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                     raise Conflict("the same lead is being captured by another request; retry") from None
         if created.duplicate:
             response.status_code = 200
-        return created
+        return LeadCreated.model_validate(created, from_attributes=True)
 
     @api.post(
-        "/leads/import", dependencies=[need(P.LEADS_IMPORT)],
+        "/leads/import",
+        dependencies=[need(P.LEADS_IMPORT)],
         response_model=ImportReportOut,
         tags=["leads"],
         openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
     )
-    async def import_leads(request: Request, first_row: int = Query(1, ge=1, le=MAX_COUNT, description="number of the first data row (for a file sent in parts)")) -> ImportReportOut:
+    async def import_leads(
+        request: Request,
+        first_row: int = Query(
+            1, ge=1, le=MAX_COUNT, description="number of the first data row (for a file sent in parts)"
+        ),
+    ) -> ImportReportOut:
         """Import a CSV file (body `text/csv`, header with the JSON field names): good rows go in,
         every rejected row is reported with what is wrong. Duplicates count as touches."""
         raw = await request.body()
@@ -173,17 +169,17 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         # A transaction per chunk of rows: on SQLite one commit of thousands of leads was one long
         # synchronous flush that held the loop (health checks waited over 100 ms). Rows are
         # independent (each captured or refused on its own); a file sent again is deduplicated.
-        report = handlers.ImportReport(rows=len(rows))
+        report = capture.ImportReport(rows=len(rows))
         for start in range(0, len(rows), IMPORT_CHUNK):
             async with uow() as tx:
-                part = await handlers.import_rows(tx, ctx, rows[start : start + IMPORT_CHUNK])
-            report.accepted += part.accepted
-            report.duplicates += part.duplicates
-            report.rejected += part.rejected
-            report.errors += part.errors
+                report.add(await capture.import_rows(tx, ctx, rows[start : start + IMPORT_CHUNK]))
         return ImportReportOut(
-            rows=report.rows, accepted=report.accepted, duplicates=report.duplicates, rejected=report.rejected,
-            errors=report.errors, ignored_columns=ignored,
+            rows=report.rows,
+            accepted=report.accepted,
+            duplicates=report.duplicates,
+            rejected=report.rejected,
+            errors=report.errors,
+            ignored_columns=ignored,
         )
 
     @api.get("/leads", dependencies=[need(P.LEADS_READ)], response_model=LeadList, tags=["leads"])
@@ -200,12 +196,22 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> LeadList:
         """Leads with filters and paging (merged duplicates are left out)."""
+
         async def read(tx: UnitOfWork) -> LeadList:
-            found, total = await handlers.list_leads(
+            found, total = await funnel.list_leads(
                 tx,
-                LeadFilter(stage=stage, tier=tier, channel=channel, min_fit=min_fit, red_flag=red_flag, q=q,
-                           include_erased=include_erased),
-                sort=sort, limit=limit, offset=offset,
+                LeadFilter(
+                    stage=stage,
+                    tier=tier,
+                    channel=channel,
+                    min_fit=min_fit,
+                    red_flag=red_flag,
+                    q=q,
+                    include_erased=include_erased,
+                ),
+                sort=sort,
+                limit=limit,
+                offset=offset,
             )
             now = tx.now()
             return LeadList(items=[lead_out(ctx, r, now) for r in found], total=total, limit=limit, offset=offset)
@@ -217,73 +223,102 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         """A lead with its scores, red flags, tier, stage history (`timeline`) and every event
         about it (`activity`)."""
         async with uow() as tx:
-            lead = await handlers.get_lead(tx, lead_id)
+            lead = await record.get_lead(tx, lead_id)
             return lead_out(
-                ctx, lead, tx.now(),
-                history=await handlers.stage_history(tx, lead_id),
-                activity=await handlers.activity(tx, lead_id),
-                touches=await handlers.touches(tx, lead_id),
-                deals=await handlers.deals_of(tx, lead_id),
+                ctx,
+                lead,
+                tx.now(),
+                history=await timeline.stage_history(tx, lead_id),
+                activity=await timeline.activity(tx, lead_id),
+                touches=await timeline.touches(tx, lead_id),
+                deals=await deals.deals_of(tx, lead_id),
             )
 
     @api.delete("/leads/{lead_id}", dependencies=[need(P.LEADS_ERASE)], response_model=ErasedOut, tags=["leads"])
     async def erase(lead_id: uuid.UUID) -> ErasedOut:
         """Erase the person's data (`lead.erased`); anonymous counts stay. Repeating is harmless."""
         async with uow() as tx:
-            lead = await handlers.erase_lead(tx, ctx, lead_id)
+            lead = await privacy.erase_lead(tx, ctx, lead_id)
         assert lead.erased_at is not None
         return ErasedOut(lead_id=lead.id, erased=True, erased_at=lead.erased_at)
 
-    @api.post("/leads/{lead_id}/qualification", dependencies=[need(P.LEADS_WRITE)], response_model=QualificationOut, tags=["leads"])
-    async def qualify(lead_id: uuid.UUID, body: QualificationIn = Body(default_factory=QualificationIn)) -> QualificationOut:  # noqa: B008
+    @api.post(
+        "/leads/{lead_id}/qualification",
+        dependencies=[need(P.LEADS_WRITE)],
+        response_model=QualificationOut,
+        tags=["leads"],
+    )
+    async def qualify(
+        lead_id: uuid.UUID,
+        body: QualificationIn = Body(default_factory=QualificationIn),  # noqa: B008 - FastAPI's way to declare a body
+    ) -> QualificationOut:
         """BANT qualification: `lead.qualified` or `lead.disqualified` with the reasons."""
         async with uow() as tx:
-            lead, result = await handlers.qualify_lead(tx, ctx, lead_id, body)
+            lead, result = await qualification.qualify_lead(tx, ctx, lead_id, body)
         q = lead.qualification or {}
         return QualificationOut(
-            lead_id=lead.id, qualified=result.qualified, budget=q["budget"], authority=q["authority"],
-            need=q["need"], timeline=q["timeline"], reasons=result.reasons, stage=lead.stage,
+            lead_id=lead.id,
+            qualified=result.qualified,
+            budget=q["budget"],
+            authority=q["authority"],
+            need=q["need"],
+            timeline=q["timeline"],
+            reasons=result.reasons,
+            stage=lead.stage,
         )
 
-    @api.post("/leads/{lead_id}/red-flags", dependencies=[need(P.LEADS_WRITE)], status_code=201, response_model=LeadOut, tags=["leads"])
+    @api.post(
+        "/leads/{lead_id}/red-flags",
+        dependencies=[need(P.LEADS_WRITE)],
+        status_code=201,
+        response_model=LeadOut,
+        tags=["leads"],
+    )
     async def add_red_flag(lead_id: uuid.UUID, body: RedFlagIn) -> LeadOut:
         """Note a red flag seen during the sale (refuses a deposit, boss reverses direction...)."""
         async with uow() as tx:
-            lead = await handlers.note_red_flag(tx, lead_id, body.name, body.evidence)
+            lead = await qualification.note_red_flag(tx, lead_id, name=body.name, evidence=body.evidence)
             return lead_out(ctx, lead, tx.now())
 
-    @api.delete("/leads/{lead_id}/red-flags/{name}", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["leads"])
+    @api.delete(
+        "/leads/{lead_id}/red-flags/{name}", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["leads"]
+    )
     async def remove_red_flag(lead_id: uuid.UUID, name: str, reason: str | None = None) -> LeadOut:
         async with uow() as tx:
-            lead = await handlers.clear_red_flag(tx, lead_id, name, reason)
+            lead = await qualification.clear_red_flag(tx, lead_id, name=name, reason=reason)
             return lead_out(ctx, lead, tx.now())
 
     @api.post("/leads/{lead_id}/stage", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["funnel"])
     async def move(lead_id: uuid.UUID, body: StageIn) -> LeadOut:
         """Move a lead by hand, forwards or backwards, with the reason kept in its history."""
         async with uow() as tx:
-            lead = await handlers.set_stage(tx, ctx, lead_id, body.stage, body.reason)
-            return lead_out(ctx, lead, tx.now(), history=await handlers.stage_history(tx, lead.id))
+            lead = await funnel.set_stage(tx, ctx, lead_id, stage=body.stage, reason=body.reason)
+            return lead_out(ctx, lead, tx.now(), history=await timeline.stage_history(tx, lead.id))
 
     @api.post("/leads/{lead_id}/merge", dependencies=[need(P.LEADS_WRITE)], response_model=LeadOut, tags=["leads"])
     async def merge(lead_id: uuid.UUID, body: MergeIn) -> LeadOut:
         """Merge `duplicate_id` into this lead (explicit, logged on both)."""
         async with uow() as tx:
-            lead = await handlers.merge_leads(tx, ctx, lead_id, body.duplicate_id, body.reason)
-            return lead_out(ctx, lead, tx.now(), touches=await handlers.touches(tx, lead.id))
+            lead = await privacy.merge_leads(
+                tx, ctx, kept_id=lead_id, duplicate_id=body.duplicate_id, reason=body.reason
+            )
+            return lead_out(ctx, lead, tx.now(), touches=await timeline.touches(tx, lead.id))
 
     @api.get("/icp", dependencies=[need(P.ICP_READ)], response_model=IcpOut, tags=["icp"])
     async def read_icp() -> IcpOut:
         """The ideal client profile in force (YAML and its parsed criteria)."""
         async with uow() as tx:
-            icp, document, version = await handlers.current_icp(tx, ctx)
-        return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"])
+            icp = await qualification.current_icp(tx, ctx)
+        return IcpOut(version=icp.version, document=icp.document, criteria=icp.profile.to_dict()["criteria"])
 
     @api.put(
-        "/icp", dependencies=[need(P.ICP_WRITE)],
+        "/icp",
+        dependencies=[need(P.ICP_WRITE)],
         response_model=IcpOut,
         tags=["icp"],
-        openapi_extra={"requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}},
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}
+        },
     )
     async def replace_icp(request: Request) -> IcpOut:
         """Replace the ICP with a YAML (or JSON) document; every live lead is rescored."""
@@ -292,70 +327,96 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         except UnicodeDecodeError as exc:
             raise DomainError("the ICP must be UTF-8 text") from exc
         async with uow() as tx:
-            version, rescored = await handlers.replace_icp(tx, ctx, document)
-            icp, document, _ = await handlers.current_icp(tx, ctx)
-        return IcpOut(version=version, document=document, criteria=icp.to_dict()["criteria"], rescored=rescored)
+            version, rescored = await qualification.replace_icp(tx, ctx, document)
+            icp = await qualification.current_icp(tx, ctx)
+        return IcpOut(
+            version=version, document=icp.document, criteria=icp.profile.to_dict()["criteria"], rescored=rescored
+        )
 
-    @api.post("/leads/{lead_id}/deals", dependencies=[need(P.DEALS_WRITE)], status_code=201, response_model=DealOut, tags=["deals"])
+    @api.post(
+        "/leads/{lead_id}/deals",
+        dependencies=[need(P.DEALS_WRITE)],
+        status_code=201,
+        response_model=DealOut,
+        tags=["deals"],
+    )
     async def create_deal(lead_id: uuid.UUID, body: DealIn) -> DealOut:
         """Write an estimate (scope lines; a retainer has a monthly fee and included hours)."""
         async with uow() as tx:
-            return deal_out(await handlers.propose_deal(tx, ctx, lead_id, body))
+            return deal_out(await deals.propose_deal(tx, ctx, lead_id, body))
 
     @api.get("/deals/{deal_id}", dependencies=[need(P.LEADS_READ, person=True)], response_model=DealOut, tags=["deals"])
     async def read_deal(deal_id: uuid.UUID) -> DealOut:
         async with uow() as tx:
-            deal = await handlers.get_deal(tx, deal_id)
-            return deal_out(deal, await handlers.change_requests_of(tx, deal_id))
+            deal = await deals.get_deal(tx, deal_id)
+            return deal_out(deal, await deals.change_requests_of(tx, deal_id))
 
     @api.post("/deals/{deal_id}/won", dependencies=[need(P.DEALS_WRITE)], response_model=DealOut, tags=["deals"])
     async def won(deal_id: uuid.UUID, body: WonIn) -> DealOut:
         """The estimate was signed: no signature, no deal."""
         async with uow() as tx:
-            return deal_out(await handlers.win_deal(tx, ctx, deal_id, signed_by=body.signed_by, signed_at=body.signed_at))
+            deal = await deals.win_deal(tx, ctx, deal_id, signed_by=body.signed_by, signed_at=body.signed_at)
+            return deal_out(deal)
 
     @api.post("/deals/{deal_id}/lost", dependencies=[need(P.DEALS_WRITE)], response_model=DealOut, tags=["deals"])
     async def lost(deal_id: uuid.UUID, body: LostIn) -> DealOut:
         async with uow() as tx:
-            return deal_out(await handlers.lose_deal(tx, ctx, deal_id, body.reason))
+            return deal_out(await deals.lose_deal(tx, ctx, deal_id, reason=body.reason))
 
     @api.post(
-        "/deals/{deal_id}/change-requests", dependencies=[need(P.DEALS_WRITE)], status_code=201, response_model=ChangeRequestOut, tags=["deals"],
+        "/deals/{deal_id}/change-requests",
+        dependencies=[need(P.DEALS_WRITE)],
+        status_code=201,
+        response_model=ChangeRequestOut,
+        tags=["deals"],
     )
     async def change_request(deal_id: uuid.UUID, body: ChangeRequestIn) -> ChangeRequestOut:
         """A change on a signed deal, checked against the estimate's lines: in scope (free) or a
         paid change order (`deal.change_requested`)."""
         async with uow() as tx:
-            return change_out(await handlers.request_change(tx, ctx, deal_id, body))
+            return ChangeRequestOut.model_validate(await deals.request_change(tx, ctx, deal_id, body))
 
-    @api.post("/channels/{channel}/spend", dependencies=[need(P.SPEND_WRITE)], status_code=201, response_model=SpendOut, tags=["channels"])
+    @api.post(
+        "/channels/{channel}/spend",
+        dependencies=[need(P.SPEND_WRITE)],
+        status_code=201,
+        response_model=SpendOut,
+        tags=["channels"],
+    )
     async def spend(channel: str, body: SpendIn) -> SpendOut:
         """Spend on a channel for a period (`channel.spend_recorded`), for CAC."""
         async with uow() as tx:
-            row, replaced = await handlers.record_spend(tx, channel, body)
-        return SpendOut(channel=row.channel, period_start=row.period_start, period_end=row.period_end,
-                        amount=row.amount, currency=row.currency, replaced=replaced)
+            row, replaced = await channel_spend.record_spend(tx, channel, body)
+        return SpendOut(
+            channel=row.channel,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            amount=row.amount,
+            currency=row.currency,
+            replaced=replaced,
+        )
 
     @api.get("/channels", dependencies=[need(P.REPORTS_READ)], tags=["channels"])
     async def read_channels() -> list[dict]:
         """Per channel: spend, leads, clients, cost per lead and CAC (per currency)."""
-        return await runtime.reads.run(handlers.channels, key="channels")
+        return await runtime.reads.run(channel_spend.channels, key="channels")
 
     @api.get("/funnel", dependencies=[need(P.REPORTS_READ)], response_model=FunnelOut, tags=["funnel"])
     async def read_funnel(
         channel: str | None = None,
-        since: date | None = Query(
-            None, alias="from", ge=EARLIEST, le=LATEST, description=f"captured on or after (UTC date, {DATE_RANGE})"
-        ),
-        until: date | None = Query(
-            None, alias="to", ge=EARLIEST, le=LATEST, description=f"captured on or before (UTC date, {DATE_RANGE})"
-        ),
+        since: Annotated[
+            Day | None, Query(alias="from", description=f"captured on or after (UTC date, {DATE_RANGE})")
+        ] = None,
+        until: Annotated[
+            Day | None, Query(alias="to", description=f"captured on or before (UTC date, {DATE_RANGE})")
+        ] = None,
         period: Literal["week", "month", "quarter", "year"] = Query("month", description="grain of by_period"),
     ) -> FunnelOut:
         """Counts by stage, how many ever reached each stage and the conversion between stages:
         overall, per channel and per period of capture."""
+
         async def read(tx: UnitOfWork) -> FunnelOut:
-            report = await handlers.funnel(tx, channel=channel, since=since, until=until, grain=period, tz=timezone.utc)
+            report = await funnel.funnel(tx, channel=channel, since=since, until=until, grain=period, tz=UTC)
             return FunnelOut.model_validate(report)
 
         return await runtime.reads.run(read, key=("funnel", channel, since, until, period))

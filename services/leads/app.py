@@ -9,7 +9,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.leads import api, people_api, subscribers
-from services.leads.handlers import Context
+from services.leads.context import Context
 from services.leads.metrics import LeadsMetrics
 from services.leads.settings import Settings
 from shared import topics
@@ -37,6 +37,7 @@ def create_app(
         people_owner=True,
     )
     ctx = Context(settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions))
+    runtime.uow.count_emitted(ctx.metrics.count)
 
     async def refresh_gauges(_now: object) -> None:
         await ctx.metrics.refresh()

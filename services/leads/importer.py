@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.leads.schemas import LeadIn
+from services.leads.commands import LeadIn
 
 REQUIRED = ("name", "email", "channel")
 FIELDS = set(LeadIn.model_fields) - {"utm"}

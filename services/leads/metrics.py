@@ -1,8 +1,10 @@
 """Leads' Prometheus metrics.
 
-Counters move only after the transaction that caused them committed (``tx.after_commit``), so
-a rolled-back request counts nothing. Stage gauges are read back from the database, so restarts
-and several instances never make them drift."""
+Counters move only after the transaction that caused them committed, so a rolled-back request
+counts nothing: what an event says is counted from the committed events (``count``, given to
+``UnitOfWorkFactory.count_emitted``), whichever path emitted them; the few counts no event
+carries are counted by the use case with ``tx.after_commit``. Stage gauges are read back from
+the database, so restarts and several instances never make them drift."""
 
 from __future__ import annotations
 
@@ -16,54 +18,84 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.leads import domain
 from services.leads.store import Lead
+from shared.events import Envelope
 
 log = logging.getLogger(__name__)
 
 
 REFRESH_EVERY_S = 1.0
+# Events after which the stage gauges may have changed (a new lead enters ``awareness``).
+STAGE_MOVES = frozenset({"lead.captured", "lead.stage_changed"})
 
 
 class LeadsMetrics:
     def __init__(self, registry: CollectorRegistry, sessions: async_sessionmaker) -> None:
-        labels = {"registry": registry}
         self.sessions = sessions
         self.captured = Counter(
-            "clientflow_leads_captured_total", "New leads captured, by channel", ["channel"], **labels
+            "clientflow_leads_captured_total", "New leads captured, by channel", ["channel"], registry=registry
         )
         self.duplicates = Counter(
             "clientflow_leads_duplicates_total",
             "Captures of a person or company already known, by what matched (email, company_domain)",
             ["matched_by"],
-            **labels,
+            registry=registry,
         )
-        self.qualified = Counter("clientflow_leads_qualified_total", "Leads qualified (BANT)", **labels)
+        self.qualified = Counter("clientflow_leads_qualified_total", "Leads qualified (BANT)", registry=registry)
         self.disqualified = Counter(
-            "clientflow_leads_disqualified_total", "Leads disqualified, by reason", ["reason"], **labels
+            "clientflow_leads_disqualified_total", "Leads disqualified, by reason", ["reason"], registry=registry
         )
         self.deals = Counter(
-            "clientflow_leads_deals_total", "Deals by outcome (proposed, won, lost)", ["outcome"], **labels
+            "clientflow_leads_deals_total", "Deals by outcome (proposed, won, lost)", ["outcome"], registry=registry
         )
         self.deal_value = Counter(
             "clientflow_leads_deal_value_total",
             "Value of deals by outcome and currency (retainers count one monthly fee plus lines)",
             ["outcome", "currency"],
-            **labels,
+            registry=registry,
         )
         self.change_requests = Counter(
-            "clientflow_leads_change_requests_total", "Change requests by scope (in, out)", ["scope"], **labels
+            "clientflow_leads_change_requests_total", "Change requests by scope (in, out)", ["scope"], registry=registry
         )
         self.import_rows = Counter(
             "clientflow_leads_import_rows_total",
             "CSV import rows by outcome (accepted, duplicate, rejected)",
             ["outcome"],
-            **labels,
+            registry=registry,
         )
-        self.erased = Counter("clientflow_leads_erased_total", "Leads erased on request", **labels)
-        self.stage = Gauge("clientflow_leads_stage", "Leads currently in each funnel stage", ["stage"], **labels)
+        self.erased = Counter("clientflow_leads_erased_total", "Leads erased on request", registry=registry)
+        self.stage = Gauge(
+            "clientflow_leads_stage", "Leads currently in each funnel stage", ["stage"], registry=registry
+        )
         self._running: asyncio.Task[None] | None = None
         self._again = False
 
-    def deal(self, outcome: str, value: Decimal, currency: str) -> None:
+    def count(self, event: Envelope) -> None:
+        """Count one event a committed transaction emitted; refresh the stage gauges after one
+        that moved a lead into a stage."""
+        data = event.data
+        match event.type:
+            case "lead.captured":
+                if not data.get("duplicate"):
+                    self.captured.labels(data["channel"]).inc()
+            case "lead.qualified":
+                self.qualified.inc()
+            case "lead.disqualified":
+                for reason in data["reasons"]:
+                    self.disqualified.labels(reason).inc()
+            case "deal.proposed" | "deal.won":
+                self.deal(
+                    event.type.removeprefix("deal."), value=Decimal(str(data["total"])), currency=data["currency"]
+                )
+            case "deal.lost":
+                self.deals.labels("lost").inc()  # its value is not in the event: see deals.lose_deal
+            case "deal.change_requested":
+                self.change_requests.labels("in" if data["in_scope"] else "out").inc()
+            case "lead.erased":
+                self.erased.inc()
+        if event.type in STAGE_MOVES:
+            self.refresh_soon()
+
+    def deal(self, outcome: str, *, value: Decimal, currency: str) -> None:
         self.deals.labels(outcome).inc()
         self.deal_value.labels(outcome, currency).inc(float(value))
 

@@ -33,17 +33,29 @@ class IssuedToken:
 
 def person_state(person: AccessPerson) -> PersonState:
     return PersonState(
-        person_id=person.id, email=person.email, name=person.name, role=person.role, kind=person.kind,  # type: ignore[arg-type]
-        languages=list(person.languages or []), active=person.active, revision=person.revision,
+        person_id=person.id,
+        email=person.email,
+        name=person.name,
+        role=person.role,
+        kind=person.kind,
+        languages=list(person.languages or []),
+        active=person.active,
+        revision=person.revision,
         changed_at=person.changed_at,
     )
 
 
 def token_state(token: AccessToken) -> TokenState:
     return TokenState(
-        token_id=token.id, person_id=token.person_id, token_hash=token.token_hash, prefix=token.prefix,
-        scopes=list(token.scopes or []), created_at=token.created_at, expires_at=token.expires_at,
-        revoked_at=token.revoked_at, revision=token.revision,
+        token_id=token.id,
+        person_id=token.person_id,
+        token_hash=token.token_hash,
+        prefix=token.prefix,
+        scopes=list(token.scopes or []),
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+        revision=token.revision,
     )
 
 
@@ -76,16 +88,30 @@ async def find_person(tx: UnitOfWork, ref: str) -> AccessPerson:
 
 
 async def add_person(
-    tx: UnitOfWork, *, email: str, name: str, role: str, kind: str, languages: list[str],
-    scopes: list[str], expires_at: datetime | None,
+    tx: UnitOfWork,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    kind: str,
+    languages: list[str],
+    scopes: list[str],
+    expires_at: datetime | None,
 ) -> tuple[AccessPerson, IssuedToken]:
     """Add a person with their first token (``person.added``, ``token.created``)."""
     email = email.lower()
     if await tx.session.scalar(select(AccessPerson.id).where(AccessPerson.email == email)) is not None:
         raise Conflict(f"{email} is already a person here (add a token with POST /people/{{email}}/tokens)")
     person = AccessPerson(
-        id=uuid.uuid4(), email=email, name=name, role=role, kind=kind, languages=languages, active=True,
-        revision=1, changed_at=wall_now(),
+        id=uuid.uuid4(),
+        email=email,
+        name=name,
+        role=role,
+        kind=kind,
+        languages=languages,
+        active=True,
+        revision=1,
+        changed_at=wall_now(),
     )
     tx.session.add(person)
     _announce_person(tx, "person.added", person)
@@ -94,7 +120,12 @@ async def add_person(
 
 
 async def change_person(
-    tx: UnitOfWork, person: AccessPerson, *, name: str | None, role: str | None, languages: list[str] | None,
+    tx: UnitOfWork,
+    person: AccessPerson,
+    *,
+    name: str | None,
+    role: str | None,
+    languages: list[str] | None,
     active: bool | None,
 ) -> AccessPerson:
     """Change a person (``person.updated``, or ``person.disabled`` when they are disabled)."""
@@ -124,8 +155,15 @@ async def create_token(
     token_id = uuid.uuid4()
     token = new_token(token_id)
     row = AccessToken(
-        id=token_id, person_id=person.id, token_hash=token_hash(token), prefix=token_prefix(token),
-        scopes=check_scopes(person.role, scopes), created_at=now, expires_at=expires_at, revoked_at=None, revision=1,
+        id=token_id,
+        person_id=person.id,
+        token_hash=token_hash(token),
+        prefix=token_prefix(token),
+        scopes=check_scopes(person.role, scopes),
+        created_at=now,
+        expires_at=expires_at,
+        revoked_at=None,
+        revision=1,
     )
     tx.session.add(row)
     tx.emit("token.created", token_state(row), lead_id=None, key=f"token:{row.id}")
@@ -146,7 +184,9 @@ async def revoke_token(tx: UnitOfWork, token_id: uuid.UUID) -> AccessToken:
 
 async def tokens_of(tx: UnitOfWork, person_id: uuid.UUID) -> list[AccessToken]:
     return list(
-        await tx.session.scalars(select(AccessToken).where(AccessToken.person_id == person_id).order_by(AccessToken.created_at))
+        await tx.session.scalars(
+            select(AccessToken).where(AccessToken.person_id == person_id).order_by(AccessToken.created_at)
+        )
     )
 
 

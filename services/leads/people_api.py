@@ -4,22 +4,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
 
 from services.leads import people
 from shared.access.authn import Authenticator, wall_now
 from shared.access.policy import PEOPLE_MANAGE
 from shared.access.rules import need
 from shared.db import AccessPerson, AccessToken
-from shared.events import Role
 from shared.errors import Invalid
+from shared.events import Role
 from shared.service import ServiceRuntime
 
 
@@ -42,7 +42,7 @@ class _Expiry(BaseModel):
         default_factory=list, max_length=50, description="narrow the token to these permissions (say leads.capture)"
     )
 
-    def expiry(self):  # noqa: ANN201 - datetime | None
+    def expiry(self) -> datetime | None:
         if self.expires_at is not None and self.expires_in_days is not None:
             raise Invalid("give expires_at or expires_in_days, not both")
         if self.expires_in_days is not None:
@@ -125,8 +125,13 @@ class PersonCreated(PersonOut):
 def token_out(row: AccessToken) -> TokenOut:
     now = wall_now()
     return TokenOut(
-        token_id=row.id, person_id=row.person_id, prefix=row.prefix, scopes=list(row.scopes or []),
-        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
+        token_id=row.id,
+        person_id=row.person_id,
+        prefix=row.prefix,
+        scopes=list(row.scopes or []),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
         active=row.revoked_at is None and (row.expires_at is None or row.expires_at > now),
     )
 
@@ -137,8 +142,14 @@ def new_token_out(issued: people.IssuedToken) -> NewTokenOut:
 
 def person_out(person: AccessPerson, tokens: list[AccessToken] | None = None) -> PersonOut:
     return PersonOut(
-        person_id=person.id, email=person.email, name=person.name, role=person.role, kind=person.kind,  # type: ignore[arg-type]
-        languages=list(person.languages or []), active=person.active, changed_at=person.changed_at,
+        person_id=person.id,
+        email=person.email,
+        name=person.name,
+        role=person.role,
+        kind=person.kind,
+        languages=list(person.languages or []),
+        active=person.active,
+        changed_at=person.changed_at,
         tokens=[token_out(t) for t in tokens or []],
     )
 
@@ -155,15 +166,24 @@ def router(runtime: ServiceRuntime, authenticator: Authenticator) -> APIRouter:
         async with uow() as tx:
             tx.after_commit(authenticator.forget)
             person, issued = await people.add_person(
-                tx, email=body.email, name=body.name, role=body.role, kind=body.kind, languages=body.languages,
-                scopes=body.scopes, expires_at=body.expiry(),
+                tx,
+                email=body.email,
+                name=body.name,
+                role=body.role,
+                kind=body.kind,
+                languages=body.languages,
+                scopes=body.scopes,
+                expires_at=body.expiry(),
             )
         return PersonCreated(**person_out(person).model_dump(), token=new_token_out(issued))
 
     @api.get("/people", response_model=list[PersonOut], dependencies=manage)
     async def list_people(active: bool | None = None, role: Role | None = None) -> list[PersonOut]:
         async with uow() as tx:
-            return [person_out(p, await people.tokens_of(tx, p.id)) for p in await people.list_people(tx, active=active, role=role)]
+            return [
+                person_out(p, await people.tokens_of(tx, p.id))
+                for p in await people.list_people(tx, active=active, role=role)
+            ]
 
     @api.get("/people/{person}", response_model=PersonOut, dependencies=manage)
     async def read_person(person: str) -> PersonOut:
@@ -179,7 +199,11 @@ def router(runtime: ServiceRuntime, authenticator: Authenticator) -> APIRouter:
         async with uow() as tx:
             tx.after_commit(authenticator.forget)
             found = await people.change_person(
-                tx, await people.find_person(tx, person), name=body.name, role=body.role, languages=body.languages,
+                tx,
+                await people.find_person(tx, person),
+                name=body.name,
+                role=body.role,
+                languages=body.languages,
                 active=body.active,
             )
             return person_out(found, await people.tokens_of(tx, found.id))
@@ -210,6 +234,8 @@ def router(runtime: ServiceRuntime, authenticator: Authenticator) -> APIRouter:
         async with uow() as tx:
             if person is not None:
                 return [token_out(t) for t in await people.tokens_of(tx, (await people.find_person(tx, person)).id)]
-            return [token_out(t) for t in await tx.session.scalars(select(AccessToken).order_by(AccessToken.created_at))]
+            return [
+                token_out(t) for t in await tx.session.scalars(select(AccessToken).order_by(AccessToken.created_at))
+            ]
 
     return api

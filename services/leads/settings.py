@@ -1,42 +1,58 @@
-from decimal import Decimal
+"""Leads' settings: ``LEADS_``-prefixed, with the business rules' numbers as nested policies.
+
+A policy reads its fields from ``LEADS_<POLICY>_<FIELD>`` (``env_nested_delimiter`` "_", split
+once): ``LEADS_DEPOSIT_BASE_SHARE`` is ``deposit.base_share``, ``LEADS_ENGAGEMENT_HALF_LIFE_DAYS``
+is ``engagement.half_life_days``, ``LEADS_QUALIFICATION_REQUIRED`` is ``qualification.required``:
+the names these settings had before they were nested."""
+
+from __future__ import annotations
+
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.leads.domain import DepositPolicy, EngagementPolicy, QualificationPolicy
 from shared.settings import ServiceSettings
 
 DEFAULT_ICP_FILE = Path(__file__).parent / "icp.yaml"
 
 
 class Settings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="LEADS_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LEADS_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        populate_by_name=True,
+    )
     service_name: ClassVar[str] = "leads"
     default_port: ClassVar[int] = 8001
 
-    # Deposit share asked at signature: base, plus per red flag and for a poor fit, capped.
-    deposit_base_share: Decimal = Field(default=Decimal("0.30"), ge=0, le=1)
-    deposit_share_per_red_flag: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
-    deposit_max_share: Decimal = Field(default=Decimal("0.80"), ge=0, le=1)
-    deposit_low_fit_extra: Decimal = Field(default=Decimal("0.10"), ge=0, le=1)
-    low_fit_threshold: int = Field(default=40, ge=0, le=100)
+    # The deposit share asked at signature (LEADS_DEPOSIT_BASE_SHARE, LEADS_DEPOSIT_SHARE_PER_RED_FLAG,
+    # LEADS_DEPOSIT_MAX_SHARE, LEADS_DEPOSIT_LOW_FIT_EXTRA).
+    deposit: DepositPolicy = Field(default_factory=DepositPolicy)
+    # LEADS_LOW_FIT_THRESHOLD: the fit under which the deposit asks more. Its name predates the
+    # nested policy (and does not start with LEADS_DEPOSIT_), so it is read here and handed to it.
+    low_fit_threshold: int | None = Field(default=None, ge=0, le=100, exclude=True)
+
+    # BANT (LEADS_QUALIFICATION_REQUIRED, LEADS_QUALIFICATION_MINIMUM_BUDGET).
+    qualification: QualificationPolicy = Field(default_factory=QualificationPolicy)
+
+    # Engagement points per signal and their half-life (LEADS_ENGAGEMENT_HALF_LIFE_DAYS,
+    # LEADS_ENGAGEMENT_OPEN_POINTS, _CLICK_POINTS, _REPLY_POINTS, _FEEDBACK_POINTS, _TAKEOVER_POINTS).
+    engagement: EngagementPolicy = Field(default_factory=EngagementPolicy)
 
     # The ICP a fresh database starts from (PUT /icp replaces it; versions are kept in the database).
     icp_file: Path = DEFAULT_ICP_FILE
 
-    # BANT: how many of the four must hold (need always must); the budget that counts as one.
-    qualification_required: int = Field(default=3, ge=1, le=4)
-    qualification_minimum_budget: Decimal = Field(default=Decimal("1000"), ge=0)
-
-    # Engagement points per signal and how fast they fade (half gone after the half-life).
-    engagement_half_life_days: float = Field(default=14.0, gt=0)
-    engagement_open_points: Decimal = Field(default=Decimal("5"), ge=0)
-    engagement_click_points: Decimal = Field(default=Decimal("10"), ge=0)
-    engagement_reply_points: Decimal = Field(default=Decimal("25"), ge=0)
-    engagement_feedback_points: Decimal = Field(default=Decimal("10"), ge=0)
-    engagement_takeover_points: Decimal = Field(default=Decimal("15"), ge=0)
-
     # Change requests on one deal from which the client "changes mind often".
     changes_mind_after: int = Field(default=3, ge=1)
     import_max_rows: int = Field(default=5000, ge=1)
+
+    @model_validator(mode="after")
+    def _low_fit_threshold_into_deposit(self) -> Settings:
+        if self.low_fit_threshold is not None:
+            self.deposit = self.deposit.model_copy(update={"low_fit_threshold": self.low_fit_threshold})
+        return self

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.leads import handlers
-from services.leads.handlers import Context
+from services.leads import capture, deals, engagement, funnel, record
+from services.leads.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch
 from shared.events import EVENT_TYPES, Envelope
@@ -14,30 +14,32 @@ from shared.uow import UnitOfWork
 
 # Nurture may publish an inbound reply under one of these names; applied when the contract has it.
 REPLY_TYPES = ("email.replied", "reply.received", "inbound.replied")
+# What of an engagement event's payload goes into the lead's timeline.
+ENGAGEMENT_DETAIL = ("url", "survey", "score", "complaint", "by")
 
 
 def handlers_for(ctx: Context) -> dict[str, Handler]:
     async def moves_stage(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
-        await handlers.apply_stage_event(tx, ctx, event.lead_id, event.type, occurred_at=event.occurred_at)
+        await funnel.apply_stage_event(tx, ctx, event.lead_id, event.type, occurred_at=event.occurred_at)
 
     async def engaged(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
-        detail = {k: v for k, v in payload.model_dump(mode="json").items() if k in ("url", "survey", "score", "complaint", "by")}
-        await handlers.record_engagement(tx, ctx, event, **detail)
+        detail = {k: v for k, v in payload.model_dump(mode="json").items() if k in ENGAGEMENT_DETAIL}
+        await engagement.record_engagement(tx, ctx, event, **detail)
 
     async def replied(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
-        await handlers.record_engagement(tx, ctx, event.model_copy(update={"type": "email.replied"}))
+        await engagement.record_engagement(tx, ctx, event.model_copy(update={"type": "email.replied"}))
 
     async def sales_ready(tx: UnitOfWork, event: Envelope, payload: ev.LeadSalesReady) -> None:
-        await handlers.sales_ready(tx, ctx, event, payload)
+        await engagement.sales_ready(tx, ctx, event, payload)
 
     async def unsubscribed(tx: UnitOfWork, event: Envelope, payload: ev.LeadUnsubscribed) -> None:
-        await handlers.unsubscribed(tx, event, payload)
+        await engagement.unsubscribed(tx, event, payload)
 
     async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
-        await handlers.tier_changed(tx, event, payload)
+        await deals.tier_changed(tx, event, payload)
 
     async def referral(tx: UnitOfWork, event: Envelope, payload: ev.ReferralMade) -> None:
-        await handlers.referral_made(tx, ctx, event, payload)
+        await capture.referral_made(tx, ctx, event, payload)
 
     consumed: dict[str, Handler] = {
         "email.opened": engaged,
@@ -58,7 +60,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
 
 def prefetch_for(ctx: Context) -> Prefetch:
     async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
-        await handlers.prefetch(tx, ctx, events)
+        await record.prefetch(tx, events)
 
     return prefetch
 

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from bench import workloads
-from services.leads import handlers, subscribers
+from services.leads import capture, funnel, privacy, subscribers
+from services.leads.context import Context
 from services.leads.metrics import LeadsMetrics
 from services.leads.schemas import LeadIn
 from services.leads.settings import Settings
@@ -44,7 +45,7 @@ class Leads:
         self.uow = UnitOfWorkFactory(self.engine, producer="leads", clock=self.clock)
         metrics = LeadsMetrics(CollectorRegistry(), self.uow.sessions)
         metrics.refresh_soon = lambda: None  # type: ignore[method-assign]  # gauges read on their own
-        self.ctx = handlers.Context(settings=Settings(), metrics=metrics)
+        self.ctx = Context(settings=Settings(), metrics=metrics)
         self.dead_letters = FakeDeadLetters()
         self.consumer = BatchConsumer(
             service="leads", uow=self.uow, handlers=subscribers.handlers_for(self.ctx),
@@ -61,7 +62,7 @@ class Leads:
     async def capture(self, name: str, email: str) -> uuid.UUID:
         body = LeadIn(name=name, email=email, channel="website", consent_marketing=True, budget="5000", currency="EUR")
         async with self.uow() as tx:
-            return (await handlers.capture_lead(tx, self.ctx, body)).lead_id
+            return (await capture.capture_lead(tx, self.ctx, body)).lead_id
 
 
 def envelope(kind: str, payload: ev.Payload, lead_id: uuid.UUID | None, at: datetime = START) -> ev.Envelope:
@@ -89,12 +90,12 @@ async def seed(app: Leads) -> dict[str, uuid.UUID]:
     ids = {name: await app.capture(f"{name.title()} Known", f"{name}@{name}-co.example")
            for name in ("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal")}
     async with app.uow() as tx:
-        await handlers.merge_leads(tx, app.ctx, ids["bob"], ids["cy"], "same person")
+        await privacy.merge_leads(tx, app.ctx, kept_id=ids["bob"], duplicate_id=ids["cy"], reason="same person")
     async with app.uow() as tx:
-        await handlers.erase_lead(tx, app.ctx, ids["dee"])
+        await privacy.erase_lead(tx, app.ctx, ids["dee"])
     for name, stage in (("eve", "action"), ("fay", "churned"), ("gus", "churned")):
         async with app.uow() as tx:
-            await handlers.set_stage(tx, app.ctx, ids[name], stage, "seed")
+            await funnel.set_stage(tx, app.ctx, ids[name], stage=stage, reason="seed")
     return ids
 
 

@@ -1,0 +1,311 @@
+"""Capture: a new lead (from a form, a CSV import or a referral), or a new touch on a person we
+already know (dedupe)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.leads import domain
+from services.leads.commands import LeadIn
+from services.leads.context import Context
+from services.leads.funnel import follow, move_stage
+from services.leads.qualification import current_icp
+from services.leads.record import (
+    company_leads,
+    lead_for_event,
+    lead_with_email,
+    lead_with_key,
+    remember_captured,
+)
+from services.leads.store import Lead, LeadRedFlag, StageChange, Touch
+from services.leads.timeline import log_activity
+from shared import events as ev
+from shared.consumer import RejectEvent
+from shared.errors import Invalid
+from shared.pauses import Pauses
+from shared.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The outcome of a capture: the new lead, or the known one a duplicate touched."""
+
+    lead_id: uuid.UUID
+    fit_score: int
+    red_flags: list[str]
+    stage: str
+    duplicate: bool = False
+    matched_by: domain.MatchedBy | None = None
+
+
+async def find_duplicate(tx: UnitOfWork, data: LeadIn) -> tuple[Lead, domain.MatchedBy] | None:
+    """The known lead this capture is about, and what matched it (see ``domain.dedupe``)."""
+    found = await lead_with_key(tx, domain.normalise_email(data.email))
+    if found is None:
+        found = await lead_with_email(tx, data.email)
+    matched_by: domain.MatchedBy = "email"
+    if found is None:
+        company = domain.company_domain(data.email)
+        if company is None:
+            return None
+        found = domain.same_person(data.name, await company_leads(tx, company))
+        matched_by = "company_domain"
+    if found is None:
+        return None
+    kept = await lead_for_event(tx, found.id)
+    if kept is None:
+        return None  # an erased person who writes again is a new lead: we kept nothing of them
+    return kept, matched_by
+
+
+async def capture_lead(
+    tx: UnitOfWork,
+    ctx: Context,
+    data: LeadIn,
+    *,
+    icp: domain.IdealClientProfile | None = None,
+    source: str = "api",
+    referral_cause: str = "lead.referred",
+) -> Captured:
+    """Record a new lead (``lead.captured``), or a new touch on the person or company we already
+    know (``lead.captured`` with ``duplicate``; the answer names the existing lead)."""
+    now = tx.now()
+    if data.referred_by is not None and await lead_for_event(tx, data.referred_by) is None:
+        raise Invalid(f"referred_by: no lead {data.referred_by} to credit the referral to")
+    duplicate = await find_duplicate(tx, data)
+    if duplicate is not None:
+        return await _touch_again(tx, ctx, duplicate[0], data, matched_by=duplicate[1], source=source)
+    if icp is None:
+        icp = (await current_icp(tx, ctx)).profile
+    intake = data.intake()
+    fit = domain.fit_score(intake, icp)
+    flags = domain.intake_red_flags(intake)
+    lead = Lead(
+        id=uuid.uuid4(),
+        email=data.email,
+        email_key=domain.normalise_email(data.email),
+        name=data.name,
+        company=data.company,
+        company_domain=domain.company_domain(data.email),
+        job_title=data.job_title,
+        industry=data.industry,
+        employees=data.employees,
+        annual_revenue=data.annual_revenue,
+        country=data.country,
+        language=data.language,
+        timezone=data.timezone,
+        channel=data.channel,
+        campaign=data.campaign,
+        utm=data.utm,
+        budget=data.budget,
+        currency=data.currency,
+        brief=data.brief,
+        timeline=data.timeline,
+        needs=data.needs,
+        consent_marketing=data.consent_marketing,
+        legal_basis=data.legal_basis,
+        referred_by=data.referred_by,
+        stage="awareness",
+        fit_score=fit.score,
+        fit_matched=fit.matched,
+        fit_missed=fit.missed,
+        engagement_score=0,
+        red_flags=[{"name": f.name, "evidence": f.evidence, "source": "intake", "at": now.isoformat()} for f in flags],
+        referrals=0,
+        created_at=now,
+        updated_at=now,
+    )
+    tx.session.add(lead)
+    remember_captured(tx, lead)
+    tx.session.add(Touch(lead_id=lead.id, channel=data.channel, campaign=data.campaign, utm=data.utm or None, at=now))
+    tx.session.add(StageChange(lead_id=lead.id, from_stage=None, to_stage="awareness", cause="lead.captured", at=now))
+    for flag in flags:
+        tx.session.add(LeadRedFlag(lead_id=lead.id, name=flag.name, raised_at=now))
+    log_activity(
+        tx,
+        lead.id,
+        "lead.captured",
+        channel=data.channel,
+        campaign=data.campaign,
+        source=source,
+        fit_score=fit.score,
+        red_flags=[f.name for f in flags] or None,
+    )
+    tx.emit("lead.captured", _captured(lead, fit.score, duplicate=False), lead_id=lead.id)
+    if data.referred_by is not None:
+        await _credit_referrer(tx, referrer_id=data.referred_by, referred_id=lead.id, cause=referral_cause)
+    return Captured(lead_id=lead.id, fit_score=fit.score, red_flags=[f.name for f in flags], stage="awareness")
+
+
+def _captured(
+    lead: Lead,
+    fit: int,
+    *,
+    duplicate: bool,
+    channel: str | None = None,
+    campaign: str | None = None,
+    consent: bool | None = None,
+) -> ev.LeadCaptured:
+    return ev.LeadCaptured(
+        name=lead.name or "",
+        email=lead.email,
+        company=lead.company,
+        job_title=lead.job_title,
+        industry=lead.industry,
+        employees=lead.employees,
+        annual_revenue=lead.annual_revenue,
+        country=lead.country,
+        language=lead.language,
+        timezone=lead.timezone,
+        channel=channel or lead.channel,
+        campaign=campaign if channel else lead.campaign,
+        utm=lead.utm or {},
+        budget=lead.budget,
+        currency=lead.currency,
+        has_brief=bool(lead.brief),
+        timeline=lead.timeline,
+        needs=lead.needs or [],
+        consent_marketing=lead.consent_marketing if consent is None else consent,
+        legal_basis=lead.legal_basis,
+        referred_by=lead.referred_by,
+        stage=lead.stage,
+        fit_score=fit,
+        red_flags=lead.red_flag_names,
+        segment=domain.segment(fit),
+        duplicate=duplicate,
+    )
+
+
+async def _touch_again(
+    tx: UnitOfWork, ctx: Context, lead: Lead, data: LeadIn, *, matched_by: domain.MatchedBy, source: str
+) -> Captured:
+    """A known person (or a colleague from the same company) reached us again: keep the touch."""
+    now = tx.now()
+    same_person = matched_by == "email"
+    tx.session.add(
+        Touch(
+            lead_id=lead.id,
+            channel=data.channel,
+            campaign=data.campaign,
+            utm=data.utm or None,
+            matched_by=matched_by,
+            contact_name=None if same_person else data.name,
+            contact_email=None if same_person else data.email,
+            at=now,
+        )
+    )
+    # The person's own new consent counts (nurture merges it); a colleague's says nothing of theirs.
+    consent = data.consent_marketing if same_person else None
+    if same_person and data.consent_marketing and not lead.consent_marketing:
+        lead.consent_marketing = True
+        lead.legal_basis = data.legal_basis or lead.legal_basis
+    lead.updated_at = now
+    log_activity(
+        tx, lead.id, "lead.touched", channel=data.channel, campaign=data.campaign, matched_by=matched_by, source=source
+    )
+    await follow(tx, lead, "lead.returned")
+    tx.emit(
+        "lead.captured",
+        _captured(lead, lead.fit_score, duplicate=True, channel=data.channel, campaign=data.campaign, consent=consent),
+        lead_id=lead.id,
+    )
+    # Counted here, not from the event: lead.captured does not say what matched.
+    tx.after_commit(lambda: ctx.metrics.duplicates.labels(matched_by).inc())
+    return Captured(
+        lead_id=lead.id,
+        fit_score=lead.fit_score,
+        red_flags=lead.red_flag_names,
+        stage=lead.stage,
+        duplicate=True,
+        matched_by=matched_by,
+    )
+
+
+async def _credit_referrer(tx: UnitOfWork, *, referrer_id: uuid.UUID, referred_id: uuid.UUID, cause: str) -> None:
+    referrer = await lead_for_event(tx, referrer_id)
+    if referrer is None:
+        return
+    referrer.referrals = (referrer.referrals or 0) + 1
+    log_activity(tx, referrer.id, "referral.credited", referred_lead_id=referred_id)
+    target = domain.next_stage(referrer.stage, "referral.made")
+    if target:
+        await move_stage(tx, referrer, to_stage=target, cause=cause)
+
+
+async def referral_made(tx: UnitOfWork, ctx: Context, event: ev.Envelope, data: ev.ReferralMade) -> None:
+    """A client referred someone: a new lead on channel ``referral``, credited to the referrer
+    (who moves to ``advocacy`` when a client). A person we already know gets a touch instead."""
+    referrer = await lead_for_event(tx, event.lead_id)
+    try:
+        body = LeadIn.from_referral(data, referred_by=referrer.id if referrer is not None else None)
+    except ValueError as exc:
+        raise RejectEvent(f"referral {data.referral_id} cannot become a lead: {exc}") from exc
+    created = await capture_lead(tx, ctx, body, source="referral.made", referral_cause="referral.made")
+    if not created.duplicate:
+        log_activity(
+            tx,
+            created.lead_id,
+            "referral.made",
+            referral_id=data.referral_id,
+            referred_by=event.lead_id,
+            note=data.note,
+        )
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows accepted, duplicates (touches), rejected with their errors."""
+
+    rows: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    lead_ids: list[uuid.UUID] = field(default_factory=list)
+
+    def add(self, part: ImportReport) -> None:
+        """Count a part of the file (imported in its own transaction) into the whole."""
+        self.accepted += part.accepted
+        self.duplicates += part.duplicates
+        self.rejected += part.rejected
+        self.errors += part.errors
+        self.lead_ids += part.lead_ids
+
+
+async def import_rows(tx: UnitOfWork, ctx: Context, rows: list[tuple[int, LeadIn | list[str]]]) -> ImportReport:
+    """Capture every valid row; each invalid one is reported with why (the good rows go in).
+    ``rows`` holds (row number, validated lead or the row's errors)."""
+    icp = (await current_icp(tx, ctx)).profile
+    report = ImportReport(rows=len(rows))
+    pause = Pauses()  # a file of thousands of rows must not hold the loop (health checks, batches)
+    for number, item in rows:
+        await pause()
+        if isinstance(item, list):
+            report.rejected += 1
+            report.errors.append({"row": number, "errors": item})
+            continue
+        try:
+            created = await capture_lead(tx, ctx, item, icp=icp, source="import")
+        except Invalid as exc:
+            report.rejected += 1
+            report.errors.append({"row": number, "errors": [exc.message]})
+            continue
+        report.lead_ids.append(created.lead_id)
+        if created.duplicate:
+            report.duplicates += 1
+        else:
+            report.accepted += 1
+    counts = {"accepted": report.accepted, "duplicate": report.duplicates, "rejected": report.rejected}
+
+    def count() -> None:
+        for outcome, n in counts.items():
+            if n:
+                ctx.metrics.import_rows.labels(outcome).inc(n)
+
+    tx.after_commit(count)  # rows, not events: a rejected row emits nothing
+    return report
