@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import TypeAdapter, ValidationError
 
-from services.retention import handlers
-from services.retention.handlers import Context
+from services.retention import cancellations, domain, economics, loyalty, tiers, views
+from services.retention.context import Context
 from services.retention.schemas import (
-    ChurnRiskOut,
-    EventRef,
-    FactorOut,
-    ReferralIn,
-    ReferralOut,
-    ReviewOut,
-    TrendOut,
     CancellationIn,
     CancellationOut,
+    ChurnRiskOut,
     ClientList,
     ClientOut,
     ClientSummary,
     EconomicsOut,
+    EventRef,
+    FactorOut,
     LogoChurnOut,
     MoneyOut,
-    OfferOut,
+    ReferralIn,
+    ReferralOut,
+    ReviewOut,
+    TrendOut,
 )
-from services.retention.store import Cancellation, Client, Referral, TierReview
+from services.retention.store import Client, TierReview
 from shared.access import policy as P
-from shared.access.rules import need, public
+from shared.access.rules import need
 from shared.bounds import DATE_RANGE, MAX_COUNT, within_dates
 from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
@@ -49,15 +48,18 @@ def _mrr(client: Client) -> MoneyOut | None:
     return MoneyOut(amount=client.mrr, currency=client.mrr_currency) if client.mrr_currency else None
 
 
-def client_out(client: Client, revenue: dict[str, Decimal], view: handlers.ClientView | None = None) -> ClientOut:
+def client_out(view: views.ClientView) -> ClientOut:
+    """A client as GET /clients/{lead_id} shows it: each factor with its explanation and the
+    latest events behind it, the trend, the churn-risk episode and the counts."""
+    client = view.client
     factors = {}
     for name, factor in (client.health_factors or {}).items():
-        events = view.events.get(name, []) if view else []
+        events = view.events.get(name, [])
         factors[name] = FactorOut(
             value=factor["value"],
             weight=factor["weight"],
             evidence=factor.get("evidence", {}),
-            explanation=handlers.EXPLAIN.get(name, ""),
+            explanation=domain.FACTOR_EXPLANATIONS.get(name, ""),
             events=[EventRef(event_id=e.event_id, type=e.type, at=e.at, detail=e.detail or {}) for e in events],
         )
     return ClientOut(
@@ -67,14 +69,14 @@ def client_out(client: Client, revenue: dict[str, Decimal], view: handlers.Clien
         became_client_at=client.became_client_at,
         tier=client.tier,
         health_score=client.health_score,
-        band=client.band,  # type: ignore[arg-type]
+        band=client.band,
         factors=factors,
-        revenue=_money(revenue),
+        revenue=_money(view.revenue),
         mrr=_mrr(client),
-        subscription_status=client.subscription_status,  # type: ignore[arg-type]
+        subscription_status=client.subscription_status,
         deals_won=client.deals_won,
         erased=client.erased_at is not None,
-        trend=TrendOut.model_validate(view.trend) if view else None,
+        trend=TrendOut.model_validate(view.trend),
         tier_reasons=client.tier_reasons or [],
         churn_risk=ChurnRiskOut(
             open=client.churn_risk_open, reasons=client.churn_risk_reasons or [], raised_at=client.churn_risk_raised_at
@@ -101,14 +103,8 @@ def client_out(client: Client, revenue: dict[str, Decimal], view: handlers.Clien
 
 
 def review_out(review: TierReview) -> ReviewOut:
+    """A tier review: what it found (tier counts, changes, clients to let go) and when."""
     return ReviewOut(review_id=review.id, period=review.period, at=review.at, **review.result)
-
-
-def referral_out(referral: Referral) -> ReferralOut:
-    return ReferralOut(
-        referral_id=referral.id, lead_id=referral.referrer_id, status=referral.status,  # type: ignore[arg-type]
-        created_at=referral.created_at,
-    )
 
 
 def _moment(value: str | None, *, name: str) -> datetime | None:
@@ -117,7 +113,7 @@ def _moment(value: str | None, *, name: str) -> datetime | None:
         return None
     try:
         if len(value) == 10:
-            moment = datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
+            moment = datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
         else:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -127,10 +123,11 @@ def _moment(value: str | None, *, name: str) -> datetime | None:
         within_dates(moment, name=name)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def economics_out(figures: dict, snap: handlers.Snapshot) -> EconomicsOut:
+def economics_out(figures: dict[str, Any], snap: economics.Snapshot) -> EconomicsOut:
+    """The figures of a period (``economics.economics``) with the live snapshot, as GET /economics answers."""
     f = dict(figures)
     spend, leaked, currency = f.pop("spend"), f.pop("leaked_revenue"), f["currency"]
     return EconomicsOut.model_validate(
@@ -139,8 +136,11 @@ def economics_out(figures: dict, snap: handlers.Snapshot) -> EconomicsOut:
             "spend": MoneyOut(amount=spend, currency=currency),
             "leaked_revenue": MoneyOut(amount=leaked, currency=currency),
             "logo_churn": LogoChurnOut(
-                rate=f["logo_churn"], monthly_rate=f["monthly_logo_churn"], lost=f["clients_lost"],
-                clients_at_start=f["clients_at_start"], reason=f["reasons"].get("logo_churn"),
+                rate=f["logo_churn"],
+                monthly_rate=f["monthly_logo_churn"],
+                lost=f["clients_lost"],
+                clients_at_start=f["clients_at_start"],
+                reason=f["reasons"].get("logo_churn"),
             ),
             "clients": snap.clients,
             "active_subscriptions": snap.active_subscriptions,
@@ -153,6 +153,7 @@ def economics_out(figures: dict, snap: handlers.Snapshot) -> EconomicsOut:
 
 
 def client_summary(client: Client) -> ClientSummary:
+    """A client as GET /clients lists it."""
     return ClientSummary(
         lead_id=client.lead_id,
         tier=client.tier,
@@ -164,22 +165,9 @@ def client_summary(client: Client) -> ClientSummary:
     )
 
 
-def cancellation_out(cancellation: Cancellation) -> CancellationOut:
-    return CancellationOut(
-        cancellation_id=cancellation.id,
-        lead_id=cancellation.lead_id,
-        status=cancellation.status,  # type: ignore[arg-type]
-        reason=cancellation.reason,
-        comment=cancellation.comment,
-        offer=OfferOut.model_validate(cancellation.offer),
-        created_at=cancellation.created_at,
-        decided_at=cancellation.decided_at,
-    )
-
-
 def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
+    """Retention's routes: each validates, calls one use case and maps its answer."""
     uow = runtime.uow
-    metrics = ctx.metrics
     api = APIRouter()
 
     @api.get("/clients", dependencies=[need(P.CLIENTS_READ)], response_model=ClientList, tags=["clients"])
@@ -190,21 +178,27 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> ClientList:
         """Clients (not prospects), optionally of one tier or health band, oldest first."""
+
         async def read(tx: UnitOfWork) -> ClientList:
-            rows, total = await handlers.list_clients(tx, tier=tier, band=band, limit=limit, offset=offset)
+            rows, total = await views.list_clients(tx, tier=tier, band=band, limit=limit, offset=offset)
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
 
         return await runtime.reads.run(read)
 
-    @api.get("/clients/{lead_id}", dependencies=[need(P.CLIENTS_READ, person=True)], response_model=ClientOut, tags=["clients"])
+    @api.get(
+        "/clients/{lead_id}",
+        dependencies=[need(P.CLIENTS_READ, person=True)],
+        response_model=ClientOut,
+        tags=["clients"],
+    )
     async def read_client(lead_id: uuid.UUID) -> ClientOut:
         """Health score, band, tier and the factors behind the score, with revenue and MRR."""
         async with uow() as tx:
-            view = await handlers.client_view(tx, ctx, lead_id)
-            return client_out(view.client, view.revenue, view)
+            return client_out(await views.client_view(tx, ctx, lead_id))
 
     @api.post(
-        "/clients/{lead_id}/cancellation", dependencies=[need(P.CANCELLATIONS_WRITE)],
+        "/clients/{lead_id}/cancellation",
+        dependencies=[need(P.CANCELLATIONS_WRITE)],
         status_code=201,
         response_model=CancellationOut,
         tags=["cancellations"],
@@ -212,45 +206,57 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     async def request_cancellation(lead_id: uuid.UUID, body: CancellationIn) -> CancellationOut:
         """The client wants to cancel: answers with the save offer (a pause or a discount)."""
         async with uow() as tx:
-            cancellation = await handlers.request_cancellation(tx, ctx, lead_id, reason=body.reason, comment=body.comment)
-        metrics.count_cancellation(cancellation.reason, "requested")
-        return cancellation_out(cancellation)
+            cancellation = await cancellations.request_cancellation(
+                tx, ctx, lead_id, reason=body.reason, comment=body.comment
+            )
+        return CancellationOut.model_validate(cancellation)
 
-    @api.get("/cancellations/{cancellation_id}", dependencies=[need(P.CLIENTS_READ, person=True)], response_model=CancellationOut, tags=["cancellations"])
+    @api.get(
+        "/cancellations/{cancellation_id}",
+        dependencies=[need(P.CLIENTS_READ, person=True)],
+        response_model=CancellationOut,
+        tags=["cancellations"],
+    )
     async def read_cancellation(cancellation_id: uuid.UUID) -> CancellationOut:
         async with uow() as tx:
-            return cancellation_out(await handlers.get_cancellation(tx, cancellation_id))
+            return CancellationOut.model_validate(await cancellations.get_cancellation(tx, cancellation_id))
 
     @api.post(
-        "/cancellations/{cancellation_id}/accept", dependencies=[need(P.CANCELLATIONS_WRITE)],
+        "/cancellations/{cancellation_id}/accept",
+        dependencies=[need(P.CANCELLATIONS_WRITE)],
         response_model=CancellationOut,
         tags=["cancellations"],
     )
     async def accept(cancellation_id: uuid.UUID) -> CancellationOut:
         """The client takes the save offer; a repeat answers the same."""
         async with uow() as tx:
-            cancellation, saved = await handlers.accept_offer(tx, cancellation_id)
-        if saved:
-            metrics.count_cancellation(cancellation.reason, "saved")
-        return cancellation_out(cancellation)
+            cancellation = await cancellations.accept_offer(tx, ctx, cancellation_id)
+        return CancellationOut.model_validate(cancellation)
 
     @api.post(
-        "/cancellations/{cancellation_id}/confirm", dependencies=[need(P.CANCELLATIONS_WRITE)],
+        "/cancellations/{cancellation_id}/confirm",
+        dependencies=[need(P.CANCELLATIONS_WRITE)],
         response_model=CancellationOut,
         tags=["cancellations"],
     )
     async def confirm(cancellation_id: uuid.UUID) -> CancellationOut:
         """The client declines the offer and leaves; a repeat answers the same."""
         async with uow() as tx:
-            cancellation, completed = await handlers.confirm_cancellation(tx, cancellation_id)
-        if completed:
-            metrics.count_cancellation(cancellation.reason, "completed")
-        return cancellation_out(cancellation)
+            cancellation = await cancellations.confirm_cancellation(tx, cancellation_id)
+        return CancellationOut.model_validate(cancellation)
 
-    @api.get("/economics", dependencies=[need(P.REPORTS_READ)], response_model=EconomicsOut, response_model_by_alias=True, tags=["economics"])
+    @api.get(
+        "/economics",
+        dependencies=[need(P.REPORTS_READ)],
+        response_model=EconomicsOut,
+        response_model_by_alias=True,
+        tags=["economics"],
+    )
     async def read_economics(
         from_: str | None = Query(
-            None, alias="from", description=f"start (inclusive), date or RFC 3339 ({DATE_RANGE}); default: first of this month"
+            None,
+            alias="from",
+            description=f"start (inclusive), date or RFC 3339 ({DATE_RANGE}); default: first of this month",
         ),
         to: str | None = Query(None, description=f"end (exclusive), date or RFC 3339 ({DATE_RANGE}); default: now"),
         channel: str | None = Query(None, description="one acquisition channel"),
@@ -268,9 +274,10 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                 currency = _CURRENCY.validate_python(currency)
             except ValidationError as exc:
                 raise HTTPException(422, f"currency: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
         async def read(tx: UnitOfWork) -> EconomicsOut:
-            figures = await handlers.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
-            return economics_out(figures, await handlers.snapshot(tx))
+            figures = await economics.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
+            return economics_out(figures, await economics.snapshot(tx))
 
         # The query as asked (a default "now" is the moment the shared computation started).
         return await runtime.reads.run(read, key=("economics", from_, to, channel, currency))
@@ -278,25 +285,39 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     @api.get("/reviews/latest", dependencies=[need(P.CLIENTS_READ)], response_model=ReviewOut, tags=["tiers"])
     async def latest_review() -> ReviewOut:
         """The latest tier review: tiers counted, changes, and the clients to let go."""
+
         async def read(tx: UnitOfWork) -> ReviewOut:
-            return review_out(await handlers.latest_review(tx))
+            return review_out(await tiers.latest_review(tx))
 
         return await runtime.reads.run(read)
 
-    @api.post("/reviews", dependencies=[need(P.REVIEWS_WRITE)], status_code=201, response_model=ReviewOut, tags=["tiers"])
+    @api.post(
+        "/reviews", dependencies=[need(P.REVIEWS_WRITE)], status_code=201, response_model=ReviewOut, tags=["tiers"]
+    )
     async def run_review() -> ReviewOut:
         """Run a tier review now (it also runs on its schedule, monthly by default)."""
-        review = await handlers.review_tiers(uow, ctx, runtime.clock.now(), force=True)
+        review = await tiers.review_tiers(uow, ctx, runtime.clock.now(), force=True)
         assert review is not None
         return review_out(review)
 
-    @api.post("/referrals", dependencies=[need(P.REFERRALS_WRITE)], status_code=201, response_model=ReferralOut, tags=["referrals"])
+    @api.post(
+        "/referrals",
+        dependencies=[need(P.REFERRALS_WRITE)],
+        status_code=201,
+        response_model=ReferralOut,
+        tags=["referrals"],
+    )
     async def refer(body: ReferralIn) -> ReferralOut:
         """A client refers someone new (`referral.made`); refused (409) for an existing client."""
         async with uow() as tx:
-            referral = await handlers.make_referral(
-                tx, ctx, body.lead_id, name=body.name, email=str(body.email), company=body.company, note=body.note
+            referral = await loyalty.make_referral(
+                tx,
+                referrer_id=body.lead_id,
+                name=body.name,
+                email=str(body.email),
+                company=body.company,
+                note=body.note,
             )
-        return referral_out(referral)
+        return ReferralOut.model_validate(referral)
 
     return api

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.retention import api, handlers, subscribers
-from services.retention.handlers import Context
+from services.retention import api, economics, schedule, subscribers, tiers
+from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
-from services.retention.store import Client
 from shared import topics
 from shared.clock import Clock
 from shared.jobs import Jobs
 from shared.service import ServiceRuntime
-from shared.uow import UnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-async def refresh_economics_gauges(runtime: ServiceRuntime, ctx: Context, now: datetime) -> None:
-    """The economics of the trailing 30 days as gauges: all channels, then each channel."""
-    start = now - timedelta(days=30)
-
-    async def read(tx: UnitOfWork) -> None:
-        # On the read pool: a long computation that must not hold the loop (gauges are thread-safe).
-        channels = [c for c in await tx.session.scalars(select(Client.channel).distinct()) if c]
-        for channel in [None, *sorted(channels)]:
-            figures = await handlers.economics(tx, ctx, start=start, end=now, channel=channel, currency=None)
-            ctx.metrics.publish_economics(figures, channel=channel or "all")
-
-    await runtime.reads.run(read)
 
 
 def create_app(
@@ -45,6 +28,8 @@ def create_app(
     engine: AsyncEngine | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
+    """The retention service: its consumer, its scheduled review and its HTTP routes; a test
+    hands in its own broker, engine or clock."""
     settings = settings or Settings()
     runtime = ServiceRuntime(
         settings,
@@ -54,18 +39,19 @@ def create_app(
         engine=engine,
         clock=clock,
     )
-    ctx = Context(
-        settings=settings, metrics=RetentionMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
-    )
+    metrics = RetentionMetrics(runtime.registry, runtime.uow.sessions)
+    # Counters count what committed, whichever path (HTTP, consumer, scheduled job) emitted it.
+    runtime.uow.count_emitted(metrics.count_emitted)
+    ctx = Context(settings=settings, metrics=metrics, jobs=Jobs(runtime.metrics))
     subscribers.register(runtime, ctx)
 
     async def review(now: datetime) -> None:
         # One job, in order: two passes that lock client rows (SKIP LOCKED) running side by
         # side would skip each other's rows.
-        await handlers.review_health(runtime.uow, ctx, now)
+        await schedule.review_health(runtime.uow, ctx, now)
         # Polled often, acts once per period (monthly by default) on the business clock.
-        await handlers.review_tiers(runtime.uow, ctx, now)
-        await refresh_economics_gauges(runtime, ctx, now)
+        await tiers.review_tiers(runtime.uow, ctx, now)
+        await economics.publish_trailing(runtime.reads, ctx, now)
 
     runtime.every("retention.review", review, settings.review_interval_s)
     return runtime.http_app(

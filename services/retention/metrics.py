@@ -1,8 +1,11 @@
 """Retention's Prometheus metrics.
 
-Gauges are read back from the database rather than moved by +1/-1 in memory: a restart, a
-rolled-back transaction or a second instance would make in-memory counts drift. They are
-refreshed right after a commit that changed them and on the review schedule."""
+Counters count what was committed, once: the events a transaction emitted, whichever path
+emitted them (HTTP, consumer, scheduled job), through ``count_emitted``, which the composition
+root hands to ``UnitOfWorkFactory.count_emitted``. Gauges are read back from the database
+rather than moved by +1/-1 in memory: a restart, a rolled-back transaction or a second
+instance would make in-memory counts drift. They are refreshed right after a commit that
+changed them and on the review schedule."""
 
 from __future__ import annotations
 
@@ -16,55 +19,61 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.retention import domain
 from services.retention.store import Client, Subscription
+from shared import events as ev
+from shared.events import Envelope
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+# The events counted when committed (``cancellation.saved`` does not carry the reason its count
+# is labelled with: ``cancellations.accept_offer`` counts it after its commit).
+_COUNTED = frozenset(
+    {"cancellation.requested", "cancellation.completed", "churn_risk.raised", "loyalty.points_awarded", "referral.made"}
+)
 
 
 class RetentionMetrics:
     """Clients by tier and by health band, MRR by currency, cancellations by reason and outcome."""
 
     def __init__(self, registry: CollectorRegistry, sessions: async_sessionmaker) -> None:
-        labels = {"registry": registry}
         self.sessions = sessions
         self.clients_by_tier = Gauge(
-            "clientflow_retention_clients_by_tier", "Clients by tier", ["tier"], **labels
+            "clientflow_retention_clients_by_tier", "Clients by tier", ["tier"], registry=registry
         )
         self.clients_by_band = Gauge(
-            "clientflow_retention_clients_by_health_band", "Clients by health band", ["band"], **labels
+            "clientflow_retention_clients_by_health_band", "Clients by health band", ["band"], registry=registry
         )
         self.mrr = Gauge(
             "clientflow_retention_mrr",
             "Monthly recurring revenue of active subscriptions (paused ones excluded)",
             ["currency"],
-            **labels,
+            registry=registry,
         )
         self.cancellations = Counter(
             "clientflow_retention_cancellations_total",
             "Cancellation requests and their outcomes (requested, saved, completed)",
             ["reason", "outcome"],
-            **labels,
+            registry=registry,
         )
         self.churn_risks = Counter(
-            "clientflow_retention_churn_risks_total", "Churn-risk episodes opened, by rule", ["rule"], **labels
+            "clientflow_retention_churn_risks_total", "Churn-risk episodes opened, by rule", ["rule"], registry=registry
         )
         self.loyalty_points = Counter(
-            "clientflow_retention_loyalty_points_total", "Loyalty points awarded", **labels
+            "clientflow_retention_loyalty_points_total", "Loyalty points awarded", registry=registry
         )
         self.referrals = Counter(
-            "clientflow_retention_referrals_total", "Referrals made and converted", ["outcome"], **labels
+            "clientflow_retention_referrals_total", "Referrals made and converted", ["outcome"], registry=registry
         )
         self.economics = Gauge(
             "clientflow_retention_economics",
             "Unit economics of the trailing period (GET /economics): one sample per figure and channel",
             ["figure", "channel", "currency"],
-            **labels,
+            registry=registry,
         )
         self.mrr_movements = Gauge(
             "clientflow_retention_mrr_movements",
             "MRR movements of the trailing period by kind",
             ["kind", "channel", "currency"],
-            **labels,
+            registry=registry,
         )
         self._mrr_currencies: set[str] = set()
         self._running: asyncio.Task[None] | None = None
@@ -72,6 +81,22 @@ class RetentionMetrics:
 
     def count_cancellation(self, reason: str, outcome: str) -> None:
         self.cancellations.labels(reason, outcome).inc()
+
+    def count_emitted(self, event: Envelope) -> None:
+        """Count one event a committed transaction emitted (``UnitOfWorkFactory.count_emitted``)."""
+        p = event.payload() if event.type in _COUNTED else None
+        if isinstance(p, ev.CancellationRequested):
+            self.count_cancellation(p.reason, "requested")
+        elif isinstance(p, ev.CancellationCompleted):
+            # Confirmed over HTTP, or billing ended the last subscription: counted alike.
+            self.count_cancellation(p.reason, "completed")
+        elif isinstance(p, ev.ChurnRiskRaised):
+            for rule in p.reasons:
+                self.churn_risks.labels(rule).inc()
+        elif isinstance(p, ev.LoyaltyPointsAwarded):
+            self.loyalty_points.inc(p.points)
+        elif isinstance(p, ev.ReferralMade):
+            self.referrals.labels("made").inc()
 
     def refresh_after_commit(self, tx: UnitOfWork) -> None:
         """Refresh the gauges once ``tx`` has committed (never on a rollback)."""
@@ -123,8 +148,22 @@ class RetentionMetrics:
             self.mrr.labels(currency).set(float(mrr.get(currency, Decimal(0))))
 
     ECONOMICS_FIGURES = (
-        "leads", "new_clients", "spend", "cac", "arpa", "ltv", "ltv_cac", "payback_months", "logo_churn",
-        "revenue_churn", "nrr", "grr", "fire_share", "leaked_revenue", "mrr_start", "mrr_end",
+        "leads",
+        "new_clients",
+        "spend",
+        "cac",
+        "arpa",
+        "ltv",
+        "ltv_cac",
+        "payback_months",
+        "logo_churn",
+        "revenue_churn",
+        "nrr",
+        "grr",
+        "fire_share",
+        "leaked_revenue",
+        "mrr_start",
+        "mrr_end",
     )
 
     def publish_economics(self, figures: dict, *, channel: str) -> None:

@@ -9,7 +9,6 @@ handlers emit on the way were published the first time: the rebuilt outbox is ma
 
 from __future__ import annotations
 
-
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from services.retention import subscribers
 from services.retention.app import MIGRATIONS
-from services.retention.handlers import Context
+from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
 from services.retention.store import Client
@@ -38,6 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReplayReport:
+    """What a replay read, applied, skipped (not retention's) and rejected, from which topics."""
+
     read: int = 0
     applied: int = 0
     skipped: int = 0
@@ -88,11 +89,12 @@ async def replay(
         report.read = len(history)
         order = {topic: i for i, topic in enumerate(report.topics)}
         usable = [
-            (topic, part, offset, e) for topic, part, offset, e in history
+            (topic, part, offset, e)
+            for topic, part, offset, e in history
             if e is not None and e.type in handlers and EVENT_TYPES[e.type].topic == topic
         ]
         report.skipped = report.read - len(usable)
-        usable.sort(key=lambda r: (r[3].occurred_at, order[r[0]], r[1], r[2]))  # type: ignore[union-attr]
+        usable.sort(key=lambda r: (r[3].occurred_at, order[r[0]], r[1], r[2]))
         for index, (_topic, _part, _offset, event) in enumerate(usable):
             assert event is not None
             clock.advance_to(event.occurred_at)
@@ -121,5 +123,6 @@ def _last(usable: list) -> datetime | None:
 
 
 def fresh_sqlite_url(settings: Settings) -> str:
+    """A new SQLite database under the data directory to replay into."""
     path = (settings.data_dir / f"retention-replay-{uuid.uuid4().hex[:8]}.db").resolve()
     return f"sqlite+aiosqlite:///{path}"

@@ -1,4 +1,7 @@
-"""Retention's HTTP request and response bodies (JSON names fixed by DESIGN.md)."""
+"""Retention's HTTP request and response bodies (JSON names fixed by docs/design.md, "HTTP surface").
+
+Bodies that are a stored row as it is read from the row (``from_attributes``); the routes map
+the others (services/retention/api.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, EmailStr, Field
 
 from shared.money import CurrencyCode, DecimalStr
 
@@ -110,7 +113,10 @@ class OfferOut(BaseModel):
 
 
 class CancellationOut(BaseModel):
-    cancellation_id: uuid.UUID
+    # Read from a ``Cancellation`` row (its ``id``).
+    model_config = ConfigDict(from_attributes=True)
+
+    cancellation_id: uuid.UUID = Field(validation_alias=AliasChoices("cancellation_id", "id"))
     lead_id: uuid.UUID
     status: Literal["requested", "saved", "completed"]
     reason: str
@@ -163,8 +169,11 @@ class ReferralIn(BaseModel):
 
 
 class ReferralOut(BaseModel):
-    referral_id: uuid.UUID
-    lead_id: uuid.UUID = Field(description="the referrer")
+    # Read from a ``Referral`` row (its ``id`` and ``referrer_id``).
+    model_config = ConfigDict(from_attributes=True)
+
+    referral_id: uuid.UUID = Field(validation_alias=AliasChoices("referral_id", "id"))
+    lead_id: uuid.UUID = Field(description="the referrer", validation_alias=AliasChoices("lead_id", "referrer_id"))
     status: Literal["made", "captured", "converted"]
     created_at: datetime
 
@@ -179,8 +188,8 @@ class ReviewOut(BaseModel):
 
 
 class EconomicsOut(BaseModel):
-    """Unit economics of the period [from, to) (DESIGN.md's formulas); a null figure has its
-    reason in `reasons`."""
+    """Unit economics of the period [from, to) (the formulas of docs/design.md); a null figure has
+    its reason in `reasons`."""
 
     from_: datetime = Field(alias="from")
     to: datetime

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from services.retention import handlers
-from services.retention.handlers import Context
+from services.retention import cancellations, clients, loyalty, record, subscriptions, tiers
+from services.retention.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch, RejectEvent
 from shared.events import Envelope
@@ -24,109 +24,164 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
     """One translation per event type retention learns from."""
 
     async def captured(tx: UnitOfWork, event: Envelope, p: ev.LeadCaptured) -> None:
-        await handlers.record_capture(
-            tx, ctx, _person(event), channel=p.channel, captured_at=event.occurred_at, duplicate=p.duplicate,
-            email=p.email, referred_by=p.referred_by,
+        await clients.record_capture(
+            tx,
+            ctx,
+            _person(event),
+            channel=p.channel,
+            captured_at=event.occurred_at,
+            duplicate=p.duplicate,
+            email=p.email,
+            referred_by=p.referred_by,
         )
 
     async def qualified(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
-        await handlers.record_qualified(tx, ctx, _person(event))
+        await clients.record_qualified(tx, ctx, _person(event))
 
     async def spend(tx: UnitOfWork, event: Envelope, p: ev.ChannelSpendRecorded) -> None:
-        await handlers.record_spend(
-            tx, event_id=event.event_id, channel=p.channel, start=p.period_start, end=p.period_end,
-            amount=p.amount, currency=p.currency,
+        await clients.record_spend(
+            tx,
+            event_id=event.event_id,
+            channel=p.channel,
+            start=p.period_start,
+            end=p.period_end,
+            amount=p.amount,
+            currency=p.currency,
         )
 
     async def proposed(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
-        await handlers.record_proposed(tx, ctx, _person(event))
+        await clients.record_proposed(tx, ctx, _person(event))
 
     async def deal_won(tx: UnitOfWork, event: Envelope, p: ev.DealWon) -> None:
-        await handlers.record_deal_won(
-            tx, ctx, _person(event), value=p.total, currency=p.currency, hourly_rate=p.hourly_rate,
-            red_flags=len(p.red_flags), channel=p.channel,
+        await clients.record_deal_won(
+            tx,
+            ctx,
+            _person(event),
+            value=p.total,
+            currency=p.currency,
+            hourly_rate=p.hourly_rate,
+            red_flags=len(p.red_flags),
+            channel=p.channel,
         )
 
     async def invoice_issued(tx: UnitOfWork, event: Envelope, p: ev.InvoiceIssued) -> None:
-        await handlers.record_invoice(
-            tx, ctx, _person(event), amount=p.amount, currency=p.currency, kind=p.kind,
-            hours_used=p.hours_used, included_hours=p.included_hours,
+        await clients.record_invoice(
+            tx,
+            ctx,
+            _person(event),
+            amount=p.amount,
+            currency=p.currency,
+            kind=p.kind,
+            hours_used=p.hours_used,
+            included_hours=p.included_hours,
         )
 
     async def paid(tx: UnitOfWork, event: Envelope, p: ev.PaymentSucceeded) -> None:
-        await handlers.record_payment(
-            tx, ctx, _person(event), amount=p.amount, currency=p.currency, days_late=p.days_late,
-            invoice_id=p.invoice_id, invoice_paid=p.invoice_paid, paid_at=p.paid_at,
+        await clients.record_payment(
+            tx,
+            ctx,
+            _person(event),
+            amount=p.amount,
+            currency=p.currency,
+            days_late=p.days_late,
+            invoice_id=p.invoice_id,
+            invoice_paid=p.invoice_paid,
+            paid_at=p.paid_at,
         )
 
     async def payment_failed(tx: UnitOfWork, event: Envelope, p: ev.PaymentFailed) -> None:
-        await handlers.record_payment_failure(tx, ctx, _person(event), hard=p.hard_decline)
+        await clients.record_payment_failure(tx, ctx, _person(event), hard=p.hard_decline)
 
     async def overdue(tx: UnitOfWork, event: Envelope, p: ev.InvoiceOverdue) -> None:
-        await handlers.record_overdue(tx, ctx, _person(event), invoice_id=p.invoice_id, days=p.days_overdue)
+        await clients.record_overdue(tx, ctx, _person(event), invoice_id=p.invoice_id, days=p.days_overdue)
 
     async def voided(tx: UnitOfWork, event: Envelope, p: ev.InvoiceVoided) -> None:
-        await handlers.record_voided(tx, ctx, _person(event), invoice_id=p.invoice_id)
+        await clients.record_voided(tx, ctx, _person(event), invoice_id=p.invoice_id)
 
     async def dunning(tx: UnitOfWork, event: Envelope, p: ev.DunningStateChanged) -> None:
-        await handlers.record_dunning(tx, ctx, _person(event), to_state=p.to_state)
+        await clients.record_dunning(tx, ctx, _person(event), to_state=p.to_state)
 
     async def hours(tx: UnitOfWork, event: Envelope, p: ev.HoursUsageReported) -> None:
-        await handlers.record_hours(
+        await clients.record_hours(
             tx, ctx, _person(event), used=p.used_hours, included=p.included_hours, overage=p.overage_hours
         )
 
     async def credit_note(tx: UnitOfWork, event: Envelope, p: ev.CreditNoteIssued) -> None:
-        await handlers.record_credit_note(
+        await clients.record_credit_note(
             tx, ctx, _person(event), invoice_id=p.invoice_id, refunded=p.refunded, currency=p.currency
         )
 
     async def deposit_cleared(tx: UnitOfWork, event: Envelope, p: ev.DepositCleared) -> None:
-        await handlers.become_client(tx, ctx, _person(event), cleared_at=p.cleared_at)
+        await clients.become_client(tx, ctx, _person(event), cleared_at=p.cleared_at)
 
     async def started(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionStarted) -> None:
-        await handlers.start_subscription(
-            tx, ctx, _person(event), subscription_id=p.subscription_id, deal_id=p.deal_id,
-            monthly_fee=p.monthly_fee, currency=p.currency, started_at=p.started_at, included_hours=p.included_hours,
+        await subscriptions.start_subscription(
+            tx,
+            ctx,
+            _person(event),
+            subscription_id=p.subscription_id,
+            deal_id=p.deal_id,
+            monthly_fee=p.monthly_fee,
+            currency=p.currency,
+            started_at=p.started_at,
+            included_hours=p.included_hours,
         )
 
     async def paused(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionPaused) -> None:
-        await handlers.pause_subscription(
-            tx, ctx, _person(event), subscription_id=p.subscription_id, paused_fee=p.paused_fee,
-            currency=p.currency, until=p.until,
+        await subscriptions.pause_subscription(
+            tx,
+            ctx,
+            _person(event),
+            subscription_id=p.subscription_id,
+            paused_fee=p.paused_fee,
+            currency=p.currency,
+            until=p.until,
         )
 
     async def resumed(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionResumed) -> None:
-        await handlers.resume_subscription(tx, ctx, _person(event), subscription_id=p.subscription_id)
+        await subscriptions.resume_subscription(tx, ctx, _person(event), subscription_id=p.subscription_id)
 
     async def cancelled(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionCancelled) -> None:
-        await handlers.cancel_subscription(
-            tx, ctx, _person(event), subscription_id=p.subscription_id, reason=p.reason,
-            effective_at=p.effective_at, monthly_fee=p.monthly_fee, currency=p.currency,
+        await subscriptions.cancel_subscription(
+            tx,
+            ctx,
+            _person(event),
+            subscription_id=p.subscription_id,
+            reason=p.reason,
+            effective_at=p.effective_at,
+            monthly_fee=p.monthly_fee,
+            currency=p.currency,
         )
 
     async def price_change(tx: UnitOfWork, event: Envelope, p: ev.PriceChangeScheduled) -> None:
-        await handlers.schedule_price_change(
-            tx, ctx, _person(event), subscription_id=p.subscription_id, new_price=p.new_price,
-            percent=p.percent, effective_at=p.effective_at,
+        await subscriptions.schedule_price_change(
+            tx,
+            ctx,
+            _person(event),
+            subscription_id=p.subscription_id,
+            new_price=p.new_price,
+            percent=p.percent,
+            effective_at=p.effective_at,
         )
 
     async def change_requested(tx: UnitOfWork, event: Envelope, p: ev.DealChangeRequested) -> None:
-        await handlers.record_change_request(
+        await clients.record_change_request(
             tx, ctx, _person(event), in_scope=p.in_scope, amount=p.amount, hours=p.hours, currency=p.currency
         )
 
     async def feedback(tx: UnitOfWork, event: Envelope, p: ev.FeedbackReceived) -> None:
-        await handlers.record_feedback(tx, ctx, _person(event), score=p.score, complaint=p.complaint, replaces=p.replaces)
+        await clients.record_feedback(
+            tx, ctx, _person(event), score=p.score, complaint=p.complaint, replaces=p.replaces
+        )
 
     async def engagement(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
-        await handlers.record_engagement(tx, ctx, _person(event), event_type=event.type)
+        await clients.record_engagement(tx, ctx, _person(event), event_type=event.type)
 
     async def takeover(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
-        await handlers.record_takeover(tx, ctx, _person(event), started=event.type == "takeover.started")
+        await clients.record_takeover(tx, ctx, _person(event), started=event.type == "takeover.started")
 
     async def erased(tx: UnitOfWork, event: Envelope, p: ev.LeadErased) -> None:
-        await handlers.erase_client(tx, ctx, _person(event), requested_at=p.requested_at)
+        await clients.erase_client(tx, ctx, _person(event), requested_at=p.requested_at)
 
     return {
         "lead.captured": captured,
@@ -164,16 +219,16 @@ def own_handlers() -> dict[str, Handler]:
     gave, referrals, points, cancellations); a rebuild reads them back instead of re-deciding."""
 
     async def tier(tx: UnitOfWork, event: Envelope, p: ev.ClientTierChanged) -> None:
-        await handlers.replay_tier(tx, _person(event), to_tier=p.to_tier, reasons=p.reasons)
+        await tiers.replay_tier(tx, _person(event), to_tier=p.to_tier, reasons=p.reasons)
 
     async def referral(tx: UnitOfWork, event: Envelope, p: ev.ReferralMade) -> None:
-        await handlers.replay_referral(tx, _person(event), p)
+        await loyalty.replay_referral(tx, _person(event), p)
 
     async def points(tx: UnitOfWork, event: Envelope, p: ev.LoyaltyPointsAwarded) -> None:
-        await handlers.replay_points(tx, _person(event), p)
+        await loyalty.replay_points(tx, _person(event), p)
 
     async def cancellation(tx: UnitOfWork, event: Envelope, p: Any) -> None:
-        await handlers.replay_cancellation(tx, _person(event), event.type, p)
+        await cancellations.replay_cancellation(tx, _person(event), event.type, p)
 
     return {
         "client.tier_changed": tier,
@@ -190,7 +245,7 @@ AWARD_EVENTS = ("payment.succeeded", "invoice.voided", "credit_note.issued")
 
 
 def prefetch_for(ctx: Context) -> Prefetch:
-    """What a batch's handlers will read, named from its events (see ``handlers.prefetch``)."""
+    """What a batch's handlers will read, named from its events (see ``record.prefetch``)."""
 
     async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
         paying: set[uuid.UUID] = set()
@@ -204,14 +259,17 @@ def prefetch_for(ctx: Context) -> Prefetch:
                 invoice_ids.add(p.invoice_id)
                 if isinstance(p, ev.PaymentSucceeded) and p.invoice_paid and event.lead_id is not None:
                     paying.add(event.lead_id)
-        await handlers.prefetch(
-            tx, ctx,
+        await record.prefetch(
+            tx,
+            ctx,
             lead_ids={e.lead_id for e in events if e.lead_id is not None and e.type != "channel.spend_recorded"},
-            paying=paying, invoice_ids=invoice_ids,
+            paying=paying,
+            invoice_ids=invoice_ids,
         )
 
     return prefetch
 
 
 def register(runtime: ServiceRuntime, ctx: Context) -> None:
+    """Consume every event type retention learns from, a batch a transaction."""
     runtime.consume(handlers_for(ctx), prefetch=prefetch_for(ctx))

@@ -12,9 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from services.retention import handlers
+from services.retention import economics, views
 from services.retention.app import create_app
-from services.retention.handlers import Context
+from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.replay import replay
 from services.retention.settings import Settings
@@ -278,15 +278,15 @@ async def test_record_economics_risk_loyalty_referrals_review_and_replay(
             uow = UnitOfWorkFactory(engine, producer="retention", clock=ManualClock(clock.now()))
             ctx = Context(settings=settings, metrics=RetentionMetrics(CollectorRegistry(), uow.sessions))
             async with uow() as tx:
-                rebuilt = await handlers.economics(
+                rebuilt = await economics.economics(
                     tx, ctx, start=at(2026, 1, 1).replace(hour=0), end=at(2026, 4, 1).replace(hour=0), channel=ads, currency="EUR"
                 )
-                view = await handlers.client_view(tx, ctx, a)
+                view = await views.client_view(tx, ctx, a)
         finally:
             await engine.dispose()
         from services.retention.api import economics_out
 
-        snap = handlers.Snapshot(0, 0, 0, {}, {}, clock.now())
+        snap = economics.Snapshot(0, 0, 0, {}, {}, clock.now())
         replayed = json.loads(economics_out(rebuilt, snap).model_dump_json(by_alias=True))
         keep = [k for k in live if k not in ("clients", "active_subscriptions", "paused_subscriptions", "mrr", "revenue", "as_of")]
         assert {k: replayed[k] for k in keep} == {k: live[k] for k in keep}

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from services.nurture import domain as nurture_domain
-from services.nurture import handlers as nurture_handlers
+from services.nurture import sending as nurture_sending
 from services.nurture.store import Contact, ScheduledMessage
 from shared import events as ev
 from shared.clock import SimulatedClock
@@ -207,7 +207,7 @@ async def test_a_claim_that_fails_in_the_database_is_split_and_the_others_go(mak
     nurture = await make(quiet_hours_start=21, quiet_hours_end=8, marketing_cap_per_week=10)
     ids = await _capture(nurture, {f"p{n}": "UTC" for n in range(3)})
     await nurture.app.state.sender.tick(T0)
-    defer = nurture_handlers._defer
+    defer = nurture_sending._defer
     poison = ids["p0"]
 
     async def overflowing(tx: Any, row: ScheduledMessage, until: datetime) -> None:
@@ -215,7 +215,7 @@ async def test_a_claim_that_fails_in_the_database_is_split_and_the_others_go(mak
             raise OverflowError("date value out of range")
         await defer(tx, row, until)
 
-    monkeypatch.setattr(nurture_handlers, "_defer", overflowing)
+    monkeypatch.setattr(nurture_sending, "_defer", overflowing)
     night = T0 + timedelta(days=3, hours=10)  # 22:00 UTC: every follow-up is deferred to 08:00
     nurture.clock.advance_to(night)
     await nurture.app.state.sender.tick(night)
@@ -371,10 +371,11 @@ def test_a_reason_is_bounded_and_storable() -> None:
 async def test_a_price_change_that_fails_is_kept_aside_and_the_review_goes_on(tmp_path: Path, monkeypatch) -> None:
     """The review applied every due price change and loyalty award in one transaction, then
     every page of clients: one failing price change stopped all of it."""
-    from services.retention import handlers as retention
+    from services.retention import schedule
+    from services.retention import subscriptions as retention
     from services.retention.app import MIGRATIONS
     from services.retention.app import create_app as retention_app
-    from services.retention.handlers import Context
+    from services.retention.context import Context
     from services.retention.metrics import RetentionMetrics
     from services.retention.settings import Settings
     from services.retention.store import Client, Subscription
@@ -420,7 +421,7 @@ async def test_a_price_change_that_fails_is_kept_aside_and_the_review_goes_on(tm
                   jobs=Jobs(metrics))
     later = T0 + timedelta(days=2)
     clock.advance_to(later)
-    await retention.review_health(app.state.runtime.uow, ctx, later)
+    await schedule.review_health(app.state.runtime.uow, ctx, later)
     async with app.state.runtime.uow.sessions() as session:
         fees = {s.lead_id: (s.monthly_fee, s.pending_fee) for s in await session.scalars(select(Subscription))}
         assessed = {c.lead_id: c.health_assessed_at for c in await session.scalars(select(Client))}

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench import workloads
 from services.retention import subscribers
 from services.retention.app import MIGRATIONS
-from services.retention.handlers import Context
+from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
 from services.retention.store import Base

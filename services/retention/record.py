@@ -1,0 +1,340 @@
+"""The client record the use cases share: what a transaction has read (the batch cache and its
+prefetch), the client row, its money rows and its timeline.
+
+A batch applies many events to few clients. A client's rows are read once per transaction
+(for a whole batch by ``prefetch``, else on first use) and kept in ``tx.memo``, which lives
+exactly as long as the transaction: nothing another transaction changed is served from it.
+Reading them again per event would cost a query each, and every query first flushes what is
+pending (one UPDATE per change instead of one statement per table at the commit). Whatever
+this module adds to those rows goes into the memo as well, so it stays the whole truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from services.retention import domain
+from services.retention.context import Context
+from services.retention.domain import TimelineEntry
+from services.retention.store import Client, ClientEvent, ClientMoney, LoyaltyAward
+from shared.errors import NotFound
+from shared.uow import UnitOfWork, UnitOfWorkFactory
+
+CHUNK = 500  # ids per IN (...) list
+
+
+@dataclass
+class _Assessed:
+    """A client's timeline events of ``ASSESSED_TYPES`` from ``since`` on (every one when None)."""
+
+    since: datetime | None
+    events: list[TimelineEntry]
+
+
+def _clients(tx: UnitOfWork) -> dict[uuid.UUID, Client | None]:
+    """Client rows this transaction holds locked (read FOR UPDATE, or created here); None: none
+    existed (a missing row cannot be locked: creating it races on the primary key instead)."""
+    return tx.memo.setdefault("retention.clients", {})
+
+
+def _money(tx: UnitOfWork) -> dict[uuid.UUID, dict[tuple[str, str], ClientMoney]]:
+    """Every money row of a client, by (measure, currency)."""
+    return tx.memo.setdefault("retention.money", {})
+
+
+def _payments(tx: UnitOfWork) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The details of every ``payment.succeeded`` on a client's timeline."""
+    return tx.memo.setdefault("retention.payments", {})
+
+
+def _assessed(tx: UnitOfWork) -> dict[uuid.UUID, _Assessed]:
+    return tx.memo.setdefault("retention.assessed", {})
+
+
+def _awards(tx: UnitOfWork) -> dict[uuid.UUID, LoyaltyAward | None]:
+    return tx.memo.setdefault("retention.awards", {})
+
+
+def _chunks(ids: list[uuid.UUID]) -> Iterator[list[uuid.UUID]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _lookback_start(ctx: Context, now: datetime) -> datetime:
+    """From when the health and churn-risk rules read the timeline."""
+    return now - domain.lookback(ctx.settings.health, ctx.settings.risk)
+
+
+async def prefetch(
+    tx: UnitOfWork,
+    ctx: Context,
+    *,
+    lead_ids: Iterable[uuid.UUID],
+    paying: Iterable[uuid.UUID],
+    invoice_ids: Iterable[uuid.UUID],
+) -> None:
+    """Read what a batch's events will, a few queries for the whole batch: the clients (locked,
+    in key order, as two instances' batches then lock in the same order), their money rows,
+    the timeline the rules count (clients only), the payments of those ``paying`` an invoice
+    off, and the loyalty awards of ``invoice_ids``."""
+    clients = _clients(tx)
+    fresh = sorted(set(lead_ids) - clients.keys())
+    for chunk in _chunks(fresh):
+        query = select(Client).where(Client.lead_id.in_(chunk)).order_by(Client.lead_id).with_for_update()
+        found = {c.lead_id: c for c in await tx.session.scalars(query)}
+        for lead_id in chunk:
+            clients[lead_id] = found.get(lead_id)
+    # A lead without a client row has no other row either (they all refer to it): ``client``
+    # starts its memo empty when it creates the row.
+    existing = {i: c for i in fresh if (c := clients[i]) is not None}
+    money = _money(tx)
+    for lead_id in existing:
+        money[lead_id] = {}
+    for chunk in _chunks(list(existing)):
+        for row in await tx.session.scalars(select(ClientMoney).where(ClientMoney.lead_id.in_(chunk))):
+            money[row.lead_id][(row.measure, row.currency)] = row
+    payers = sorted(set(paying) & existing.keys())
+    payments = _payments(tx)
+    for lead_id in payers:
+        payments[lead_id] = []
+    for chunk in _chunks(payers):
+        rows = await tx.session.execute(
+            select(ClientEvent.lead_id, ClientEvent.detail).where(
+                ClientEvent.lead_id.in_(chunk), ClientEvent.type == "payment.succeeded"
+            )
+        )
+        for lead_id, detail in rows:
+            payments[lead_id].append(detail)
+    since = _lookback_start(ctx, tx.now())
+    scored = [i for i, c in existing.items() if c.became_client_at is not None]
+    assessed = _assessed(tx)
+    for lead_id in scored:
+        assessed[lead_id] = _Assessed(since, [])
+    for chunk in _chunks(scored):
+        rows = await tx.session.execute(
+            select(ClientEvent.lead_id, ClientEvent.type, ClientEvent.at, ClientEvent.detail).where(
+                ClientEvent.lead_id.in_(chunk), ClientEvent.type.in_(domain.ASSESSED_TYPES), ClientEvent.at >= since
+            )
+        )
+        for lead_id, event_type, at, detail in rows:
+            assessed[lead_id].events.append((event_type, at, detail))
+    awards = _awards(tx)
+    wanted = sorted(set(invoice_ids) - awards.keys())
+    for chunk in _chunks(wanted):
+        found_awards = {
+            a.invoice_id: a
+            for a in await tx.session.scalars(select(LoyaltyAward).where(LoyaltyAward.invoice_id.in_(chunk)))
+        }
+        for invoice_id in chunk:
+            awards[invoice_id] = found_awards.get(invoice_id)
+
+
+# --------------------------------------------------------------------------- reading through the cache
+
+
+async def locked_client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client | None:
+    """The client row, locked for this transaction (read FOR UPDATE once), or None."""
+    clients = _clients(tx)
+    if lead_id not in clients:
+        clients[lead_id] = await tx.session.get(Client, lead_id, with_for_update=True)
+    return clients[lead_id]
+
+
+def remember(tx: UnitOfWork, clients: dict[uuid.UUID, Client]) -> None:
+    """Client rows a scheduled pass locked itself: this transaction holds them."""
+    _clients(tx).update(clients)
+
+
+async def _money_rows(tx: UnitOfWork, lead_id: uuid.UUID) -> dict[tuple[str, str], ClientMoney]:
+    money = _money(tx)
+    if lead_id not in money:
+        rows = await tx.session.scalars(select(ClientMoney).where(ClientMoney.lead_id == lead_id))
+        money[lead_id] = {(row.measure, row.currency): row for row in rows}
+    return money[lead_id]
+
+
+async def payment_details(tx: UnitOfWork, lead_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The details of every ``payment.succeeded`` on the client's timeline."""
+    payments = _payments(tx)
+    if lead_id not in payments:
+        payments[lead_id] = list(
+            await tx.session.scalars(
+                select(ClientEvent.detail).where(
+                    ClientEvent.lead_id == lead_id, ClientEvent.type == "payment.succeeded"
+                )
+            )
+        )
+    return payments[lead_id]
+
+
+async def assessed_events(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, now: datetime) -> list[TimelineEntry]:
+    """The client's events the rules count as of ``now`` (read again only if the memo does not
+    reach back far enough: the clock went back)."""
+    since = _lookback_start(ctx, now)
+    assessed = _assessed(tx)
+    known = assessed.get(lead_id)
+    if known is None or (known.since is not None and known.since > since):
+        rows = await tx.session.execute(
+            select(ClientEvent.type, ClientEvent.at, ClientEvent.detail).where(
+                ClientEvent.lead_id == lead_id, ClientEvent.type.in_(domain.ASSESSED_TYPES), ClientEvent.at >= since
+            )
+        )
+        known = assessed[lead_id] = _Assessed(since, [(t, at, detail) for t, at, detail in rows])
+    return known.events
+
+
+async def award(tx: UnitOfWork, invoice_id: uuid.UUID) -> LoyaltyAward | None:
+    """The loyalty award of an invoice, if it earned one."""
+    awards = _awards(tx)
+    if invoice_id not in awards:
+        awards[invoice_id] = await tx.session.get(LoyaltyAward, invoice_id)
+    return awards[invoice_id]
+
+
+def add_award(tx: UnitOfWork, award: LoyaltyAward) -> None:
+    """A new loyalty award, remembered for the transaction."""
+    tx.session.add(award)
+    _awards(tx)[award.invoice_id] = award
+
+
+# --------------------------------------------------------------------------- the client record
+
+
+async def client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
+    """The client row, locked for this transaction; created on the first event about the
+    person, whatever its topic (two instances racing to create it make one batch fail on the
+    primary key; the consumer retries it and the retry finds the row)."""
+    found = await locked_client(tx, lead_id)
+    if found is not None:
+        return found
+    now = tx.now()
+    row = Client(
+        lead_id=lead_id,
+        health_factors={},
+        subscription_status="none",
+        mrr=Decimal(0),
+        deals_won=0,
+        invoices_issued=0,
+        payments_on_time=0,
+        payments_late=0,
+        days_late_total=0,
+        payments_failed=0,
+        change_requests=0,
+        out_of_scope_requests=0,
+        feedback_count=0,
+        complaints=0,
+        red_flags=0,
+        engagement_seen=False,
+        takeover_active=False,
+        takeovers=0,
+        overdue_invoices=[],
+        churn_risk_open=False,
+        churn_risk_reasons=[],
+        tier_reasons=[],
+        loyalty_points=0,
+        referrals_made=0,
+        referrals_converted=0,
+        created_at=now,
+        updated_at=now,
+    )
+    # Inserted at the next flush, before the rows that refer to it: the unit of work writes
+    # unrelated mappers in name order, Client before ClientEvent, ClientMoney, LoyaltyAward...;
+    # a Cancellation (before it) is only added after a query, which flushed the client.
+    tx.session.add(row)
+    _clients(tx)[lead_id] = row
+    _money(tx)[lead_id] = {}
+    _payments(tx)[lead_id] = []
+    _assessed(tx)[lead_id] = _Assessed(None, [])
+    return row
+
+
+def timeline(tx: UnitOfWork, client: Client, event_type: str, *, at: datetime | None = None, **detail: object) -> None:
+    """Keep the event behind a change on the client's timeline (ids and counts, no personal data)."""
+    cause = tx.cause
+    row = ClientEvent(
+        lead_id=client.lead_id,
+        event_id=cause.event_id if cause else uuid.uuid4(),
+        type=event_type,
+        at=at or (cause.occurred_at if cause else tx.now()),
+        detail={k: (str(v) if isinstance(v, (Decimal, uuid.UUID, datetime)) else v) for k, v in detail.items()},
+    )
+    tx.session.add(row)
+    payments = _payments(tx).get(client.lead_id)
+    if event_type == "payment.succeeded" and payments is not None:
+        payments.append(row.detail)
+    assessed = _assessed(tx).get(client.lead_id)
+    if event_type in domain.ASSESSED_TYPES and assessed is not None:
+        assessed.events.append((event_type, row.at, row.detail))
+
+
+async def add_money(tx: UnitOfWork, lead_id: uuid.UUID, *, measure: str, amount: Decimal, currency: str) -> None:
+    """Add to the client's running total of ``measure`` (revenue, won, invoiced) in ``currency``."""
+    rows = await _money_rows(tx, lead_id)
+    row = rows.get((measure, currency))
+    if row is None:
+        rows[(measure, currency)] = ClientMoney(lead_id=lead_id, measure=measure, currency=currency, amount=amount)
+        tx.session.add(rows[(measure, currency)])
+    else:
+        row.amount = row.amount + amount
+
+
+def when(tx: UnitOfWork) -> datetime:
+    """When the event being applied happened (business clock); a command's own time otherwise."""
+    return tx.cause.occurred_at if tx.cause is not None else tx.now()
+
+
+def email_hash(email: str | None) -> str | None:
+    """One-way hash of a normalised e-mail address (no address is kept in retention)."""
+    if not email or not email.strip():
+        return None
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- reading clients
+
+
+async def get_client(tx: UnitOfWork, lead_id: uuid.UUID) -> Client:
+    """The client row (not locked), or ``NotFound``."""
+    found = await tx.session.get(Client, lead_id)
+    if found is None:
+        raise NotFound(f"no client {lead_id}")
+    return found
+
+
+async def revenue_of(tx: UnitOfWork, lead_id: uuid.UUID) -> dict[str, Decimal]:
+    """Payments received from the client, by currency (refunds taken off)."""
+    rows = await tx.session.execute(
+        select(ClientMoney.currency, ClientMoney.amount).where(
+            ClientMoney.lead_id == lead_id, ClientMoney.measure == "revenue"
+        )
+    )
+    return domain.add_money({}, rows.all())
+
+
+async def client_ids(uow: UnitOfWorkFactory) -> list[uuid.UUID]:
+    """Every client's id (prospects have no health or tier), in key order."""
+    async with uow() as tx:
+        query = select(Client.lead_id).where(Client.became_client_at.is_not(None)).order_by(Client.lead_id)
+        return list(await tx.session.scalars(query))
+
+
+async def lock_clients(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, Client]:
+    """A page of clients, locked in key order and remembered for the transaction. A row a
+    consumer holds is skipped: that consumer re-scores it anyway."""
+    query = (
+        select(Client)
+        .where(Client.lead_id.in_(ids), Client.became_client_at.is_not(None))
+        .order_by(Client.lead_id)
+        .with_for_update(skip_locked=True)
+    )
+    found = {c.lead_id: c for c in await tx.session.scalars(query)}
+    remember(tx, found)
+    return found
