@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import api, dunning, handlers, reports, subscribers
+from services.billing import api, dunning, reports, subscribers, subscriptions
 from services.billing.context import Billing
 from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
@@ -42,13 +42,19 @@ def create_app(
         clock=clock,
     )
     ctx = Billing(
-        settings=settings, metrics=BillingMetrics(runtime.registry), gateway=gateway or NoGateway(), jobs=Jobs(runtime.metrics)
+        settings=settings,
+        metrics=BillingMetrics(runtime.registry),
+        gateway=gateway or NoGateway(),
+        jobs=Jobs(runtime.metrics),
     )
+    # Every counter of an event is counted here, once its transaction committed, whichever
+    # path (HTTP, consumer, scheduled job) emitted it.
+    runtime.uow.count_emitted(ctx.metrics.count)
     subscribers.register(runtime, ctx)
 
     async def cycle(_now: datetime) -> None:
         """Retainer periods due, then dunning (one record failing stops neither: shared.jobs)."""
-        await handlers.bill_due_subscriptions(runtime.uow, ctx, runtime.clock.now())
+        await subscriptions.bill_due_subscriptions(runtime.uow, ctx, runtime.clock.now())
         await dunning.run(runtime.uow, ctx, runtime.clock.now())
 
     async def report(_now: datetime) -> None:

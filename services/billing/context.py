@@ -14,15 +14,7 @@ from shared.jobs import Jobs
 class Billing:
     settings: Settings
     metrics: BillingMetrics
-    gateway: CardGateway = NoGateway()
+    gateway: CardGateway = field(default_factory=NoGateway)
     # The scheduled jobs' poison isolation (the composition root hands in one with the
     # service's metrics).
     jobs: Jobs = field(default_factory=Jobs)
-
-    @property
-    def hard_declines(self) -> frozenset[str]:
-        return frozenset(self.settings.hard_decline_codes)
-
-    @property
-    def grace_declines(self) -> frozenset[str]:
-        return frozenset(self.settings.grace_decline_codes)

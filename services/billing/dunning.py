@@ -1,11 +1,14 @@
 """Dunning: card failures (from the provider's webhook or a retry), the retry schedule, the
 grace period of an expired card and the overdue ladder (warning, blocked, cancelled).
 
+*When* a case moves, and when a client is blocked, is decided by the rules in
+``domain/dunning.py``; this module keeps the cases and acts on their moves.
+
 Every unpaid invoice past due, and every invoice a card failed on, has a ``DunningCase``.
 The billing cycle job walks the open cases: due retries are asked of the card gateway, and
-each case's state is recomputed from "now" (``domain.dunning_state``); a change is published
-as ``dunning.state_changed``. While a human has taken the client over, states and reminders
-wait (payment retries go on: they are not messages to the client).
+each case's state is recomputed from "now" (``domain.next_dunning_state``); a change is
+published as ``dunning.state_changed``. While a human has taken the client over, states and
+reminders wait (payment retries go on: they are not messages to the client).
 
 One invoice never stops the others' dunning (``shared.jobs``, job ``billing.dunning``): one
 that fails is kept in ``job_failures`` with its reason and tried again with backoff.
@@ -14,18 +17,17 @@ that fails is kept in ``job_failures`` with its reason and tried again with back
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 
-from services.billing import domain, handlers
+from services.billing import domain, payments, subscriptions
 from services.billing.context import Billing
-from services.billing.gateway import ChargeRequest
-from services.billing.schemas import WebhookIn
+from services.billing.gateway import ChargeRequest, ProviderEvent
 from services.billing.store import Account, DunningCase, Invoice, Subscription, WebhookEvent
 from shared import events as ev
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import NotFound
 from shared.jobs import Pass
 from shared.money import quantize
 from shared.uow import UnitOfWork, UnitOfWorkFactory
@@ -38,9 +40,16 @@ async def _case(tx: UnitOfWork, invoice: Invoice) -> DunningCase:
     if case is None:
         now = tx.now()
         case = DunningCase(
-            invoice_id=invoice.id, lead_id=invoice.lead_id, subscription_id=invoice.subscription_id,
-            state=None, open=True, failures=0, retries_done=0, hard_declined=False,
-            opened_at=now, updated_at=now,
+            invoice_id=invoice.id,
+            lead_id=invoice.lead_id,
+            subscription_id=invoice.subscription_id,
+            state=None,
+            open=True,
+            failures=0,
+            retries_done=0,
+            hard_declined=False,
+            opened_at=now,
+            updated_at=now,
         )
         tx.session.add(case)
         await tx.session.flush()
@@ -62,14 +71,7 @@ async def record_failure(
     invoice = await tx.session.scalar(select(Invoice).where(Invoice.id == invoice_id).with_for_update())
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}")
-    if invoice.status == "void":
-        raise Conflict("the invoice is void: it can no longer be paid")
-    if currency != invoice.currency:
-        raise Invalid(f"payment currency {currency} differs from the invoice's {invoice.currency}")
-    if amount <= 0:
-        raise Invalid("amount must be greater than zero")
-    if invoice.status == "paid":
-        raise Conflict("the invoice is already paid")
+    domain.failure_check(status=invoice.status, invoice_currency=invoice.currency, currency=currency, amount=amount)
     now = tx.now()
     account = await tx.session.get(Account, invoice.lead_id)
     tier = account.tier if account else None
@@ -79,16 +81,20 @@ async def record_failure(
     case.first_failed_at = case.first_failed_at or now
     case.last_decline_code = decline_code
     case.updated_at = now
-    kind = domain.classify_decline(decline_code, hard_codes=ctx.hard_declines, grace_codes=ctx.grace_declines)
-    ladder = ctx.settings.ladder
+    ladder = ctx.settings.dunning
+    kind = domain.classify_decline(
+        decline_code, hard_codes=ladder.hard_decline_codes, grace_codes=ladder.grace_decline_codes
+    )
     if kind == "hard":
         case.hard_declined = True
     elif kind == "grace" and case.grace_until is None:
-        case.grace_until = now + timedelta(days=ladder.grace_days + ladder.extra(tier))
-    case.next_retry_at = (
-        None
-        if case.hard_declined or kind == "grace"
-        else domain.next_retry_at(first_failed_at=case.first_failed_at, retries_done=case.retries_done, ladder=ladder)
+        case.grace_until = ladder.grace_until(declined_at=now, tier=tier)
+    case.next_retry_at = domain.retry_after_decline(
+        kind=kind,
+        hard_declined=case.hard_declined,
+        first_failed_at=case.first_failed_at,
+        retries_done=case.retries_done,
+        ladder=ladder,
     )
     tx.emit(
         "payment.failed",
@@ -116,21 +122,18 @@ async def advance(
     now = tx.now()
     if not case.open or invoice.status != "open":
         return case.state
-    if account is not None and account.takeover_since is not None:
-        return case.state  # a human is talking to the client: reminders wait
-    tier = account.tier if account else None
-    new = domain.dunning_state(
+    new = domain.next_dunning_state(
+        current=case.state,
+        taken_over=account is not None and account.takeover_since is not None,
         now=now,
         due_at=invoice.due_at,
         grace_until=case.grace_until,
         retrying=case.next_retry_at is not None,
-        tier=tier,
-        ladder=ctx.settings.ladder,
+        tier=account.tier if account else None,
+        ladder=ctx.settings.dunning,
     )
-    if new is None or new == case.state:
+    if new is None:
         return case.state
-    if case.state == "cancelled":
-        return case.state  # the end of the ladder: only a payment clears it
     late = domain.days_overdue(due_at=invoice.due_at, now=now)
     if late >= 1 and case.overdue_notified_at is None:
         case.overdue_notified_at = now
@@ -154,26 +157,67 @@ async def advance(
             subscription_id=case.subscription_id,
             from_state=previous,
             to_state=new,
-            reason=_reason(new, case, late),
+            reason=domain.dunning_reason(
+                new,
+                decline_code=case.last_decline_code,
+                grace_until=case.grace_until,
+                retries_done=case.retries_done,
+                next_retry_at=case.next_retry_at,
+                days_late=late,
+                hard_declined=case.hard_declined,
+            ),
         ),
         lead_id=invoice.lead_id,
     )
     if case.subscription_id is not None:
-        await handlers.refresh_subscription_dunning(tx, case.subscription_id)
+        await refresh_subscription_dunning(tx, case.subscription_id)
         if new == "cancelled":
-            await handlers.cancel_subscriptions(
-                tx, ctx, lead_id=invoice.lead_id, reason="non_payment", effective_at=now,
+            await subscriptions.cancel_subscriptions(
+                tx,
+                ctx,
+                lead_id=invoice.lead_id,
+                reason="non_payment",
+                effective_at=now,
                 subscription_id=case.subscription_id,
             )
     return new
 
 
-def _reason(state: str, case: DunningCase, late: int) -> str:
-    if state == "grace":
-        return f"card declined ({case.last_decline_code}); service kept until {case.grace_until:%Y-%m-%d}"
-    if state == "retrying":
-        return f"card declined ({case.last_decline_code}); retry {case.retries_done + 1} on {case.next_retry_at:%Y-%m-%d}"
-    return f"{late} days overdue" + (" after a hard decline" if case.hard_declined else "")
+async def close_dunning(tx: UnitOfWork, invoice: Invoice, *, reason: str) -> None:
+    """Stop chasing an invoice; a client who was in a dunning state is told it is clear."""
+    case = await tx.session.get(DunningCase, invoice.id)
+    if case is None or not case.open:
+        return
+    case.open = False
+    case.next_retry_at = None
+    case.updated_at = tx.now()
+    if case.state is not None:
+        tx.emit(
+            "dunning.state_changed",
+            ev.DunningStateChanged(
+                invoice_id=invoice.id,
+                subscription_id=case.subscription_id,
+                from_state=case.state,
+                to_state="clear",
+                reason=reason,
+            ),
+            lead_id=invoice.lead_id,
+        )
+        case.state = "clear"
+    if case.subscription_id is not None:
+        await refresh_subscription_dunning(tx, case.subscription_id)
+
+
+async def refresh_subscription_dunning(tx: UnitOfWork, subscription_id: uuid.UUID) -> None:
+    """A subscription shows the worst state of its unpaid invoices."""
+    await tx.session.flush()
+    states = await tx.session.scalars(
+        select(DunningCase.state).where(DunningCase.subscription_id == subscription_id, DunningCase.open.is_(True))
+    )
+    worst = domain.worst_state(states)
+    subscription = await tx.session.get(Subscription, subscription_id)
+    if subscription is not None:
+        subscription.dunning_state = worst
 
 
 async def run(uow: UnitOfWorkFactory, ctx: Billing, now: datetime) -> Pass[uuid.UUID, None]:
@@ -191,7 +235,6 @@ async def run(uow: UnitOfWorkFactory, ctx: Billing, now: datetime) -> Pass[uuid.
         ids = [*late, *await tx.session.scalars(select(DunningCase.invoice_id).where(DunningCase.open.is_(True)))]
 
     async def one(tx: UnitOfWork, invoice_id: uuid.UUID) -> None:
-        ctx.metrics.watch(tx)
         await step(tx, ctx, invoice_id)
 
     return await ctx.jobs(JOB).run(uow, ids, one, now=now, together=False)
@@ -211,10 +254,10 @@ async def step(tx: UnitOfWork, ctx: Billing, invoice_id: uuid.UUID) -> None:
     if not case.open:
         return
     if invoice.status != "open":
-        await handlers.close_dunning(tx, invoice, reason=invoice.status)
+        await close_dunning(tx, invoice, reason=invoice.status)
         return
     account = await tx.session.get(Account, invoice.lead_id)
-    if case.next_retry_at is not None and case.next_retry_at <= tx.now() and not case.hard_declined:
+    if domain.retry_due(next_retry_at=case.next_retry_at, hard_declined=case.hard_declined, now=tx.now()):
         await _retry(tx, ctx, case, invoice)
         if invoice.status != "open":
             return
@@ -226,21 +269,39 @@ async def _retry(tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoi
     due = domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited)
     case.retries_done += 1
     case.next_retry_at = domain.next_retry_at(
-        first_failed_at=case.first_failed_at or tx.now(), retries_done=case.retries_done, ladder=ctx.settings.ladder
+        first_failed_at=case.first_failed_at or tx.now(), retries_done=case.retries_done, ladder=ctx.settings.dunning
     )
     result = await ctx.gateway.charge(
-        ChargeRequest(invoice_id=invoice.id, lead_id=invoice.lead_id, amount=due, currency=invoice.currency, attempt=case.failures + 1)
+        ChargeRequest(
+            invoice_id=invoice.id,
+            lead_id=invoice.lead_id,
+            amount=due,
+            currency=invoice.currency,
+            attempt=case.failures + 1,
+        )
     )
     if result is None:
         return  # the provider reports the outcome by webhook
     if result.succeeded:
-        await handlers.apply_money(
-            tx, ctx, invoice_id=invoice.id, amount=due, currency=invoice.currency, method="card",
-            reference=result.reference, source="retry", external_id=result.reference,
+        await payments.apply_money(
+            tx,
+            ctx,
+            invoice_id=invoice.id,
+            amount=due,
+            currency=invoice.currency,
+            method="card",
+            reference=result.reference,
+            source="retry",
+            external_id=result.reference,
         )
     else:
         await record_failure(
-            tx, ctx, invoice_id=invoice.id, amount=due, currency=invoice.currency, method="card",
+            tx,
+            ctx,
+            invoice_id=invoice.id,
+            amount=due,
+            currency=invoice.currency,
+            method="card",
             decline_code=result.decline_code,
         )
 
@@ -248,30 +309,42 @@ async def _retry(tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoi
 # --------------------------------------------------------------------------- webhook
 
 
-async def receive_webhook(tx: UnitOfWork, ctx: Billing, hook: WebhookIn) -> dict[str, str]:
+async def receive_webhook(tx: UnitOfWork, ctx: Billing, hook: ProviderEvent) -> dict[str, str]:
     """Apply one verified provider event exactly once (its ``id`` is stored with its effects)."""
-    if await tx.session.get(WebhookEvent, hook.id) is not None:
-        ctx.metrics.webhooks.labels("duplicate").inc()
-        return {"status": "duplicate", "id": hook.id}
-    tx.session.add(WebhookEvent(event_id=hook.id, type=hook.type, received_at=tx.now()))
-    data = hook.data
+    if await tx.session.get(WebhookEvent, hook.event_id) is not None:
+        tx.after_commit(lambda: ctx.metrics.webhooks.labels("duplicate").inc())
+        return {"status": "duplicate", "id": hook.event_id}
+    tx.session.add(WebhookEvent(event_id=hook.event_id, type=hook.type, received_at=tx.now()))
     if hook.type == "payment.succeeded":
-        out = await handlers.apply_money(
-            tx, ctx, invoice_id=data.invoice_id, amount=data.amount, currency=data.currency, method=data.method,
-            reference=data.reference, source="webhook", external_id=data.reference or hook.id,
+        receipt = await payments.apply_money(
+            tx,
+            ctx,
+            invoice_id=hook.invoice_id,
+            amount=hook.amount,
+            currency=hook.currency,
+            method=hook.method,
+            reference=hook.reference,
+            source="webhook",
+            external_id=hook.reference or hook.event_id,
         )
-        outcome = {"status": "applied", "id": hook.id, "payment_id": str(out.payment_id), "invoice_status": out.invoice_status}
+        outcome = {
+            "status": "applied",
+            "id": hook.event_id,
+            "payment_id": str(receipt.payment_id),
+            "invoice_status": receipt.invoice_status,
+        }
     elif hook.type == "payment.failed":
         case = await record_failure(
-            tx, ctx, invoice_id=data.invoice_id, amount=data.amount, currency=data.currency, method=data.method,
-            decline_code=data.decline_code,
+            tx,
+            ctx,
+            invoice_id=hook.invoice_id,
+            amount=hook.amount,
+            currency=hook.currency,
+            method=hook.method,
+            decline_code=hook.decline_code,
         )
-        outcome = {"status": "applied", "id": hook.id, "dunning_state": str(case.state)}
+        outcome = {"status": "applied", "id": hook.event_id, "dunning_state": str(case.state)}
     else:
-        outcome = {"status": "ignored", "id": hook.id}
+        outcome = {"status": "ignored", "id": hook.event_id}
     tx.after_commit(lambda: ctx.metrics.webhooks.labels(outcome["status"]).inc())
     return outcome
-
-
-async def subscription_of(tx: UnitOfWork, subscription_id: uuid.UUID) -> Subscription | None:
-    return await tx.session.get(Subscription, subscription_id)

@@ -35,5 +35,20 @@ class CardGateway(Protocol):
 class NoGateway:
     """No provider wired in: the retry is recorded as due and its outcome arrives by webhook."""
 
-    async def charge(self, request: ChargeRequest) -> ChargeResult | None:  # noqa: ARG002
+    async def charge(self, request: ChargeRequest) -> ChargeResult | None:
         return None
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One verified event of the payment provider (``payment.succeeded``, ``payment.failed``),
+    as the webhook's use case takes it: the provider's event id, applied once, and the charge."""
+
+    event_id: str
+    type: str
+    invoice_id: uuid.UUID
+    amount: Decimal
+    currency: str
+    method: str
+    reference: str | None
+    decline_code: str | None

@@ -5,16 +5,17 @@ charge; out-of-scope work never billed reported as leaked revenue)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 
-from services.billing import domain, handlers
+from services.billing import domain, invoices, payments
 from services.billing.context import Billing
 from services.billing.store import ChangeOrder, Deal, Invoice, Subscription
 from shared import events as ev
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import Invalid, NotFound
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -35,28 +36,16 @@ async def invoice_project(
     tx: UnitOfWork, ctx: Billing, *, deal_id: uuid.UUID, kind: str, amount: Decimal | None, description: str | None
 ) -> tuple[Invoice, Decimal]:
     """Invoice a milestone (an amount of what remains) or the final balance of a project
-    (``invoice.issued``). Work starts only after the deposit, so neither comes before it."""
+    (``invoice.issued``). Work starts only after the deposit, so neither comes before it.
+    Returns the invoice and what remains to invoice after it."""
     deal = await tx.session.scalar(select(Deal).where(Deal.deal_id == deal_id).with_for_update())
     if deal is None:
         raise NotFound(f"no deal {deal_id} in billing (billing learns of a deal when it is won)")
-    if deal.kind != "project":
-        raise Conflict("a retainer is billed monthly; milestones and final invoices are for projects")
-    if deal.cleared_at is None:
-        raise Conflict("the deposit has not cleared: work has not started, so there is nothing to invoice yet")
+    domain.project_invoice_check(deal_kind=deal.kind, cleared=deal.cleared_at is not None)
     remaining = domain.remaining_to_invoice(total=deal.total, invoiced=await invoiced_on_project(tx, deal))
-    if remaining <= 0:
-        raise Conflict("the project is fully invoiced")
-    if kind == "final":
-        if amount is not None and amount != remaining:
-            raise Invalid(f"the final invoice is the balance of the project ({remaining}); leave amount out")
-        amount = remaining
-        text = description or f"Final balance: {deal.title}"
-    else:
-        if amount is None:
-            raise Invalid("a milestone needs its amount")
-        domain.milestone_check(amount=amount, remaining=remaining)
-        text = description or f"Milestone: {deal.title}"
-    invoice = await handlers.issue_invoice(
+    amount = domain.project_invoice_amount(kind=kind, amount=amount, remaining=remaining)
+    text = description or (f"Final balance: {deal.title}" if kind == "final" else f"Milestone: {deal.title}")
+    invoice = await invoices.issue_invoice(
         tx,
         lead_id=deal.lead_id,
         kind=kind,
@@ -66,7 +55,7 @@ async def invoice_project(
         deal_id=deal.deal_id,
     )
     await tx.session.flush()
-    await handlers.apply_credit_balance(tx, ctx, invoice)
+    await payments.apply_credit_balance(tx, ctx, invoice)
     return invoice, remaining - amount
 
 
@@ -103,6 +92,7 @@ async def change_requested(
         created_at=tx.now(),
     )
     tx.session.add(order)
+    # No event says a change was requested here: counted when the order commits.
     outcome = "in_scope" if request.in_scope else "priced"
     tx.after_commit(lambda: ctx.metrics.change_requests.labels(outcome).inc())
     return order
@@ -121,13 +111,8 @@ async def approve(tx: UnitOfWork, ctx: Billing, request_id: uuid.UUID) -> Change
     order = await _order(tx, request_id)
     if order.status == "invoiced":
         return order
-    if order.in_scope:
-        raise Conflict("an in-scope request is done at no charge: there is nothing to approve")
-    if order.status == "rejected":
-        raise Conflict("the change order was rejected")
-    if order.amount <= 0:
-        raise Conflict("the change order has no price: it cannot be invoiced")
-    invoice = await handlers.issue_invoice(
+    domain.approve_check(status=order.status, in_scope=order.in_scope, amount=order.amount)
+    invoice = await invoices.issue_invoice(
         tx,
         lead_id=order.lead_id,
         kind="change_order",
@@ -145,19 +130,16 @@ async def approve(tx: UnitOfWork, ctx: Billing, request_id: uuid.UUID) -> Change
     await tx.session.flush()  # the invoice row first: the order points at it
     order.status = "invoiced"
     order.invoice_id = invoice.id
-    order.decided_at = tx.now()
-    tx.after_commit(lambda: ctx.metrics.change_requests.labels("invoiced").inc())
+    order.decided_at = tx.now()  # counted as "invoiced" from its invoice.issued (kind change_order)
     await tx.session.flush()
-    await handlers.apply_credit_balance(tx, ctx, invoice)
+    await payments.apply_credit_balance(tx, ctx, invoice)
     return order
 
 
 async def reject(tx: UnitOfWork, request_id: uuid.UUID) -> ChangeOrder:
+    """The client turned the change order down (an invoiced one is corrected by credit note)."""
     order = await _order(tx, request_id)
-    if order.status == "invoiced":
-        raise Conflict("the change order is invoiced: correct it with a credit note")
-    if order.in_scope:
-        raise Conflict("an in-scope request is not a change order")
+    domain.reject_check(status=order.status, in_scope=order.in_scope)
     order.status = "rejected"
     order.decided_at = tx.now()
     return order
@@ -171,18 +153,19 @@ async def work_done(tx: UnitOfWork, request_id: uuid.UUID) -> ChangeOrder:
 
 
 def is_leaked(order: ChangeOrder, *, now: datetime, leak_after_days: int) -> bool:
-    """Out-of-scope work that was never billed: delivered without an invoice, or left
-    neither approved nor rejected for too long (the work usually went ahead anyway)."""
-    if order.in_scope or order.status == "invoiced":
-        return False
-    if order.work_done_at is not None:
-        return True
-    return order.status == "proposed" and now - order.created_at >= timedelta(days=leak_after_days)
+    """Whether the order is out-of-scope work never billed (the rule: ``domain.is_leaked``)."""
+    return domain.is_leaked(
+        in_scope=order.in_scope,
+        status=order.status,
+        work_done_at=order.work_done_at,
+        created_at=order.created_at,
+        now=now,
+        leak_after_days=leak_after_days,
+    )
 
 
-async def list_orders(
-    tx: UnitOfWork, *, lead_id: uuid.UUID | None, deal_id: uuid.UUID | None
-) -> list[ChangeOrder]:
+async def list_orders(tx: UnitOfWork, *, lead_id: uuid.UUID | None, deal_id: uuid.UUID | None) -> list[ChangeOrder]:
+    """Change orders of a client or of a deal (or all), oldest first."""
     query = select(ChangeOrder)
     if lead_id is not None:
         query = query.where(ChangeOrder.lead_id == lead_id)
@@ -192,9 +175,24 @@ async def list_orders(
 
 
 async def leaked(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UUID | None = None) -> list[ChangeOrder]:
+    """Out-of-scope work never billed, oldest first."""
     now = tx.now()
     query = select(ChangeOrder).where(ChangeOrder.in_scope.is_(False), ChangeOrder.status != "invoiced")
     if lead_id is not None:
         query = query.where(ChangeOrder.lead_id == lead_id)
     rows = await tx.session.scalars(query.order_by(ChangeOrder.created_at))
     return [o for o in rows if is_leaked(o, now=now, leak_after_days=ctx.settings.leak_after_days)]
+
+
+@dataclass(frozen=True)
+class LeakedRevenue:
+    """Out-of-scope work never billed, and its total per currency (never converted)."""
+
+    totals: dict[str, Decimal]
+    orders: list[ChangeOrder]
+
+
+async def leaked_revenue(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UUID | None = None) -> LeakedRevenue:
+    """The leaked-revenue report: the orders and their totals per currency."""
+    orders = await leaked(tx, ctx, lead_id=lead_id)
+    return LeakedRevenue(totals=domain.totals_by_currency((o.currency, o.amount) for o in orders), orders=orders)

@@ -18,11 +18,11 @@ from services.billing.store import DunningCase, Invoice, Subscription
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
-DSO_DAYS = 90
-
 
 async def summary(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
+    """The figures of ``GET /reports/summary``, per currency where they are money."""
     now = tx.now()
+    window = ctx.settings.dso_days
     mrr: dict[str, Decimal] = defaultdict(Decimal)
     statuses: dict[str, int] = defaultdict(int)
     for status, fee, currency in await tx.session.execute(
@@ -45,21 +45,25 @@ async def summary(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
     invoiced: dict[str, Decimal] = defaultdict(Decimal)
     for amount, currency in await tx.session.execute(
         select(Invoice.amount, Invoice.currency).where(
-            Invoice.status != "void", Invoice.issued_at >= now - timedelta(days=DSO_DAYS)
+            Invoice.status != "void", Invoice.issued_at >= now - timedelta(days=window)
         )
     ):
         invoiced[currency] += amount
-    dso = {c: (receivables[c] / invoiced[c] * DSO_DAYS).quantize(Decimal("0.1")) for c in invoiced if invoiced[c] > 0}
-    dunning = dict(
-        (state, count)
+    dso: dict[str, Decimal] = {}
+    for currency, amount in invoiced.items():
+        if amount > 0:
+            # receivables[currency] also lists a currency invoiced lately with nothing open (at 0).
+            dso[currency] = domain.days_sales_outstanding(
+                receivables=receivables[currency], invoiced=amount, window_days=window
+            )
+    dunning = {
+        state: count
         for state, count in await tx.session.execute(
             select(DunningCase.state, func.count()).where(DunningCase.open.is_(True)).group_by(DunningCase.state)
         )
         if state is not None
-    )
-    leaked: dict[str, Decimal] = defaultdict(Decimal)
-    for order in await projects.leaked(tx, ctx):
-        leaked[order.currency] += order.amount
+    }
+    leaked = await projects.leaked_revenue(tx, ctx)
     return {
         "mrr": {c: quantize(v) for c, v in mrr.items()},
         "subscriptions": dict(statuses),
@@ -67,11 +71,12 @@ async def summary(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
         "invoices_overdue": overdue,
         "days_sales_outstanding": dso,
         "dunning": dunning,
-        "leaked_revenue": {c: quantize(v) for c, v in leaked.items()},
+        "leaked_revenue": leaked.totals,
     }
 
 
 async def refresh_gauges(tx: UnitOfWork, ctx: Billing) -> dict[str, Any]:
+    """Recompute the summary and set the gauges from it; returns the figures."""
     figures = await summary(tx, ctx)
     m = ctx.metrics
     for gauge in (m.mrr, m.subscriptions, m.receivables, m.dunning, m.dso, m.leaked):

@@ -1,20 +1,24 @@
-"""Billing's HTTP request and response bodies (JSON names fixed by DESIGN.md).
+"""Billing's HTTP request and response bodies (JSON names fixed by docs/design.md, "HTTP surface").
 
-Money goes out as decimal strings with two decimals and its currency.
+Money goes out as decimal strings with two decimals and its currency. Response bodies that
+mirror a row or a use case's result one to one are read from it (``from_attributes``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.billing.domain import PAYMENT_METHODS
 from shared.bounds import Day, Moment
-from shared.money import Bounded, CurrencyCode, DecimalStr, in_currency
+from shared.money import Bounded, CurrencyCode, DecimalStr, in_currency, quantize
+
+# Money answered in cents (banker's rounding), whatever scale the row keeps it in.
+Cents = Annotated[DecimalStr, AfterValidator(quantize)]
 
 
 def _in_its_currency(value: Decimal | None, info: ValidationInfo) -> Decimal | None:
@@ -34,9 +38,7 @@ class PaymentIn(BaseModel):
     # Not ``Amount``: zero and negative amounts reach the use case, which refuses them with
     # the one message every caller sees ("amount must be greater than zero").
     amount: Bounded = Field(examples=["250.00"])
-    method: str = Field(
-        examples=["bank_transfer"], description="one of " + ", ".join(sorted(PAYMENT_METHODS))
-    )
+    method: str = Field(examples=["bank_transfer"], description="one of " + ", ".join(sorted(PAYMENT_METHODS)))
     reference: str | None = Field(default=None, max_length=200, examples=["TRF-2026-0042"])
 
     _amount = field_validator("amount")(_in_its_currency)
@@ -51,6 +53,8 @@ class PaymentIn(BaseModel):
 
 
 class PaymentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     payment_id: uuid.UUID
     invoice_id: uuid.UUID
     amount: DecimalStr
@@ -67,18 +71,22 @@ class PaymentOut(BaseModel):
 
 
 class InvoiceLineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     description: str
     quantity: DecimalStr
-    amount: DecimalStr
+    amount: Cents
 
 
 class InvoicePaymentOut(BaseModel):
-    payment_id: uuid.UUID
-    amount: DecimalStr
-    applied: DecimalStr
-    credited: DecimalStr
+    model_config = ConfigDict(from_attributes=True)
+
+    payment_id: uuid.UUID = Field(validation_alias=AliasChoices("payment_id", "id"))
+    amount: Cents
+    applied: Cents
+    credited: Cents
     method: str
-    paid_at: datetime
+    paid_at: datetime = Field(validation_alias=AliasChoices("paid_at", "received_at"))
     days_late: int
 
 
@@ -176,15 +184,17 @@ class CreditNoteIn(BaseModel):
 
 
 class CreditNoteOut(BaseModel):
-    credit_note_id: uuid.UUID
+    model_config = ConfigDict(from_attributes=True)
+
+    credit_note_id: uuid.UUID = Field(validation_alias=AliasChoices("credit_note_id", "id"))
     number: str
     invoice_id: uuid.UUID
     lead_id: uuid.UUID
     currency: str
-    amount: DecimalStr
-    reduces_due: DecimalStr
-    refunded: DecimalStr
-    credited: DecimalStr
+    amount: Cents
+    reduces_due: Cents
+    refunded: Cents
+    credited: Cents
     reason: str
     issued_at: datetime
 
@@ -197,6 +207,8 @@ class TimeEntryIn(BaseModel):
 
 
 class TimeEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     time_entry_id: uuid.UUID
     subscription_id: uuid.UUID
     hours: DecimalStr
@@ -223,8 +235,8 @@ class PriceChangeIn(BaseModel):
     def effective(self) -> datetime:
         value = self.effective_at
         if isinstance(value, datetime):
-            return value.astimezone(timezone.utc)
-        return datetime.combine(value, time(0), tzinfo=timezone.utc)
+            return value.astimezone(UTC)
+        return datetime.combine(value, time(0), tzinfo=UTC)
 
 
 class ScheduledPriceOut(BaseModel):

@@ -8,6 +8,7 @@ invoice, so every number once issued stays what the client received.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -365,7 +366,7 @@ async def ensure_row(session: AsyncSession, model: type[Base], values: dict[str,
 
 
 async def next_invoice_sequence(
-    session: AsyncSession, year: int, *, next_of: Any, memo: dict[str, Any]
+    session: AsyncSession, year: int, *, next_of: Callable[[int], int], memo: dict[str, Any]
 ) -> int:
     """Take the year's next number. The counter row stays locked (FOR UPDATE on PostgreSQL,
     the write lock on SQLite) until the invoice commits, so numbers are never shared. It is read
@@ -386,10 +387,9 @@ async def next_invoice_sequence(
 
 
 async def next_credit_note_sequence(session: AsyncSession, year: int) -> int:
+    """Take the year's next credit-note number (their own sequence), locked until commit."""
     await ensure_row(session, CreditNoteCounter, {"year": year, "last_number": 0})
-    counter = await session.scalar(
-        select(CreditNoteCounter).where(CreditNoteCounter.year == year).with_for_update()
-    )
+    counter = await session.scalar(select(CreditNoteCounter).where(CreditNoteCounter.year == year).with_for_update())
     assert counter is not None
     counter.last_number += 1
     return counter.last_number

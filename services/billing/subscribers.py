@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.billing import handlers, projects
+from services.billing import accounts, deposits, projects, record, subscriptions
 from services.billing.context import Billing
 from shared import events as ev
 from shared.events import Envelope
@@ -12,21 +12,18 @@ from shared.uow import UnitOfWork
 
 def register(runtime: ServiceRuntime, ctx: Billing) -> None:
     async def deal_won(tx: UnitOfWork, event: Envelope, payload: ev.DealWon) -> None:
-        ctx.metrics.watch(tx)
-        await handlers.open_deposit_invoice(tx, ctx, lead_id=event.lead_id, won=payload)
+        await deposits.open_deposit_invoice(tx, ctx, lead_id=event.lead_id, won=payload)
 
     async def change_requested(tx: UnitOfWork, event: Envelope, payload: ev.DealChangeRequested) -> None:
         await projects.change_requested(tx, ctx, lead_id=event.lead_id, request=payload)
 
     async def cancellation_saved(tx: UnitOfWork, event: Envelope, payload: ev.CancellationSaved) -> None:
-        ctx.metrics.watch(tx)
-        await handlers.apply_save_offer(
+        await subscriptions.apply_save_offer(
             tx, ctx, lead_id=event.lead_id, offer=payload.offer, subscription_id=payload.subscription_id
         )
 
     async def cancellation_completed(tx: UnitOfWork, event: Envelope, payload: ev.CancellationCompleted) -> None:
-        ctx.metrics.watch(tx)
-        await handlers.cancel_subscriptions(
+        await subscriptions.cancel_subscriptions(
             tx,
             ctx,
             lead_id=event.lead_id,
@@ -36,16 +33,16 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
         )
 
     async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
-        await handlers.set_tier(tx, event.lead_id, payload.to_tier)
+        await accounts.set_tier(tx, event.lead_id, tier=payload.to_tier)
 
     async def takeover_started(tx: UnitOfWork, event: Envelope, _payload: ev.TakeoverStarted) -> None:
-        await handlers.set_takeover(tx, event.lead_id, active=True)
+        await accounts.set_takeover(tx, event.lead_id, active=True)
 
     async def takeover_ended(tx: UnitOfWork, event: Envelope, _payload: ev.TakeoverEnded) -> None:
-        await handlers.set_takeover(tx, event.lead_id, active=False)
+        await accounts.set_takeover(tx, event.lead_id, active=False)
 
     async def lead_erased(tx: UnitOfWork, event: Envelope, _payload: ev.LeadErased) -> None:
-        await handlers.erase_contact(tx, event.lead_id)
+        await accounts.erase_contact(tx, event.lead_id)
 
     runtime.consume(
         {
@@ -58,5 +55,5 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
             "takeover.ended": takeover_ended,
             "lead.erased": lead_erased,
         },
-        prefetch=handlers.prefetch,
+        prefetch=record.prefetch,
     )

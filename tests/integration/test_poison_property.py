@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from services.billing import handlers as billing_handlers
+from services.billing import payments as billing_payments
 from services.billing.app import MIGRATIONS as BILLING_MIGRATIONS
 from services.billing.app import create_app as billing_app
 from services.billing.schemas import PaymentIn
@@ -352,7 +352,7 @@ async def pay(life: Lifecycle, p: Person) -> str | None:
         try:
             data = PaymentIn.model_validate(body)
             async with life.billing.uow() as tx:
-                await billing_handlers.record_payment(tx, life.billing.app.state.billing, data)
+                await billing_payments.record_payment(tx, life.billing.app.state.billing, data)
         except (ValidationError, DomainError) as exc:  # a 4xx, naming why
             refusal = refusal or str(exc)
             assert str(exc)

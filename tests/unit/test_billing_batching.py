@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import workloads
-from services.billing import handlers, projects
+from services.billing import invoices, payments, projects
 from services.billing.api import invoice_out
 from services.billing.app import MIGRATIONS, create_app
 from services.billing.schemas import PaymentIn
@@ -126,7 +126,7 @@ def story() -> tuple[list[Envelope], list[Envelope]]:
 def sequential_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids the handlers make, the same in every run (events keep their random ids)."""
     counter = itertools.count(1)
-    monkeypatch.setattr(handlers.uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
+    monkeypatch.setattr(invoices.uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
 
 
 async def state(engine: AsyncEngine) -> dict[str, Any]:
@@ -202,7 +202,7 @@ async def test_racing_transactions_share_no_number_and_leave_no_gap(database_url
     async def issue(count: int, *, fail: bool) -> None:
         async with uow() as tx:
             for _ in range(count):
-                await handlers.issue_invoice(
+                await invoices.issue_invoice(
                     tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
                     lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(10))], due_in_days=7,
                 )
@@ -231,10 +231,10 @@ async def test_a_deposit_payment_reads_each_row_once(tmp_path: Path) -> None:
     lead_id = uuid.uuid4()
     await app.state.runtime._consumer.handle(records([won(lead_id, uuid.uuid4(), kind="retainer")]))
     async with uow() as tx:
-        deposit = (await handlers.list_invoices(tx, lead_id=lead_id, status=None, limit=5, offset=0))[0][0]
+        deposit = (await invoices.list_invoices(tx, lead_id=lead_id, status=None, limit=5, offset=0))[0][0]
     counted = statement_log(engine)
     async with uow() as tx:
-        out = await handlers.record_payment(
+        out = await payments.record_payment(
             tx, app.state.billing,
             PaymentIn(invoice_id=deposit.id, amount=deposit.amount, currency="EUR", method="bank_transfer"),
         )
@@ -260,9 +260,9 @@ async def test_an_invoice_paid_from_credit_as_it_is_issued_still_shows_its_lines
     lead_id, deal_id = uuid.uuid4(), uuid.uuid4()
     await app.state.runtime._consumer.handle(records([won(lead_id, deal_id)]))
     async with uow() as tx:
-        deposit = (await handlers.list_invoices(tx, lead_id=lead_id, status=None, limit=5, offset=0))[0][0]
+        deposit = (await invoices.list_invoices(tx, lead_id=lead_id, status=None, limit=5, offset=0))[0][0]
         surplus = PaymentIn(invoice_id=deposit.id, amount=deposit.amount + 100, currency="EUR", method="cash")
-        await handlers.record_payment(tx, app.state.billing, surplus)
+        await payments.record_payment(tx, app.state.billing, surplus)
     async with uow() as tx:
         invoice, _ = await projects.invoice_project(
             tx, app.state.billing, deal_id=deal_id, kind="milestone", amount=Decimal(500), description=None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.billing import handlers
+from services.billing import invoices
 from services.billing.store import Base, ImmutableInvoice, Invoice
 from shared import events as ev
 from shared.clock import SimulatedClock
@@ -32,7 +32,7 @@ async def uow(tmp_path: Path):
 
 async def issue(uow: UnitOfWorkFactory, amount: str = "100") -> Invoice:
     async with uow() as tx:
-        return await handlers.issue_invoice(
+        return await invoices.issue_invoice(
             tx,
             lead_id=uuid.uuid4(),
             kind="deposit",
@@ -50,7 +50,7 @@ async def test_numbers_have_no_gaps_across_rollbacks_and_restart_each_year(uow: 
     numbers = [(await issue(uow)).number for _ in range(2)]
     with pytest.raises(Boom):
         async with uow() as tx:
-            await handlers.issue_invoice(
+            await invoices.issue_invoice(
                 tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR", lines=[], due_in_days=7
             )
             raise Boom  # the invoice and its number roll back together

@@ -75,7 +75,7 @@ async def test_a_batch_checks_its_inbox_in_one_query_not_one_per_event(tmp_path)
 async def test_nurture_reads_its_sequences_once_per_transaction_and_sees_its_own_put(tmp_path) -> None:
     from sqlalchemy import event
 
-    from services.nurture import handlers as nurture
+    from services.nurture import catalog as nurture
     from services.nurture.content import load_catalog
     from services.nurture.settings import Settings
     from services.nurture.store import Base
@@ -152,7 +152,7 @@ async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figure
     from prometheus_client import CollectorRegistry
     from sqlalchemy import event
 
-    from services.billing import handlers, reports
+    from services.billing import invoices, reports
     from services.billing.context import Billing
     from services.billing.metrics import BillingMetrics
     from services.billing.settings import Settings
@@ -171,7 +171,7 @@ async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figure
     ctx = Billing(settings=Settings(), metrics=BillingMetrics(CollectorRegistry()))
     for amount, days in (("100", 7), ("250", 7), ("40", 7)):
         async with uow() as tx:
-            await handlers.issue_invoice(tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
+            await invoices.issue_invoice(tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
                                          lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(amount))],
                                          due_in_days=days)
     clock.advance_to(clock.now() + timedelta(days=10))  # all three are overdue now
