@@ -56,7 +56,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict]) -> dic
 OPERATIONS = dashboard(
     "clientflow-operations",
     "Clientflow: operations",
-    "Per service: consumed and published rates, handler latency, consumer lag, outbox, dead letters, HTTP.",
+    "Per service: consumed and published rates, handler latency, consumer lag, outbox, dead letters, HTTP; "
+    "tasks open and overdue.",
     [
         panel("Events consumed per second, by outcome", ("sum by (service, outcome) (clientflow:events_consumed:rate5m)", "{{service}} {{outcome}}")),
         panel("Events published per second", ("sum by (service, topic) (clientflow:events_published:rate5m)", "{{service}} -> {{topic}}")),
@@ -79,6 +80,12 @@ OPERATIONS = dashboard(
             "Event-loop lag p99 (a loop held by one request or batch)",
             ("histogram_quantile(0.99, sum by (service, le) (rate(clientflow_event_loop_lag_seconds_bucket[5m])))", "{{service}}"),
             unit="s",
+        ),
+        # Every nurture instance reads the same table: max, not sum, across them.
+        panel(
+            "Tasks open and overdue",
+            ("max by (kind) (clientflow_nurture_tasks_open)", "{{kind}} open"),
+            ("max by (kind) (clientflow_nurture_tasks_overdue)", "{{kind}} overdue"),
         ),
     ],
 )

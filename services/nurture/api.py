@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 
 from services.nurture import catalog, domain, sending, takeover, tracking
 from services.nurture import replies as reply_cases
-from services.nurture import tasks as task_cases
 from services.nurture.content import Renderer
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.schemas import (
@@ -33,7 +32,6 @@ from services.nurture.schemas import (
     SequenceOut,
     TakeoverIn,
     TakeoverOut,
-    TaskOut,
 )
 from services.nurture.sender import Links
 from services.nurture.settings import Settings
@@ -120,6 +118,7 @@ def router(
     uow = runtime.uow
     secret = settings.secret_key.get_secret_value()
     engagement = settings.engagement
+    task_policy = settings.tasks
 
     links = Links(settings)
 
@@ -342,6 +341,7 @@ def router(
                 comment=body.comment,
                 message_id=message_id,
                 engagement=engagement,
+                task_policy=task_policy,
                 metrics=metrics,
             )
         if body.token and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -432,6 +432,7 @@ def router(
                 text=body.text,
                 builtin=builtin,
                 engagement=engagement,
+                task_policy=task_policy,
                 metrics=metrics,
             )
         if outcome.reply.lead_id is None:
@@ -457,28 +458,14 @@ def router(
         their reply (takeover, sequences that exit on a reply, a task for a high-value person)."""
         async with uow() as tx:
             outcome = await reply_cases.match_reply(
-                tx, reply_id=reply_id, lead_id=body.lead_id, builtin=builtin, engagement=engagement, metrics=metrics
+                tx,
+                reply_id=reply_id,
+                lead_id=body.lead_id,
+                builtin=builtin,
+                engagement=engagement,
+                task_policy=task_policy,
+                metrics=metrics,
             )
         return reply_out(outcome)
-
-    # ------------------------------------------------------------------ tasks
-
-    @api.get("/tasks", dependencies=[need(P.TASKS_READ)], response_model=list[TaskOut], tags=["tasks"])
-    async def tasks(
-        status: str | None = Query("open", pattern="^(open|done|all)$"),
-        lead_id: uuid.UUID | None = None,
-        limit: int = Query(100, ge=1, le=1000),
-    ) -> list[TaskOut]:
-        """Work for people: founder check-ins on churn risk, high-value replies, complaints."""
-        async with uow() as tx:
-            found = await task_cases.list_tasks(
-                tx, status=None if status == "all" else status, lead_id=lead_id, limit=limit
-            )
-            return [TaskOut.model_validate(t) for t in found]
-
-    @api.post("/tasks/{task_id}/done", dependencies=[need(P.TASKS_WRITE)], response_model=TaskOut, tags=["tasks"])
-    async def task_done(task_id: uuid.UUID) -> TaskOut:
-        async with uow() as tx:
-            return TaskOut.model_validate(await task_cases.close_task(tx, task_id))
 
     return api

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.nurture import api, subscribers
+from services.nurture import api, subscribers, tasks, tasks_api
 from services.nurture.content import Renderer, load_catalog
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.sender import Sender
@@ -64,11 +65,30 @@ def create_app(
     runtime.uow.after_commit.append(job.wake)
     # An erased person's mail goes from the mail store too (a file transport keeps copies).
     forget_mail = getattr(transport, "forget", None)
-    subscribers.register(runtime, catalog=catalog, metrics=metrics, wake_sender=job.wake, forget_mail=forget_mail)
+    subscribers.register(
+        runtime,
+        catalog=catalog,
+        metrics=metrics,
+        task_policy=settings.tasks,
+        wake_sender=job.wake,
+        forget_mail=forget_mail,
+    )
+
+    async def refresh_task_gauges(now: datetime | None = None) -> None:
+        async with runtime.uow() as tx:
+            metrics.show_tasks(await tasks.open_and_overdue(tx, now=now or runtime.clock.now()))
+
+    # Open and overdue tasks come from the database: when scraped, and now and then (a task
+    # becomes overdue by the clock moving, with nothing committed).
+    runtime.every("nurture-task-gauges", refresh_task_gauges, interval_s=60.0)
+    runtime.scrape_refreshers.append(refresh_task_gauges)
     app = runtime.http_app(
         title="Clientflow nurture",
         description="Sequences, enrollments, messages, consent, tracking, feedback, tasks and human takeovers.",
-        routers=[api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics)],
+        routers=[
+            api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics),
+            tasks_api.router(runtime),
+        ],
     )
     app.state.sender = sender
     app.state.sender_job = job

@@ -42,6 +42,7 @@ def _update_profile(contact: Contact, payload: Any, now: datetime) -> None:
             contact.language, contact.timezone, contact.segment = payload.language, payload.timezone, payload.segment
             contact.industry, contact.channel = payload.industry, payload.channel
             contact.stage = payload.stage
+            contact.owner_id = payload.owner_id or contact.owner_id
         contact.consent_marketing = domain.merged_consent(contact.consent_marketing, payload.consent_marketing)
     elif isinstance(payload, ev.LeadStageChanged):
         contact.stage = payload.to_stage
@@ -49,6 +50,11 @@ def _update_profile(contact: Contact, payload: Any, now: datetime) -> None:
         contact.tier = payload.to_tier
     elif isinstance(payload, ev.DealWon) and payload.tier:
         contact.tier = payload.tier
+    elif isinstance(payload, ev.LeadAssigned):
+        if payload.role == "account":
+            contact.account_owner_id = payload.owner_id
+        else:
+            contact.owner_id = payload.owner_id
     else:
         return
     contact.updated_at = now
@@ -61,12 +67,14 @@ async def on_event(
     event: ev.Envelope,
     payload: Any,
     metrics: NurtureMetrics,
+    task_policy: domain.TaskPolicy,
     on_scheduled: Callable[[], None] | None = None,
 ) -> list[ScheduledMessage]:
-    """Whatever happened to a person: keep what nurture knows of them, end the enrollments the
-    event is an exit of, and enroll them in the sequences it starts for their segment (a churn
-    risk is also a check-in task for a human). ``on_scheduled`` runs once the steps it scheduled
-    committed (the sender wakes). An erasure is ``erasure.erase_person``."""
+    """Whatever happened to a person: keep what nurture knows of them (their profile, their
+    owner and account owner), end the enrollments the event is an exit of, and enroll them in
+    the sequences it starts for their segment; a churn risk, a block by dunning or a move to tier
+    fire is also a task for a human (``tasks.on_client_event``). ``on_scheduled`` runs once the
+    steps it scheduled committed (the sender wakes). An erasure is ``erasure.erase_person``."""
     lead_id = event.lead_id
     if lead_id is None:
         return []
@@ -79,8 +87,7 @@ async def on_event(
     catalog = await current_catalog(tx, builtin)
     data = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else {}
     await end_enrollments(tx, catalog=catalog, lead_id=lead_id, event_type=event.type, data=data)
-    if event.type == "churn_risk.raised":
-        await tasks.task_for_churn_risk(tx, contact=contact, event=event, payload=payload, metrics=metrics)
+    await tasks.on_client_event(tx, contact=contact, event=event, payload=payload, policy=task_policy, metrics=metrics)
     if isinstance(payload, ev.LeadCaptured) and payload.duplicate:
         return []
     scheduled: list[ScheduledMessage] = []

@@ -3,13 +3,18 @@
 Everything is counted once its transaction committed, whichever path (HTTP, consumer, the
 sender) did it: what an emitted event says through ``count_event`` (registered with
 ``UnitOfWorkFactory.count_emitted``), the rest through ``tx.after_commit`` where it happens.
+The gauges are read back from the database (the queue depth by the sender's pass, the tasks
+when scraped and now and then).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.events import Envelope
+from shared.events import Envelope, TaskKind
 
 
 class NurtureMetrics:
@@ -80,6 +85,28 @@ class NurtureMetrics:
         )
         self.replies = Counter("clientflow_nurture_replies_total", "Inbound replies recorded", registry=registry)
         self.tasks = Counter("clientflow_nurture_tasks_total", "Tasks made for people", ["kind"], registry=registry)
+        self.tasks_open = Gauge(
+            "clientflow_nurture_tasks_open",
+            "Tasks open now (snoozes that ran out included), by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.tasks_overdue = Gauge(
+            "clientflow_nurture_tasks_overdue",
+            "Open tasks past their due date (business clock), by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self._task_kinds: set[str] = set(get_args(TaskKind))
+        self.show_tasks({})
+
+    def show_tasks(self, counts: Mapping[str, tuple[int, int]]) -> None:
+        """Set the task gauges to ``counts`` (open, overdue by kind); a kind not in it has none."""
+        self._task_kinds |= set(counts)
+        for kind in self._task_kinds:
+            open_, overdue = counts.get(kind, (0, 0))
+            self.tasks_open.labels(kind).set(open_)
+            self.tasks_overdue.labels(kind).set(overdue)
 
     def count_event(self, event: Envelope) -> None:
         """Count a committed event that says all its metric needs: an email sent, and a survey

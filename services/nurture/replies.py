@@ -16,7 +16,7 @@ from services.nurture.metrics import NurtureMetrics
 from services.nurture.record import get_contact
 from services.nurture.store import Message, Reply, Task
 from services.nurture.takeover import active_takeover, start_takeover
-from services.nurture.tasks import add_task
+from services.nurture.tasks import raise_task
 from services.nurture.tracking import engage
 from shared.errors import Conflict, NotFound
 from shared.uow import UnitOfWork
@@ -41,6 +41,7 @@ async def record_reply(
     text: str | None,
     builtin: domain.Catalog,
     engagement: domain.EngagementPolicy,
+    task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
 ) -> ReplyOutcome:
     """An inbound email. It belongs to a person only when its thread names a message we sent
@@ -75,6 +76,7 @@ async def record_reply(
         message=message,
         builtin=builtin,
         engagement=engagement,
+        task_policy=task_policy,
         metrics=metrics,
     )
 
@@ -86,6 +88,7 @@ async def match_reply(
     lead_id: uuid.UUID,
     builtin: domain.Catalog,
     engagement: domain.EngagementPolicy,
+    task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
 ) -> ReplyOutcome:
     """A person says whose an unmatched e-mail is: it becomes that person's reply (404 for no
@@ -105,6 +108,7 @@ async def match_reply(
         message=None,
         builtin=builtin,
         engagement=engagement,
+        task_policy=task_policy,
         metrics=metrics,
     )
 
@@ -118,10 +122,12 @@ async def _reply_from(
     message: Message | None,
     builtin: domain.Catalog,
     engagement: domain.EngagementPolicy,
+    task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
 ) -> ReplyOutcome:
     """What a person's reply does: sequences that exit on a reply end, a human takeover starts
-    by itself (a person who writes gets a person), and a high-value person's reply is a task."""
+    by itself (a person who writes gets a person), and a high-value person's reply is a task
+    for the lead's owner (``domain.task_owner``)."""
     contact = await get_contact(tx, lead_id)
     now = tx.now()
     reply.lead_id, reply.matched_by = lead_id, matched_by
@@ -135,13 +141,14 @@ async def _reply_from(
         started = True
     task = None
     if domain.is_high_value(tier=contact.tier, segment=contact.segment, sales_ready=contact.sales_ready_at is not None):
-        task = await add_task(
+        task = await raise_task(
             tx,
-            lead_id=lead_id,
+            contact=contact,
             kind="reply",
             source=f"reply:{reply.id}",
             title=f"Answer {contact.name or 'a high-value contact'} personally today",
             detail=(reply.subject or "")[:300] or None,
+            policy=task_policy,
             metrics=metrics,
         )
     return ReplyOutcome(reply, started, task)

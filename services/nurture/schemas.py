@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class MessageOut(BaseModel):
@@ -131,12 +131,32 @@ class FeedbackOut(BaseModel):
 
 
 class TaskOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """A task as its owner sees it now (built by ``tasks_api.task_out``)."""
 
-    task_id: uuid.UUID = Field(validation_alias=AliasChoices("task_id", "id"))
+    task_id: uuid.UUID
     lead_id: uuid.UUID
     kind: str = Field(examples=["churn_risk"])
     title: str = Field(examples=["Founder check-in with Ada: can we help?"])
     detail: str | None
-    status: Literal["open", "done"]
+    status: Literal["open", "done", "snoozed"] = Field(
+        description="now: a task snoozed until a moment that passed is open again"
+    )
+    owner_id: uuid.UUID | None = Field(description="whose list it is on; null: nobody's yet (an admin's pool)")
+    due_at: datetime = Field(description="when it must be done (business clock)")
+    overdue: bool = Field(description="open and past due_at")
+    snoozed_until: datetime | None = Field(default=None, description="put away until then")
+    done_at: datetime | None = None
+    closed_reason: str | None = Field(default=None, examples=["reached by call"])
     created_at: datetime
+
+
+class SnoozeIn(BaseModel):
+    """Put a task away until a later moment (RFC 3339, with its offset)."""
+
+    until: AwareDatetime = Field(examples=["2030-01-08T09:00:00Z"])
+
+
+class TaskOwnerIn(BaseModel):
+    """Give a task to a person (sales, success or admin), or to nobody (null)."""
+
+    owner_id: uuid.UUID | None = Field(examples=["0b7c2f7e-9f5e-4e0b-8a55-0c8f3f7c8d21"])

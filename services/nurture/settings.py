@@ -2,7 +2,7 @@
 
 The business policies (docs/design.md, "Business rules": where the numbers are defaults, they
 are settings, not constants in code) are nested groups: ``settings.sending``,
-``settings.retry`` and ``settings.engagement`` are what the rules read. Each group reads the
+``settings.retry``, ``settings.engagement`` and ``settings.tasks`` are what the rules read. Each group reads the
 same flat environment variables as before (``NURTURE_QUIET_HOURS_START``...), and takes the same
 flat keywords (``Settings(quiet_hours_start=0)``).
 """
@@ -110,11 +110,43 @@ class EngagementPolicy(PolicyGroup):
         return timedelta(days=self.engagement_half_life_days)
 
 
+class TaskPolicy(PolicyGroup):
+    """When a task nurture raises is due: hours on the business clock from when it is raised
+    (``domain.TaskPolicy``). Tasks other services raise carry their own due date."""
+
+    tasks_reply_due_hours: float = Field(
+        default=domain.DUE_HOURS["reply"], gt=0, description="a high-value person's reply, answered"
+    )
+    tasks_complaint_due_hours: float = Field(
+        default=domain.DUE_HOURS["complaint"], gt=0, description="a complaint, called back"
+    )
+    tasks_churn_risk_due_hours: float = Field(
+        default=domain.DUE_HOURS["churn_risk"], gt=0, description="a churn risk, a check-in with the client"
+    )
+    tasks_dunning_due_hours: float = Field(
+        default=domain.DUE_HOURS["dunning_blocked"], gt=0, description="a client blocked by dunning, called"
+    )
+    tasks_let_go_due_hours: float = Field(
+        default=domain.DUE_HOURS["let_go_review"], gt=0, description="a client moved to tier fire, reviewed"
+    )
+
+    def due_in(self, kind: str) -> timedelta:
+        hours = {
+            "reply": self.tasks_reply_due_hours,
+            "complaint": self.tasks_complaint_due_hours,
+            "churn_risk": self.tasks_churn_risk_due_hours,
+            "dunning_blocked": self.tasks_dunning_due_hours,
+            "let_go_review": self.tasks_let_go_due_hours,
+        }
+        return domain.TaskDue(hours).due_in(kind)
+
+
 # The nested groups, by field name: their flat keywords are moved into them (see ``_groups``).
 GROUPS: dict[str, type[PolicyGroup]] = {
     "sending": SendingPolicy,
     "retry": RetryPolicy,
     "engagement": EngagementPolicy,
+    "tasks": TaskPolicy,
 }
 
 
@@ -141,6 +173,7 @@ class Settings(ServiceSettings):
     sending: SendingPolicy = Field(default_factory=SendingPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     engagement: EngagementPolicy = Field(default_factory=EngagementPolicy)
+    tasks: TaskPolicy = Field(default_factory=TaskPolicy)
 
     payment_update_url: str = Field(
         default="https://billing.clientflow.example/update-card", description="where a client updates a card"

@@ -41,6 +41,10 @@ class Contact(Base):
     engagement_score: Mapped[int] = mapped_column(default=0, server_default="0")
     engaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sales_ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Who works with them, folded from ``lead.captured`` and ``lead.assigned``: the lead's owner
+    # (sales) and, once a client, the account owner (success). Tasks go to them.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    account_owner_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
 
 
 class Enrollment(Base):
@@ -176,7 +180,10 @@ class Feedback(Base):
 
 
 class Task(Base):
-    """Work for a person (a founder check-in, a reply to answer); ``source`` makes it once."""
+    """Work for a person (a reply to answer, a client to call), raised by nurture or by another
+    service (``task.raised``); ``source`` makes it once. ``status`` is ``open``, ``done`` or
+    ``snoozed``: a snoozed task whose ``snoozed_until`` passed is open again (computed on read,
+    ``domain.task_status``), so nothing has to wake it."""
 
     __tablename__ = "tasks"
 
@@ -188,3 +195,9 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(20), default="open")
     source: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Who must do it (null: nobody yet, an admin's pool) and by when (business clock).
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True, default=None)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    closed_reason: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from services.nurture import content, domain, enrollment, erasure, record
+from services.nurture import content, domain, enrollment, erasure, record, tasks
 from services.nurture.metrics import NurtureMetrics
 from shared.consumer import Handler
-from shared.events import Envelope
+from shared.events import Envelope, TaskClosed, TaskRaised
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
@@ -19,25 +19,42 @@ def register(
     *,
     catalog: domain.Catalog,
     metrics: NurtureMetrics,
+    task_policy: domain.TaskPolicy,
     wake_sender: Callable[[], None],
     forget_mail: Callable[[list[uuid.UUID]], None] | None = None,
 ) -> None:
     """Consume every event type of the topics nurture reads, each into one use case: an
-    erasure into ``erasure.erase_person``, anything else into ``enrollment.on_event``."""
+    erasure into ``erasure.erase_person``, a task raised or closed elsewhere into
+    ``tasks.file_raised`` or ``tasks.close_raised``, anything else into ``enrollment.on_event``."""
 
     async def happened(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
         await enrollment.on_event(
-            tx, builtin=catalog, event=event, payload=payload, metrics=metrics, on_scheduled=wake_sender
+            tx,
+            builtin=catalog,
+            event=event,
+            payload=payload,
+            metrics=metrics,
+            task_policy=task_policy,
+            on_scheduled=wake_sender,
         )
 
     async def erased(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
         await erasure.erase_person(tx, event.lead_id, on_erased=forget_mail)
 
+    async def task_raised(tx: UnitOfWork, event: Envelope, payload: TaskRaised) -> None:
+        await tasks.file_raised(tx, event, payload, metrics=metrics)
+
+    async def task_closed(tx: UnitOfWork, event: Envelope, payload: TaskClosed) -> None:
+        await tasks.close_raised(tx, payload)
+
     async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
         await record.prefetch(tx, events, builtin=catalog)
 
     # Every event type of the topics nurture reads: any may trigger or end a sequence written
-    # through the API later, and several keep the person's profile (stage, tier) current.
+    # through the API later, and several keep the person's profile (stage, tier, owners) current.
     consumed: dict[str, Handler] = dict.fromkeys(sorted(content.triggers()), happened)
     consumed["lead.erased"] = erased
+    # The tasks topic (not a trigger of sequences): nurture keeps every task, whoever raised it.
+    consumed["task.raised"] = task_raised
+    consumed["task.closed"] = task_closed
     runtime.consume(consumed, prefetch=prefetch)

@@ -15,7 +15,7 @@ from services.nurture.metrics import NurtureMetrics
 from services.nurture.record import active_enrollments, get_contact
 from services.nurture.sending import Outgoing, close_step
 from services.nurture.store import Contact, Feedback, Message, ScheduledMessage
-from services.nurture.tasks import add_task
+from services.nurture.tasks import raise_task
 from shared import events as ev
 from shared.errors import Invalid, NotFound
 from shared.uow import UnitOfWork
@@ -238,12 +238,14 @@ async def record_feedback(
     comment: str | None,
     message_id: uuid.UUID | None,
     engagement: domain.EngagementPolicy,
+    task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
 ) -> tuple[Feedback, bool]:
     """An answer to a one-question survey (``feedback.received``), once per person and survey:
     a later answer replaces the earlier one (``replaces``), and the same answer again changes
     nothing. A complaint is flagged and counted, stored and published like any other answer,
-    and a person is asked to follow up (once per person and survey). An answer needs a score or
+    and a person is asked to follow up (once per person and survey: the account owner, else the
+    lead's owner). An answer needs a score or
     a comment (422). Returns the answer and whether it replaced an earlier one."""
     if not domain.is_answer(score, comment):
         raise Invalid("an answer needs a score (0-10) or a comment")
@@ -283,13 +285,14 @@ async def record_feedback(
     if contact.erased_at is None and not replaced:
         engage(tx, contact, "feedback", policy=engagement)
     if complaint:
-        await add_task(
+        await raise_task(
             tx,
-            lead_id=lead_id,
+            contact=contact,
             kind="complaint",
             source=f"feedback:{lead_id}:{survey}",
             title="Complaint: call back and thank them for telling us",
             detail=f"{survey}: score {score if score is not None else '-'}; {comment or ''}".strip()[:2000],
+            policy=task_policy,
             metrics=metrics,
         )
     return feedback, replaced

@@ -5,7 +5,8 @@
 - ``definitions``: reading a sequence definition against the event contract;
 - ``sending``: which due steps go now, consent, quiet hours, the marketing cap, retries;
 - ``engagement``: the engagement score, sales readiness, high-value replies, complaints;
-- ``links``: signed public links and inbound threads.
+- ``links``: signed public links and inbound threads;
+- ``tasks``: whose list a task goes on, when it is due, open, snoozed or overdue.
 
 No I/O and no clock calls: every function takes values (including "now") and returns
 decisions. Callers use the names below (``domain.plan_send``), so a test may replace one.
@@ -92,13 +93,33 @@ from services.nurture.domain.sequences import (
     profile_of,
     spares_immediate,
 )
+from services.nurture.domain.tasks import (
+    BLOCKING_DUNNING_STATES,
+    DEFAULT_TASKS,
+    DUE_HOURS,
+    TASK_DONE,
+    TASK_OPEN,
+    TASK_SNOOZED,
+    TASK_STATUSES,
+    TaskDue,
+    TaskPolicy,
+    TaskStatus,
+    blocks_service,
+    is_overdue,
+    lets_go,
+    task_owner,
+    task_status,
+)
 
 __all__ = [
+    "BLOCKING_DUNNING_STATES",
     "CANCELLED",
     "CAP_WINDOW",
     "CATEGORIES",
     "CONDITIONS",
     "DEFAULT_ENGAGEMENT",
+    "DEFAULT_TASKS",
+    "DUE_HOURS",
     "EXIT_ALIASES",
     "FAILED",
     "HALF_LIFE",
@@ -112,6 +133,10 @@ __all__ = [
     "SKIPPED",
     "STOPS_IMMEDIATE",
     "SUPPRESSED",
+    "TASK_DONE",
+    "TASK_OPEN",
+    "TASK_SNOOZED",
+    "TASK_STATUSES",
     "UTC",
     "Catalog",
     "Category",
@@ -132,8 +157,12 @@ __all__ = [
     "Sequence",
     "SequenceError",
     "Step",
+    "TaskDue",
+    "TaskPolicy",
+    "TaskStatus",
     "TokenPurpose",
     "becomes_sales_ready",
+    "blocks_service",
     "cap_until",
     "condition_holds",
     "delivery",
@@ -145,7 +174,9 @@ __all__ = [
     "is_answer",
     "is_complaint",
     "is_high_value",
+    "is_overdue",
     "known_zone",
+    "lets_go",
     "may_enroll",
     "merged_consent",
     "message_token",
@@ -160,6 +191,8 @@ __all__ = [
     "select_due",
     "sequence_from_dict",
     "spares_immediate",
+    "task_owner",
+    "task_status",
     "template_candidates",
     "thread_message_ids",
     "trackable",
