@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from services.leads import capture, deals, funnel, importer, privacy, qualification, record, timeline
+from services.leads import capture, deals, funnel, importer, privacy, qualification, record, sales, timeline
 from services.leads import spend as channel_spend
 from services.leads.context import Context
 from services.leads.engagement import engagement_now
@@ -43,6 +43,7 @@ from services.leads.schemas import (
 )
 from services.leads.store import Activity, ChangeRequest, Deal, Lead, StageChange, Touch
 from shared.access import policy as P
+from shared.access.context import current_person
 from shared.access.rules import need
 from shared.bounds import DATE_RANGE, MAX_COUNT, Day
 from shared.errors import Conflict, DomainError
@@ -103,6 +104,11 @@ def lead_out(
         touches=[TouchOut.model_validate(t) for t in touches or []],
         activity=[ActivityEntry.model_validate(a) for a in activity or []],
         deals=[d.id for d in deals or []],
+        owner_id=lead.owner_id,
+        assigned_at=lead.assigned_at,
+        account_owner_id=lead.account_owner_id,
+        first_touch_due_at=lead.first_touch_due_at,
+        first_touched_at=lead.first_touched_at,
     )
 
 
@@ -191,11 +197,14 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         red_flag: str | None = Query(None, description="only leads with this red flag"),
         q: str | None = Query(None, max_length=200, description="text in name, email or company"),
         include_erased: bool = False,
+        owner: str | None = Query(None, description="me, none (the pool) or a person id"),
         sort: str = Query("created_at", description="created_at, fit_score or updated_at; '-' for descending"),
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> LeadList:
-        """Leads with filters and paging (merged duplicates are left out)."""
+        """Leads with filters and paging (merged duplicates are left out); `owner=me` is the
+        caller's own."""
+        owned = sales.owned_filter(owner, current_person())
 
         async def read(tx: UnitOfWork) -> LeadList:
             found, total = await funnel.list_leads(
@@ -208,6 +217,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                     red_flag=red_flag,
                     q=q,
                     include_erased=include_erased,
+                    owner=owned,
                 ),
                 sort=sort,
                 limit=limit,

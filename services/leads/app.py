@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, people_api, subscribers
+from services.leads import api, people_api, sales, sales_api, subscribers
 from services.leads.context import Context
+from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
 from services.leads.settings import Settings
 from shared import topics
 from shared.clock import Clock
+from shared.db import AccessPerson
+from shared.jobs import Jobs
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,14 +35,29 @@ def create_app(
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
-        publishes_to=(topics.LEADS, topics.DEALS, topics.PEOPLE),
+        publishes_to=(topics.LEADS, topics.DEALS, topics.TASKS, topics.PEOPLE),
         broker=broker,
         engine=engine,
         clock=clock,
         people_owner=True,
     )
-    ctx = Context(settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions))
+    ctx = Context(
+        settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
+    )
     runtime.uow.count_emitted(ctx.metrics.count)
+
+    async def speed_to_lead(now: datetime) -> None:
+        # Untouched leads past their deadline go to an admin; tenders are reminded of.
+        await sales.escalate_overdue(runtime.uow, ctx, now)
+        await sales.remind_tenders(runtime.uow, ctx, now)
+
+    runtime.every("leads-speed-to-lead", speed_to_lead, 60.0)
+
+    async def person_changed(tx: UnitOfWork, person: AccessPerson) -> None:
+        # A disabled rep (or one no longer in sales or success) gives their open leads back.
+        if not person.active or person.role not in OWNER_ROLES:
+            await sales.release_owned_by(tx, ctx, person.id)
+        sales.forget_team(tx)
 
     async def refresh_gauges(_now: object) -> None:
         await ctx.metrics.refresh()
@@ -54,5 +74,9 @@ def create_app(
             "engagement, funnel, deals and estimates, change requests, channel spend, erasure; the people registry "
             "(people, roles, tokens)."
         ),
-        routers=[api.router(runtime, ctx), people_api.router(runtime, runtime.authenticator)],
+        routers=[
+            api.router(runtime, ctx),
+            sales_api.router(runtime, ctx),
+            people_api.router(runtime, runtime.authenticator, on_changed=person_changed),
+        ],
     )

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.leads import domain
+from services.leads import domain, sales
 from services.leads.commands import LeadIn
 from services.leads.context import Context
 from services.leads.funnel import follow, move_stage
@@ -123,6 +123,8 @@ async def capture_lead(
     tx.session.add(StageChange(lead_id=lead.id, from_stage=None, to_stage="awareness", cause="lead.captured", at=now))
     for flag in flags:
         tx.session.add(LeadRedFlag(lead_id=lead.id, name=flag.name, raised_at=now))
+    # Its owner comes with it (the rules, language and round-robin), and its first-touch clock.
+    assignment = await sales.assign_new(tx, ctx, lead)
     log_activity(
         tx,
         lead.id,
@@ -132,6 +134,8 @@ async def capture_lead(
         source=source,
         fit_score=fit.score,
         red_flags=[f.name for f in flags] or None,
+        owner_id=assignment.owner_id,
+        assigned=assignment.reason,
     )
     tx.emit("lead.captured", _captured(lead, fit.score, duplicate=False), lead_id=lead.id)
     if data.referred_by is not None:
@@ -175,6 +179,8 @@ def _captured(
         red_flags=lead.red_flag_names,
         segment=domain.segment(fit),
         duplicate=duplicate,
+        owner_id=lead.owner_id,
+        first_touch_due_at=lead.first_touch_due_at if not duplicate else None,
     )
 
 

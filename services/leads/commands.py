@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from services.leads.domain import CHANNELS, Intake
 from shared import events as ev
-from shared.bounds import DATE_RANGE, EARLIEST, LATEST, Count, Day, TimeZoneKey
+from shared.bounds import DATE_RANGE, EARLIEST, LATEST, Count, Day, Moment, TimeZoneKey
 from shared.money import MAX_AMOUNT, Amount, Bounded, CurrencyCode, in_currency
 
 
@@ -140,6 +140,9 @@ class DealIn(BaseModel):
     monthly_fee: Amount | None = None
     included_hours: Bounded | None = Field(default=None, ge=0)
     hourly_rate: Amount | None = None
+    submission_deadline: Moment | None = Field(
+        default=None, description="a tender: when the proposal must be submitted (a reminder task comes before it)"
+    )
 
     @field_validator("monthly_fee", "hourly_rate")
     @classmethod

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.leads.metrics import LeadsMetrics
 from services.leads.settings import Settings
+from shared.jobs import Jobs
 
 
 @dataclass
@@ -14,3 +15,5 @@ class Context:
 
     settings: Settings
     metrics: LeadsMetrics
+    # The scheduled jobs' poison isolation (the composition root hands in one with the metrics).
+    jobs: Jobs = field(default_factory=Jobs)

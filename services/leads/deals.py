@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from services.leads import domain
+from services.leads import domain, sales
 from services.leads.commands import ChangeRequestIn, DealIn
 from services.leads.context import Context
 from services.leads.funnel import follow
@@ -36,6 +36,8 @@ def _deal_fields(deal: Deal) -> dict[str, Any]:
         "monthly_fee": deal.monthly_fee,
         "included_hours": deal.included_hours,
         "hourly_rate": deal.hourly_rate,
+        "owner_id": deal.owner_id,
+        "submission_deadline": deal.submission_deadline,
     }
 
 
@@ -83,7 +85,11 @@ async def propose_deal(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, data: D
         hourly_rate=data.hourly_rate,
         status="proposed",
         created_at=tx.now(),
+        owner_id=lead.owner_id,
+        submission_deadline=data.submission_deadline,
     )
+    if data.submission_deadline is not None and data.submission_deadline <= tx.now():
+        raise Invalid("submission_deadline: a tender's deadline must be in the future")
     tx.session.add(deal)
     tx.emit("deal.proposed", ev.DealProposed(**_deal_fields(deal)), lead_id=lead.id)
     log_activity(
@@ -145,6 +151,7 @@ async def win_deal(
     )
     if earlier_wins:
         await follow(tx, lead, "repeat_deal.won")
+    await sales.hand_off(tx, ctx, lead)
     return deal
 
 

@@ -148,6 +148,7 @@ class LeadFilter:
     red_flag: str | None = None
     q: str | None = None
     include_erased: bool = False
+    owner: tuple[str, uuid.UUID | None] | None = None  # ("person", id) or ("none", None): the pool
 
 
 _SORTS: dict[str, ColumnElement[Any]] = {
@@ -176,6 +177,8 @@ async def list_leads(tx: UnitOfWork, f: LeadFilter, *, sort: str, limit: int, of
     query = select(Lead).where(Lead.merged_into.is_(None))
     if not f.include_erased:
         query = query.where(Lead.erased_at.is_(None))
+    if f.owner is not None:
+        query = query.where(Lead.owner_id == f.owner[1] if f.owner[0] == "person" else Lead.owner_id.is_(None))
     if f.stage:
         query = query.where(Lead.stage == f.stage)
     if f.tier:

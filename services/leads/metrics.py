@@ -63,6 +63,24 @@ class LeadsMetrics:
             registry=registry,
         )
         self.erased = Counter("clientflow_leads_erased_total", "Leads erased on request", registry=registry)
+        self.assigned = Counter(
+            "clientflow_leads_assigned_total",
+            "Owners given: role lead (sales) or account (success); outcome owner or pool (nobody could take it)",
+            ["role", "outcome"],
+            registry=registry,
+        )
+        self.tasks_raised = Counter(
+            "clientflow_leads_tasks_raised_total",
+            "Tasks leads raised for people, by kind (first_touch_overdue, next_step, tender_deadline, handoff)",
+            ["kind"],
+            registry=registry,
+        )
+        self.activities = Counter(
+            "clientflow_leads_activities_total",
+            "Calls, meetings, e-mails and notes logged",
+            ["kind"],
+            registry=registry,
+        )
         self.stage = Gauge(
             "clientflow_leads_stage", "Leads currently in each funnel stage", ["stage"], registry=registry
         )
@@ -77,6 +95,7 @@ class LeadsMetrics:
             case "lead.captured":
                 if not data.get("duplicate"):
                     self.captured.labels(data["channel"]).inc()
+                    self.assigned.labels("lead", "owner" if data.get("owner_id") else "pool").inc()
             case "lead.qualified":
                 self.qualified.inc()
             case "lead.disqualified":
@@ -92,6 +111,12 @@ class LeadsMetrics:
                 self.change_requests.labels("in" if data["in_scope"] else "out").inc()
             case "lead.erased":
                 self.erased.inc()
+            case "lead.assigned":
+                self.assigned.labels(data["role"], "owner" if data["owner_id"] else "pool").inc()
+            case "task.raised":
+                self.tasks_raised.labels(data["kind"]).inc()
+            case "lead.activity_logged":
+                self.activities.labels(data["kind"]).inc()
         if event.type in STAGE_MOVES:
             self.refresh_soon()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -21,6 +22,7 @@ from shared.db import AccessPerson, AccessToken
 from shared.errors import Invalid
 from shared.events import Role
 from shared.service import ServiceRuntime
+from shared.uow import UnitOfWork
 
 
 def _languages(value: list[str]) -> list[str]:
@@ -154,7 +156,14 @@ def person_out(person: AccessPerson, tokens: list[AccessToken] | None = None) ->
     )
 
 
-def router(runtime: ServiceRuntime, authenticator: Authenticator) -> APIRouter:
+def router(
+    runtime: ServiceRuntime,
+    authenticator: Authenticator,
+    *,
+    on_changed: Callable[[UnitOfWork, AccessPerson], Awaitable[object]] | None = None,
+) -> APIRouter:
+    """The registry's routes; ``on_changed(tx, person)`` runs in the transaction that changed a
+    person (the sales team gives a disabled rep's leads back to the pool)."""
     uow = runtime.uow
     manage = [need(PEOPLE_MANAGE)]
     api = APIRouter(tags=["people"])
@@ -206,6 +215,8 @@ def router(runtime: ServiceRuntime, authenticator: Authenticator) -> APIRouter:
                 languages=body.languages,
                 active=body.active,
             )
+            if on_changed is not None:
+                await on_changed(tx, found)
             return person_out(found, await people.tokens_of(tx, found.id))
 
     @api.post("/people/{person}/disable", response_model=PersonOut, dependencies=manage)

@@ -132,6 +132,11 @@ class LeadOut(BaseModel):
         default_factory=list, description="every event about the lead, oldest first (its full timeline)"
     )
     deals: list[uuid.UUID] = Field(default_factory=list)
+    owner_id: uuid.UUID | None = Field(default=None, description="the person handling the lead, or null (the pool)")
+    assigned_at: datetime | None = None
+    account_owner_id: uuid.UUID | None = Field(default=None, description="once a client: who looks after them")
+    first_touch_due_at: datetime | None = Field(default=None, description="when someone must have reached the lead")
+    first_touched_at: datetime | None = Field(default=None, description="the first call, meeting or e-mail logged")
 
 
 class LeadList(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.leads.domain import DepositPolicy, EngagementPolicy, QualificationPolicy
+from services.leads.domain.assignment import SalesPolicy
 from shared.settings import ServiceSettings
 
 DEFAULT_ICP_FILE = Path(__file__).parent / "icp.yaml"
@@ -43,6 +44,13 @@ class Settings(ServiceSettings):
     # Engagement points per signal and their half-life (LEADS_ENGAGEMENT_HALF_LIFE_DAYS,
     # LEADS_ENGAGEMENT_OPEN_POINTS, _CLICK_POINTS, _REPLY_POINTS, _FEEDBACK_POINTS, _TAKEOVER_POINTS).
     engagement: EngagementPolicy = Field(default_factory=EngagementPolicy)
+
+    # Speed to lead and the sales clock (LEADS_SALES_FIRST_TOUCH_HOURS, LEADS_SALES_WORKDAY_START,
+    # LEADS_SALES_WORKDAYS='[6,0,1,2,3]', LEADS_SALES_TENDER_REMINDER_HOURS...).
+    sales: SalesPolicy = Field(default_factory=SalesPolicy)
+    # The currencies the agency sells in (LEADS_CURRENCIES='["EUR","USD"]'): quotas and the
+    # commission plan must use one of them.
+    currencies: tuple[str, ...] = ("EUR", "USD", "GBP")
 
     # The ICP a fresh database starts from (PUT /icp replaces it; versions are kept in the database).
     icp_file: Path = DEFAULT_ICP_FILE

@@ -63,6 +63,14 @@ class Lead(Base):
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The sales department: who handles the lead (role sales, success or admin) and, once won,
+    # who looks after the client (role success); speed to lead on the business clock.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    account_owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    first_touch_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    first_touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def red_flag_names(self) -> list[str]:
@@ -120,6 +128,11 @@ class Deal(Base):
     deposit_share: Mapped[Decimal | None] = mapped_column(Money())
     lost_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Who proposed it (the lead's owner then): a rep's won value and commission follow it.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # A tender: the deadline the proposal must be submitted by, and when its reminder went.
+    submission_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_deals_status", "status"),)
 
@@ -204,3 +217,67 @@ class Merge(Base):
     merged_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), unique=True)
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SalesActivity(Base):
+    """A call, meeting, e-mail or note a person logged on a lead, with its outcome and next step."""
+
+    __tablename__ = "sales_activities"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    next_step: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    by_id: Mapped[uuid.UUID | None]
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SalesRep(Base):
+    """How many open leads a person in sales takes relative to the others (default 1)."""
+
+    __tablename__ = "sales_reps"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    capacity: Mapped[int] = mapped_column(default=1)
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SalesDocument(Base):
+    """Every assignment rule book and commission plan ever set, as JSON; the newest is in force."""
+
+    __tablename__ = "sales_documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(30), index=True)  # assignment_rules | commission_plan
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Quota(Base):
+    """A rep's target of won value for one month."""
+
+    __tablename__ = "quotas"
+
+    person_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class ClientPayment(Base):
+    """Money a client paid (from billing's events): deposits and invoices, for each rep's figures."""
+
+    __tablename__ = "client_payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)  # the payment's id; a deposit's is made from its invoice
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    invoice_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # deposit (from deposit.cleared) | invoice (payment.succeeded; a deposit invoice's payment is
+    # left out where its deposit row is, whichever arrived first)
+    kind: Mapped[str] = mapped_column(String(10))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.leads import capture, deals, engagement, funnel, record
+from services.leads import capture, deals, engagement, funnel, record, team
 from services.leads.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch
@@ -19,6 +19,14 @@ ENGAGEMENT_DETAIL = ("url", "survey", "score", "complaint", "by")
 
 
 def handlers_for(ctx: Context) -> dict[str, Handler]:
+    async def deposit_cleared(tx: UnitOfWork, event: Envelope, payload: ev.DepositCleared) -> None:
+        # The client is in ``action`` now, and the deposit counts for the rep who won the deal.
+        await moves_stage(tx, event, payload)
+        await team.deposit_cleared(tx, event, payload)
+
+    async def paid(tx: UnitOfWork, event: Envelope, payload: ev.PaymentSucceeded) -> None:
+        await team.payment_succeeded(tx, event, payload)
+
     async def moves_stage(tx: UnitOfWork, event: Envelope, _payload: Any) -> None:
         await funnel.apply_stage_event(tx, ctx, event.lead_id, event.type, occurred_at=event.occurred_at)
 
@@ -48,7 +56,8 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         "takeover.started": engaged,
         "lead.sales_ready": sales_ready,
         "lead.unsubscribed": unsubscribed,
-        "deposit.cleared": moves_stage,
+        "deposit.cleared": deposit_cleared,
+        "payment.succeeded": paid,
         "cancellation.saved": moves_stage,
         "cancellation.completed": moves_stage,
         "client.tier_changed": tier_changed,

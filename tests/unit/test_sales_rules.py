@@ -196,3 +196,10 @@ def test_a_plan_paying_more_than_everything_and_odd_quotas_are_refused() -> None
         Quota(person_id=uuid.uuid4(), month="2026-12", amount=Decimal("1000"), currency="XXQ")
     assert attainment(Decimal("7500"), Decimal("10000")) == Decimal("0.7500")
     assert attainment(Decimal("7500"), None) is None
+
+
+def test_a_reminder_before_a_deadline_counts_working_time_backwards() -> None:
+    # Monday 2026-12-14 11:00 London, 4 h before: Friday 15:00 (2 h Monday, 2 h Friday).
+    assert HOURS.subtract(utc(2026, 12, 14, 11), 4, LONDON) == utc(2026, 12, 11, 15)
+    deadline = utc(2026, 12, 17, 10, 30)
+    assert HOURS.between(HOURS.subtract(deadline, 13.5, LONDON), deadline, LONDON) == timedelta(hours=13.5)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.business_hours import BusinessHours
 
 OWNER_ROLES = ("sales", "success", "admin")  # who may own a lead or a client
 ASSIGNED_ROLES = ("sales",)  # who the rules hand new leads to
@@ -165,3 +167,29 @@ def may_own(role: str, active: bool) -> str | None:
     if role not in OWNER_ROLES:
         return f"has role {role}; an owner has role sales, success or admin"
     return None
+
+
+class SalesPolicy(BaseModel):
+    """The sales department's clock (``LEADS_SALES_*``): working hours in each lead's own zone,
+    and the deadlines counted in them."""
+
+    first_touch_hours: float = Field(default=4.0, ge=0, le=1000, description="business hours to reach a new lead")
+    escalation_due_hours: float = Field(
+        default=1.0, ge=0, le=1000, description="an admin's time to act on an overdue lead"
+    )
+    next_step_due_hours: float = Field(
+        default=24.0, ge=0, le=10000, description="a next step without a date is due after"
+    )
+    handoff_due_hours: float = Field(
+        default=8.0, ge=0, le=1000, description="the account owner's time to greet a new client"
+    )
+    tender_reminder_hours: float = Field(
+        default=16.0, ge=0, le=10000, description="remind this long before a tender's deadline"
+    )
+    workday_start: int = Field(default=9, ge=0, le=23, description="local hour the working day starts")
+    workday_end: int = Field(default=17, ge=1, le=24, description="local hour it ends")
+    workdays: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), description="working weekdays, 0 = Monday")
+
+    def business_hours(self) -> BusinessHours:
+        end = time(23, 59, 59, 999999) if self.workday_end == 24 else time(self.workday_end)
+        return BusinessHours(start=time(self.workday_start), end=end, days=self.workdays)
