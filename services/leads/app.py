@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, people_api, sales, sales_api, subscribers
+from services.leads import api, people_api, sales, sales_api, subscribers, team
 from services.leads.context import Context
 from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
@@ -45,6 +45,17 @@ def create_app(
         settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
     )
     runtime.uow.count_emitted(ctx.metrics.count)
+
+    async def team_gauges(now: datetime) -> None:
+        # Each rep's month so far, for the per-rep panels (off the loop, on the read pool).
+        start = datetime(now.year, now.month, 1, tzinfo=UTC)
+
+        async def read(tx: UnitOfWork) -> list[team.RepFigures]:
+            return (await team.performance(tx, ctx, since=start, until=now + timedelta(seconds=1))).reps
+
+        ctx.metrics.team(await runtime.reads.run(read, key="team-gauges"))
+
+    runtime.every("leads-team-gauges", team_gauges, 60.0)
 
     async def speed_to_lead(now: datetime) -> None:
         # Untouched leads past their deadline go to an admin; tenders are reminded of.

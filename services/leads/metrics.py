@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
@@ -19,6 +21,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.leads import domain
 from services.leads.store import Lead
 from shared.events import Envelope
+
+if TYPE_CHECKING:
+    from services.leads.team import RepFigures
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,28 @@ class LeadsMetrics:
             ["kind"],
             registry=registry,
         )
+        # Each rep's month so far (GET /team/performance for this month), for a panel per rep.
+        self.rep_leads = Gauge(
+            "clientflow_team_rep_leads", "Leads a rep was given this month", ["rep"], registry=registry
+        )
+        self.rep_won = Gauge(
+            "clientflow_team_rep_won_value", "Value a rep won this month", ["rep", "currency"], registry=registry
+        )
+        self.rep_commission = Gauge(
+            "clientflow_team_rep_commission", "A rep's commission this month", ["rep", "currency"], registry=registry
+        )
+        self.rep_attainment = Gauge(
+            "clientflow_team_rep_attainment_ratio",
+            "Won value over quota this month (1 = met)",
+            ["rep"],
+            registry=registry,
+        )
+        self.rep_first_touch = Gauge(
+            "clientflow_team_rep_first_touch_median_hours",
+            "Median business hours from capture to a rep's first touch, this month",
+            ["rep"],
+            registry=registry,
+        )
         self.stage = Gauge(
             "clientflow_leads_stage", "Leads currently in each funnel stage", ["stage"], registry=registry
         )
@@ -119,6 +146,21 @@ class LeadsMetrics:
                 self.activities.labels(data["kind"]).inc()
         if event.type in STAGE_MOVES:
             self.refresh_soon()
+
+    def team(self, reps: Iterable[RepFigures]) -> None:
+        """Set each rep's gauges from this month's figures (people gone drop out)."""
+        for gauge in (self.rep_leads, self.rep_won, self.rep_commission, self.rep_attainment, self.rep_first_touch):
+            gauge.clear()
+        for rep in reps:
+            self.rep_leads.labels(rep.email).set(rep.leads_owned)
+            for currency, amount in rep.won_value.items():
+                self.rep_won.labels(rep.email, currency).set(float(amount))
+            if rep.commission is not None and rep.commission_currency:
+                self.rep_commission.labels(rep.email, rep.commission_currency).set(float(rep.commission))
+            if rep.attainment is not None:
+                self.rep_attainment.labels(rep.email).set(float(rep.attainment))
+            if rep.first_touch_median_hours is not None:
+                self.rep_first_touch.labels(rep.email).set(rep.first_touch_median_hours)
 
     def deal(self, outcome: str, *, value: Decimal, currency: str) -> None:
         self.deals.labels(outcome).inc()
