@@ -31,8 +31,10 @@ from services.retention.schemas import (
 )
 from services.retention.store import Client, TierReview
 from shared.access import policy as P
+from shared.access.context import current_person
 from shared.access.rules import need
 from shared.bounds import DATE_RANGE, MAX_COUNT, within_dates
+from shared.errors import Invalid
 from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
@@ -99,6 +101,8 @@ def client_out(view: views.ClientView) -> ClientOut:
         referrals_made=client.referrals_made,
         referrals_converted=client.referrals_converted,
         referred_by=client.referred_by,
+        owner_id=client.owner_id,
+        account_owner_id=client.account_owner_id,
     )
 
 
@@ -162,7 +166,26 @@ def client_summary(client: Client) -> ClientSummary:
         subscription_status=client.subscription_status,
         mrr=_mrr(client),
         became_client_at=client.became_client_at,
+        owner_id=client.owner_id,
+        account_owner_id=client.account_owner_id,
     )
+
+
+def account_owner(owner: str | None, me: uuid.UUID | None) -> uuid.UUID | Literal["none"] | None:
+    """``?owner=me|none|<person id>`` as the account owner to list the clients of (``me``: the
+    caller, who must be a person); a 422 naming ``owner`` for anything else."""
+    if owner is None:
+        return None
+    if owner == "none":
+        return "none"
+    if owner == "me":
+        if me is None:
+            raise Invalid("owner: 'me' needs a person's token (this one is an integration's)")
+        return me
+    try:
+        return uuid.UUID(owner)
+    except ValueError:
+        raise Invalid(f"owner: expected me, none or a person id, not {owner[:60]!r}") from None
 
 
 def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
@@ -174,13 +197,19 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     async def list_clients(
         tier: Literal["best", "good", "tolerable", "fire"] | None = None,
         band: Literal["red", "yellow", "green"] | None = None,
+        owner: str | None = Query(None, max_length=60, description="account owner: me, none (nobody's) or a person id"),
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> ClientList:
-        """Clients (not prospects), optionally of one tier or health band, oldest first."""
+        """Clients (not prospects), optionally of one tier or health band, oldest first;
+        `owner` filters on the account owner only (`me`: the caller's own clients; `none`:
+        clients nobody looks after), not on the sales owner."""
+        owned = account_owner(owner, current_person())
 
         async def read(tx: UnitOfWork) -> ClientList:
-            rows, total = await views.list_clients(tx, tier=tier, band=band, limit=limit, offset=offset)
+            rows, total = await views.list_clients(
+                tx, tier=tier, band=band, limit=limit, offset=offset, account_owner=owned
+            )
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
 
         return await runtime.reads.run(read)

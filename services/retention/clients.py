@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Literal
 
 from sqlalchemy import select
 
@@ -31,11 +32,17 @@ async def record_capture(
     duplicate: bool,
     email: str | None = None,
     referred_by: uuid.UUID | None = None,
+    owner_id: uuid.UUID | None = None,
 ) -> None:
     """A lead was captured: keep the acquisition channel (for per-channel economics), a hash
-    of the address (to refuse referring an existing client) and who referred them.
-    A repeat touch of a known person (``duplicate``) says nothing new."""
+    of the address (to refuse referring an existing client), who referred them and its sales
+    owner. A repeat touch of a known person (``duplicate``) says nothing new but who owns the
+    lead now; about a person retention never saw, it creates nothing."""
     if duplicate:
+        known = await record.locked_client(tx, lead_id)
+        if known is not None and known.owner_id != owner_id:
+            known.owner_id = owner_id
+            known.updated_at = tx.now()
         return
     client = await record.client(tx, lead_id)
     if client.captured_at is not None:
@@ -43,6 +50,7 @@ async def record_capture(
     client.channel = channel
     client.captured_at = captured_at
     client.email_hash = record.email_hash(email)
+    client.owner_id = owner_id
     if referred_by is not None and referred_by != lead_id:
         client.referred_by = referred_by
         referral = await loyalty.referral_of(tx, referred_by, client)
@@ -52,6 +60,20 @@ async def record_capture(
         if client.became_client_at is not None:  # the deposit's topic was read first
             await loyalty.credit_referrer(tx, ctx, client)
     await changed(tx, ctx, client)
+
+
+async def record_assignment(
+    tx: UnitOfWork, lead_id: uuid.UUID, *, owner_id: uuid.UUID | None, role: Literal["lead", "account"]
+) -> None:
+    """The lead (``role`` lead: its sales owner) or the client (``role`` account: the account
+    owner a won deal handed it to) has a new owner, or none (back in the pool). Ownership moves
+    no factor: the client is not re-assessed and nothing goes on its timeline."""
+    client = await record.client(tx, lead_id)
+    if role == "account":
+        client.account_owner_id = owner_id
+    else:
+        client.owner_id = owner_id
+    client.updated_at = tx.now()
 
 
 async def record_qualified(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> None:

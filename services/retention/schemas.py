@@ -18,6 +18,12 @@ CancellationReason = Literal[
 ]
 
 
+_OWNER = "the person in sales who owns the lead (`lead.captured`, `lead.assigned` role lead); null: nobody"
+_ACCOUNT_OWNER = (
+    "the person in success the client was handed to at a won deal (`lead.assigned` role account); null: nobody"
+)
+
+
 class MoneyOut(BaseModel):
     amount: DecimalStr
     currency: CurrencyCode
@@ -75,6 +81,8 @@ class ClientOut(BaseModel):
     referrals_made: int = 0
     referrals_converted: int = 0
     referred_by: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = Field(default=None, description=_OWNER)
+    account_owner_id: uuid.UUID | None = Field(default=None, description=_ACCOUNT_OWNER)
 
 
 class ClientSummary(BaseModel):
@@ -85,6 +93,8 @@ class ClientSummary(BaseModel):
     subscription_status: str
     mrr: MoneyOut | None
     became_client_at: datetime | None
+    owner_id: uuid.UUID | None = Field(default=None, description=_OWNER)
+    account_owner_id: uuid.UUID | None = Field(default=None, description=_ACCOUNT_OWNER)
 
 
 class ClientList(BaseModel):

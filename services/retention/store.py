@@ -82,6 +82,11 @@ class Client(Base):
     loyalty_points: Mapped[int] = mapped_column(default=0)
     referrals_made: Mapped[int] = mapped_column(default=0)
     referrals_converted: Mapped[int] = mapped_column(default=0)
+    # Who works with them (person ids of the people registry), folded from ``lead.captured`` and
+    # ``lead.assigned``: the sales owner of the lead, and the account owner (success) the client
+    # was handed to at a won deal. ``GET /clients?owner=`` filters on the account owner.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    account_owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -33,7 +33,11 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
             duplicate=p.duplicate,
             email=p.email,
             referred_by=p.referred_by,
+            owner_id=p.owner_id,
         )
+
+    async def assigned(tx: UnitOfWork, event: Envelope, p: ev.LeadAssigned) -> None:
+        await clients.record_assignment(tx, _person(event), owner_id=p.owner_id, role=p.role)
 
     async def qualified(tx: UnitOfWork, event: Envelope, _p: Any) -> None:
         await clients.record_qualified(tx, ctx, _person(event))
@@ -185,6 +189,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
 
     return {
         "lead.captured": captured,
+        "lead.assigned": assigned,
         "lead.qualified": qualified,
         "lead.erased": erased,
         "channel.spend_recorded": spend,

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 
@@ -63,14 +63,26 @@ async def client_view(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Clien
 
 
 async def list_clients(
-    tx: UnitOfWork, *, tier: str | None, band: str | None, limit: int, offset: int
+    tx: UnitOfWork,
+    *,
+    tier: str | None,
+    band: str | None,
+    limit: int,
+    offset: int,
+    account_owner: uuid.UUID | Literal["none"] | None = None,
 ) -> tuple[list[Client], int]:
-    """Clients (prospects are not listed), oldest first, with the total for paging."""
+    """Clients (prospects are not listed), oldest first, with the total for paging;
+    ``account_owner``: only one person's clients, or (``"none"``) those with no account owner.
+    The sales owner is not looked at: once a client, the account owner is who looks after them."""
     query = select(Client).where(Client.became_client_at.is_not(None))
     if tier:
         query = query.where(Client.tier == tier)
     if band:
         query = query.where(Client.band == band)
+    if account_owner == "none":
+        query = query.where(Client.account_owner_id.is_(None))
+    elif account_owner is not None:
+        query = query.where(Client.account_owner_id == account_owner)
     total = await tx.session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await tx.session.scalars(query.order_by(Client.became_client_at, Client.lead_id).limit(limit).offset(offset))
     return list(rows), total or 0
