@@ -10,11 +10,13 @@ ASYNCAPI_SPECS := 6.11.1
 ASYNCAPI_SCHEMA := $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)/package/schemas/3.0.0-without-$$id.json
 COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/.env
 
-.PHONY: secrets install tools run test test-unit test-integration test-e2e reliability bench docs up down clean help demo demo-stop
+.PHONY: secrets install tools lint format run test test-unit test-integration test-e2e reliability bench docs up down clean help demo demo-stop
 
 help:
 	@echo "make run     - install if needed, then run the whole system (embedded broker, SQLite)"
-	@echo "make test    - install if needed, then run every test (unit, integration, end to end)"
+	@echo "make test    - install if needed, lint and type-check, then run every test (unit, integration, end to end)"
+	@echo "make lint    - ruff (lint and format check) and mypy, as configured in pyproject.toml"
+	@echo "make format  - ruff format and ruff's safe fixes"
 	@echo "make reliability - failure scenarios at full scale; writes reports/reliability.md"
 	@echo "make bench   - benchmark against the raw broker and database limits; writes reports/bench/"
 	@echo "make docs    - regenerate docs/ (event catalogue, AsyncAPI, OpenAPI) and validate the AsyncAPI"
@@ -77,7 +79,17 @@ demo-stop:
 	else echo "no demo running"; fi
 	@rm -f $(DEMO_DIR)/demo.pid
 
-test: tools
+# Lint and types first: a style or type error fails the build before the tests start.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: tools lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m "not full_only" $(PYTEST_ARGS)
 
 test-unit: install

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert, update
 
 from bench import workloads
-from bench.cluster import API_KEY, Service, consumed, metrics_text
+from bench.cluster import API_KEY, Instance, Launcher, consumed, metrics_text
 from shared.broker import ensure_topics
 from shared.db import OutboxRow, create_engine
 
@@ -25,6 +27,13 @@ Progress = Callable[[int], None]
 
 
 # --------------------------------------------------------------------------- raw limits
+
+
+async def assigned(consumer: AIOKafkaConsumer) -> None:
+    """Until the group has given ``consumer`` its partitions."""
+    # aiokafka signals no event when an assignment arrives: asking again is the only way.
+    while not consumer.assignment():  # noqa: ASYNC110 - no event to wait on (see above)
+        await asyncio.sleep(0.05)
 
 
 async def produce(bootstrap: str, messages: list[workloads.Message]) -> float:
@@ -48,8 +57,14 @@ async def raw_broker(bootstrap: str, *, count: int, size: int) -> dict:
     messages = [workloads.Message(topic, str(uuid.uuid4()).encode(), body) for _ in range(count)]
     produce_s = await produce(bootstrap, messages)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}", enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=500, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
     await consumer.start()
     try:
@@ -69,8 +84,10 @@ async def raw_broker(bootstrap: str, *, count: int, size: int) -> dict:
     if seen < count:
         raise RuntimeError(f"raw consumer read {seen} of {count}")
     return {
-        "messages": count, "message_bytes": size,
-        "produce_per_s": count / produce_s, "consume_per_s": count / max(consume_s, 1e-6),
+        "messages": count,
+        "message_bytes": size,
+        "produce_per_s": count / produce_s,
+        "consume_per_s": count / max(consume_s, 1e-6),
         "round_trip_per_s": count / (produce_s + consume_s),
     }
 
@@ -81,8 +98,13 @@ async def raw_latency(bootstrap: str, *, fetch_max_wait_ms: int, count: int = 60
     topic = f"bench.lat.{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, partitions=3, names=[topic])
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-lat-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
-        fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
     await consumer.start()
@@ -90,8 +112,7 @@ async def raw_latency(bootstrap: str, *, fetch_max_wait_ms: int, count: int = 60
     sent: dict[bytes, float] = {}
     latencies: list[float] = []
     try:
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
+        await assigned(consumer)
         await producer.send_and_wait(topic, b"warm-up", key=b"w")
         await consumer.getone()
 
@@ -111,15 +132,24 @@ async def raw_latency(bootstrap: str, *, fetch_max_wait_ms: int, count: int = 60
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"fetch_max_wait_ms": fetch_max_wait_ms, "messages": count, "p50_ms": _percentile(latencies, 50),
-            "p99_ms": _percentile(latencies, 99)}
+    return {
+        "fetch_max_wait_ms": fetch_max_wait_ms,
+        "messages": count,
+        "p50_ms": _percentile(latencies, 50),
+        "p99_ms": _percentile(latencies, 99),
+    }
 
 
 async def raw_database(url: str, *, count: int, size: int, batch: int = 500) -> dict:
     """Batched inserts of rows like outbox/inbox rows, one transaction per batch."""
     engine = create_engine(url)
-    table = Table("bench_raw", MetaData(), Column("id", Integer, primary_key=True), Column("k", String(36)),
-                  Column("payload", LargeBinary))
+    table = Table(
+        "bench_raw",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("k", String(36)),
+        Column("payload", LargeBinary),
+    )
     try:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
@@ -145,7 +175,8 @@ async def seed_leads(url: str, count: int, *, tag: str) -> list[uuid.UUID]:
     their outbox marked sent (those events are not what is measured)."""
     from prometheus_client import CollectorRegistry
 
-    from services.leads import handlers
+    from services.leads.capture import capture_lead
+    from services.leads.context import Context
     from services.leads.metrics import LeadsMetrics
     from services.leads.schemas import LeadIn
     from services.leads.settings import Settings
@@ -154,17 +185,23 @@ async def seed_leads(url: str, count: int, *, tag: str) -> list[uuid.UUID]:
 
     engine = create_engine(url)
     uow = UnitOfWorkFactory(engine, producer="leads", clock=Clock())
-    ctx = handlers.Context(settings=Settings(database_url=url), metrics=LeadsMetrics(CollectorRegistry(), uow.sessions))
+    ctx = Context(settings=Settings(database_url=url), metrics=LeadsMetrics(CollectorRegistry(), uow.sessions))
     ids: list[uuid.UUID] = []
     try:
         for start in range(0, count, 250):
             async with uow() as tx:
                 for n in range(start, min(count, start + 250)):
-                    body = LeadIn(name=f"Known {tag} {n}", email=f"k{n}-{tag}@known{n}-{tag}.example.com",
-                                  channel="website", consent_marketing=True, budget="5000", currency="EUR")
-                    ids.append((await handlers.capture_lead(tx, ctx, body)).lead_id)
+                    body = LeadIn(
+                        name=f"Known {tag} {n}",
+                        email=f"k{n}-{tag}@known{n}-{tag}.example.com",
+                        channel="website",
+                        consent_marketing=True,
+                        budget="5000",
+                        currency="EUR",
+                    )
+                    ids.append((await capture_lead(tx, ctx, body)).lead_id)
         async with engine.begin() as conn:
-            await conn.execute(update(OutboxRow).where(OutboxRow.sent_at.is_(None)).values(sent_at=datetime.now(timezone.utc)))
+            await conn.execute(update(OutboxRow).where(OutboxRow.sent_at.is_(None)).values(sent_at=datetime.now(UTC)))
     finally:
         await engine.dispose()
     return ids
@@ -173,8 +210,9 @@ async def seed_leads(url: str, count: int, *, tag: str) -> list[uuid.UUID]:
 # --------------------------------------------------------------------------- backlog
 
 
-async def backlog(service: Service, messages: list[workloads.Message], *, history: int,
-                  progress: Progress) -> dict:
+async def backlog(
+    cluster: Launcher, service: Instance, messages: list[workloads.Message], *, history: int, progress: Progress
+) -> dict:
     """The service's consumption rate over the last ``len(messages) - history`` events.
 
     The first ``history`` events are published before the service starts and consumed
@@ -183,24 +221,28 @@ async def backlog(service: Service, messages: list[workloads.Message], *, histor
     many times faster than any consumer, so they queue up as a backlog at once) and timed
     until the service's counter has seen them all."""
     total = len(messages)
-    await produce(service.bootstrap, messages[:history])
-    service.spawn()
-    await service.wait_ready()
+    await produce(cluster.bootstrap, messages[:history])
+    await cluster.start([service])
     async with httpx.AsyncClient(timeout=5) as client:
         await _until(client, service, history, progress)
         await quiesce(client, service)
         started = time.monotonic()
-        publish_s = await produce(service.bootstrap, messages[history:])
+        publish_s = await produce(cluster.bootstrap, messages[history:])
         end_t = await _until(client, service, total, progress)
     return {
-        "events": total, "measured": total - history, "events_per_s": (total - history) / (end_t - started),
-        "seconds": end_t - started, "publish_s": publish_s, "peak_rss_mb": service.peak_rss_mb(),
+        "events": total,
+        "measured": total - history,
+        "events_per_s": (total - history) / (end_t - started),
+        "seconds": end_t - started,
+        "publish_s": publish_s,
+        "peak_rss_mb": service.peak_rss_mb(),
     }
 
 
-async def _until(client: httpx.AsyncClient, service: Service, count: int, progress: Progress,
-                 timeout: float = 900) -> float:
-    deadline = time.monotonic() + timeout
+async def _until(
+    client: httpx.AsyncClient, service: Instance, count: int, progress: Progress, patience: float = 900
+) -> float:
+    deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         seen = await consumed(client, service)
         now = time.monotonic()
@@ -208,17 +250,17 @@ async def _until(client: httpx.AsyncClient, service: Service, count: int, progre
         if seen >= count:
             return now
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"{service.name} consumed {seen} of {count} in {timeout}s")
+    raise RuntimeError(f"{service.name} consumed {seen} of {count} in {patience}s")
 
 
-async def quiesce(client: httpx.AsyncClient, service: Service, timeout: float = 300) -> None:
+async def quiesce(client: httpx.AsyncClient, service: Instance, patience: float = 300) -> None:
     """Wait until the service is idle: its outbox empty and nothing consumed or published for a
     second, so what is measured next does not compete with work left from before."""
 
     def total(text: str, name: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience
     last, still = (-1.0, -1.0), 0
     while time.monotonic() < deadline and still < 4:
         text = await metrics_text(client, service)
@@ -235,15 +277,16 @@ class Watcher:
     """A plain aiokafka consumer timestamping the first event of each (type, lead) it sees."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                         auto_offset_reset="latest", fetch_max_wait_ms=20)
+        self.consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=20
+        )
         self.seen: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task | None = None
+        self._news = asyncio.Event()  # set whenever ``seen`` grows
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.consumer.start()
-        while not self.consumer.assignment():
-            await asyncio.sleep(0.05)
+        await assigned(self.consumer)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -253,12 +296,21 @@ class Watcher:
                 event = json.loads(record.value)
             except ValueError:
                 continue
-            self.seen.setdefault((event.get("type"), event.get("lead_id")), now)
+            key = (event.get("type"), event.get("lead_id"))
+            if key not in self.seen:
+                self.seen[key] = now
+                self._news.set()
 
-    async def wait_for(self, kind: str, leads: list[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any((kind, lead) not in self.seen for lead in leads):
-            await asyncio.sleep(0.1)
+    async def wait_for(self, kind: str, leads: list[str], patience: float) -> None:
+        """Until every one of ``leads`` has had a ``kind`` event, ``patience`` seconds at most."""
+        deadline = time.monotonic() + patience
+        while True:
+            self._news.clear()
+            left = deadline - time.monotonic()
+            if left <= 0 or all((kind, lead) in self.seen for lead in leads):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), left)
 
     async def stop(self) -> None:
         if self._task:
@@ -275,16 +327,23 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _lead_body(n: int, tag: str) -> dict:
-    return {"name": f"Load {tag} {n}", "email": f"l{n}-{tag}@co{n}-{tag}.example.com", "channel": "website",
-            "consent_marketing": True, "budget": "8000", "currency": "EUR", "brief": "SEO for our shop"}
+    return {
+        "name": f"Load {tag} {n}",
+        "email": f"l{n}-{tag}@co{n}-{tag}.example.com",
+        "channel": "website",
+        "consent_marketing": True,
+        "budget": "8000",
+        "currency": "EUR",
+        "brief": "SEO for our shop",
+    }
 
 
 async def open_loop(
-    *, rate: float, seconds: float, send: Callable[[int, float], asyncio.Future], progress: Progress
-) -> tuple[float, list[asyncio.Task]]:
+    *, rate: float, seconds: float, send: Callable[[int, float], Coroutine[Any, Any, None]], progress: Progress
+) -> tuple[float, list[asyncio.Task[None]]]:
     """Fire ``send(i)`` at fixed times t0 + i/rate, whatever the answers take (open loop)."""
     t0 = time.monotonic()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     total = int(rate * seconds)
     for i in range(total):
         planned = t0 + i / rate
@@ -298,8 +357,9 @@ async def open_loop(
     return t0, tasks
 
 
-def _summary(offered: float, seconds: float, t0: float, intended: dict[str, float], done: dict[str, float],
-             failed: int) -> dict:
+def _summary(
+    offered: float, seconds: float, t0: float, intended: dict[str, float], done: dict[str, float], failed: int
+) -> dict:
     latencies = {lead: done[lead] - intended[lead] for lead in intended if lead in done}
     values = [v * 1000 for v in latencies.values()]
     total = int(offered * seconds)
@@ -311,17 +371,33 @@ def _summary(offered: float, seconds: float, t0: float, intended: dict[str, floa
     p99_first, p99_second = _percentile(first, 99), _percentile(second, 99)
     growing = not (p99_second <= 1.5 * p99_first + 50) if first and second else True
     return {
-        "offered_per_s": offered, "seconds": seconds, "sent": total, "completed": len(latencies),
-        "failed_requests": failed, "achieved_per_s": achieved,
-        "p50_ms": _percentile(values, 50), "p95_ms": _percentile(values, 95), "p99_ms": _percentile(values, 99),
+        "offered_per_s": offered,
+        "seconds": seconds,
+        "sent": total,
+        "completed": len(latencies),
+        "failed_requests": failed,
+        "achieved_per_s": achieved,
+        "p50_ms": _percentile(values, 50),
+        "p95_ms": _percentile(values, 95),
+        "p99_ms": _percentile(values, 99),
         "max_ms": max(values) if values else float("nan"),
-        "p99_first_half_ms": p99_first, "p99_second_half_ms": p99_second, "p99_growing": growing,
+        "p99_first_half_ms": p99_first,
+        "p99_second_half_ms": p99_second,
+        "p99_growing": growing,
         "held": achieved >= 0.95 * offered and len(latencies) == total and not growing,
     }
 
 
-async def lead_step(http: httpx.AsyncClient, leads: Service, watcher: Watcher, *, rate: float, seconds: float,
-                    drain_s: float, progress: Progress) -> dict:
+async def lead_step(
+    http: httpx.AsyncClient,
+    leads: Instance,
+    watcher: Watcher,
+    *,
+    rate: float,
+    seconds: float,
+    drain_s: float,
+    progress: Progress,
+) -> dict:
     """POST /leads at a fixed rate; latency from the intended send time to its email.sent."""
     tag = uuid.uuid4().hex[:8]
     intended: dict[str, float] = {}
@@ -330,8 +406,9 @@ async def lead_step(http: httpx.AsyncClient, leads: Service, watcher: Watcher, *
     async def send(i: int, planned: float) -> None:
         nonlocal failed
         try:
-            response = await http.post(f"{leads.url}/leads", json=_lead_body(i, tag),
-                                       headers={"Idempotency-Key": f"bench-{tag}-{i}"})
+            response = await http.post(
+                f"{leads.url}/leads", json=_lead_body(i, tag), headers={"Idempotency-Key": f"bench-{tag}-{i}"}
+            )
             if response.status_code >= 400:
                 failed += 1
                 return
@@ -346,8 +423,9 @@ async def lead_step(http: httpx.AsyncClient, leads: Service, watcher: Watcher, *
     return _summary(rate, seconds, t0, intended, done, failed)
 
 
-async def prepare_invoices(http: httpx.AsyncClient, leads: Service, billing: Service, count: int,
-                           progress: Progress) -> list[dict]:
+async def prepare_invoices(
+    http: httpx.AsyncClient, leads: Instance, billing: Instance, count: int, progress: Progress
+) -> list[dict]:
     """Leads with a won retainer each, and their deposit invoices once billing has issued them."""
     tag = uuid.uuid4().hex[:8]
     semaphore = asyncio.Semaphore(8)
@@ -355,14 +433,28 @@ async def prepare_invoices(http: httpx.AsyncClient, leads: Service, billing: Ser
 
     async def one(i: int) -> dict | None:
         async with semaphore:
-            lead = await http.post(f"{leads.url}/leads", json=_lead_body(i, "pay" + tag),
-                                   headers={**auth, "Idempotency-Key": f"pl-{tag}-{i}"})
+            lead = await http.post(
+                f"{leads.url}/leads",
+                json=_lead_body(i, "pay" + tag),
+                headers={**auth, "Idempotency-Key": f"pl-{tag}-{i}"},
+            )
             lead_id = lead.json()["lead_id"]
-            deal = await http.post(f"{leads.url}/leads/{lead_id}/deals", headers={**auth, "Idempotency-Key": f"pd-{tag}-{i}"},
-                                   json={"title": "Retainer", "kind": "retainer", "currency": "EUR",
-                                         "monthly_fee": "1500", "included_hours": "10"})
-            await http.post(f"{leads.url}/deals/{deal.json()['deal_id']}/won", json={"signed_by": "Load"},
-                            headers={**auth, "Idempotency-Key": f"pw-{tag}-{i}"})
+            deal = await http.post(
+                f"{leads.url}/leads/{lead_id}/deals",
+                headers={**auth, "Idempotency-Key": f"pd-{tag}-{i}"},
+                json={
+                    "title": "Retainer",
+                    "kind": "retainer",
+                    "currency": "EUR",
+                    "monthly_fee": "1500",
+                    "included_hours": "10",
+                },
+            )
+            await http.post(
+                f"{leads.url}/deals/{deal.json()['deal_id']}/won",
+                json={"signed_by": "Load"},
+                headers={**auth, "Idempotency-Key": f"pw-{tag}-{i}"},
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             invoices = (await http.get(f"{billing.url}/invoices", params={"lead_id": lead_id})).json()
@@ -377,8 +469,16 @@ async def prepare_invoices(http: httpx.AsyncClient, leads: Service, billing: Ser
     return [f for f in found if f]
 
 
-async def payment_step(http: httpx.AsyncClient, billing: Service, watcher: Watcher, invoices: list[dict], *,
-                       rate: float, drain_s: float, progress: Progress) -> dict:
+async def payment_step(
+    http: httpx.AsyncClient,
+    billing: Instance,
+    watcher: Watcher,
+    invoices: list[dict],
+    *,
+    rate: float,
+    drain_s: float,
+    progress: Progress,
+) -> dict:
     """POST /payments at a fixed rate; latency from the intended time to its deposit.cleared."""
     seconds = len(invoices) / rate
     intended: dict[str, float] = {}
@@ -389,9 +489,14 @@ async def payment_step(http: httpx.AsyncClient, billing: Service, watcher: Watch
         invoice = invoices[i]
         try:
             response = await http.post(
-                f"{billing.url}/payments", headers={"Idempotency-Key": f"pay-{invoice['invoice_id']}"},
-                json={"invoice_id": invoice["invoice_id"], "amount": invoice["amount"], "currency": "EUR",
-                      "method": "bank_transfer"},
+                f"{billing.url}/payments",
+                headers={"Idempotency-Key": f"pay-{invoice['invoice_id']}"},
+                json={
+                    "invoice_id": invoice["invoice_id"],
+                    "amount": invoice["amount"],
+                    "currency": "EUR",
+                    "method": "bank_transfer",
+                },
             )
             if response.status_code >= 400:
                 failed += 1
@@ -403,8 +508,9 @@ async def payment_step(http: httpx.AsyncClient, billing: Service, watcher: Watch
     t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress)
     await asyncio.gather(*tasks)
     await watcher.wait_for("deposit.cleared", list(intended), drain_s)
-    done = {lead: watcher.seen[("deposit.cleared", lead)] for lead in intended
-            if ("deposit.cleared", lead) in watcher.seen}
+    done = {
+        lead: watcher.seen[("deposit.cleared", lead)] for lead in intended if ("deposit.cleared", lead) in watcher.seen
+    }
     return _summary(rate, seconds, t0, intended, done, failed)
 
 
@@ -414,4 +520,3 @@ def message_size(messages: list[workloads.Message]) -> int:
 
 def rng(seed: int) -> random.Random:
     return random.Random(seed)
-

@@ -11,7 +11,7 @@ import collections
 import importlib
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +36,7 @@ def _records(messages: list[workloads.Message]) -> list[ConsumerRecord]:
 class Statements:
     """The SQL statements a phase sends, counted by their first words."""
 
-    def __init__(self, engine) -> None:  # noqa: ANN001 - an AsyncEngine
+    def __init__(self, engine) -> None:
         self.log = statement_log(engine)
 
     def report(self, label: str, per: int, top: int = 12) -> str:
@@ -47,8 +47,15 @@ class Statements:
         return "\n".join(lines)
 
 
-async def _run(service: str, events: int, history: int, batch: int, out: Path | None, profile: bool = True,
-               database_url: str | None = None) -> None:
+async def _run(
+    service: str,
+    events: int,
+    history: int,
+    batch: int,
+    out: Path | None,
+    profile: bool = True,
+    database_url: str | None = None,
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-profile-{service}-"))
     url = database_url or f"sqlite+aiosqlite:///{workdir / f'{service}.db'}"
     await migrate(service, url)
@@ -65,7 +72,7 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
         await consumer.handle(records[start : min(history, start + batch)])
     sender = getattr(fastapi_app.state, "sender", None)
     if sender is not None:
-        await sender.tick(datetime.now(timezone.utc))
+        await sender.tick(datetime.now(UTC))
 
     from pyinstrument import Profiler
 
@@ -81,14 +88,16 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
     sent_s, sent = None, ""
     if sender is not None:
         started = time.perf_counter()
-        await sender.tick(datetime.now(timezone.utc))
+        await sender.tick(datetime.now(UTC))
         sent_s = time.perf_counter() - started
         sent = statements.report(f"{service} sender", events)
     if profile:
         profiler.stop()
     await runtime.engine.dispose()
-    print(f"{service}: {events / consumed_s:.0f} events/s in-process ({consumed_s:.2f} s for {events}, "
-          f"history {history}, batches of {batch})")
+    print(
+        f"{service}: {events / consumed_s:.0f} events/s in-process ({consumed_s:.2f} s for {events}, "
+        f"history {history}, batches of {batch})"
+    )
     print(consumed)
     if sent_s is not None:
         print(f"{service}: sender pass {sent_s:.2f} s ({events / sent_s:.0f} e-mails/s)")
@@ -97,7 +106,7 @@ async def _run(service: str, events: int, history: int, batch: int, out: Path | 
         return
     print(profiler.output_text(unicode=True, color=False, show_all=False))
     if out is not None:
-        out.write_text(profiler.output_html())
+        await asyncio.to_thread(out.write_text, profiler.output_html())
 
 
 @app.command()
@@ -108,7 +117,9 @@ def main(
     batch: Annotated[int, typer.Option(help="events per batch (the consumer's max_records)")] = 500,
     html: Annotated[Path | None, typer.Option(help="also write the profile as HTML here")] = None,
     profile: Annotated[bool, typer.Option(help="profile (off: just the in-process rate and statements)")] = True,
-    database_url: Annotated[str | None, typer.Option(help="an empty database to use (default: a new SQLite file)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="an empty database to use (default: a new SQLite file)")
+    ] = None,
 ) -> None:
     asyncio.run(_run(service, events, history, batch, html, profile, database_url))
 

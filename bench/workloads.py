@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from shared import events as ev
 from shared.events import make_event
 
-NOW = lambda: datetime.now(timezone.utc)  # noqa: E731
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Message:
 
 
 def _msg(event_type: str, payload: ev.Payload, *, producer: str, lead_id: uuid.UUID) -> Message:
-    event = make_event(event_type, payload, producer=producer, occurred_at=NOW(), lead_id=lead_id)
+    event = make_event(event_type, payload, producer=producer, occurred_at=_now(), lead_id=lead_id)
     return Message(ev.topic_of(event_type), event.key, event.model_dump_json().encode())
 
 
@@ -30,12 +32,22 @@ def lead_captured(lead_id: uuid.UUID, n: int, rng: random.Random) -> Message:
     return _msg(
         "lead.captured",
         ev.LeadCaptured(
-            name=f"Bench Person {n}", email=f"p{n}-{lead_id.hex[:8]}@bench{n % 997}.example.org",
-            company=f"Bench {n % 997}", country="DE", language="en", timezone="UTC",
-            channel=rng.choice(["website", "referral", "ads", "events"]), budget=Decimal(rng.randrange(2000, 20000)),
-            currency="EUR", has_brief=True, needs=["seo"], consent_marketing=True, fit_score=rng.randrange(20, 95),
+            name=f"Bench Person {n}",
+            email=f"p{n}-{lead_id.hex[:8]}@bench{n % 997}.example.org",
+            company=f"Bench {n % 997}",
+            country="DE",
+            language="en",
+            timezone="UTC",
+            channel=rng.choice(["website", "referral", "ads", "events"]),
+            budget=Decimal(rng.randrange(2000, 20000)),
+            currency="EUR",
+            has_brief=True,
+            needs=["seo"],
+            consent_marketing=True,
+            fit_score=rng.randrange(20, 95),
         ),
-        producer="leads", lead_id=lead_id,
+        producer="leads",
+        lead_id=lead_id,
     )
 
 
@@ -45,25 +57,41 @@ def deal_won(lead_id: uuid.UUID, n: int, rng: random.Random) -> Message:
     return _msg(
         "deal.won",
         ev.DealWon(
-            deal_id=uuid.uuid4(), title=f"Engagement {n}", kind="retainer" if retainer else "project", currency="EUR",
+            deal_id=uuid.uuid4(),
+            title=f"Engagement {n}",
+            kind="retainer" if retainer else "project",
+            currency="EUR",
             lines=[] if retainer else [ev.ScopeLine(description="Build", hours=Decimal(20), amount=fee * 3)],
-            total=fee if retainer else fee * 3, monthly_fee=fee if retainer else None,
-            included_hours=Decimal(10) if retainer else None, signed_by=f"Bench Person {n}", signed_at=NOW(),
-            deposit_share=Decimal("0.30"), fit_score=60, channel="website",
+            total=fee if retainer else fee * 3,
+            monthly_fee=fee if retainer else None,
+            included_hours=Decimal(10) if retainer else None,
+            signed_by=f"Bench Person {n}",
+            signed_at=_now(),
+            deposit_share=Decimal("0.30"),
+            fit_score=60,
+            channel="website",
         ),
-        producer="leads", lead_id=lead_id,
+        producer="leads",
+        lead_id=lead_id,
     )
 
 
 def invoice_issued(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: Decimal) -> Message:
-    now = NOW()
+    now = _now()
     return _msg(
         "invoice.issued",
         ev.InvoiceIssued(
-            invoice_id=invoice_id, number=f"B-{invoice_id.hex[:8]}", kind="deposit", deal_id=uuid.uuid4(),
-            amount=amount, currency="EUR", issued_at=now, due_at=now + timedelta(days=14),
+            invoice_id=invoice_id,
+            number=f"B-{invoice_id.hex[:8]}",
+            kind="deposit",
+            deal_id=uuid.uuid4(),
+            amount=amount,
+            currency="EUR",
+            issued_at=now,
+            due_at=now + timedelta(days=14),
         ),
-        producer="billing", lead_id=lead_id,
+        producer="billing",
+        lead_id=lead_id,
     )
 
 
@@ -71,10 +99,16 @@ def payment_succeeded(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: Decimal
     return _msg(
         "payment.succeeded",
         ev.PaymentSucceeded(
-            payment_id=uuid.uuid4(), invoice_id=invoice_id, amount=amount, currency="EUR", method="bank_transfer",
-            paid_at=NOW(), invoice_paid=True,
+            payment_id=uuid.uuid4(),
+            invoice_id=invoice_id,
+            amount=amount,
+            currency="EUR",
+            method="bank_transfer",
+            paid_at=_now(),
+            invoice_paid=True,
         ),
-        producer="billing", lead_id=lead_id,
+        producer="billing",
+        lead_id=lead_id,
     )
 
 
@@ -95,8 +129,10 @@ def for_retention(count: int, rng: random.Random) -> list[Message]:
     while len(out) < count:
         lead_id, invoice_id, amount = uuid.uuid4(), uuid.uuid4(), Decimal(rng.randrange(500, 5000))
         story = [
-            lead_captured(lead_id, n, rng), deal_won(lead_id, n, rng),
-            invoice_issued(lead_id, invoice_id, amount), payment_succeeded(lead_id, invoice_id, amount),
+            lead_captured(lead_id, n, rng),
+            deal_won(lead_id, n, rng),
+            invoice_issued(lead_id, invoice_id, amount),
+            payment_succeeded(lead_id, invoice_id, amount),
         ]
         out.extend(story[: count - len(out)])
         n += 1
@@ -111,17 +147,45 @@ def for_leads(lead_ids: list[uuid.UUID], count: int, rng: random.Random) -> list
         lead_id = lead_ids[n % len(lead_ids)]
         kind = n % 4
         if kind == 0:
-            out.append(_msg("email.opened", ev.EmailOpened(message_id=uuid.uuid4()), producer="nurture", lead_id=lead_id))
+            out.append(
+                _msg("email.opened", ev.EmailOpened(message_id=uuid.uuid4()), producer="nurture", lead_id=lead_id)
+            )
         elif kind == 1:
-            out.append(_msg("email.clicked", ev.EmailClicked(message_id=uuid.uuid4(), url="https://bench.example.org/offer"),
-                            producer="nurture", lead_id=lead_id))
+            out.append(
+                _msg(
+                    "email.clicked",
+                    ev.EmailClicked(message_id=uuid.uuid4(), url="https://bench.example.org/offer"),
+                    producer="nurture",
+                    lead_id=lead_id,
+                )
+            )
         elif kind == 2:
-            out.append(_msg("referral.made", ev.ReferralMade(referral_id=uuid.uuid4(), name=f"Referred {n}",
-                                                             email=f"r{n}-{uuid.uuid4().hex[:8]}@ref{n % 991}.example.net"),
-                            producer="retention", lead_id=lead_id))
+            out.append(
+                _msg(
+                    "referral.made",
+                    ev.ReferralMade(
+                        referral_id=uuid.uuid4(),
+                        name=f"Referred {n}",
+                        email=f"r{n}-{uuid.uuid4().hex[:8]}@ref{n % 991}.example.net",
+                    ),
+                    producer="retention",
+                    lead_id=lead_id,
+                )
+            )
         else:
-            out.append(_msg("deposit.cleared", ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(),
-                                                                 amount=Decimal(900), currency="EUR", cleared_at=NOW()),
-                            producer="billing", lead_id=lead_id))
+            out.append(
+                _msg(
+                    "deposit.cleared",
+                    ev.DepositCleared(
+                        deal_id=uuid.uuid4(),
+                        invoice_id=uuid.uuid4(),
+                        amount=Decimal(900),
+                        currency="EUR",
+                        cleared_at=_now(),
+                    ),
+                    producer="billing",
+                    lead_id=lead_id,
+                )
+            )
         n += 1
     return out

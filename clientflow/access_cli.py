@@ -10,7 +10,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,7 +53,9 @@ def _admin_token(data_dir: Path, given: str | None) -> str:
     path = data_dir / "api-key"
     if path.exists():
         return path.read_text().strip()
-    raise typer.BadParameter(f"no admin token: pass --token, set CLIENTFLOW_API_KEY, or run from the folder of `clientflow run` ({path} not found)")
+    raise typer.BadParameter(
+        f"no admin token: pass --token, set CLIENTFLOW_API_KEY, or run from the folder of `clientflow run` ({path} not found)"
+    )
 
 
 def _call(data_dir: Path, token: str | None, method: str, path: str, body: Any = None) -> Any:
@@ -78,7 +80,7 @@ def parse_expiry(text: str | None, *, now: datetime | None = None) -> datetime |
     """``90d``, ``12h``, ``2w``, ``30m`` from now, or an ISO 8601 moment; None for never."""
     if not text or text in ("never", "none"):
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     match = re.fullmatch(r"\s*(\d{1,5})\s*([mhdw])\s*", text)
     if match:
         amount, unit = int(match.group(1)), match.group(2)
@@ -86,8 +88,10 @@ def parse_expiry(text: str | None, *, now: datetime | None = None) -> datetime |
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: say 90d, 12h, 2w, 30m or an ISO 8601 date", param_hint="--expires") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        raise typer.BadParameter(
+            f"{text!r}: say 90d, 12h, 2w, 30m or an ISO 8601 date", param_hint="--expires"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _wait_accepted(data_dir: Path, admin: str | None, token_id: str, timeout: float = 10.0) -> list[str]:
@@ -138,11 +142,21 @@ def add(
     if role not in ROLES:
         raise typer.BadParameter(f"a role is one of {', '.join(ROLES)}", param_hint="--role")
     expires_at = parse_expiry(expires)
-    answer = _call(data_dir, token, "POST", "/people", {
-        "email": email, "name": name, "role": role, "kind": kind,
-        "languages": [code for code in languages.split(",") if code.strip()],
-        "scopes": scope or [], "expires_at": expires_at.isoformat() if expires_at else None,
-    })
+    answer = _call(
+        data_dir,
+        token,
+        "POST",
+        "/people",
+        {
+            "email": email,
+            "name": name,
+            "role": role,
+            "kind": kind,
+            "languages": [code for code in languages.split(",") if code.strip()],
+            "scopes": scope or [],
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     console.print(f"added {answer['email']} ({answer['name']}), role {answer['role']}, id {answer['person_id']}")
     _print_new_token(data_dir, answer["token"], token)
 
@@ -156,8 +170,14 @@ def list_people(data_dir: DataDir = Path(".clientflow"), token: AdminToken = Non
     for person in people:
         working = sum(1 for t in person["tokens"] if t["active"])
         table.add_row(
-            person["email"], person["name"], person["role"], person["kind"], ",".join(person["languages"]),
-            "yes" if person["active"] else "[red]disabled[/red]", str(working), person["person_id"],
+            person["email"],
+            person["name"],
+            person["role"],
+            person["kind"],
+            ",".join(person["languages"]),
+            "yes" if person["active"] else "[red]disabled[/red]",
+            str(working),
+            person["person_id"],
         )
     Console().print(table)
 
@@ -194,22 +214,33 @@ def change(
     if languages is not None:
         body["languages"] = [code for code in languages.split(",") if code.strip()]
     person = _change(data_dir, token, email, {k: v for k, v in body.items() if v is not None})
-    console.print(f"{person['email']}: {person['name']}, role {person['role']}, languages {','.join(person['languages'])}")
+    console.print(
+        f"{person['email']}: {person['name']}, role {person['role']}, languages {','.join(person['languages'])}"
+    )
 
 
 @tokens.command("create")
 def create(
     email: Annotated[str, typer.Argument(help="the person's e-mail or id")],
     expires: Annotated[str | None, typer.Option(help="90d, 12h, 2w, 30m or an ISO 8601 date; default never")] = None,
-    scope: Annotated[list[str] | None, typer.Option(help="narrow the token to a permission (repeat), say leads.capture")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="narrow the token to a permission (repeat), say leads.capture")
+    ] = None,
     data_dir: DataDir = Path(".clientflow"),
     token: AdminToken = None,
 ) -> None:
     """A new token for a person; printed alone on the last line."""
     expires_at = parse_expiry(expires)
-    answer = _call(data_dir, token, "POST", f"/people/{email}/tokens", {
-        "scopes": scope or [], "expires_at": expires_at.isoformat() if expires_at else None,
-    })
+    answer = _call(
+        data_dir,
+        token,
+        "POST",
+        f"/people/{email}/tokens",
+        {
+            "scopes": scope or [],
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     _print_new_token(data_dir, answer, token)
 
 
@@ -223,8 +254,15 @@ def list_tokens(
     table = Table("id", "prefix", "person", "scopes", "created", "expires", "state")
     for t in found:
         state = "revoked" if t["revoked_at"] else ("active" if t["active"] else "expired")
-        table.add_row(t["token_id"], t["prefix"], t["person_id"], ",".join(t["scopes"]) or "-", t["created_at"][:19],
-                      (t["expires_at"] or "never")[:19], state)
+        table.add_row(
+            t["token_id"],
+            t["prefix"],
+            t["person_id"],
+            ",".join(t["scopes"]) or "-",
+            t["created_at"][:19],
+            (t["expires_at"] or "never")[:19],
+            state,
+        )
     Console().print(table)
 
 

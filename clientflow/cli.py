@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 
 from clientflow import access_cli, dead_letters_cli, leads_cli, retention_cli, simulate
+from clientflow.cluster import TANSU_FETCH_WAIT, TANSU_GROUP_TIMING, Launcher, port_is_free
+from clientflow.cluster import migrate as migrate_database
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
 from shared.broker import ensure_topics
-from shared.embedded import EmbeddedBroker, free_port
-from shared.migrations import upgrade
+from shared.embedded import free_port
 
 app = typer.Typer(help="Clientflow: the client lifecycle of a service business.", no_args_is_help=True)
 clock_app = typer.Typer(help="Move the simulated business clock (CLIENTFLOW_CLOCK=simulated).")
@@ -77,101 +74,77 @@ def mail_webhook_secret(data_dir: Path) -> str:
     return _saved_secret(data_dir, variable="NURTURE_WEBHOOK_SECRET", filename="mail-webhook-secret", nbytes=32)[0]
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the parent dies, however it dies (no orphans)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setpgrp()  # Ctrl-C in the terminal reaches the parent only; it stops children in order
-
-
 class System:
-    """The broker (embedded unless given) and the four service processes."""
+    """The broker (embedded unless KAFKA_BOOTSTRAP_SERVERS names one) and the service
+    processes, on the launcher (``clientflow.cluster``) with the saved secrets."""
 
     def __init__(self, *, data_dir: Path, kafka_port: int, only: list[str] | None) -> None:
         self.data_dir = data_dir
         self.kafka_port = kafka_port
         self.specs = [s for s in SERVICES if not only or s.name in only]
-        self.broker: EmbeddedBroker | None = None
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        # Children keep the terminal's working directory (relative paths in settings mean what
+        # the user meant) and die with this process, however it dies.
+        self.launcher = Launcher(
+            data_dir, bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""), cwd=None, die_with_parent=True
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return self.launcher.bootstrap
 
     def start(self) -> dict[str, str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["CLIENTFLOW_DATA_DIR"] = str(self.data_dir.resolve())
+        launcher = self.launcher
+        env = launcher.env
         key, _ = api_key(self.data_dir)
         env["CLIENTFLOW_API_KEY"] = key
         env["CLIENTFLOW_SECRET_KEY"] = _secret_key(self.data_dir)
         env["BILLING_WEBHOOK_SECRET"] = webhook_secret(self.data_dir)
         env["NURTURE_WEBHOOK_SECRET"] = mail_webhook_secret(self.data_dir)
-        if not self.bootstrap:
+        if not launcher.bootstrap:
             port = self.kafka_port or free_port()
-            self.broker = EmbeddedBroker(port=port, log_file=self.data_dir / "broker.log")
             with console.status(f"starting the embedded broker on 127.0.0.1:{port}"):
-                self.broker.start()
-            self.bootstrap = self.broker.bootstrap_servers
-            # Tansu makes a joining consumer wait about half its session timeout.
-            env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "6000")
-            env.setdefault("KAFKA_HEARTBEAT_INTERVAL_MS", "1000")
-            # Tansu holds a fetch for its whole max wait even when data arrives meanwhile
-            # (Kafka answers at once): at Kafka's 500 ms that was most of an event's latency.
-            env.setdefault("KAFKA_FETCH_MAX_WAIT_MS", "20")
-        env["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
+                asyncio.run(launcher.start_broker(port=port))
+            for name, value in {**TANSU_GROUP_TIMING, **TANSU_FETCH_WAIT}.items():
+                env.setdefault(name, value)
         partitions = int(env.get("CLIENTFLOW_TOPIC_PARTITIONS", "3"))
-        created = asyncio.run(ensure_topics(self.bootstrap, partitions=partitions))
-        console.print(f"broker {self.bootstrap}: {len(created)} topics created")
-        os.environ.update({k: env[k] for k in ("CLIENTFLOW_DATA_DIR", "KAFKA_BOOTSTRAP_SERVERS")})
+        created = asyncio.run(launcher.create_topics(partitions))
+        console.print(f"broker {launcher.bootstrap}: {len(created)} topics created")
+        # Each service's settings (its address and database) as its process will read them.
+        os.environ["CLIENTFLOW_DATA_DIR"] = str(self.data_dir.resolve())
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = launcher.bootstrap
+        settings = {spec.name: spec.settings() for spec in self.specs}
         for spec in self.specs:
-            settings = spec.settings()
             with console.status(f"migrating {spec.name}"):
-                upgrade(spec.migrations, settings.database_url)
+                migrate_database(spec.name, settings[spec.name].database_url)
         env["CLIENTFLOW_MIGRATED"] = "1"
-        urls: dict[str, str] = {}
+        instances = []
         for spec in self.specs:
-            settings = spec.settings()
-            child_env = env | {f"{spec.prefix}MIGRATE_ON_START": "false", f"{spec.prefix}CREATE_TOPICS_ON_START": "false"}
-            if spec.name == "nurture":
+            own = settings[spec.name]
+            extra = {}
+            if spec.name == "nurture" and "NURTURE_PUBLIC_URL" not in env:
                 # Links in e-mails point where nurture really listens (its port may not be 8002).
-                child_env.setdefault("NURTURE_PUBLIC_URL", f"http://{settings.host}:{settings.port}")
-            log = open(self.data_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.processes[spec.name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{spec.name}"],
-                env=child_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                extra["NURTURE_PUBLIC_URL"] = f"http://{own.host}:{own.port}"
+            instances.append(launcher.add(spec.name, port=own.port, host=own.host, name=spec.name, env=extra))
+        # Spawned here, from the main thread with no other thread running (the child runs
+        # Python between fork and exec to tie itself to us).
+        for instance in instances:
+            launcher.spawn(instance)
+        with console.status("waiting for the services to be ready") as status:
+            asyncio.run(
+                launcher.wait_all_ready(
+                    instances,
+                    progress=lambda pending: status.update(
+                        f"waiting for {', '.join(i.name for i in pending) or 'nothing'}"
+                    ),
+                )
             )
-            log.close()
-            urls[spec.name] = f"http://{settings.host}:{settings.port}"
-        self._wait_ready(urls)
+        urls = {i.name: i.url for i in instances}
         # What `clientflow users`, `tokens` and `simulate` run from this folder talk to.
         (self.data_dir / access_cli.SYSTEM_FILE).write_text(
-            json.dumps({"urls": urls, "bootstrap": self.bootstrap, "pid": os.getpid()}, indent=2) + "\n"
+            json.dumps({"urls": urls, "bootstrap": launcher.bootstrap, "pid": os.getpid()}, indent=2) + "\n"
         )
         return urls
-
-    def _wait_ready(self, urls: dict[str, str], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = dict(urls)
-        with console.status("waiting for the services to be ready") as status:
-            while pending:
-                for name, url in list(pending.items()):
-                    process = self.processes[name]
-                    if process.poll() is not None:
-                        raise RuntimeError(
-                            f"{name} exited with code {process.returncode}; see {self.data_dir / (name + '.log')}"
-                        )
-                    try:
-                        if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                            del pending[name]
-                            status.update(f"waiting for {', '.join(pending) or 'nothing'}")
-                    except httpx.HTTPError:
-                        pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
-                time.sleep(0.2)
 
     def watch(self) -> int:
         """Block until a signal asks us to stop or a service dies; returns the exit code."""
@@ -182,28 +155,16 @@ class System:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        while not stop["signal"]:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    console.print(f"[red]{name} exited with code {process.returncode}[/red]; stopping")
-                    return 1
-            time.sleep(0.3)
+        crashed = self.launcher.watch(lambda: bool(stop["signal"]))
+        if crashed is not None:
+            assert crashed.process is not None
+            console.print(f"[red]{crashed.name} exited with code {crashed.process.returncode}[/red]; stopping")
+            return 1
         return 0
 
     def stop(self) -> None:
         (self.data_dir / access_cli.SYSTEM_FILE).unlink(missing_ok=True)
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + 15
-        for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self.broker:
-            self.broker.stop()
+        self.launcher.stop()
 
 
 @app.command()
@@ -219,7 +180,7 @@ def run(
     unknown = set(only or []) - {s.name for s in SERVICES}
     if unknown:
         raise typer.BadParameter(f"unknown services: {', '.join(sorted(unknown))}")
-    if kafka_port and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not _port_free(kafka_port):
+    if kafka_port and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not port_is_free(kafka_port):
         console.print(f"port {kafka_port} is taken; the embedded broker takes a free one")
         kafka_port = 0
     system = System(data_dir=data_dir, kafka_port=kafka_port, only=only)
@@ -235,7 +196,9 @@ def run(
         origin = "new, saved to" if new else "from"
         source = "CLIENTFLOW_API_KEY" if os.environ.get("CLIENTFLOW_API_KEY") else f"{origin} {data_dir / 'api-key'}"
         console.print(f"API key, the bootstrap admin ({source}): [bold]{key}[/bold]", soft_wrap=True)
-        console.print("Give each person their own token: clientflow users add EMAIL --name NAME --role ROLE", soft_wrap=True)
+        console.print(
+            "Give each person their own token: clientflow users add EMAIL --name NAME --role ROLE", soft_wrap=True
+        )
         console.print("Ctrl-C stops everything.")
         code = system.watch()
     except (RuntimeError, TimeoutError) as exc:
@@ -247,24 +210,13 @@ def run(
     raise typer.Exit(code)
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 @app.command()
 def migrate(
     service: Annotated[list[str] | None, typer.Argument(help="services to migrate (default: all)")] = None,
 ) -> None:
     """Bring each service's database to the newest schema."""
     for spec in _pick(service):
-        upgrade(spec.migrations, spec.settings().database_url)
+        migrate_database(spec.name, spec.settings().database_url)
         console.print(f"{spec.name}: migrated")
 
 
@@ -314,9 +266,9 @@ async def _advance(bootstrap: str, *, days: float, hours: float, to: str | None)
             await consumer.stop()
     if to:
         moment = datetime.fromisoformat(to)
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     else:
-        moment = (current or datetime.now(timezone.utc)) + timedelta(days=days, hours=hours)
+        moment = (current or datetime.now(UTC)) + timedelta(days=days, hours=hours)
     event = make_event("clock.advanced", ClockAdvanced(now=moment), producer="clock", occurred_at=moment)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()

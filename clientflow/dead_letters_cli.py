@@ -21,7 +21,7 @@ import asyncio
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -54,7 +54,8 @@ def _headers(record: ConsumerRecord) -> dict[str, str]:
 def replay_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
     """The headers the message travelled with, without the dead-letter ones, plus where it was."""
     kept = [
-        (k, v) for k, v in record.headers or ()
+        (k, v)
+        for k, v in record.headers or ()
         if not k.startswith("x-dlq-") and k not in DLQ_HEADERS and k != REPLAYED_FROM
     ]
     return [*kept, (REPLAYED_FROM, f"{record.topic}/{record.partition}@{record.offset}".encode())]
@@ -118,7 +119,9 @@ async def replay(bootstrap: str, topic: str, *, reason: str | None = None, dry_r
     dlq = topics.dlq(topic)
     report = ReplayReport(topic, dry_run=dry_run)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_for(topic, reason), enable_auto_commit=False,
+        bootstrap_servers=bootstrap,
+        group_id=group_for(topic, reason),
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
@@ -139,7 +142,11 @@ async def replay(bootstrap: str, topic: str, *, reason: str | None = None, dry_r
             headers = _headers(record)
             why = headers.get("x-dlq-reason", "unknown")
             origin = headers.get("x-origin-topic", topic)
-            where = (origin, headers.get("x-origin-partition", "?"), headers.get("x-origin-offset", f"dlq{record.offset}"))
+            where = (
+                origin,
+                headers.get("x-origin-partition", "?"),
+                headers.get("x-origin-offset", f"dlq{record.offset}"),
+            )
             if reason is not None and why != reason:
                 report.other_reasons += 1
             elif where in seen:
@@ -149,9 +156,7 @@ async def replay(bootstrap: str, topic: str, *, reason: str | None = None, dry_r
                 report.replayed += 1
                 report.reasons[why] += 1
                 if not dry_run:
-                    await producer.send_and_wait(
-                        origin, record.value, key=record.key, headers=replay_headers(record)
-                    )
+                    await producer.send_and_wait(origin, record.value, key=record.key, headers=replay_headers(record))
             if not dry_run:
                 await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
     finally:
@@ -181,7 +186,9 @@ def list_(
         table.add_column(column, justify="right" if column in ("dead letters", "not replayed") else "left")
     for s in summaries:
         table.add_row(
-            topics.dlq(s.topic), str(s.count), str(s.not_replayed),
+            topics.dlq(s.topic),
+            str(s.count),
+            str(s.not_replayed),
             ", ".join(f"{r} {n}" for r, n in s.reasons.most_common()) or "-",
             ", ".join(f"{g} {n}" for g, n in s.groups.most_common()) or "-",
         )
@@ -206,5 +213,5 @@ def replay_(
     console.print(
         f"{topics.dlq(topic)}: read {report.read}; {verb} {report.replayed} ({reasons}); "
         f"{report.copies} copies from other groups, {report.other_reasons} with another reason; "
-        f"at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        f"at {datetime.now(UTC).isoformat(timespec='seconds')}"
     )

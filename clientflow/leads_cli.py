@@ -40,7 +40,7 @@ def _api_key(given: str | None) -> str:
     raise typer.BadParameter("no API key: pass --api-key or set CLIENTFLOW_API_KEY", param_hint="--api-key")
 
 
-def _chunks(text: str, size: int) -> tuple[list[str], list[list[str]]]:
+def _chunks(text: str, size: int) -> tuple[list[str], list[list[list[str]]]]:
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         raise typer.BadParameter("the file is empty", param_hint="FILE")
@@ -74,14 +74,25 @@ def import_(
     total_rows = sum(len(c) for c in chunks)
     digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     key = _api_key(api_key)
-    summary: dict[str, Any] = {"file": str(file), "rows": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "errors": []}
+    summary: dict[str, Any] = {
+        "file": str(file),
+        "rows": 0,
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": 0,
+        "errors": [],
+    }
     ignored: set[str] = set()
     first_row = 1
     with (
         httpx.Client(base_url=url or _default_url(), headers={"Authorization": f"Bearer {key}"}, timeout=120) as client,
         Progress(
-            TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-            TimeRemainingColumn(), console=console,
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeRemainingColumn(),
+            console=console,
         ) as progress,
     ):
         task = progress.add_task("import", total=total_rows)

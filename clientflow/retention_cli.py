@@ -25,7 +25,7 @@ def replay_retention(
     from services.retention.replay import fresh_sqlite_url, replay
     from services.retention.settings import Settings
 
-    settings = Settings(**({"kafka_bootstrap_servers": bootstrap} if bootstrap else {}))
+    settings = Settings(kafka_bootstrap_servers=bootstrap) if bootstrap else Settings()
     target = database_url or fresh_sqlite_url(settings)
     try:
         report = asyncio.run(replay(settings, database_url=target))

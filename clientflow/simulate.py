@@ -1,5 +1,5 @@
 """``clientflow simulate``: a year of an agency, driven only through the public HTTP APIs and
-the simulated clock (DESIGN.md, Time).
+the simulated clock (docs/design.md, Business rules: Time).
 
 Two halves. :class:`Agency` is the model: pure, seeded with ``random.Random``, it decides
 everything up front (who comes in through which channel, fit and red flags, who is qualified,
@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,13 +63,60 @@ CHANNELS = (
     Channel("website", 300, 0.15, 0.45),
 )
 
-FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Donald", "Frances",
-         "John", "Hedy", "Tim", "Katherine", "Dennis", "Sophie", "Niklaus", "Anita", "Guido")
-LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Hamilton", "Torvalds", "Perlman",
-        "Knuth", "Allen", "Backus", "Lamarr", "Berners", "Johnson", "Ritchie", "Wilson", "Wirth", "Borg", "Rossum")
-IDEAL_PLACES = (("US", "America/New_York"), ("GB", "Europe/London"), ("DE", "Europe/Berlin"),
-                ("NL", "Europe/Amsterdam"), ("CA", "America/Toronto"), ("IE", "Europe/Dublin"),
-                ("SE", "Europe/Stockholm"), ("FR", "Europe/Paris"))
+FIRST = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Ken",
+    "Margaret",
+    "Linus",
+    "Radia",
+    "Donald",
+    "Frances",
+    "John",
+    "Hedy",
+    "Tim",
+    "Katherine",
+    "Dennis",
+    "Sophie",
+    "Niklaus",
+    "Anita",
+    "Guido",
+)
+LAST = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Thompson",
+    "Hamilton",
+    "Torvalds",
+    "Perlman",
+    "Knuth",
+    "Allen",
+    "Backus",
+    "Lamarr",
+    "Berners",
+    "Johnson",
+    "Ritchie",
+    "Wilson",
+    "Wirth",
+    "Borg",
+    "Rossum",
+)
+IDEAL_PLACES = (
+    ("US", "America/New_York"),
+    ("GB", "Europe/London"),
+    ("DE", "Europe/Berlin"),
+    ("NL", "Europe/Amsterdam"),
+    ("CA", "America/Toronto"),
+    ("IE", "Europe/Dublin"),
+    ("SE", "Europe/Stockholm"),
+    ("FR", "Europe/Paris"),
+)
 POOR_PLACES = (("BR", "America/Sao_Paulo"), ("NG", "Africa/Lagos"), ("IN", "Asia/Kolkata"), ("ES", "Europe/Madrid"))
 IDEAL_INDUSTRIES = ("saas", "software", "ecommerce", "fintech", "healthcare", "professional services")
 POOR_INDUSTRIES = ("restaurant", "retail", "crafts", "nonprofit", "events")
@@ -145,13 +192,15 @@ class Agency:
         first = self._plan(leave=frozenset(), hesitate=frozenset())
         if first.price_day is None:
             return first
-        running = sorted({a.who for a in first.actions if a.kind in ("hours", "pay_open") and a.day > first.price_day}
-                         & {a.who for a in first.actions if a.kind == "pay_deposit" and a.day < first.price_day})
+        running = sorted(
+            {a.who for a in first.actions if a.kind in ("hours", "pay_open") and a.day > first.price_day}
+            & {a.who for a in first.actions if a.kind == "pay_deposit" and a.day < first.price_day}
+        )
         rng = random.Random(f"price:{self.seed}")
         rng.shuffle(running)
         leave = round(len(running) * 0.15)
         hesitate = round(len(running) * 0.20)
-        return self._plan(leave=frozenset(running[:leave]), hesitate=frozenset(running[leave:leave + hesitate]))
+        return self._plan(leave=frozenset(running[:leave]), hesitate=frozenset(running[leave : leave + hesitate]))
 
     def _plan(self, *, leave: frozenset[int], hesitate: frozenset[int]) -> Plan:
         rng = random.Random(f"agency:{self.seed}")
@@ -167,26 +216,47 @@ class Agency:
             for channel in CHANNELS:
                 # Spend varies a little month to month, as budgets do.
                 amount = int(channel.monthly_spend * rng.uniform(0.85, 1.15))
-                actions.append(_act(first, "spend", -1, channel=channel.name, amount=str(amount),
-                                    period=f"{_add_months(self.start, m):%Y-%m}"))
+                actions.append(
+                    _act(
+                        first,
+                        "spend",
+                        -1,
+                        channel=channel.name,
+                        amount=str(amount),
+                        period=f"{_add_months(self.start, m):%Y-%m}",
+                    )
+                )
             for _ in range(self.leads_per_month):
                 channel = rng.choices(CHANNELS, weights=[c.share for c in CHANNELS])[0]
                 day = rng.randrange(first, last)
                 prospects.append(self._prospect(len(prospects), day, channel.name, rng.random() < channel.ideal, rng))
-        if price_day is not None:
-            actions.append(_act(price_day, "price_change", -1, percent=str(self.price_percent),
-                                effective=self.day_of(_add_months(self.start, price_month + 1))))
+        if price_month is not None and price_day is not None:
+            actions.append(
+                _act(
+                    price_day,
+                    "price_change",
+                    -1,
+                    percent=str(self.price_percent),
+                    effective=self.day_of(_add_months(self.start, price_month + 1)),
+                )
+            )
         queue = sorted(prospects, key=lambda p: (p.day, p.no))
         while queue:
             prospect = queue.pop(0)
             reaction = "leave" if prospect.no in leave else "hesitate" if prospect.no in hesitate else None
-            for action in self._journey(prospect, days=days, price_day=price_day, starts=starts, expected=expected,
-                                        reaction=reaction):
+            for action in self._journey(
+                prospect, days=days, price_day=price_day, starts=starts, expected=expected, reaction=reaction
+            ):
                 actions.append(action)
                 if action.kind == "refer":
                     # The referred person becomes a lead once leads has read referral.made: next day.
-                    referred = self._prospect(len(prospects), action.day + 1, "referral", True,
-                                              random.Random(f"referral:{self.seed}:{prospect.no}:{action.day}"))
+                    referred = self._prospect(
+                        len(prospects),
+                        action.day + 1,
+                        "referral",
+                        True,
+                        random.Random(f"referral:{self.seed}:{prospect.no}:{action.day}"),
+                    )
                     referred.referred_by = prospect.no
                     prospects.append(referred)
                     actions[-1] = _act(action.day, "refer", prospect.no, referred=referred.no)
@@ -235,15 +305,28 @@ class Agency:
                 "employees": rng.randrange(1, 8),
                 "job_title": rng.choice(("Assistant", "Intern", "Office manager", "Owner")),
                 "budget": None if rng.random() < 0.6 else str(rng.randrange(3, 15) * 100),
-                "brief": None if rng.random() < 0.5 else rng.choice(
-                    ("Just a one-off logo, nothing else", "We have never done marketing, just need some posts")),
+                "brief": None
+                if rng.random() < 0.5
+                else rng.choice(
+                    ("Just a one-off logo, nothing else", "We have never done marketing, just need some posts")
+                ),
                 "timeline": rng.choice(("ASAP", "this week", "whenever", "urgent, by tomorrow")),
                 "needs": [rng.choice(NEEDS)],
             }
-        return Prospect(no, day, channel, ideal, lead, engagement=rng.uniform(0.4, 0.9) if ideal else rng.uniform(0.05, 0.5))
+        return Prospect(
+            no, day, channel, ideal, lead, engagement=rng.uniform(0.4, 0.9) if ideal else rng.uniform(0.05, 0.5)
+        )
 
-    def _journey(self, p: Prospect, *, days: int, price_day: int | None, starts: list[int],
-                 expected: Counter, reaction: str | None = None) -> list[Action]:
+    def _journey(
+        self,
+        p: Prospect,
+        *,
+        days: int,
+        price_day: int | None,
+        starts: list[int],
+        expected: Counter,
+        reaction: str | None = None,
+    ) -> list[Action]:
         """Everything this person will do, decided by their own generator (order-independent)."""
         rng = random.Random(f"journey:{self.seed}:{p.no}")
         out: list[Action] = []
@@ -298,11 +381,31 @@ class Agency:
             if rng.random() < 0.3:
                 at(done + rng.randrange(5, 20), "feedback", score=rng.randrange(6, 11))
             return out
-        return out + self._retainer(p, rng, started=day, days=days, price_day=price_day, starts=starts,
-                                    expected=expected, included=int(deal["hours"]), reaction=reaction)
+        return out + self._retainer(
+            p,
+            rng,
+            started=day,
+            days=days,
+            price_day=price_day,
+            starts=starts,
+            expected=expected,
+            included=int(deal["hours"]),
+            reaction=reaction,
+        )
 
-    def _retainer(self, p: Prospect, rng: random.Random, *, started: int, days: int, price_day: int | None,
-                  starts: list[int], expected: Counter, included: int, reaction: str | None) -> list[Action]:
+    def _retainer(
+        self,
+        p: Prospect,
+        rng: random.Random,
+        *,
+        started: int,
+        days: int,
+        price_day: int | None,
+        starts: list[int],
+        expected: Counter,
+        included: int,
+        reaction: str | None,
+    ) -> list[Action]:
         out: list[Action] = []
 
         def at(day: int, kind: str, **data: Any) -> None:
@@ -312,22 +415,31 @@ class Agency:
         monthly_churn = 0.03 if p.ideal else 0.08
         heavy = rng.random() < 0.3  # uses more hours than included
         card = rng.random() < 0.7
-        leaves_at_price = price_day is not None and price_day > started and reaction == "leave"
+        # The day of the price increase, for a client who leaves because of it.
+        leaves_at = price_day if price_day is not None and price_day > started and reaction == "leave" else None
         effective = next((s for s in starts if price_day is not None and s > price_day), None)
-        at(started + rng.randrange(20, 40), "feedback", score=rng.randrange(3, 11) if not p.ideal else rng.randrange(6, 11))
+        at(
+            started + rng.randrange(20, 40),
+            "feedback",
+            score=rng.randrange(3, 11) if not p.ideal else rng.randrange(6, 11),
+        )
         ended = False
         for first in starts:
             if first <= started:
                 continue
-            if first >= days or (leaves_at_price and first > price_day):
+            if first >= days or (leaves_at is not None and first > leaves_at):
                 break
             # Hours in the month, twice: light users leave hours unused, heavy ones go over.
             for offset in (8, 20):
                 hours = included * (rng.uniform(0.6, 0.9) if heavy else rng.uniform(0.15, 0.45))
                 at(first + offset, "hours", hours=f"{hours:.1f}")
             if rng.random() < (0.15 if not p.ideal else 0.08):
-                at(first + rng.randrange(3, 25), "change_request", hours=str(rng.randrange(2, 12)),
-                   approve=rng.random() < 0.6)
+                at(
+                    first + rng.randrange(3, 25),
+                    "change_request",
+                    hours=str(rng.randrange(2, 12)),
+                    approve=rng.random() < 0.6,
+                )
             hesitant = effective is not None and first == effective and reaction == "hesitate"
             late = hesitant or rng.random() < (0.1 if p.ideal else 0.3)
             pay_day = first + (rng.randrange(12, 24) if late else rng.randrange(1, 6))
@@ -344,13 +456,16 @@ class Agency:
             if rng.random() < 0.04:
                 at(first + rng.randrange(5, 25), "refer")
             if rng.random() < monthly_churn:
-                at(first + rng.randrange(5, 25), "cancel",
-                   reason=rng.choice(("budget_cut", "not_using", "poor_results", "switching_provider")),
-                   accept=rng.random() < 0.35)
+                at(
+                    first + rng.randrange(5, 25),
+                    "cancel",
+                    reason=rng.choice(("budget_cut", "not_using", "poor_results", "switching_provider")),
+                    accept=rng.random() < 0.35,
+                )
                 ended = True
                 break
-        if leaves_at_price and not ended:
-            at(price_day + rng.randrange(1, 5), "cancel", reason="price", accept=False)
+        if leaves_at is not None and not ended:
+            at(leaves_at + rng.randrange(1, 5), "cancel", reason="price", accept=False)
         # A client who leaves does nothing more for us after that day but settle what is open.
         gone = min((a.day for a in out if a.kind == "cancel" and not a.get("accept")), default=None)
         if gone is not None:
@@ -359,10 +474,27 @@ class Agency:
 
 
 # Within a day: the agency first, then people in a natural order.
-_ORDER = {"spend": 0, "price_change": 1, "capture": 10, "referred": 11, "disqualify": 12, "qualify": 13,
-          "propose": 14, "red_flag": 15, "win": 16, "lose": 17, "pay_deposit": 18, "final_invoice": 19,
-          "hours": 20, "change_request": 21, "card_fails": 22, "pay_open": 23, "feedback": 24, "refer": 25,
-          "cancel": 26}
+_ORDER = {
+    "spend": 0,
+    "price_change": 1,
+    "capture": 10,
+    "referred": 11,
+    "disqualify": 12,
+    "qualify": 13,
+    "propose": 14,
+    "red_flag": 15,
+    "win": 16,
+    "lose": 17,
+    "pay_deposit": 18,
+    "final_invoice": 19,
+    "hours": 20,
+    "change_request": 21,
+    "card_fails": 22,
+    "pay_open": 23,
+    "feedback": 24,
+    "refer": 25,
+    "cancel": 26,
+}
 
 
 def email_decisions(seed: int, who: int, sequence: str, step: int, engagement: float) -> tuple[bool, bool, bool]:
@@ -427,10 +559,11 @@ class Driver:
         self.prospects = {p.no: p for p in plan.prospects}
         self.counts: Counter = Counter()
         self.problems: list[str] = []
-        self.now = datetime.combine(plan.start, datetime.min.time(), tzinfo=timezone.utc)
+        self.now = datetime.combine(plan.start, datetime.min.time(), tzinfo=UTC)
         headers = {"Authorization": f"Bearer {targets.api_key}"}
-        self.http = {name: httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
-                     for name, url in targets.urls().items()}
+        self.http = {
+            name: httpx.AsyncClient(base_url=url, headers=headers, timeout=30) for name, url in targets.urls().items()
+        }
         self.public = httpx.AsyncClient(timeout=30, follow_redirects=False)
 
     async def close(self) -> None:
@@ -469,7 +602,9 @@ class Driver:
                 raise SimulationError(f"{name} at {client.base_url} does not answer: {exc!r}") from exc
             clock = body.get("clock")
             if not clock:
-                raise SimulationError(f"{name} at {client.base_url} does not say which clock it follows (an older version?)")
+                raise SimulationError(
+                    f"{name} at {client.base_url} does not say which clock it follows (an older version?)"
+                )
             return name, (clock["kind"], datetime.fromisoformat(clock["now"]))
 
         return dict(await asyncio.gather(*(ask(name, client) for name, client in self.http.items())))
@@ -498,13 +633,15 @@ class Driver:
             if not behind:
                 break
             if time.monotonic() > deadline:
-                raise SimulationError(f"{', '.join(behind)} did not reach {moment.isoformat()} in {self.catch_up_s:.0f}s")
+                raise SimulationError(
+                    f"{', '.join(behind)} did not reach {moment.isoformat()} in {self.catch_up_s:.0f}s"
+                )
             await asyncio.sleep(0.05)
         self.now = moment
 
-    async def eventually(self, probe: Any, timeout: float = 15.0) -> Any:
+    async def eventually(self, probe: Any, patience: float = 15.0) -> Any:
         """Poll ``probe()`` until it returns something truthy (events take a moment to travel)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience
         while True:
             value = await probe()
             if value or time.monotonic() > deadline:
@@ -519,8 +656,9 @@ class Driver:
             by_day.setdefault(action.day, []).append(action)
         task = progress.add_task("", total=self.plan.days) if progress else None
         for day in range(self.plan.days):
-            moment = datetime.combine(self.plan.start + timedelta(days=day), datetime.min.time(),
-                                      tzinfo=timezone.utc).replace(hour=TICK_HOUR)
+            moment = datetime.combine(self.plan.start + timedelta(days=day), datetime.min.time(), tzinfo=UTC).replace(
+                hour=TICK_HOUR
+            )
             await self.advance(moment)
             for index, action in enumerate(by_day.get(day, [])):
                 await self.perform(action, f"{self.plan.start}:{self.seed}:{day}:{index}")
@@ -529,10 +667,13 @@ class Driver:
             if progress is not None and task is not None:
                 c = self.counts
                 progress.update(
-                    task, advance=1,
-                    description=(f"{moment:%Y-%m-%d}  leads {c['capture'] + c['referred']}  won {c['win']}  "
-                                 f"paid {c['pay_deposit'] + c['pay_open']}  failed cards {c['card_fails']}  "
-                                 f"left {c['cancel_confirmed']}  opens {c['opened']}"),
+                    task,
+                    advance=1,
+                    description=(
+                        f"{moment:%Y-%m-%d}  leads {c['capture'] + c['referred']}  won {c['win']}  "
+                        f"paid {c['pay_deposit'] + c['pay_open']}  failed cards {c['card_fails']}  "
+                        f"left {c['cancel_confirmed']}  opens {c['opened']}"
+                    ),
                 )
 
     async def perform(self, action: Action, key: str) -> None:
@@ -547,14 +688,24 @@ class Driver:
     # act on (the reason is counted, e.g. an invoice already paid by a dunning retry).
 
     async def do_spend(self, action: Action, key: str) -> bool:
-        r = await self.call("leads", "POST", f"/channels/{action.get('channel')}/spend", key,
-                            json={"amount": action.get("amount"), "currency": CURRENCY, "period": action.get("period")})
+        r = await self.call(
+            "leads",
+            "POST",
+            f"/channels/{action.get('channel')}/spend",
+            key,
+            json={"amount": action.get("amount"), "currency": CURRENCY, "period": action.get("period")},
+        )
         return r.status_code == 201
 
     async def do_price_change(self, action: Action, key: str) -> bool:
         effective = self.plan.start + timedelta(days=action.get("effective"))
-        r = await self.call("billing", "POST", "/price-changes", key,
-                            json={"percent": action.get("percent"), "effective_at": effective.isoformat()})
+        r = await self.call(
+            "billing",
+            "POST",
+            "/price-changes",
+            key,
+            json={"percent": action.get("percent"), "effective_at": effective.isoformat()},
+        )
         if r.status_code != 201:
             self.problems.append(f"price change refused: {r.status_code} {r.text[:200]}")
         return r.status_code == 201
@@ -569,7 +720,7 @@ class Driver:
             self.problems.append(f"lead {prospect.no} refused: {r.status_code} {r.text[:200]}")
         return person.lead_id is not None
 
-    async def do_referred(self, action: Action, key: str) -> bool:  # noqa: ARG002 - leads creates it
+    async def do_referred(self, action: Action, key: str) -> bool:
         prospect, person = self.person(action)
 
         async def find() -> str | None:
@@ -586,16 +737,26 @@ class Driver:
         _, person = self.person(action)
         if not person.lead_id:
             return False
-        r = await self.call("leads", "POST", f"/leads/{person.lead_id}/qualification", key,
-                            json={"budget": False, "reasons": [action.get("reason")]})
+        r = await self.call(
+            "leads",
+            "POST",
+            f"/leads/{person.lead_id}/qualification",
+            key,
+            json={"budget": False, "reasons": [action.get("reason")]},
+        )
         return r.status_code == 200
 
     async def do_qualify(self, action: Action, key: str) -> bool:
         _, person = self.person(action)
         if not person.lead_id:
             return False
-        r = await self.call("leads", "POST", f"/leads/{person.lead_id}/qualification", key,
-                            json={"budget": True, "authority": True, "need": True, "timeline": True})
+        r = await self.call(
+            "leads",
+            "POST",
+            f"/leads/{person.lead_id}/qualification",
+            key,
+            json={"budget": True, "authority": True, "need": True, "timeline": True},
+        )
         return r.status_code == 200
 
     async def do_propose(self, action: Action, key: str) -> bool:
@@ -604,13 +765,28 @@ class Driver:
             return False
         company = prospect.lead["company"]
         if action.get("deal") == "retainer":
-            body = {"title": f"{company} marketing retainer", "kind": "retainer", "currency": CURRENCY,
-                    "monthly_fee": action.get("fee"), "included_hours": action.get("hours"),
-                    "hourly_rate": action.get("rate")}
+            body = {
+                "title": f"{company} marketing retainer",
+                "kind": "retainer",
+                "currency": CURRENCY,
+                "monthly_fee": action.get("fee"),
+                "included_hours": action.get("hours"),
+                "hourly_rate": action.get("rate"),
+            }
         else:
-            body = {"title": f"{company} project", "kind": "project", "currency": CURRENCY,
-                    "lines": [{"description": f"{need} for {company}", "hours": action.get("hours"),
-                               "amount": action.get("amount")} for need in prospect.lead["needs"][:1]]}
+            body = {
+                "title": f"{company} project",
+                "kind": "project",
+                "currency": CURRENCY,
+                "lines": [
+                    {
+                        "description": f"{need} for {company}",
+                        "hours": action.get("hours"),
+                        "amount": action.get("amount"),
+                    }
+                    for need in prospect.lead["needs"][:1]
+                ],
+            }
         r = await self.call("leads", "POST", f"/leads/{person.lead_id}/deals", key, json=body)
         if r.status_code != 201:
             self.problems.append(f"estimate for lead {prospect.no} refused: {r.status_code} {r.text[:200]}")
@@ -622,15 +798,22 @@ class Driver:
         _, person = self.person(action)
         if not person.lead_id:
             return False
-        r = await self.call("leads", "POST", f"/leads/{person.lead_id}/red-flags", key,
-                            json={"name": action.get("name"), "evidence": "asked to redo the estimate twice"})
+        r = await self.call(
+            "leads",
+            "POST",
+            f"/leads/{person.lead_id}/red-flags",
+            key,
+            json={"name": action.get("name"), "evidence": "asked to redo the estimate twice"},
+        )
         return r.status_code in (200, 201)
 
     async def do_win(self, action: Action, key: str) -> bool:
         prospect, person = self.person(action)
         if not person.deal_id:
             return False
-        r = await self.call("leads", "POST", f"/deals/{person.deal_id}/won", key, json={"signed_by": prospect.lead["name"]})
+        r = await self.call(
+            "leads", "POST", f"/deals/{person.deal_id}/won", key, json={"signed_by": prospect.lead["name"]}
+        )
         person.won = r.status_code == 200
         return person.won
 
@@ -638,7 +821,9 @@ class Driver:
         _, person = self.person(action)
         if not person.deal_id:
             return False
-        r = await self.call("leads", "POST", f"/deals/{person.deal_id}/lost", key, json={"reason": action.get("reason")})
+        r = await self.call(
+            "leads", "POST", f"/deals/{person.deal_id}/lost", key, json={"reason": action.get("reason")}
+        )
         return r.status_code == 200
 
     async def open_invoices(self, lead_id: str, kind: str | None = None) -> list[dict[str, Any]]:
@@ -651,20 +836,38 @@ class Driver:
     async def pay(self, invoice: dict[str, Any], *, method: str, key: str) -> bool:
         if method == "card":
             return await self.webhook("payment.succeeded", invoice, key=key)
-        r = await self.call("billing", "POST", "/payments", key, json={
-            "invoice_id": invoice["invoice_id"], "amount": invoice["amount_due"], "currency": invoice["currency"],
-            "method": method, "reference": f"bank-{key}"})
+        r = await self.call(
+            "billing",
+            "POST",
+            "/payments",
+            key,
+            json={
+                "invoice_id": invoice["invoice_id"],
+                "amount": invoice["amount_due"],
+                "currency": invoice["currency"],
+                "method": method,
+                "reference": f"bank-{key}",
+            },
+        )
         return r.status_code in (200, 201)
 
     async def webhook(self, kind: str, invoice: dict[str, Any], *, key: str, decline: str | None = None) -> bool:
-        data = {"invoice_id": invoice["invoice_id"], "amount": invoice["amount_due"], "currency": invoice["currency"],
-                "method": "card", "reference": f"ch_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:20]}"}
+        data = {
+            "invoice_id": invoice["invoice_id"],
+            "amount": invoice["amount_due"],
+            "currency": invoice["currency"],
+            "method": "card",
+            "reference": f"ch_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex[:20]}",
+        }
         if decline:
             data["decline_code"] = decline
         body = json.dumps({"id": f"evt_{uuid.uuid5(uuid.NAMESPACE_URL, key).hex}", "type": kind, "data": data}).encode()
         signature = _sign(body, self.targets.webhook_secret, int(self.now.timestamp()))
-        r = await self.http["billing"].post("/payments/webhook", content=body,
-                                            headers={"Clientflow-Signature": signature, "content-type": "application/json"})
+        r = await self.http["billing"].post(
+            "/payments/webhook",
+            content=body,
+            headers={"Clientflow-Signature": signature, "content-type": "application/json"},
+        )
         self.counts["webhooks"] += 1
         if r.status_code != 200:
             self.problems.append(f"webhook {kind} refused: {r.status_code} {r.text[:200]}")
@@ -672,11 +875,12 @@ class Driver:
 
     async def do_pay_deposit(self, action: Action, key: str) -> bool:
         _, person = self.person(action)
-        if not (person.lead_id and person.won):
+        lead_id = person.lead_id
+        if not (lead_id and person.won):
             return False
 
         async def deposit() -> list[dict[str, Any]]:
-            return [i for i in await self.open_invoices(person.lead_id, "deposit") if i["deal_id"] == person.deal_id]
+            return [i for i in await self.open_invoices(lead_id, "deposit") if i["deal_id"] == person.deal_id]
 
         invoices = await self.eventually(deposit)
         if not invoices:
@@ -728,8 +932,17 @@ class Driver:
         sub = await self.subscription(person)
         if not sub or sub["status"] != "active":
             return False
-        r = await self.call("billing", "POST", "/time-entries", key, json={
-            "subscription_id": sub["subscription_id"], "hours": action.get("hours"), "description": "campaign work"})
+        r = await self.call(
+            "billing",
+            "POST",
+            "/time-entries",
+            key,
+            json={
+                "subscription_id": sub["subscription_id"],
+                "hours": action.get("hours"),
+                "description": "campaign work",
+            },
+        )
         if r.status_code == 201 and Decimal(r.json()["overage_hours"]) > 0:
             self.counts["months_over_hours"] += 1
         return r.status_code == 201
@@ -739,9 +952,19 @@ class Driver:
         if not person.deal_id:
             return False
         hours = Decimal(action.get("hours"))
-        r = await self.call("leads", "POST", f"/deals/{person.deal_id}/change-requests", key, json={
-            "description": "an extra landing page, not in the estimate", "hours": str(hours),
-            "amount": str(hours * 150), "currency": CURRENCY, "in_scope": False})
+        r = await self.call(
+            "leads",
+            "POST",
+            f"/deals/{person.deal_id}/change-requests",
+            key,
+            json={
+                "description": "an extra landing page, not in the estimate",
+                "hours": str(hours),
+                "amount": str(hours * 150),
+                "currency": CURRENCY,
+                "in_scope": False,
+            },
+        )
         if r.status_code != 201:
             return False
         request_id = r.json()["request_id"]
@@ -754,7 +977,9 @@ class Driver:
 
         if await self.eventually(proposed):
             approved = await self.call("billing", "POST", f"/change-orders/{request_id}/approve", f"{key}:approve")
-            self.counts["change_orders_approved" if approved.status_code in (200, 201) else "change_orders_refused"] += 1
+            self.counts[
+                "change_orders_approved" if approved.status_code in (200, 201) else "change_orders_refused"
+            ] += 1
         return True
 
     async def do_feedback(self, action: Action, key: str) -> bool:
@@ -763,8 +988,13 @@ class Driver:
             return False
         score = action.get("score")
         comment = "Reports come late and we had to chase twice" if score <= 4 else None
-        r = await self.call("nurture", "POST", "/feedback", key, json={
-            "lead_id": person.lead_id, "survey": "nps", "score": score, "comment": comment})
+        r = await self.call(
+            "nurture",
+            "POST",
+            "/feedback",
+            key,
+            json={"lead_id": person.lead_id, "survey": "nps", "score": score, "comment": comment},
+        )
         return r.status_code in (200, 201)
 
     async def do_refer(self, action: Action, key: str) -> bool:
@@ -772,17 +1002,31 @@ class Driver:
         referred = self.prospects[action.get("referred")]
         if not person.lead_id:
             return False
-        r = await self.call("retention", "POST", "/referrals", key, json={
-            "lead_id": person.lead_id, "name": referred.lead["name"], "email": referred.lead["email"],
-            "company": referred.lead["company"]})
+        r = await self.call(
+            "retention",
+            "POST",
+            "/referrals",
+            key,
+            json={
+                "lead_id": person.lead_id,
+                "name": referred.lead["name"],
+                "email": referred.lead["email"],
+                "company": referred.lead["company"],
+            },
+        )
         return r.status_code in (200, 201)
 
     async def do_cancel(self, action: Action, key: str) -> bool:
         _, person = self.person(action)
         if not person.lead_id or person.left:
             return False
-        r = await self.call("retention", "POST", f"/clients/{person.lead_id}/cancellation", key,
-                            json={"reason": action.get("reason"), "comment": "planned by the simulation"})
+        r = await self.call(
+            "retention",
+            "POST",
+            f"/clients/{person.lead_id}/cancellation",
+            key,
+            json={"reason": action.get("reason"), "comment": "planned by the simulation"},
+        )
         if r.status_code not in (200, 201):
             # e.g. the subscription already ended through dunning, or is still pending its deposit
             self.problems.append(f"cancellation of prospect {action.who} refused: {r.status_code} {r.text[:160]}")
@@ -790,10 +1034,14 @@ class Driver:
         cancellation = r.json()
         reason = action.get("reason")
         if action.get("accept") and cancellation["offer"]["kind"] != "none":
-            r = await self.call("retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/accept", f"{key}:a")
+            r = await self.call(
+                "retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/accept", f"{key}:a"
+            )
             self.counts["cancel_saved" if r.status_code == 200 else "cancel_save_refused"] += 1
             return r.status_code == 200
-        r = await self.call("retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/confirm", f"{key}:c")
+        r = await self.call(
+            "retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/confirm", f"{key}:c"
+        )
         if r.status_code == 200:
             person.left = True
             self.counts["cancel_confirmed"] += 1
@@ -820,21 +1068,24 @@ class Driver:
                 person.seen.add(ident)
                 self.counts["emails_received"] += 1
                 opens, clicks, unsubscribes = email_decisions(
-                    self.seed, prospect.no, message["sequence"], message["step"], prospect.engagement)
+                    self.seed, prospect.no, message["sequence"], message["step"], prospect.engagement
+                )
                 text = message.get("body_text") or ""
-                if opens and message.get("open_url"):
-                    if (await self.follow(message["open_url"])).status_code == 200:
-                        self.counts["opened"] += 1
+                if opens and message.get("open_url") and (await self.follow(message["open_url"])).status_code == 200:
+                    self.counts["opened"] += 1
                 links = [u for u in re.findall(r"https?://\S+", text) if "/t/c/" in u]
-                if clicks and links:
-                    if (await self.follow(links[0])).status_code in (302, 303, 307):
-                        self.counts["clicked"] += 1
+                if clicks and links and (await self.follow(links[0])).status_code in (302, 303, 307):
+                    self.counts["clicked"] += 1
                 unsubscribe = [u for u in re.findall(r"https?://\S+", text) if "/unsubscribe?" in u]
-                if unsubscribes and unsubscribe and message["category"] == "marketing":
-                    if (await self.follow(unsubscribe[0], method="POST")).status_code in (200, 303):
-                        self.counts["unsubscribed"] += 1
-                        person.unsubscribed = True
-                        break
+                if (
+                    unsubscribes
+                    and unsubscribe
+                    and message["category"] == "marketing"
+                    and (await self.follow(unsubscribe[0], method="POST")).status_code in (200, 303)
+                ):
+                    self.counts["unsubscribed"] += 1
+                    person.unsubscribed = True
+                    break
 
     async def follow(self, url: str, method: str = "GET") -> httpx.Response:
         # The link's own host may be a public name (NURTURE_PUBLIC_URL); the simulator reaches
@@ -845,9 +1096,9 @@ class Driver:
 
     # ------------------------------------------------------------------ the end
 
-    async def settle(self, timeout: float = 60.0) -> None:
+    async def settle(self, patience: float = 60.0) -> None:
         """Wait until no service has anything left in its outbox (all events published)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             backlog = 0.0
             for client in self.http.values():
@@ -899,20 +1150,28 @@ class Driver:
             running = [s["subscription_id"] for s in subs if s["status"] != "cancelled"]
             if running or not subs:
                 billing_failures.append(f"client {lead_id} left (retention) but billing runs {running or 'nothing'}")
-        confirmed = {p.lead_id for p in self.people.values() if p.left}
+        confirmed = {p.lead_id for p in self.people.values() if p.left and p.lead_id is not None}
         # Two people of one company are one lead (leads dedupes them): a company that left and
         # signed again through the other is a client that came back, not a disagreement.
-        shared = {lead_id for lead_id, n in Counter(p.lead_id for p in self.people.values() if p.lead_id).items() if n > 1}
+        shared = {
+            lead_id for lead_id, n in Counter(p.lead_id for p in self.people.values() if p.lead_id).items() if n > 1
+        }
         missing = sorted(confirmed - {c["lead_id"] for c in churned} - shared)
         return [
             ("every won deal has exactly one deposit invoice in billing", len(won), deposit_failures),
             ("every churned client is `churned` in leads", len(churned), leads_failures),
             ("every churned client's subscriptions are cancelled in billing", len(churned), billing_failures),
-            ("every confirmed cancellation is a churned client in retention", len(confirmed),
-             [f"{lead_id} confirmed its cancellation but retention does not show it churned" for lead_id in missing]),
+            (
+                "every confirmed cancellation is a churned client in retention",
+                len(confirmed),
+                [f"{lead_id} confirmed its cancellation but retention does not show it churned" for lead_id in missing],
+            ),
             ("no request answered 5xx", sum(self.counts.values()), list(self.problems_5xx())),
-            ("no signed webhook was refused", self.counts["webhooks"],
-             [p for p in self.problems if p.startswith("webhook")]),
+            (
+                "no signed webhook was refused",
+                self.counts["webhooks"],
+                [p for p in self.problems if p.startswith("webhook")],
+            ),
         ]
 
     def problems_5xx(self) -> list[str]:
@@ -936,15 +1195,40 @@ def _fig(value: Any, suffix: str = "") -> str:
 
 def economics_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:
     table = Table(title=title)
-    for column in ("channel", "leads", "new clients", "spend", "CAC", "ARPA", "LTV", "LTV:CAC", "payback (mo)",
-                   "monthly logo churn", "MRR end", "NRR", "GRR", "fire share"):
+    for column in (
+        "channel",
+        "leads",
+        "new clients",
+        "spend",
+        "CAC",
+        "ARPA",
+        "LTV",
+        "LTV:CAC",
+        "payback (mo)",
+        "monthly logo churn",
+        "MRR end",
+        "NRR",
+        "GRR",
+        "fire share",
+    ):
         table.add_column(column, justify="left" if column == "channel" else "right")
     for name, e in rows:
         churn = e["logo_churn"]
         table.add_row(
-            name, str(e["leads"]), str(e["new_clients"]), _fig(e["spend"]), _fig(e["cac"]), _fig(e["arpa"]),
-            _fig(e["ltv"]), _fig(e["ltv_cac"]), _fig(e["payback_months"]), _fig(churn.get("monthly_rate")),
-            _fig(e["mrr_end"]), _fig(e["nrr"]), _fig(e["grr"]), _fig(e["fire_share"]),
+            name,
+            str(e["leads"]),
+            str(e["new_clients"]),
+            _fig(e["spend"]),
+            _fig(e["cac"]),
+            _fig(e["arpa"]),
+            _fig(e["ltv"]),
+            _fig(e["ltv_cac"]),
+            _fig(e["payback_months"]),
+            _fig(churn.get("monthly_rate")),
+            _fig(e["mrr_end"]),
+            _fig(e["nrr"]),
+            _fig(e["grr"]),
+            _fig(e["fire_share"]),
         )
     return table
 
@@ -961,7 +1245,7 @@ async def simulate(
     first = _add_months(now.date(), 1)
     if start is None:
         start = first
-    elif datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc) < now:
+    elif datetime.combine(start, datetime.min.time(), tzinfo=UTC) < now:
         raise SimulationError(
             f"the services' clock is already at {now.isoformat()}; a simulated clock only moves forward: "
             f"give --start {first.isoformat()} or later"
@@ -981,15 +1265,23 @@ async def simulate(
         overall = await driver.economics()
         channels = sorted({c.name for c in CHANNELS} | {"referral"})
         per_channel = [(name, await driver.economics(name)) for name in channels]
-        console.print(economics_table([("all", overall), *per_channel],
-                                      f"Economics {plan.start} to {driver.now:%Y-%m-%d} ({CURRENCY}, retention GET /economics)"))
+        console.print(
+            economics_table(
+                [("all", overall), *per_channel],
+                f"Economics {plan.start} to {driver.now:%Y-%m-%d} ({CURRENCY}, retention GET /economics)",
+            )
+        )
         if months >= 2:
             # The whole run starts with no clients, so churn, LTV, NRR and GRR need a later start:
             # the second half, when there are clients to lose.
             since = _add_months(plan.start, months // 2)
             half = [(name, await driver.economics(name, since=since)) for name in [None, *channels]]
-            console.print(economics_table([(name or "all", e) for name, e in half],
-                                          f"Economics {since} to {driver.now:%Y-%m-%d} (the second half)"))
+            console.print(
+                economics_table(
+                    [(name or "all", e) for name, e in half],
+                    f"Economics {since} to {driver.now:%Y-%m-%d} (the second half)",
+                )
+            )
         console.print(
             f"MRR movements: {json.dumps(overall['mrr_movements'])}; clients at end {overall['clients_at_end']}, "
             f"active subscriptions {overall['active_subscriptions']}, paused {overall['paused_subscriptions']}, "
@@ -1002,8 +1294,12 @@ async def simulate(
         counts.add_column("done", justify="right")
         counts.add_column("nothing to act on", justify="right")
         for kind in sorted(set(plan.expected) | {k for k in driver.counts if not k.endswith("_skipped")}):
-            counts.add_row(kind, str(plan.expected.get(kind, "")), str(driver.counts.get(kind, "")),
-                           str(driver.counts.get(f"{kind}_skipped", "")))
+            counts.add_row(
+                kind,
+                str(plan.expected.get(kind, "")),
+                str(driver.counts.get(kind, "")),
+                str(driver.counts.get(f"{kind}_skipped", "")),
+            )
         console.print(counts)
         # Events are still travelling a moment after the outbox is empty: poll the checks.
         deadline = time.monotonic() + 60
@@ -1017,7 +1313,9 @@ async def simulate(
         table.add_column("checked", justify="right")
         table.add_column("result")
         for name, checked, failures in checks:
-            table.add_row(name, str(checked), "[green]ok[/green]" if not failures else f"[red]{len(failures)} failed[/red]")
+            table.add_row(
+                name, str(checked), "[green]ok[/green]" if not failures else f"[red]{len(failures)} failed[/red]"
+            )
         console.print(table)
         for _, _, failures in checks:
             for failure in failures[:10]:
@@ -1047,14 +1345,21 @@ def _read_secret(env: str, path: Path, default: str | None, what: str) -> str:
 def command(
     months: Annotated[int, typer.Option(min=1, max=60, help="months to simulate")] = 12,
     seed: Annotated[int, typer.Option(help="the same seed makes the same decisions")] = 42,
-    leads_per_month: Annotated[int, typer.Option(min=1, help="new leads a month from the paid and organic channels")] = 30,
-    start: Annotated[str | None, typer.Option(help="first simulated day (YYYY-MM-01); default: the 1st of next month on the services' clock")] = None,
+    leads_per_month: Annotated[
+        int, typer.Option(min=1, help="new leads a month from the paid and organic channels")
+    ] = 30,
+    start: Annotated[
+        str | None,
+        typer.Option(help="first simulated day (YYYY-MM-01); default: the 1st of next month on the services' clock"),
+    ] = None,
     leads_url: Annotated[str, typer.Option(envvar="CLIENTFLOW_LEADS_URL")] = "http://127.0.0.1:8001",
     nurture_url: Annotated[str, typer.Option(envvar="CLIENTFLOW_NURTURE_URL")] = "http://127.0.0.1:8002",
     billing_url: Annotated[str, typer.Option(envvar="CLIENTFLOW_BILLING_URL")] = "http://127.0.0.1:8003",
     retention_url: Annotated[str, typer.Option(envvar="CLIENTFLOW_RETENTION_URL")] = "http://127.0.0.1:8004",
     api_key: Annotated[str | None, typer.Option(help="default: CLIENTFLOW_API_KEY or <data dir>/api-key")] = None,
-    bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka, for the clock")] = "127.0.0.1:9092",
+    bootstrap: Annotated[
+        str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka, for the clock")
+    ] = "127.0.0.1:9092",
     data_dir: Annotated[Path, typer.Option(envvar="CLIENTFLOW_DATA_DIR")] = Path(".clientflow"),
 ) -> None:
     """Run an agency for months through the public HTTP APIs and the simulated clock, then print
@@ -1064,18 +1369,24 @@ def command(
     # Wide tables when the output is a file or a pipe (a log), the terminal's width otherwise.
     console = Console() if sys.stdout.isatty() else Console(width=int(os.environ.get("COLUMNS", "200")))
     targets = Targets(
-        leads=leads_url, nurture=nurture_url, billing=billing_url, retention=retention_url,
+        leads=leads_url,
+        nurture=nurture_url,
+        billing=billing_url,
+        retention=retention_url,
         api_key=api_key or _read_secret("CLIENTFLOW_API_KEY", data_dir / "api-key", None, "API key"),
         # Billing's development default when nothing was set (a service started on its own).
-        webhook_secret=_read_secret("BILLING_WEBHOOK_SECRET", data_dir / "webhook-secret", DEV_WEBHOOK_SECRET, "webhook secret"),
+        webhook_secret=_read_secret(
+            "BILLING_WEBHOOK_SECRET", data_dir / "webhook-secret", DEV_WEBHOOK_SECRET, "webhook secret"
+        ),
         bootstrap=bootstrap,
     )
     first = date.fromisoformat(start) if start else None
     if first is not None and first.day != 1:
         raise typer.BadParameter("--start is the first day of a month (YYYY-MM-01)")
     try:
-        code = asyncio.run(simulate(targets, seed=seed, months=months, leads_per_month=leads_per_month,
-                                    start=first, console=console))
+        code = asyncio.run(
+            simulate(targets, seed=seed, months=months, leads_per_month=leads_per_month, start=first, console=console)
+        )
     except SimulationError as exc:
         console.print(f"[red]cannot simulate:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field
@@ -60,5 +60,5 @@ BoundedInt = Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
 Day = Annotated[date, Field(ge=EARLIEST, le=LATEST)]
 Moment = Annotated[
     AwareDatetime,
-    Field(ge=datetime.combine(EARLIEST, time(), timezone.utc), le=datetime.combine(LATEST, time.max, timezone.utc)),
+    Field(ge=datetime.combine(EARLIEST, time(), UTC), le=datetime.combine(LATEST, time.max, UTC)),
 ]

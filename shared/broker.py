@@ -35,9 +35,7 @@ def make_broker(settings: ServiceSettings, registry: CollectorRegistry) -> Kafka
     )
 
 
-async def ensure_topics(
-    bootstrap_servers: str, *, partitions: int, names: list[str] | None = None
-) -> list[str]:
+async def ensure_topics(bootstrap_servers: str, *, partitions: int, names: list[str] | None = None) -> list[str]:
     """Create the topics and their dead-letter topics; returns the ones it created.
 
     aiokafka's ``create_topics`` does not raise per-topic errors, so each code is checked.

@@ -56,6 +56,26 @@ class BusinessHours:
             day += timedelta(days=1)
         raise ValueError("no working day in ten years of this calendar")
 
+    def subtract(self, at: datetime, hours: float, zone: ZoneInfo) -> datetime:
+        """The moment from which ``hours`` of working time end at ``at`` (UTC): a reminder
+        that leaves that much working time before a deadline."""
+        if hours < 0:
+            raise ValueError("hours must not be negative")
+        left = timedelta(hours=hours)
+        local = at.astimezone(zone)
+        day = local.date()
+        for _ in range(MAX_DAYS):
+            window = self._window(day, zone)
+            if window is not None:
+                opens, closes = window
+                finish = min(closes, local)
+                if opens < finish:
+                    if finish - left >= opens:
+                        return (finish - left).astimezone(UTC)
+                    left -= finish - opens
+            day -= timedelta(days=1)
+        raise ValueError("no working day in ten years of this calendar")
+
     def between(self, start: datetime, end: datetime, zone: ZoneInfo) -> timedelta:
         """Working time from ``start`` to ``end`` (zero if ``end`` is not later)."""
         if end <= start:

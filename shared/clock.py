@@ -1,4 +1,4 @@
-"""The one clock business rules read "now" from (DESIGN.md, Time).
+"""The one clock business rules read "now" from (docs/design.md, Business rules: Time).
 
 ``system``: the wall clock. ``simulated``: the time carried by ``clock.advanced`` events, so a
 simulation can run a year in minutes and every scheduled job fires as the clock moves.
@@ -7,7 +7,7 @@ simulation can run a year in minutes and every scheduled job fires as the clock 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -29,9 +29,9 @@ class Clock:
             event.set()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
-    def advance_to(self, moment: datetime) -> bool:  # noqa: ARG002 - the system clock ignores it
+    def advance_to(self, moment: datetime) -> bool:
         return False
 
 
@@ -45,10 +45,10 @@ class SimulatedClock(Clock):
         self._now = start
 
     def now(self) -> datetime:
-        return self._now or datetime.now(timezone.utc)
+        return self._now or datetime.now(UTC)
 
     def advance_to(self, moment: datetime) -> bool:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
         if self._now is not None and moment <= self._now:
             return False
         self._now = moment

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -25,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 
 from shared import topics
 from shared.errors import DomainError
-from shared.jobs import infrastructure
-from shared.pauses import Pauses
 from shared.events import EVENT_TYPES, Envelope, Payload
+from shared.jobs import infrastructure
 from shared.metrics import PlumbingMetrics
+from shared.pauses import Pauses
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,9 @@ class DeadLetters:
             "x-origin-offset": str(record.offset),
             "x-attempts": str(attempts),
             "x-consumer-group": self.service,
-            "x-failed-at": datetime.now(timezone.utc).isoformat(),
+            "x-failed-at": datetime.now(UTC).isoformat(),
         }
-        await self.broker.publish(
-            record.value or b"", topic=topics.dlq(record.topic), key=record.key, headers=headers
-        )
+        await self.broker.publish(record.value or b"", topic=topics.dlq(record.topic), key=record.key, headers=headers)
         self.metrics.dead_letters.labels(self.service, record.topic, reason).inc()
         log.warning("dead-lettered %s[%s]@%s: %s: %s", record.topic, record.partition, record.offset, reason, error)
 
@@ -187,13 +185,9 @@ class BatchConsumer:
                 error = exc
                 log.exception("applying %s %s failed (attempt %d)", item.event.type, item.event.event_id, attempt)
                 await asyncio.sleep(0.05 * 2**attempt)
-        await self.dead_letters.send(
-            item.record, reason="handler_error", error=repr(error), attempts=self.max_attempts
-        )
+        await self.dead_letters.send(item.record, reason="handler_error", error=repr(error), attempts=self.max_attempts)
         return "dead_lettered"
 
 
 def _short(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()[:10]
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()[:10])

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: business time is always UTC-aware")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Money(TypeDecorator[Decimal]):
@@ -89,9 +89,7 @@ class PlumbingBase(DeclarativeBase):
 class OutboxRow(PlumbingBase):
     __tablename__ = "outbox"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     # A unique value known before the insert: lets SQLAlchemy insert a batch's outbox rows in
     # one multi-row INSERT ... RETURNING on SQLite too (it matches the returned ids by it).
     event_id: Mapped[uuid.UUID] = mapped_column(unique=True, insert_sentinel=True, default=uuid.uuid4)
@@ -210,15 +208,16 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
             return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=4, max_overflow=4)
         return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
-    inline = bool(parsed.database) and parsed.database != ":memory:"
+    database = parsed.database or ""
+    inline = bool(database) and database != ":memory:"
     upkeep = None
     if inline:
         # A file database: calls run on the loop rather than on aiosqlite's thread (see
         # shared.sqlite_inline for the measurement), waiting for the write lock asynchronously;
         # checkpoints and statistics are a thread's (shared.sqlite_upkeep).
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        upkeep = sqlite_upkeep.acquire(str(Path(parsed.database).resolve()))
-        engine = create_async_engine(url, echo=echo, async_creator=sqlite_inline.creator(parsed.database))
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        upkeep = sqlite_upkeep.acquire(str(Path(database).resolve()))
+        engine = create_async_engine(url, echo=echo, async_creator=sqlite_inline.creator(database))
     else:
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 

@@ -20,7 +20,7 @@ from shared.events import EVENT_TYPES, Envelope, types_on
 def topic_schema(topic: str) -> type[Envelope]:
     """The envelope whose ``data`` is one of the topic's payloads (for the AsyncAPI document)."""
     models = tuple(EVENT_TYPES[name].model for name in types_on(topic))
-    data_type = Union[models] if len(models) > 1 else models[0]  # noqa: UP007 - a runtime union
+    data_type: Any = Union[models] if len(models) > 1 else models[0]  # noqa: UP007 - a runtime union
     name = "".join(part.capitalize() for part in topic.split("_")) + "Event"
     return create_model(
         name,
@@ -125,9 +125,15 @@ def permission_table(apps: dict[str, FastAPI]) -> str:
         marks = " | ".join("yes" if role in permission.roles else "" for role in ROLES)
         lines.append(f"| `{name}` | {permission.description} | {marks} |")
     for service, app in apps.items():
-        lines += ["", f"## {service}", "", "| route | permission | " + " | ".join(ROLES) + " |", "|---|---|" + "---|" * len(ROLES)]
-        for route, rule in sorted(route_table(app), key=lambda item: (item[0].path, sorted(item[0].methods))):
-            method = ",".join(sorted(route.methods))
+        lines += [
+            "",
+            f"## {service}",
+            "",
+            "| route | permission | " + " | ".join(ROLES) + " |",
+            "|---|---|" + "---|" * len(ROLES),
+        ]
+        for route, rule in sorted(route_table(app), key=lambda item: (item[0].path, sorted(item[0].methods or ()))):
+            method = ",".join(sorted(route.methods or ()))
             if rule is None:
                 lines.append(f"| `{method} {route.path}` | **no rule: refused** |" + " |" * len(ROLES))
                 continue

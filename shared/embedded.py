@@ -7,6 +7,7 @@ own database keeps its state (and its outbox publishes whatever was not yet sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -55,27 +56,26 @@ class EmbeddedBroker:
         asyncio.run(self._wait_ready(timeout))
         return self
 
-    async def astart(self, timeout: float = 30.0) -> EmbeddedBroker:
-        """Start and wait until ready (from a running event loop)."""
+    async def astart(self, patience: float = 30.0) -> EmbeddedBroker:
+        """Start and wait until ready (from a running event loop), ``patience`` seconds at most."""
         self.spawn()
-        await self._wait_ready(timeout)
+        await self._wait_ready(patience)
         return self
 
     def spawn(self) -> None:
         url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it ourselves
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()
+        # The child keeps its own copy of the log's descriptor; ours is closed at once.
+        with open(self.log_file, "ab") if self.log_file else contextlib.nullcontext(subprocess.DEVNULL) as out:
+            self.process = subprocess.Popen(
+                [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+                start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it ourselves
+            )
 
-    async def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_ready(self, patience: float) -> None:
+        deadline = time.monotonic() + patience
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

@@ -21,3 +21,11 @@ class Conflict(DomainError):
 
 class Invalid(DomainError):
     status = 422
+
+
+class Problems(Invalid):
+    """Several fields refused at once (a rule book, a batch of quotas): each named with why."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{where}: {why}" for where, why in problems))

@@ -7,7 +7,8 @@ an older consumer. Producers add fields; they never rename or remove one.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -43,7 +44,7 @@ DealKind = Literal["project", "retainer"]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Payload(BaseModel):
@@ -65,8 +66,10 @@ class Actor(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     kind: ActorKind = Field(description="person, system or integration", examples=["person"])
-    id: str = Field(description="the person's or integration's id; the service's name for the system",
-                    examples=["0b7c2f7e-9f5e-4e0b-8a55-0c8f3f7c8d21"])
+    id: str = Field(
+        description="the person's or integration's id; the service's name for the system",
+        examples=["0b7c2f7e-9f5e-4e0b-8a55-0c8f3f7c8d21"],
+    )
     role: Role | None = Field(default=None, description="the role the actor acted with (null for the system)")
 
 
@@ -80,9 +83,7 @@ class Envelope(BaseModel):
     version: int = Field(default=1, ge=1, description="payload schema version of this type")
     occurred_at: AwareDatetime = Field(description="when it happened, UTC (business clock)")
     producer: str = Field(description="service that wrote it", examples=["leads"])
-    lead_id: uuid.UUID | None = Field(
-        default=None, description="the person this is about; the Kafka key when present"
-    )
+    lead_id: uuid.UUID | None = Field(default=None, description="the person this is about; the Kafka key when present")
     correlation_id: uuid.UUID = Field(
         default_factory=uuid.uuid4, description="shared by every event of one business flow"
     )
@@ -95,7 +96,7 @@ class Envelope(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     @property
     def key(self) -> bytes:
@@ -111,195 +112,261 @@ class Envelope(BaseModel):
 
 
 class MoneyOut(Payload):
-    amount: Bounded
-    currency: CurrencyCode
+    """An amount of money with its currency."""
+
+    amount: Bounded = Field(description="the amount")
+    currency: CurrencyCode = Field(description="ISO 4217 code of the amount")
 
 
 class LeadCaptured(Payload):
     """A person entered the funnel (or a known person touched us again, ``duplicate=True``)."""
 
-    name: str = Field(examples=["Ada Lovelace"])
-    email: str | None = Field(examples=["ada@example.com"])
-    company: str | None = None
-    job_title: str | None = None
-    industry: str | None = None
-    employees: Count | None = None
-    annual_revenue: Amount | None = None
+    name: str = Field(examples=["Ada Lovelace"], description="the person's name")
+    email: str | None = Field(examples=["ada@example.com"], description="the person's e-mail address, if given")
+    company: str | None = Field(default=None, description="the company the person works for")
+    job_title: str | None = Field(
+        default=None, description="the person's job title (a decision maker or not counts for fit)"
+    )
+    industry: str | None = Field(default=None, description="the company's industry")
+    employees: Count | None = Field(default=None, description="the company's number of employees")
+    annual_revenue: Amount | None = Field(default=None, description="the company's yearly revenue, in `currency`")
     country: str | None = Field(default=None, description="ISO 3166 alpha-2")
     language: str = Field(default="en", description="ISO 639-1")
-    timezone: TimeZoneKey = "UTC"
-    channel: str = Field(examples=["website"])
-    campaign: str | None = None
-    utm: dict[str, str] = Field(default_factory=dict)
-    budget: Amount | None = None
-    currency: CurrencyCode | None = None
-    has_brief: bool = False
-    timeline: str | None = None
-    needs: list[str] = Field(default_factory=list)
-    consent_marketing: bool = False
-    legal_basis: str | None = None
-    referred_by: uuid.UUID | None = None
-    stage: Stage = "awareness"
-    fit_score: int = Field(ge=0, le=100)
-    red_flags: list[str] = Field(default_factory=list)
+    timezone: TimeZoneKey = Field(
+        default="UTC", description="IANA time zone of the person (quiet hours, business hours)"
+    )
+    channel: str = Field(examples=["website"], description="acquisition channel the lead came from")
+    campaign: str | None = Field(default=None, description="marketing campaign of the first touch")
+    utm: dict[str, str] = Field(default_factory=dict, description="UTM parameters of the first touch")
+    budget: Amount | None = Field(
+        default=None, description="budget the person named, in `currency`; null when none was given (a red flag)"
+    )
+    currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of `budget` and `annual_revenue`")
+    has_brief: bool = Field(default=False, description="a written brief came with the lead (its text stays in leads)")
+    timeline: str | None = Field(default=None, description="when the person wants it done, in their words")
+    needs: list[str] = Field(default_factory=list, description="what the person needs, as they said it")
+    consent_marketing: bool = Field(default=False, description="the person consented to marketing e-mail")
+    legal_basis: str | None = Field(default=None, description="the legal basis for processing the person's data")
+    referred_by: uuid.UUID | None = Field(default=None, description="lead_id of the client who referred the person")
+    stage: Stage = Field(default="awareness", description="funnel stage of the lead after this capture")
+    fit_score: int = Field(ge=0, le=100, description="ideal-client-profile fit, 0-100")
+    red_flags: list[str] = Field(default_factory=list, description="names of the red flags seen at intake")
     segment: str = Field(default="default", description="nurture segment chosen at intake")
-    duplicate: bool = False
+    duplicate: bool = Field(
+        default=False, description="a known person touched us again; `lead_id` is the existing lead"
+    )
+    owner_id: uuid.UUID | None = Field(default=None, description="the person the lead was assigned to, if anyone")
+    first_touch_due_at: AwareDatetime | None = Field(
+        default=None, description="when the owner must have reached the lead"
+    )
 
 
 class LeadQualified(Payload):
-    budget: bool
-    authority: bool
-    need: bool
-    timeline: bool
-    notes: str | None = None
+    """Sales checked the lead against BANT (budget, authority, need, timeline); the lead qualified."""
+
+    budget: bool = Field(description="the person has the budget")
+    authority: bool = Field(description="the person can decide")
+    need: bool = Field(description="the person needs what we do")
+    timeline: bool = Field(description="the timeline suits us")
+    notes: str | None = Field(default=None, description="sales' notes on the qualification")
 
 
 class LeadDisqualified(Payload):
-    reasons: list[str]
+    """The lead will not become a client (BANT failed, or sales ruled it out); its stage is `disqualified`."""
+
+    reasons: list[str] = Field(description="why the lead was ruled out")
 
 
 class LeadStageChanged(Payload):
-    from_stage: Stage | None
-    to_stage: Stage
+    """The lead moved from one funnel stage to another (forwards or backwards)."""
+
+    from_stage: Stage | None = Field(description="the stage before; null for a lead that had none")
+    to_stage: Stage = Field(description="the stage now")
     cause: str = Field(description="event type or action that moved it", examples=["deposit.cleared"])
 
 
 class LeadErased(Payload):
     """Every service removes this person's personal data; amounts stay, anonymous."""
 
-    requested_at: AwareDatetime
+    requested_at: AwareDatetime = Field(description="when erasure was asked for")
 
 
 class ChannelSpendRecorded(Payload):
-    channel: str
-    period_start: Day
-    period_end: Day
-    amount: Amount
-    currency: CurrencyCode
+    """What an acquisition channel cost in a period (a repeat for the same period corrects it); CAC reads it."""
+
+    channel: str = Field(description="the acquisition channel")
+    period_start: Day = Field(description="first day of the period, inclusive")
+    period_end: Day = Field(description="last day of the period, inclusive")
+    amount: Amount = Field(description="what the channel cost in the period")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
 
 
 # --------------------------------------------------------------------------- deals topic
 
 
 class ScopeLine(Payload):
-    description: str
-    hours: Bounded | None = None
-    amount: Amount
+    """One line of an estimate's scope."""
+
+    description: str = Field(description="what is delivered")
+    hours: Bounded | None = Field(default=None, description="hours estimated for it")
+    amount: Amount = Field(description="price of the line")
 
 
 class DealProposed(Payload):
-    deal_id: uuid.UUID
-    title: str
-    kind: DealKind
-    currency: CurrencyCode
-    lines: list[ScopeLine] = Field(default_factory=list)
-    total: Amount
-    monthly_fee: Amount | None = None
-    included_hours: Bounded | None = None
-    hourly_rate: Amount | None = None
+    """An estimate was written for the lead: a project (scope lines) or a retainer (monthly fee, included hours)."""
+
+    deal_id: uuid.UUID = Field(description="the deal (estimate) id")
+    title: str = Field(description="the estimate's title")
+    kind: DealKind = Field(description="project (scope lines, one price) or retainer (a monthly fee)")
+    currency: CurrencyCode = Field(description="ISO 4217 code of every amount of the deal")
+    lines: list[ScopeLine] = Field(default_factory=list, description="scope lines of the estimate")
+    total: Amount = Field(
+        description="the estimate's total: the sum of its lines (a retainer: its monthly fee plus any lines)"
+    )
+    monthly_fee: Amount | None = Field(default=None, description="a retainer's monthly fee")
+    included_hours: Bounded | None = Field(default=None, description="hours a retainer includes each month")
+    hourly_rate: Amount | None = Field(
+        default=None, description="price of an hour beyond the scope (overage, change orders)"
+    )
+    owner_id: uuid.UUID | None = Field(default=None, description="the rep who proposed it (the lead's owner)")
+    submission_deadline: Moment | None = Field(default=None, description="a tender's deadline for the proposal")
 
 
 class DealWon(DealProposed):
     """A signed estimate. Billing opens the deposit invoice from ``deposit_share``."""
 
-    signed_by: str
-    signed_at: Moment
+    signed_by: str = Field(description="who signed the estimate")
+    signed_at: Moment = Field(description="when the estimate was signed")
     deposit_share: Bounded = Field(description="share of the first invoice due before work, 0-1")
-    red_flags: list[str] = Field(default_factory=list)
-    fit_score: int | None = None
-    channel: str | None = None
-    tier: Tier | None = None
+    red_flags: list[str] = Field(default_factory=list, description="names of the lead's red flags when it was signed")
+    fit_score: int | None = Field(default=None, description="the lead's fit score when it was signed, 0-100")
+    channel: str | None = Field(default=None, description="acquisition channel of the lead")
+    tier: Tier | None = Field(default=None, description="the client's tier when it was signed, if it has one")
 
 
 class DealLost(Payload):
-    deal_id: uuid.UUID
-    reason: str
+    """The estimate was turned down or dropped."""
+
+    deal_id: uuid.UUID = Field(description="the deal (estimate) id")
+    reason: str = Field(description="why it was lost")
 
 
 class DealChangeRequested(Payload):
-    deal_id: uuid.UUID
-    request_id: uuid.UUID
-    description: str
-    in_scope: bool
-    hours: Bounded | None = None
+    """The client asked for a change on a won deal: in scope (free) or out of scope (a priced change order)."""
+
+    deal_id: uuid.UUID = Field(description="the won deal the change is asked on")
+    request_id: uuid.UUID = Field(description="the change request id (billing's change order has the same id)")
+    description: str = Field(description="what the client asked for")
+    in_scope: bool = Field(description="covered by the estimate's lines (free) or not (a paid change order)")
+    hours: Bounded | None = Field(default=None, description="hours the change takes")
     amount: Amount = Field(description="price of the change order; 0 when in scope")
-    currency: CurrencyCode
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
 
 
 # --------------------------------------------------------------------------- engagement topic
 
 
 class EmailSent(Payload):
-    message_id: uuid.UUID
-    sequence: str
-    step: BoundedInt
-    template: str
-    subject: str
-    category: Literal["marketing", "transactional"] = "marketing"
+    """Nurture sent one e-mail of a sequence step."""
+
+    message_id: uuid.UUID = Field(description="the e-mail's id (also its Message-ID)")
+    sequence: str = Field(description="the sequence it belongs to")
+    step: BoundedInt = Field(description="the step of the sequence, from 1")
+    template: str = Field(description="the template it was rendered from")
+    subject: str = Field(description="the subject line")
+    category: Literal["marketing", "transactional"] = Field(
+        default="marketing", description="marketing (needs consent) or transactional"
+    )
 
 
 class EmailOpened(Payload):
-    message_id: uuid.UUID
+    """The first open of an e-mail (its tracking pixel was loaded)."""
+
+    message_id: uuid.UUID = Field(description="the e-mail opened")
 
 
 class EmailClicked(Payload):
-    message_id: uuid.UUID
-    url: str
+    """A tracked link in an e-mail was followed."""
+
+    message_id: uuid.UUID = Field(description="the e-mail whose link was followed")
+    url: str = Field(description="the link followed")
 
 
 class EmailBounced(Payload):
-    message_id: uuid.UUID | None = None
-    hard: bool = True
-    reason: str | None = None
+    """An e-mail could not be delivered (the mail provider's bounce, or a refusal while sending)."""
+
+    message_id: uuid.UUID | None = Field(default=None, description="the e-mail that bounced, when known")
+    hard: bool = Field(default=True, description="a permanent failure: nothing more is sent to the address")
+    reason: str | None = Field(default=None, description="the provider's or server's reason")
 
 
 class LeadUnsubscribed(Payload):
-    channel: str = "email"
-    message_id: uuid.UUID | None = None
+    """The person withdrew consent to marketing on a channel; transactional mail goes on."""
+
+    channel: str = Field(default="email", description="the channel unsubscribed from")
+    message_id: uuid.UUID | None = Field(default=None, description="the e-mail whose unsubscribe link was used, if any")
 
 
 class LeadSalesReady(Payload):
-    engagement_score: int = Field(ge=0, le=100)
-    reason: str
+    """The person's engagement reached the sales-ready threshold (published once per person)."""
+
+    engagement_score: int = Field(ge=0, le=100, description="the engagement score that crossed the threshold, 0-100")
+    reason: str = Field(description="what made the person sales-ready")
 
 
 class FeedbackReceived(Payload):
-    survey: str
-    score: int | None = Field(default=None, ge=0, le=10)
-    comment: str | None = None
-    complaint: bool = Field(default=False, description="a complaint raised by this answer (not by an earlier one it replaces)")
+    """The person answered a one-question survey (or sent feedback by hand)."""
+
+    survey: str = Field(description="the survey answered")
+    score: int | None = Field(
+        default=None, ge=0, le=10, description="the answer on a 0-10 scale, if the survey asks for one"
+    )
+    comment: str | None = Field(default=None, description="the person's comment")
+    complaint: bool = Field(
+        default=False, description="a complaint raised by this answer (not by an earlier one it replaces)"
+    )
     replaces: bool = Field(default=False, description="the person changed an earlier answer to the same survey")
 
 
 class TakeoverStarted(Payload):
-    by: str
-    reason: str | None = None
+    """A human took over the relationship: automated messages to the person pause, in every service."""
+
+    by: str = Field(description="who took over (a person, or `inbound-reply`)")
+    reason: str | None = Field(default=None, description="why")
 
 
 class TakeoverEnded(Payload):
-    by: str | None = None
+    """The human takeover ended: automated messages may resume."""
+
+    by: str | None = Field(default=None, description="who released it")
 
 
 # --------------------------------------------------------------------------- payments topic
 
 
 class InvoiceLine(Payload):
-    description: str
-    quantity: Bounded = Field(default=1)
-    amount: Bounded
+    """One line of an invoice."""
+
+    description: str = Field(description="what is billed")
+    quantity: Bounded = Field(default=Decimal(1), description="how many (hours, months, units)")
+    amount: Bounded = Field(description="price of the line (negative for a deduction, as a deposit already paid)")
 
 
 class InvoiceIssued(Payload):
-    invoice_id: uuid.UUID
-    number: str = Field(examples=["2026-000042"])
-    kind: Literal["deposit", "milestone", "final", "subscription", "change_order", "overage"]
-    deal_id: uuid.UUID | None = None
-    subscription_id: uuid.UUID | None = None
-    amount: Amount
-    currency: CurrencyCode
-    issued_at: AwareDatetime
-    due_at: AwareDatetime
-    lines: list[InvoiceLine] = Field(default_factory=list)
+    """An invoice was issued (it never changes afterwards: corrections are credit notes or a void)."""
+
+    invoice_id: uuid.UUID = Field(description="the invoice id")
+    number: str = Field(examples=["2026-000042"], description="the invoice number, gapless per year")
+    kind: Literal["deposit", "milestone", "final", "subscription", "change_order", "overage"] = Field(
+        description="what the invoice bills"
+    )
+    deal_id: uuid.UUID | None = Field(default=None, description="the deal it bills, if any")
+    subscription_id: uuid.UUID | None = Field(default=None, description="the subscription it bills, if any")
+    amount: Amount = Field(description="total due")
+    currency: CurrencyCode = Field(description="ISO 4217 code of every amount of the invoice")
+    issued_at: AwareDatetime = Field(description="when it was issued")
+    due_at: AwareDatetime = Field(description="when it is due")
+    lines: list[InvoiceLine] = Field(default_factory=list, description="the invoice's lines")
     hours_used: Bounded | None = Field(
         default=None, description="hours worked in the billed month (subscription invoices); retention reads usage"
     )
@@ -309,13 +376,15 @@ class InvoiceIssued(Payload):
 
 
 class PaymentSucceeded(Payload):
-    payment_id: uuid.UUID
-    invoice_id: uuid.UUID
-    amount: Amount
-    currency: CurrencyCode
-    method: str
-    reference: str | None = None
-    paid_at: AwareDatetime
+    """Money arrived for an invoice (manual, by webhook or a card retry); partial payments add up."""
+
+    payment_id: uuid.UUID = Field(description="the payment id")
+    invoice_id: uuid.UUID = Field(description="the invoice paid")
+    amount: Amount = Field(description="the amount received")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
+    method: str = Field(description="how it was paid (card, bank_transfer, credit_balance...)")
+    reference: str | None = Field(default=None, description="the provider's or bank's reference")
+    paid_at: AwareDatetime = Field(description="when the money arrived")
     days_late: BoundedInt = Field(default=0, description="days after the due date; 0 when on time")
     invoice_paid: bool = Field(description="the invoice is now fully paid")
     applied: Amount | None = Field(default=None, description="part of `amount` applied to the invoice")
@@ -325,189 +394,298 @@ class PaymentSucceeded(Payload):
 class InvoiceVoided(Payload):
     """An issued invoice was cancelled (invoices are never edited; a voided one stops dunning)."""
 
-    invoice_id: uuid.UUID
-    number: str
-    reason: str
-    voided_at: AwareDatetime
+    invoice_id: uuid.UUID = Field(description="the invoice voided")
+    number: str = Field(description="its number")
+    reason: str = Field(description="why it was voided")
+    voided_at: AwareDatetime = Field(description="when")
 
 
 class PaymentFailed(Payload):
-    invoice_id: uuid.UUID
-    amount: Amount
-    currency: CurrencyCode
-    method: str
-    decline_code: str | None = Field(default=None, examples=["expired_card"])
-    hard_decline: bool = False
-    attempt: BoundedInt = 1
-    next_retry_at: AwareDatetime | None = None
+    """A card payment failed; dunning retries soft declines and never hard ones."""
+
+    invoice_id: uuid.UUID = Field(description="the invoice the charge was for")
+    amount: Amount = Field(description="the amount charged")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
+    method: str = Field(description="how the charge was tried (card)")
+    decline_code: str | None = Field(
+        default=None, examples=["expired_card"], description="the card network's decline code"
+    )
+    hard_decline: bool = Field(
+        default=False, description="a decline that is never retried (stolen, lost, fraudulent card...)"
+    )
+    attempt: BoundedInt = Field(default=1, description="which attempt failed, from 1")
+    next_retry_at: AwareDatetime | None = Field(
+        default=None, description="when the charge is tried again; null when it is not"
+    )
 
 
 class DepositCleared(Payload):
-    deal_id: uuid.UUID
-    invoice_id: uuid.UUID
-    amount: Amount
-    currency: CurrencyCode
-    cleared_at: AwareDatetime
+    """The deposit of a deal is paid in full: work may start."""
+
+    deal_id: uuid.UUID = Field(description="the deal whose work may now start")
+    invoice_id: uuid.UUID = Field(description="the deposit invoice")
+    amount: Amount = Field(description="the deposit paid")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
+    cleared_at: AwareDatetime = Field(description="when the deposit was paid in full")
 
 
 class InvoiceOverdue(Payload):
-    invoice_id: uuid.UUID
-    amount_due: Amount
-    currency: CurrencyCode
-    due_at: AwareDatetime
-    days_overdue: BoundedInt
+    """An invoice passed its due date unpaid (published once per invoice)."""
+
+    invoice_id: uuid.UUID = Field(description="the overdue invoice")
+    amount_due: Amount = Field(description="what is still due")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount_due`")
+    due_at: AwareDatetime = Field(description="when it was due")
+    days_overdue: BoundedInt = Field(description="days since the due date")
 
 
 class SubscriptionStarted(Payload):
-    subscription_id: uuid.UUID
-    deal_id: uuid.UUID
-    monthly_fee: Amount
-    currency: CurrencyCode
-    included_hours: Bounded | None = None
-    started_at: AwareDatetime
+    """A retainer's subscription started (when its deposit cleared)."""
+
+    subscription_id: uuid.UUID = Field(description="the subscription id")
+    deal_id: uuid.UUID = Field(description="the retainer deal it bills")
+    monthly_fee: Amount = Field(description="the fee billed each period")
+    currency: CurrencyCode = Field(description="ISO 4217 code of the fee")
+    included_hours: Bounded | None = Field(default=None, description="hours included each month")
+    started_at: AwareDatetime = Field(description="when it started")
 
 
 class SubscriptionPaused(Payload):
-    subscription_id: uuid.UUID
-    paused_fee: Amount
-    currency: CurrencyCode
-    until: AwareDatetime | None = None
+    """A subscription was paused at a low fee (a save offer accepted); paused is not churn and not MRR."""
+
+    subscription_id: uuid.UUID = Field(description="the subscription paused")
+    paused_fee: Amount = Field(description="the low fee billed while paused")
+    currency: CurrencyCode = Field(description="ISO 4217 code of the fee")
+    until: AwareDatetime | None = Field(default=None, description="when the pause ends by itself; null: until resumed")
 
 
 class SubscriptionResumed(Payload):
-    subscription_id: uuid.UUID
+    """A paused subscription runs again at its full fee."""
+
+    subscription_id: uuid.UUID = Field(description="the subscription resumed")
 
 
 class SubscriptionCancelled(Payload):
-    subscription_id: uuid.UUID
-    reason: str | None = None
-    effective_at: AwareDatetime
-    monthly_fee: Amount | None = None
-    currency: CurrencyCode | None = None
+    """A subscription ended (the client cancelled, or dunning ended it for non-payment)."""
+
+    subscription_id: uuid.UUID = Field(description="the subscription ended")
+    reason: str | None = Field(default=None, description="why (the client's reason, or non_payment)")
+    effective_at: AwareDatetime = Field(description="when it ends")
+    monthly_fee: Amount | None = Field(default=None, description="the fee it had (the MRR lost)")
+    currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of the fee")
 
 
 class PriceChangeScheduled(Payload):
-    subscription_id: uuid.UUID | None = None
-    old_price: Amount | None = None
-    new_price: Amount | None = None
-    percent: Bounded | None = None
-    currency: CurrencyCode | None = None
-    effective_at: Moment
-    notice_dates: list[Moment] = Field(default_factory=list)
+    """A price change was announced for a subscription, with the dates its notices go out."""
+
+    subscription_id: uuid.UUID | None = Field(default=None, description="the subscription whose price changes")
+    old_price: Amount | None = Field(default=None, description="the fee before")
+    new_price: Amount | None = Field(default=None, description="the fee from `effective_at`")
+    percent: Bounded | None = Field(default=None, description="the change in percent")
+    currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of the prices")
+    effective_at: Moment = Field(description="periods starting at or after this moment are billed at the new price")
+    notice_dates: list[Moment] = Field(
+        default_factory=list, description="when the client is told (30 and 7 days before, those still ahead)"
+    )
 
 
 class DunningStateChanged(Payload):
-    invoice_id: uuid.UUID | None = None
-    subscription_id: uuid.UUID | None = None
-    from_state: str | None
-    to_state: str = Field(examples=["warning"])
-    reason: str | None = None
+    """A late or failed payment moved along the dunning ladder (or out of it, `clear`)."""
+
+    invoice_id: uuid.UUID | None = Field(default=None, description="the invoice in dunning")
+    subscription_id: uuid.UUID | None = Field(default=None, description="the subscription it concerns, if any")
+    from_state: str | None = Field(description="the state before; null when dunning starts")
+    to_state: str = Field(
+        examples=["warning"],
+        description="the state now: retrying, grace, overdue, warning, blocked, cancelled or clear",
+    )
+    reason: str | None = Field(default=None, description="why it moved")
 
 
 class HoursUsageReported(Payload):
     """A retainer period closed: hours used against those included (under- and overuse are signals)."""
 
-    subscription_id: uuid.UUID
-    period_start: AwareDatetime
-    period_end: AwareDatetime
-    included_hours: Bounded | None = None
-    used_hours: Bounded
-    overage_hours: Bounded
-    overage_amount: Amount
-    currency: CurrencyCode
+    subscription_id: uuid.UUID = Field(description="the retainer's subscription")
+    period_start: AwareDatetime = Field(description="start of the period closed")
+    period_end: AwareDatetime = Field(description="end of the period closed, exclusive")
+    included_hours: Bounded | None = Field(default=None, description="hours the retainer includes a month")
+    used_hours: Bounded = Field(description="hours worked in the period")
+    overage_hours: Bounded = Field(description="hours beyond the included ones")
+    overage_amount: Amount = Field(description="price of the overage (billed on the next invoice)")
+    currency: CurrencyCode = Field(description="ISO 4217 code of `overage_amount`")
     utilisation: Bounded | None = Field(default=None, description="used / included; under 1 is under-use")
 
 
 class CreditNoteIssued(Payload):
     """An issued invoice was corrected: the due part lowered, the paid part refunded or credited."""
 
-    credit_note_id: uuid.UUID
-    number: str = Field(examples=["CN-2026-000003"])
-    invoice_id: uuid.UUID
-    amount: Amount
-    currency: CurrencyCode
-    reduces_due: Amount
-    refunded: Amount
-    credited: Amount
-    reason: str
-    issued_at: AwareDatetime
+    credit_note_id: uuid.UUID = Field(description="the credit note id")
+    number: str = Field(examples=["CN-2026-000003"], description="the credit note number, its own gapless sequence")
+    invoice_id: uuid.UUID = Field(description="the invoice it corrects")
+    amount: Amount = Field(description="the credit note's total")
+    currency: CurrencyCode = Field(description="ISO 4217 code of every amount")
+    reduces_due: Amount = Field(description="part that lowers what is still due on the invoice")
+    refunded: Amount = Field(description="part of what was paid that is refunded")
+    credited: Amount = Field(description="part of what was paid kept as the client's credit")
+    reason: str = Field(description="why the invoice was corrected")
+    issued_at: AwareDatetime = Field(description="when it was issued")
 
 
 # --------------------------------------------------------------------------- cancellations topic
 
 
 class SaveOffer(Payload):
-    kind: Literal["pause", "discount", "downgrade", "none"]
-    fee: Amount | None = None
-    discount_percent: Bounded | None = None
-    months: BoundedInt | None = None
-    currency: CurrencyCode | None = None
-    description: str = ""
+    """What retention offered a client who asked to cancel."""
+
+    kind: Literal["pause", "discount", "downgrade", "none"] = Field(
+        description="pause (a low fee for some months), discount, downgrade, or none (the client is let go)"
+    )
+    fee: Amount | None = Field(default=None, description="the monthly fee during the offer")
+    discount_percent: Bounded | None = Field(default=None, description="the discount, for a discount offer")
+    months: BoundedInt | None = Field(default=None, description="how many months the offer lasts")
+    currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of `fee`")
+    description: str = Field(default="", description="the offer in words, as shown to the client")
 
 
 class CancellationRequested(Payload):
-    cancellation_id: uuid.UUID
+    """A client asked to cancel; a save offer is made first."""
+
+    cancellation_id: uuid.UUID = Field(description="the cancellation id")
     subscription_id: uuid.UUID | None = Field(
         default=None, description="the subscription to pause, discount or end; none: all of the client's"
     )
-    reason: str
-    comment: str | None = None
-    offer: SaveOffer
+    reason: str = Field(description="the client's reason")
+    comment: str | None = Field(default=None, description="the client's words")
+    offer: SaveOffer = Field(description="the save offer made")
 
 
 class CancellationSaved(Payload):
-    cancellation_id: uuid.UUID
+    """The client accepted the save offer instead of leaving (a pause or a discount)."""
+
+    cancellation_id: uuid.UUID = Field(description="the cancellation id")
     subscription_id: uuid.UUID | None = Field(
         default=None, description="the subscription to pause, discount or end; none: all of the client's"
     )
-    offer: SaveOffer
+    offer: SaveOffer = Field(description="the offer accepted")
 
 
 class CancellationCompleted(Payload):
-    cancellation_id: uuid.UUID
+    """The client confirmed the cancellation; billing ends the subscription, leads marks the stage `churned`."""
+
+    cancellation_id: uuid.UUID = Field(description="the cancellation id")
     subscription_id: uuid.UUID | None = Field(
         default=None, description="the subscription to pause, discount or end; none: all of the client's"
     )
-    reason: str
-    effective_at: AwareDatetime
+    reason: str = Field(description="the client's reason")
+    effective_at: AwareDatetime = Field(description="when the cancellation takes effect")
 
 
 # --------------------------------------------------------------------------- retention topic
 
 
 class ClientHealthChanged(Payload):
-    score: int = Field(ge=0, le=100)
-    band: Literal["red", "yellow", "green"]
-    previous_score: int | None = None
-    factors: dict[str, Any] = Field(default_factory=dict)
+    """A client's health score moved into another band."""
+
+    score: int = Field(ge=0, le=100, description="health score now, 0-100")
+    band: Literal["red", "yellow", "green"] = Field(description="red (0-50), yellow (51-75) or green (76-100)")
+    previous_score: int | None = Field(default=None, description="the score before, if any")
+    factors: dict[str, Any] = Field(default_factory=dict, description="each factor's value and weight behind the score")
 
 
 class ClientTierChanged(Payload):
-    from_tier: Tier | None
-    to_tier: Tier
-    reasons: list[str] = Field(default_factory=list)
+    """A tier review put the client in another tier."""
+
+    from_tier: Tier | None = Field(description="the tier before; null for a new client")
+    to_tier: Tier = Field(description="the tier now")
+    reasons: list[str] = Field(default_factory=list, description="why the client is in this tier")
 
 
 class ChurnRiskRaised(Payload):
-    reasons: list[str]
-    health_score: int | None = None
+    """A client shows signs of leaving (once per episode); nurture raises a check-in task."""
+
+    reasons: list[str] = Field(
+        description="the rules that fired (late_payments, engagement_drop, complaints, hours_underused, price_increase_ahead)"
+    )
+    health_score: int | None = Field(default=None, description="the client's health score, 0-100")
 
 
 class ReferralMade(Payload):
     """The envelope's ``lead_id`` is the referrer; the referred person is in the payload."""
 
-    referral_id: uuid.UUID
-    name: str
-    email: str
-    company: str | None = None
-    note: str | None = None
+    referral_id: uuid.UUID = Field(description="the referral id")
+    name: str = Field(description="the referred person's name")
+    email: str = Field(description="the referred person's e-mail address")
+    company: str | None = Field(default=None, description="the referred person's company")
+    note: str | None = Field(default=None, description="the referrer's note")
 
 
 class LoyaltyPointsAwarded(Payload):
-    points: BoundedInt
-    reason: str
-    balance: BoundedInt
-    invoice_id: uuid.UUID | None = None
+    """The client earned loyalty points (an invoice paid and past its refund window, a converted referral)."""
+
+    points: BoundedInt = Field(description="points earned now")
+    reason: str = Field(description="why (invoice paid, referral converted)")
+    balance: BoundedInt = Field(description="the client's balance after this award")
+    invoice_id: uuid.UUID | None = Field(default=None, description="the invoice that earned them, if any")
+
+
+class LeadAssigned(Payload):
+    """The lead (``role`` lead) or, once won, the client (``role`` account) has a new owner, or
+    none (``owner_id`` null: back in the pool). A new lead's first owner travels in
+    ``lead.captured`` (``owner_id``), not here."""
+
+    owner_id: uuid.UUID | None = Field(description="the new owner, or null")
+    previous_owner_id: uuid.UUID | None = Field(default=None, description="who owned it before")
+    role: Literal["lead", "account"] = Field(
+        default="lead", description="lead: sales; account: the client's success owner"
+    )
+    reason: str = Field(description="why: a rule, round-robin, by hand, a disabled owner, a won deal")
+    first_touch_due_at: AwareDatetime | None = Field(
+        default=None, description="when the owner must have reached the lead"
+    )
+
+
+class LeadActivityLogged(Payload):
+    """A person logged a call, meeting, e-mail or note on the lead."""
+
+    activity_id: uuid.UUID = Field(description="the activity id")
+    kind: Literal["call", "meeting", "email", "note"] = Field(description="call, meeting, e-mail or note")
+    outcome: str | None = Field(default=None, description="what came of it")
+    by_id: uuid.UUID | None = Field(default=None, description="the person who logged it")
+    first_touch: bool = Field(default=False, description="the first time anyone reached the lead")
+
+
+TaskKind = Literal[
+    "first_touch_overdue",
+    "next_step",
+    "tender_deadline",
+    "handoff",
+    "reply",
+    "complaint",
+    "churn_risk",
+    "dunning_blocked",
+    "let_go_review",
+    "other",
+]
+
+
+class TaskRaised(Payload):
+    """Work for a person, raised by whichever service saw the need; nurture keeps every task
+    (``GET /tasks``). ``source`` makes it once: a task raised again with the same source is the same task."""
+
+    task_id: uuid.UUID = Field(description="the task id")
+    kind: TaskKind = Field(description="what sort of work it is")
+    title: str = Field(max_length=300, description="the task in a line")
+    detail: str | None = Field(default=None, description="more about it")
+    owner_id: uuid.UUID | None = Field(default=None, description="who must do it; null: the lead's owner or an admin")
+    due_at: AwareDatetime = Field(description="when it must be done (business clock)")
+    source: str = Field(max_length=200, description="what raised it, unique per task")
+
+
+class TaskClosed(Payload):
+    """The need behind a task went away (the lead was reached, the deadline passed)."""
+
+    task_id: uuid.UUID = Field(description="the task closed")
+    reason: str = Field(description="why it closed")
 
 
 # --------------------------------------------------------------------------- clock topic
@@ -516,7 +694,7 @@ class LoyaltyPointsAwarded(Payload):
 class ClockAdvanced(Payload):
     """The simulated business clock moved to ``now`` (only read with CLIENTFLOW_CLOCK=simulated)."""
 
-    now: AwareDatetime
+    now: AwareDatetime = Field(description="the business time from now on")
 
 
 # --------------------------------------------------------------------------- people topic
@@ -527,29 +705,31 @@ class ClockAdvanced(Payload):
 class PersonState(Payload):
     """A person who works in the agency (or an integration's account) as it is now."""
 
-    person_id: uuid.UUID
-    email: str = Field(examples=["maria@agency.example"])
-    name: str = Field(examples=["Maria Rahman"])
-    role: Role
+    person_id: uuid.UUID = Field(description="the person's id")
+    email: str = Field(examples=["maria@agency.example"], description="the person's e-mail address (their login name)")
+    name: str = Field(examples=["Maria Rahman"], description="the person's name")
+    role: Role = Field(description="the person's role")
     kind: Literal["person", "integration"] = Field(default="person", description="integration: a machine account")
-    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes the person speaks", examples=[["en", "bn"]])
-    active: bool = True
+    languages: list[str] = Field(
+        default_factory=list, description="ISO 639-1 codes the person speaks", examples=[["en", "bn"]]
+    )
+    active: bool = Field(default=True, description="false once disabled: every token of the person is refused")
     revision: int = Field(ge=1, description="grows with every change; a follower keeps the highest")
-    changed_at: AwareDatetime
+    changed_at: AwareDatetime = Field(description="when this state was written")
 
 
 class TokenState(Payload):
     """A personal token as it is now: only its SHA-256 digest travels, never the token."""
 
-    token_id: uuid.UUID
-    person_id: uuid.UUID
+    token_id: uuid.UUID = Field(description="the token id")
+    person_id: uuid.UUID = Field(description="the person the token belongs to")
     token_hash: str = Field(description="hex SHA-256 of the whole token", min_length=64, max_length=64)
     prefix: str = Field(description="the token's public start, to recognise it in lists", examples=["cf_3f9a2c1b"])
     scopes: list[str] = Field(default_factory=list, description="permissions it is narrowed to; empty: the role's")
-    created_at: AwareDatetime
-    expires_at: AwareDatetime | None = None
-    revoked_at: AwareDatetime | None = None
-    revision: int = Field(ge=1)
+    created_at: AwareDatetime = Field(description="when it was created")
+    expires_at: AwareDatetime | None = Field(default=None, description="when it stops working; null: never")
+    revoked_at: AwareDatetime | None = Field(default=None, description="when it was revoked; null: it was not")
+    revision: int = Field(ge=1, description="grows with every change; a follower keeps the highest")
 
 
 # --------------------------------------------------------------------------- registry
@@ -574,6 +754,8 @@ EVENT_TYPES: dict[str, EventType] = {
         ("lead.stage_changed", LeadStageChanged),
         ("lead.erased", LeadErased),
         ("channel.spend_recorded", ChannelSpendRecorded),
+        ("lead.assigned", LeadAssigned),
+        ("lead.activity_logged", LeadActivityLogged),
     ),
     **_t(
         topics.DEALS,
@@ -633,6 +815,7 @@ EVENT_TYPES: dict[str, EventType] = {
         ("token.created", TokenState),
         ("token.revoked", TokenState),
     ),
+    **_t(topics.TASKS, ("task.raised", TaskRaised), ("task.closed", TaskClosed)),
     **_t(topics.CLOCK, ("clock.advanced", ClockAdvanced)),
 }
 

@@ -3,6 +3,7 @@ limit, health, metrics and the mapping of domain errors to clear 4xx answers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -88,10 +89,8 @@ class BodyLimitMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        with contextlib.suppress(_TooLarge):
             await self.app(scope, limited, answer)
-        except _TooLarge:
-            pass
         if exceeded and not started:
             await _json(send, 413, f"body larger than {self.max_bytes} bytes")
 
@@ -117,6 +116,8 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BRACKETS = bytes.maketrans(b"[]{}", b"()()")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -180,16 +181,21 @@ class JsonGuardMiddleware:
         except ValueError:
             return None
         if deep and _deeper_than(body, self.max_depth):
-            too_deep_in = lambda part: _deeper_than(part.encode("utf-8", "surrogatepass"), self.max_depth)  # noqa: E731
+
+            def too_deep_in(part: str) -> bool:
+                return _deeper_than(part.encode("utf-8", "surrogatepass"), self.max_depth)
+
             return {**too_deep, "loc": _field(document, too_deep_in)}
         if odd and _LONE_SURROGATE.search(json.dumps(document, ensure_ascii=False)):
             return {
-                "type": "string_unicode", "msg": "text with a lone UTF-16 surrogate (\\ud800-\\udfff): not Unicode",
+                "type": "string_unicode",
+                "msg": "text with a lone UTF-16 surrogate (\\ud800-\\udfff): not Unicode",
                 "loc": _field(document, _LONE_SURROGATE.search),
             }
         if nul and _has_nul(document):
             return {
-                "type": "string_nul", "msg": "text with a NUL character (\\u0000)",
+                "type": "string_nul",
+                "msg": "text with a NUL character (\\u0000)",
                 "loc": _field(document, lambda text: _has_nul(json.loads(text))),
             }
         return None
@@ -198,27 +204,37 @@ class JsonGuardMiddleware:
 def _deep_member(body: bytes) -> list[str | int]:
     """``["body", name]`` of the top-level member too deep to parse, read member by member (each
     value by the C parser), else ``["body"]``."""
-    decoder, space = json.JSONDecoder(), json.decoder.WHITESPACE
+    decoder = json.JSONDecoder()
     try:
         text = body.decode("utf-8", "surrogatepass")
-        at = space.match(text, 0).end()
+        at = _past_space(text, 0)
         if text[at] != "{":
             return ["body"]
         at += 1
         while True:
-            at = space.match(text, at).end()
-            key, at = json.decoder.scanstring(text, at + 1)
-            at = space.match(text, at).end() + 1  # past the colon
+            at = _past_space(text, at)
+            if text[at] != '"':
+                return ["body"]
+            key, at = decoder.raw_decode(text, at)  # a string: exactly json's own scanstring
+            at = _past_space(text, at) + 1  # past the colon
             try:
-                _, at = decoder.raw_decode(text, space.match(text, at).end())
+                _, at = decoder.raw_decode(text, _past_space(text, at))
             except RecursionError:
                 return ["body", _LONE_SURROGATE.sub("\ufffd", key)]
-            at = space.match(text, at).end()
+            at = _past_space(text, at)
             if text[at] != ",":
                 return ["body"]
             at += 1
     except (ValueError, IndexError):
         return ["body"]
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # what json.decoder skips between tokens
+
+
+def _past_space(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    return match.end() if match else at
 
 
 def _field(document: Any, bad: Callable[[str], object]) -> list[str | int]:
@@ -329,8 +345,12 @@ class IdempotencyMiddleware:
                 return await self._repeat(send, existing, digest)
             request.session.add(
                 IdempotencyKeyRow(
-                    key=key_text, method=scope["method"], path=scope["path"], request_hash=digest,
-                    state="in_progress", created_at=self.clock.now(),
+                    key=key_text,
+                    method=scope["method"],
+                    path=scope["path"],
+                    request_hash=digest,
+                    state="in_progress",
+                    created_at=self.clock.now(),
                 )
             )
             try:
@@ -468,7 +488,7 @@ def declare_error_responses(app: FastAPI) -> None:
                 operation["responses"] = dict(sorted(operation["responses"].items()))
         return document
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend the schema
 
 
 def install_plumbing(
@@ -507,8 +527,11 @@ def install_plumbing(
         )
 
     @app.get(
-        "/metrics", tags=["health"], summary="Prometheus metrics (a token with metrics.read when CLIENTFLOW_PROTECT_METRICS)",
-        response_class=Response, dependencies=[public()],
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (a token with metrics.read when CLIENTFLOW_PROTECT_METRICS)",
+        response_class=Response,
+        dependencies=[public()],
     )
     async def metrics_endpoint() -> Response:
         if before_scrape is not None:
@@ -526,8 +549,14 @@ def install_plumbing(
     app.add_middleware(JsonGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(
-        AccessMiddleware, service=metrics.service, authenticator=authenticator, lockout=lockout, audit=audit,
-        metrics=metrics, protect_metrics=protect_metrics, trust_forwarded_for=trust_forwarded_for,
+        AccessMiddleware,
+        service=metrics.service,
+        authenticator=authenticator,
+        lockout=lockout,
+        audit=audit,
+        metrics=metrics,
+        protect_metrics=protect_metrics,
+        trust_forwarded_for=trust_forwarded_for,
     )
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     declare_error_responses(app)

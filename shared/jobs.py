@@ -121,9 +121,7 @@ class RecordJob:
     async def failures(self, session: AsyncSession) -> dict[str, Failure]:
         """This job's failed records by key (usually none): one query, in the caller's transaction."""
         rows = await session.scalars(select(JobFailureRow).where(JobFailureRow.job == self.name))
-        known = {
-            r.key: Failure(r.key, r.reason, r.attempts, None if r.given_up else r.next_attempt_at) for r in rows
-        }
+        known = {r.key: Failure(r.key, r.reason, r.attempts, None if r.given_up else r.next_attempt_at) for r in rows}
         self._set_given_up(sum(f.given_up for f in known.values()))
         return known
 
@@ -242,7 +240,9 @@ class RecordJob:
                     raise
         log.warning(
             "scheduled job %s failed on %s (attempt %d, %s): %s",
-            self.name, failure.key, failure.attempts,
+            self.name,
+            failure.key,
+            failure.attempts,
             "given up" if failure.given_up else f"next at {failure.next_attempt_at:%Y-%m-%d %H:%M}",
             reason[:500],
             exc_info=error if isinstance(error, BaseException) else None,
@@ -270,7 +270,9 @@ class RecordJob:
         names = [self.key(k) for k in keys]
         for start in range(0, len(names), 500):
             await tx.session.execute(
-                delete(JobFailureRow).where(JobFailureRow.job == self.name, JobFailureRow.key.in_(names[start : start + 500]))
+                delete(JobFailureRow).where(
+                    JobFailureRow.job == self.name, JobFailureRow.key.in_(names[start : start + 500])
+                )
             )
 
     @staticmethod

@@ -11,72 +11,74 @@ class PlumbingMetrics:
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.service = service
         self.registry = registry
-        labels = {"registry": registry}
         self.events_consumed = Counter(
             "clientflow_events_consumed_total",
             "Events read from a topic, by outcome (applied, duplicate, ignored, unknown_type, dead_lettered)",
             ["service", "topic", "type", "outcome"],
-            **labels,
+            registry=registry,
         )
         self.dead_letters = Counter(
             "clientflow_dead_letters_total",
             "Messages sent to a dead-letter topic",
             ["service", "topic", "reason"],
-            **labels,
+            registry=registry,
         )
         self.batch_seconds = Histogram(
             "clientflow_consumer_batch_seconds",
             "Time to apply one batch of events in one transaction",
             ["service"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            **labels,
+            registry=registry,
         )
         self.events_published = Counter(
             "clientflow_events_published_total",
             "Events published by the outbox relay",
             ["service", "topic", "type"],
-            **labels,
+            registry=registry,
         )
         self.outbox_backlog = Gauge(
-            "clientflow_outbox_backlog", "Outbox rows not yet published", ["service"], **labels
+            "clientflow_outbox_backlog", "Outbox rows not yet published", ["service"], registry=registry
         )
         self.outbox_oldest_age = Gauge(
             "clientflow_outbox_oldest_unsent_seconds",
             "Age of the oldest outbox row not yet published",
             ["service"],
-            **labels,
+            registry=registry,
         )
         self.consumer_lag = Gauge(
             "clientflow_consumer_lag",
             "Messages on a partition not yet consumed by the service's group (high watermark - position)",
             ["service", "topic", "partition"],
-            **labels,
+            registry=registry,
         )
         self.relay_errors = Counter(
-            "clientflow_relay_errors_total", "Failed outbox publish attempts", ["service"], **labels
+            "clientflow_relay_errors_total", "Failed outbox publish attempts", ["service"], registry=registry
         )
         self.http_requests = Counter(
             "clientflow_http_requests_total",
             "HTTP requests by route and status",
             ["service", "method", "route", "status"],
-            **labels,
+            registry=registry,
         )
         self.http_seconds = Histogram(
             "clientflow_http_request_seconds",
             "HTTP request latency",
             ["service", "method", "route"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            **labels,
+            registry=registry,
         )
         self.auth_failures = Counter(
             "clientflow_auth_failures_total",
             "Requests refused for their token, by reason (missing, invalid, expired, revoked, disabled, oidc, "
             "forbidden: a role that may not, locked: 429 after repeated bad tokens from one address)",
             ["service", "reason"],
-            **labels,
+            registry=registry,
         )
         self.audit_rows = Counter(
-            "clientflow_audit_rows_total", "Rows recorded in the audit trail, by outcome", ["service", "outcome"], **labels
+            "clientflow_audit_rows_total",
+            "Rows recorded in the audit trail, by outcome",
+            ["service", "outcome"],
+            registry=registry,
         )
         # How late the event loop runs what it was asked to run: a request, a consumed batch or
         # a job that holds the loop shows here before health checks time out.
@@ -85,7 +87,7 @@ class PlumbingMetrics:
             "How late a 100 ms timer on the service's event loop fires (the loop was busy meanwhile)",
             ["service"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            **labels,
+            registry=registry,
         )
         # Scheduled jobs (shared.jobs): a record a job fails on is counted, kept with its
         # reason and retried with backoff; the job goes on with the others.
@@ -94,11 +96,11 @@ class PlumbingMetrics:
             "Failed attempts of a scheduled job on one record (the record is kept in job_failures with "
             "its reason and retried with backoff; the rest of the pass goes on)",
             ["service", "job"],
-            **labels,
+            registry=registry,
         )
         self.job_given_up = Gauge(
             "clientflow_job_records_given_up",
             "Records a scheduled job gave up on after its last attempt (rows of job_failures with given_up)",
             ["service", "job"],
-            **labels,
+            registry=registry,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlalchemy import bindparam, delete, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, TextClause, bindparam, delete, func, literal, or_, select, text, update
 from sqlalchemy.types import LargeBinary
 
 from shared.db import IdempotencyKeyRow, OutboxRow
@@ -25,11 +25,10 @@ WITHHELD = json.dumps({"detail": "this answer named a person who has since been 
 async def forget_person(tx: UnitOfWork, lead_id: uuid.UUID) -> None:
     """Remove the person's data from the outbox and the stored HTTP answers, in ``tx``."""
     key = str(lead_id).encode()
-    await tx.session.execute(
-        delete(OutboxRow).where(OutboxRow.key == key, OutboxRow.sent_at.is_not(None))
-    )
+    await tx.session.execute(delete(OutboxRow).where(OutboxRow.key == key, OutboxRow.sent_at.is_not(None)))
     body = IdempotencyKeyRow.response_body
-    if tx.session.bind.dialect.name == "postgresql":
+    mentions: ColumnElement[bool] | TextClause
+    if tx.session.get_bind().dialect.name == "postgresql":
         mentions = text("position(:needle in idempotency_keys.response_body) > 0").bindparams(
             bindparam("needle", key, type_=LargeBinary)
         )

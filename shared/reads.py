@@ -14,8 +14,7 @@ import asyncio
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 from shared.clock import Clock
@@ -60,7 +59,7 @@ class ReadPool:
         try:
             engine = create_engine(self.url, read_only=True)
             self._uow = UnitOfWorkFactory(engine, producer=self.producer, clock=self.clock)
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()
             return

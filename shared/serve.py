@@ -48,7 +48,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.write(_TIMEOUT)
         self.transport.close()
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn's own signature
         super().connection_made(transport)
         self._arm(self.header_timeout_s)
 

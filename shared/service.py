@@ -12,14 +12,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from aiokafka import TopicPartition
+from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
 from shared import topics
@@ -59,6 +59,8 @@ class ScheduledJob:
     def wake(self) -> None:
         """Run the next pass now instead of at the next interval."""
         self._wake.set()
+
+
 _CLOCK_STATE = "clock.now"
 
 
@@ -113,16 +115,23 @@ class ServiceRuntime:
         if settings.oidc_issuer:
             oidc = OidcVerifier(
                 OidcConfig(
-                    issuer=settings.oidc_issuer, jwks_url=settings.oidc_jwks_url, audience=settings.oidc_audience,
-                    role_claim=settings.oidc_role_claim, algorithms=tuple(settings.oidc_algorithms),
+                    issuer=settings.oidc_issuer,
+                    jwks_url=settings.oidc_jwks_url,
+                    audience=settings.oidc_audience,
+                    role_claim=settings.oidc_role_claim,
+                    algorithms=tuple(settings.oidc_algorithms),
                 )
             )
         self.authenticator = Authenticator(
-            sessions=self.uow.sessions, bootstrap_key=settings.api_key.get_secret_value(), oidc=oidc,
+            sessions=self.uow.sessions,
+            bootstrap_key=settings.api_key.get_secret_value(),
+            oidc=oidc,
             cache_ttl_s=settings.token_cache_s,
         )
         self.lockout = Lockout(
-            failures=settings.auth_lockout_failures, window_s=settings.auth_lockout_window_s, lock_s=settings.auth_lockout_s
+            failures=settings.auth_lockout_failures,
+            window_s=settings.auth_lockout_window_s,
+            lock_s=settings.auth_lockout_s,
         )
         self.audit = AuditLog(self.uow.sessions)
         self.reads = ReadPool(settings.database_url, producer=self.name, clock=self.clock, fallback=self.uow)

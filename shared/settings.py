@@ -28,13 +28,9 @@ class ServiceSettings(BaseSettings):
         default="development", validation_alias=_shared("CLIENTFLOW_ENV")
     )
     data_dir: Path = Field(default=Path(".clientflow"), validation_alias=_shared("CLIENTFLOW_DATA_DIR"))
-    kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
-    )
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS"))
     # Tansu (the embedded broker) does not support the idempotent producer; real Kafka does.
-    kafka_enable_idempotence: bool = Field(
-        default=False, validation_alias=_shared("KAFKA_ENABLE_IDEMPOTENCE")
-    )
+    kafka_enable_idempotence: bool = Field(default=False, validation_alias=_shared("KAFKA_ENABLE_IDEMPOTENCE"))
     topic_partitions: int = Field(default=3, ge=1, validation_alias=_shared("CLIENTFLOW_TOPIC_PARTITIONS"))
     api_key: SecretStr = Field(default=SecretStr(DEV_API_KEY), validation_alias=_shared("CLIENTFLOW_API_KEY"))
     secret_key: SecretStr = Field(default=SecretStr(DEV_SECRET), validation_alias=_shared("CLIENTFLOW_SECRET_KEY"))
@@ -45,10 +41,14 @@ class ServiceSettings(BaseSettings):
     oidc_jwks_url: str = Field(default="", validation_alias=_shared("CLIENTFLOW_OIDC_JWKS_URL"))
     oidc_audience: str = Field(default="clientflow", validation_alias=_shared("CLIENTFLOW_OIDC_AUDIENCE"))
     oidc_role_claim: str = Field(default="clientflow_role", validation_alias=_shared("CLIENTFLOW_OIDC_ROLE_CLAIM"))
-    oidc_algorithms: Annotated[list[str], NoDecode] = Field(default=["RS256", "ES256"], validation_alias=_shared("CLIENTFLOW_OIDC_ALGORITHMS"))
+    oidc_algorithms: Annotated[list[str], NoDecode] = Field(
+        default=["RS256", "ES256"], validation_alias=_shared("CLIENTFLOW_OIDC_ALGORITHMS")
+    )
     protect_metrics: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_PROTECT_METRICS"))
     auth_lockout_failures: int = Field(default=10, ge=1, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_FAILURES"))
-    auth_lockout_window_s: float = Field(default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_WINDOW_S"))
+    auth_lockout_window_s: float = Field(
+        default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_WINDOW_S")
+    )
     auth_lockout_s: float = Field(default=60.0, gt=0, validation_alias=_shared("CLIENTFLOW_AUTH_LOCKOUT_S"))
     # Behind a reverse proxy: the client's address is the first of X-Forwarded-For.
     trust_forwarded_for: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_TRUST_FORWARDED_FOR"))
@@ -71,9 +71,7 @@ class ServiceSettings(BaseSettings):
     )
     # How long the broker may hold a fetch while no data is there. Kafka answers as soon as data
     # arrives; Tansu waits the whole time, so `clientflow run` gives it a short one.
-    consumer_fetch_max_wait_ms: int = Field(
-        default=500, ge=1, validation_alias=_shared("KAFKA_FETCH_MAX_WAIT_MS")
-    )
+    consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, validation_alias=_shared("KAFKA_FETCH_MAX_WAIT_MS"))
     max_attempts: int = Field(default=3, ge=1, description="tries before a failing event is dead-lettered")
     relay_batch_size: int = Field(default=500, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
@@ -84,11 +82,15 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # The HTTP server's limits (slow clients, idle connections, how many at once) and the Host
     # names it answers to (production: the names the service is reached by).
-    http_header_timeout_s: float = Field(default=10.0, gt=0, validation_alias=_shared("CLIENTFLOW_HTTP_HEADER_TIMEOUT_S"))
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias=_shared("CLIENTFLOW_HTTP_HEADER_TIMEOUT_S")
+    )
     http_body_timeout_s: float = Field(default=30.0, gt=0, validation_alias=_shared("CLIENTFLOW_HTTP_BODY_TIMEOUT_S"))
     http_keep_alive_s: int = Field(default=5, ge=1, validation_alias=_shared("CLIENTFLOW_HTTP_KEEP_ALIVE_S"))
     http_max_connections: int = Field(default=1000, ge=10, validation_alias=_shared("CLIENTFLOW_HTTP_MAX_CONNECTIONS"))
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(default=["*"], validation_alias=_shared("CLIENTFLOW_ALLOWED_HOSTS"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=["*"], validation_alias=_shared("CLIENTFLOW_ALLOWED_HOSTS")
+    )
     migrate_on_start: bool = True
     create_topics_on_start: bool = True
     broker_connect_timeout_s: float = Field(default=60.0, gt=0)
@@ -117,7 +119,9 @@ class ServiceSettings(BaseSettings):
             self.group_id = self.service_name
         if bool(self.oidc_issuer) != bool(self.oidc_jwks_url):
             raise ValueError("OpenID Connect needs both CLIENTFLOW_OIDC_ISSUER and CLIENTFLOW_OIDC_JWKS_URL")
-        if {a.lower() for a in self.oidc_algorithms} & {"none"} or any(a.startswith("HS") for a in self.oidc_algorithms):
+        if {a.lower() for a in self.oidc_algorithms} & {"none"} or any(
+            a.startswith("HS") for a in self.oidc_algorithms
+        ):
             raise ValueError("CLIENTFLOW_OIDC_ALGORITHMS takes asymmetric algorithms only (RS256, ES256, ...)")
         if self.environment == "production":
             if self.api_key.get_secret_value() == DEV_API_KEY:

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # How long inline calls may run before the loop gets a turn.
@@ -82,6 +82,7 @@ class InlineCursor:
 
     def __init__(self, connection: InlineConnection) -> None:
         self._connection = connection
+        assert connection._conn is not None
         self._cursor = connection._conn.cursor()
 
     async def __aenter__(self) -> InlineCursor:
@@ -154,7 +155,7 @@ class _Immediate:
         future, function = item
         try:
             future.set_result(function())
-        except Exception as exc:  # noqa: BLE001 - handed to whoever awaits the future
+        except Exception as exc:  # handed to whoever awaits the future
             future.set_exception(exc)
 
 
@@ -204,7 +205,9 @@ class InlineConnection:
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
         assert self._conn is not None
-        self._conn.isolation_level = value
+        # typeshed lists the upper-case levels only; sqlite3 also takes "" and any case, and
+        # SQLAlchemy hands over what it was configured with.
+        self._conn.isolation_level = cast("Literal['DEFERRED', 'EXCLUSIVE', 'IMMEDIATE'] | None", value)
 
 
 def creator(database: str, *, busy_timeout_s: float = 30.0) -> Callable[[], Any]:

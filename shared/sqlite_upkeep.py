@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Topic names from DESIGN.md. They are a public contract: never rename one."""
+"""Topic names (docs/design.md, Topics and event types). They are a public contract: never rename one."""
 
 LEADS = "leads"
 DEALS = "deals"
@@ -9,9 +9,11 @@ RETENTION = "retention"
 CLOCK = "clock"
 # People and their tokens (access): the leads service owns the registry, every service folds it.
 PEOPLE = "people"
+# Work for a person, raised by any service and kept by nurture (the one task list).
+TASKS = "tasks"
 
 BUSINESS_TOPICS: tuple[str, ...] = (LEADS, DEALS, ENGAGEMENT, PAYMENTS, CANCELLATIONS, RETENTION)
-ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, PEOPLE, CLOCK)
+ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, TASKS, PEOPLE, CLOCK)
 # Topics whose last event per key is the whole state (kept forever, compacted on real Kafka).
 COMPACTED_TOPICS: frozenset[str] = frozenset({PEOPLE})
 

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -22,9 +23,7 @@ class UnitOfWork:
     """One database transaction. ``emit`` records an event in the outbox; it is published by
     the relay only after the commit, so nothing is published that was not committed."""
 
-    def __init__(
-        self, session: AsyncSession, *, producer: str, clock: Clock, cause: Envelope | None = None
-    ) -> None:
+    def __init__(self, session: AsyncSession, *, producer: str, clock: Clock, cause: Envelope | None = None) -> None:
         self.session = session
         self.producer = producer
         self.clock = clock
@@ -42,12 +41,11 @@ class UnitOfWork:
         if callback not in self._after_commit:
             self._after_commit.append(callback)
 
-    def now(self):  # noqa: ANN201 - datetime, from the one clock
+    def now(self) -> datetime:
+        """Now, from the one clock."""
         return self.clock.now()
 
-    def emit(
-        self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None, key: str | None = None
-    ) -> Envelope:
+    def emit(self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None, key: str | None = None) -> Envelope:
         """Record ``event_type`` in the outbox. Its ``actor`` is whoever acts now (the person of
         the HTTP request), else the system. ``key`` replaces the Kafka key (the person by default)
         for events about something else, say one token on the compacted people topic."""
@@ -79,7 +77,9 @@ class UnitOfWork:
         ids = [i for i in dict.fromkeys(event_ids) if i not in self._applied and i not in self._checked]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            self._applied.update(await self.session.scalars(select(InboxRow.event_id).where(InboxRow.event_id.in_(chunk))))
+            self._applied.update(
+                await self.session.scalars(select(InboxRow.event_id).where(InboxRow.event_id.in_(chunk)))
+            )
             self._checked.update(chunk)
 
     async def already_applied(self, event_id: uuid.UUID) -> bool:

@@ -1,6 +1,6 @@
-"""Fixtures find their infrastructure as DESIGN.md says: an address in the environment
-(KAFKA_BOOTSTRAP_SERVERS, TEST_DATABASE_URL), else testcontainers when a Docker engine answers,
-else the embedded broker and SQLite."""
+"""Fixtures find their infrastructure as docs/design.md says (Reliability rules, where it runs):
+an address in the environment (KAFKA_BOOTSTRAP_SERVERS, TEST_DATABASE_URL), else testcontainers
+when a Docker engine answers, else the embedded broker and SQLite."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ async def _admin(url: str, statement: str) -> None:
 
     parsed = make_url(url)
     conn = await asyncpg.connect(
-        host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
         database=parsed.database or "postgres",
     )
     try:
@@ -86,7 +89,7 @@ def database_url(_postgres_server: str | None, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def database_factory(_postgres_server: str | None, tmp_path: Path):  # noqa: ANN201
+def database_factory(_postgres_server: str | None, tmp_path: Path):
     """Make several fresh databases in one test (one per service)."""
     made: list[Iterator[str]] = []
 

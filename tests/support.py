@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, TypeVar
 
 import httpx
@@ -28,7 +29,7 @@ T = TypeVar("T")
 def docker_answers() -> bool:
     """True when a Docker engine answers (testcontainers can then start real servers)."""
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker  # type: ignore[import-untyped]  # the docker SDK ships no type information
 
         docker.from_env(timeout=2).ping()
         return True
@@ -78,9 +79,7 @@ async def run_service(app: FastAPI, port: int) -> AsyncIterator[RunningService]:
             raise TimeoutError("service did not start in 60 s")
         await asyncio.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
-    ) as client:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
         try:
             yield RunningService(app, url, client)
         finally:
@@ -88,7 +87,7 @@ async def run_service(app: FastAPI, port: int) -> AsyncIterator[RunningService]:
             await task
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1) -> T:
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1) -> T:  # noqa: ASYNC109 - the tests' keyword; the poll keeps its own deadline and message
     """Poll ``check`` until it returns a truthy value (or stops raising AssertionError)."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -105,7 +104,7 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
-async def until(check: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.3) -> T:
+async def until(check: Callable[[], Awaitable[T]], *, timeout: float, interval: float = 0.3) -> T:  # noqa: ASYNC109 - the tests' keyword; the poll keeps its own deadline and message
     """Poll ``check`` until it returns a truthy value or the deadline passes; returns its last
     value (falsy on time-out), so the caller asserts with its own message."""
     deadline = time.monotonic() + timeout
@@ -158,7 +157,12 @@ class TopicReader:
         ]
 
     async def wait_for(
-        self, event_type: str, *, lead_id: uuid.UUID | str | None = None, count: int = 1, timeout: float = 20.0
+        self,
+        event_type: str,
+        *,
+        lead_id: uuid.UUID | str | None = None,
+        count: int = 1,
+        timeout: float = 20.0,  # noqa: ASYNC109 - the tests' keyword; the poll keeps its own deadline and message
     ) -> list[Envelope]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -168,7 +172,7 @@ class TopicReader:
             await self._poll()
         raise TimeoutError(f"saw {len(self.events(event_type, lead_id))} {event_type}, wanted {count}")
 
-    async def records(self, topic: str, *, count: int, timeout: float = 20.0) -> list[Any]:
+    async def records(self, topic: str, *, count: int, timeout: float = 20.0) -> list[Any]:  # noqa: ASYNC109 - the tests' keyword; the poll keeps its own deadline and message
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = [r for r, _ in self.seen if r.topic == topic]
@@ -188,10 +192,12 @@ async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await p.stop()
 
 
-def event(event_type: str, payload: Payload, *, lead_id: uuid.UUID | None = None, producer_name: str = "test") -> Envelope:
-    from datetime import datetime, timezone
+def event(
+    event_type: str, payload: Payload, *, lead_id: uuid.UUID | None = None, producer_name: str = "test"
+) -> Envelope:
+    from datetime import datetime
 
-    return make_event(event_type, payload, producer=producer_name, occurred_at=datetime.now(timezone.utc), lead_id=lead_id)
+    return make_event(event_type, payload, producer=producer_name, occurred_at=datetime.now(UTC), lead_id=lead_id)
 
 
 async def publish(p: AIOKafkaProducer, envelope: Envelope) -> None:

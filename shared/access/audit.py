@@ -8,6 +8,7 @@ that request's row; the request's effects are already committed by then."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import datetime
@@ -59,26 +60,32 @@ class AuditLog:
         self._lock = asyncio.Lock()  # one write at a time: rows keep the order they were recorded in
         self.dropped = 0
 
-    def record(self, *, at: datetime, actor: Actor, action: str, lead_id: uuid.UUID | None, request_id: str, status: int) -> None:
+    def record(
+        self, *, at: datetime, actor: Actor, action: str, lead_id: uuid.UUID | None, request_id: str, status: int
+    ) -> None:
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
             log.error("audit backlog full (%d rows): a row was dropped", self.max_pending)
             return
         self._pending.append(
             {
-                "at": at, "actor_kind": actor.kind, "actor_id": actor.id[:100], "actor_role": actor.role,
-                "action": action[:200], "lead_id": lead_id, "request_id": request_id[:100],
-                "outcome": outcome_of(status), "status": status,
+                "at": at,
+                "actor_kind": actor.kind,
+                "actor_id": actor.id[:100],
+                "actor_role": actor.role,
+                "action": action[:200],
+                "lead_id": lead_id,
+                "request_id": request_id[:100],
+                "outcome": outcome_of(status),
+                "status": status,
             }
         )
         self._idle.clear()
         self._wake.set()
         if self._task is None:
             # Not started (an app served without its lifespan, in a test): write inline, later.
-            try:
+            with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(self._write_pending())
-            except RuntimeError:
-                pass
 
     def start(self) -> None:
         if self._task is None:
@@ -91,12 +98,12 @@ class AuditLog:
             await asyncio.gather(task, return_exceptions=True)
         await self._write_pending()
 
-    async def flush(self, timeout: float = 10.0) -> None:
+    async def flush(self, patience: float = 10.0) -> None:
         """Wait until every row recorded so far is written (tests, shutdown)."""
         if self._task is None:
             await self._write_pending()
             return
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        await asyncio.wait_for(self._idle.wait(), patience)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -155,8 +162,14 @@ async def read_audit(
     rows = rows[:limit]
     items = [
         AuditItem(
-            id=r.id, at=r.at, actor=Actor(kind=r.actor_kind, id=r.actor_id, role=r.actor_role),  # type: ignore[arg-type]
-            action=r.action, lead_id=r.lead_id, request_id=r.request_id, outcome=r.outcome, status=r.status,
+            id=r.id,
+            at=r.at,
+            actor=Actor(kind=r.actor_kind, id=r.actor_id, role=r.actor_role),
+            action=r.action,
+            lead_id=r.lead_id,
+            request_id=r.request_id,
+            outcome=r.outcome,
+            status=r.status,
         )
         for r in rows
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -24,7 +24,7 @@ from shared.db import AccessPerson, AccessToken
 def wall_now() -> datetime:
     # Token expiry is security, not business: it follows the real clock even when the business
     # clock is simulated (a simulated year must not expire everybody's token).
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Authenticator:
@@ -115,7 +115,9 @@ class Lockout:
     ``lock_s``. While locked, the address gets 429 without its token being checked at all, except
     for tokens that already worked from there (a colleague behind the same NAT keeps working)."""
 
-    def __init__(self, *, failures: int = 10, window_s: float = 60.0, lock_s: float = 60.0, max_addresses: int = 10_000) -> None:
+    def __init__(
+        self, *, failures: int = 10, window_s: float = 60.0, lock_s: float = 60.0, max_addresses: int = 10_000
+    ) -> None:
         self.failures = failures
         self.window_s = window_s
         self.lock_s = lock_s

@@ -17,15 +17,24 @@ async def apply_person(tx: UnitOfWork, state: PersonState) -> None:
     if row is None:
         tx.session.add(
             AccessPerson(
-                id=state.person_id, email=state.email.lower(), name=state.name, role=state.role, kind=state.kind,
-                languages=list(state.languages), active=state.active, revision=state.revision,
+                id=state.person_id,
+                email=state.email.lower(),
+                name=state.name,
+                role=state.role,
+                kind=state.kind,
+                languages=list(state.languages),
+                active=state.active,
+                revision=state.revision,
                 changed_at=state.changed_at,
             )
         )
     elif state.revision > row.revision:
         row.email, row.name, row.role, row.kind = state.email.lower(), state.name, state.role, state.kind
         row.languages, row.active, row.revision, row.changed_at = (
-            list(state.languages), state.active, state.revision, state.changed_at,
+            list(state.languages),
+            state.active,
+            state.revision,
+            state.changed_at,
         )
 
 
@@ -34,14 +43,23 @@ async def apply_token(tx: UnitOfWork, state: TokenState) -> None:
     if row is None:
         tx.session.add(
             AccessToken(
-                id=state.token_id, person_id=state.person_id, token_hash=state.token_hash, prefix=state.prefix,
-                scopes=list(state.scopes), created_at=state.created_at, expires_at=state.expires_at,
-                revoked_at=state.revoked_at, revision=state.revision,
+                id=state.token_id,
+                person_id=state.person_id,
+                token_hash=state.token_hash,
+                prefix=state.prefix,
+                scopes=list(state.scopes),
+                created_at=state.created_at,
+                expires_at=state.expires_at,
+                revoked_at=state.revoked_at,
+                revision=state.revision,
             )
         )
     elif state.revision > row.revision:
         row.scopes, row.expires_at, row.revoked_at, row.revision = (
-            list(state.scopes), state.expires_at, state.revoked_at, state.revision,
+            list(state.scopes),
+            state.expires_at,
+            state.revoked_at,
+            state.revision,
         )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -109,7 +109,9 @@ class AccessMiddleware:
             if rule is None or not rule.optional:
                 self.metrics.auth_failures.labels(self.service, "missing").inc()
                 return await answer(
-                    send, 401, "missing token: send 'Authorization: Bearer <token>'",
+                    send,
+                    401,
+                    "missing token: send 'Authorization: Bearer <token>'",
                     {"WWW-Authenticate": "Bearer", "X-Request-ID": request_id},
                 )
         else:
@@ -118,7 +120,9 @@ class AccessMiddleware:
             if wait is not None:
                 self.metrics.auth_failures.labels(self.service, "locked").inc()
                 return await answer(
-                    send, 429, f"too many bad tokens from this address; try again in {wait} s",
+                    send,
+                    429,
+                    f"too many bad tokens from this address; try again in {wait} s",
                     {"Retry-After": str(wait), "X-Request-ID": request_id},
                 )
             found = await self.authenticator.authenticate(token, digest)
@@ -126,7 +130,10 @@ class AccessMiddleware:
                 self.lockout.failed(address)
                 self.metrics.auth_failures.labels(self.service, found.reason).inc()
                 return await answer(
-                    send, 401, found.message, {"WWW-Authenticate": 'Bearer error="invalid_token"', "X-Request-ID": request_id}
+                    send,
+                    401,
+                    found.message,
+                    {"WWW-Authenticate": 'Bearer error="invalid_token"', "X-Request-ID": request_id},
                 )
             self.lockout.succeeded(address, digest)
             principal = found
@@ -134,7 +141,9 @@ class AccessMiddleware:
         method = scope["method"]
         action = f"{method} {route.path}" if route is not None else f"{method} (no route)"
         audited = route is not None and (
-            method in WRITE_METHODS or (rule is not None and rule.person) or "lead_id" in path_params
+            method in WRITE_METHODS
+            or (rule is not None and rule.person)
+            or "lead_id" in path_params
             or b"lead_id=" in scope.get("query_string", b"")
         )
         if principal is not None and rule is not None and rule.permission is not None:
@@ -171,10 +180,16 @@ class AccessMiddleware:
             if audited and principal is not None:
                 self._record(principal, action, _lead(path_params, scope, captured), request_id, status)
 
-    def _record(self, principal: Principal, action: str, lead_id: uuid.UUID | None, request_id: str, status: int) -> None:
+    def _record(
+        self, principal: Principal, action: str, lead_id: uuid.UUID | None, request_id: str, status: int
+    ) -> None:
         self.audit.record(
-            at=datetime.now(timezone.utc), actor=principal.actor, action=action, lead_id=lead_id,
-            request_id=request_id, status=status,
+            at=datetime.now(UTC),
+            actor=principal.actor,
+            action=action,
+            lead_id=lead_id,
+            request_id=request_id,
+            status=status,
         )
         self.metrics.audit_rows.labels(self.service, outcome_of(status)).inc()
 
@@ -215,4 +230,3 @@ def _lead(path_params: dict[str, Any], scope: Scope, captured: list[bytes] | Non
         if isinstance(body, dict):
             return _uuid(body.get("lead_id"))
     return None
-

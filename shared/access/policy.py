@@ -1,6 +1,6 @@
 """Who may do what: the permissions routes ask for and the roles that hold them.
 
-Role names are part of the contract (DESIGN.md). Each route names one permission (``need``);
+Role names are part of the contract (docs/design.md, Access). Each route names one permission (``need``);
 this table says which roles hold it. ``clientflow docs`` writes the whole table, route by route,
 to docs/permissions.md, and a test walks every route of every service with every role.
 """
@@ -51,6 +51,12 @@ ICP_READ = _p("icp.read", STAFF, "read the ideal client profile")
 ICP_WRITE = _p("icp.write", [], "replace the ideal client profile")
 DEALS_WRITE = _p("deals.write", [SALES], "write estimates, mark deals won or lost, request changes")
 SPEND_WRITE = _p("spend.write", [SALES], "record spend on a channel")
+LEADS_ASSIGN = _p("leads.assign", [SALES], "give a lead an owner or put it back in the pool")
+ACTIVITIES_WRITE = _p("activities.write", [SALES, SUCCESS], "log calls, meetings, e-mails and notes on a lead")
+TEAM_READ = _p(
+    "team.read", [SALES, SUCCESS, FINANCE], "the sales team's set-up and figures (a rep sees only their own figures)"
+)
+TEAM_MANAGE = _p("team.manage", [], "assignment rules, capacities, quotas and the commission plan")
 PEOPLE_MANAGE = _p("people.manage", [], "add, change and disable people; create and revoke any token")
 
 # Nurture.

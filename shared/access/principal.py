@@ -50,7 +50,7 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(kind=self.kind, id=self.id, role=self.role)  # type: ignore[arg-type]
+        return Actor(kind=self.kind, id=self.id, role=self.role)
 
     @property
     def idempotency_owner(self) -> str:

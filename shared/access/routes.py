@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -41,12 +42,18 @@ def access_router(sessions: async_sessionmaker) -> APIRouter:
         """Who the token is: the person, their role and what they may do."""
         principal = request.state.principal
         held = [
-            name for name, p in sorted(permissions().items())
+            name
+            for name, p in sorted(permissions().items())
             if principal.role in p.roles and (not principal.scopes or name in principal.scopes)
         ]
         return MeOut(
-            actor=principal.actor, name=principal.name, email=principal.email, via=principal.via,
-            scopes=list(principal.scopes), permissions=held, languages=list(principal.languages),
+            actor=principal.actor,
+            name=principal.name,
+            email=principal.email,
+            via=principal.via,
+            scopes=list(principal.scopes),
+            permissions=held,
+            languages=list(principal.languages),
         )
 
     @api.get("/access/tokens/{token_id}", response_model=TokenKnown, dependencies=[need(PEOPLE_MANAGE)])
@@ -59,21 +66,23 @@ def access_router(sessions: async_sessionmaker) -> APIRouter:
             person = await session.get(AccessPerson, row.person_id) if row is not None else None
         if row is None:
             raise NotFound(f"token {token_id} is not known here (yet)")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         active = (
-            row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
-            and person is not None and person.active
+            row.revoked_at is None
+            and (row.expires_at is None or row.expires_at > now)
+            and person is not None
+            and person.active
         )
         return TokenKnown(token_id=row.id, active=active, revision=row.revision)
 
     @api.get("/audit", response_model=AuditPage, dependencies=[need(AUDIT_READ)])
     async def audit(
         lead_id: uuid.UUID | None = None,
-        actor_id: str | None = Query(None, max_length=100),
-        since: datetime | None = Query(None, description="rows at or after this moment (RFC 3339)"),
-        action: str | None = Query(None, max_length=200, description='e.g. "POST /deals/{deal_id}/won"'),
-        after_id: int = Query(0, ge=0, le=2**62, description="the previous page's next_after_id"),
-        limit: int = Query(100, ge=1, le=1000),
+        actor_id: Annotated[str | None, Query(max_length=100)] = None,
+        since: Annotated[datetime | None, Query(description="rows at or after this moment (RFC 3339)")] = None,
+        action: Annotated[str | None, Query(max_length=200, description='e.g. "POST /deals/{deal_id}/won"')] = None,
+        after_id: Annotated[int, Query(ge=0, le=2**62, description="the previous page's next_after_id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AuditPage:
         """Who did what to whom in this service: every write and every read of one person's
         record, oldest first."""

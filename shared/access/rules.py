@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.routing import APIRoute
@@ -46,16 +46,20 @@ def need(permission: Permission, *, person: bool = False, optional: bool = False
     """The dependency of a route that needs ``permission``."""
     rule = Rule(permission, optional=optional, person=person)
 
-    async def check(request: Request, _credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    async def check(
+        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+    ) -> None:
         principal = _principal(request)
         if principal is None:
             if optional:
                 return
-            raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+            )
         if not may(principal.role, permission, principal.scopes):
             raise HTTPException(403, refusal(principal, permission))
 
-    check.__clientflow_rule__ = rule  # type: ignore[attr-defined]
+    check.__clientflow_rule__ = rule  # type: ignore[attr-defined]  # read back by route_table(), docs and tests
     return Depends(check)
 
 
@@ -65,17 +69,14 @@ def public() -> Any:
     async def open_to_all() -> None:
         return None
 
-    open_to_all.__clientflow_rule__ = Rule(None)  # type: ignore[attr-defined]
+    open_to_all.__clientflow_rule__ = Rule(None)  # type: ignore[attr-defined]  # read back by route_table()
     return Depends(open_to_all)
 
 
 def refusal(principal: Any, permission: Permission) -> str:
     if principal.scopes and principal.role in permission.roles:
         return f"this token is limited to {', '.join(principal.scopes)}; {permission.name} is not among them"
-    return (
-        f"role {principal.role} may not {permission.description} ({permission.name}: "
-        f"{', '.join(permission.roles)})"
-    )
+    return f"role {principal.role} may not {permission.description} ({permission.name}: {', '.join(permission.roles)})"
 
 
 def rule_of(route: APIRoute) -> Rule | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from services.nurture import handlers
+from services.nurture import sending
 from services.nurture.app import create_app
 from services.nurture.settings import Settings
 from services.nurture.store import Base, Contact, Enrollment, Message, ScheduledMessage, Task, Takeover
@@ -277,7 +277,7 @@ async def test_a_record_that_fails_does_not_undo_the_others(make, monkeypatch) -
     async def broken(*_args: Any, **_kwargs: Any) -> bool:
         raise RuntimeError("cannot record a failure")
 
-    monkeypatch.setattr(handlers, "record_failure", broken)
+    monkeypatch.setattr(sending, "record_failure", broken)
     # The one that cannot be recorded is a job failure now, held with backoff: the pass goes on
     # (tests/unit/test_job_isolation.py); it used to raise here and end the pass.
     await nurture.app.state.sender.tick(T0)
@@ -301,15 +301,15 @@ async def test_the_claim_keeps_the_weekly_cap_within_a_batch_and_holds_taken_ove
         tx.session.add(Takeover(id=uuid.uuid4(), lead_id=held, by="maria", started_at=T0))
     lease = timedelta(minutes=2)
     async with nurture.uow() as tx:
-        first = await handlers.claim_due_steps(tx, now=T0, limit=50, lease=lease,
+        first = await sending.claim_due_steps(tx, now=T0, limit=50, lease=lease,
                                                policy=nurture.app.state.sender.policy)
     assert [(s.lead_id, s.step, s.attempts) for s in first.claimed] == [(person, 1, 1)]  # the older one first
     assert first.deferred == ["frequency_cap"]
     async with nurture.uow() as tx:
-        again = await handlers.claim_due_steps(tx, now=T0 + timedelta(minutes=1), limit=50, lease=lease)
+        again = await sending.claim_due_steps(tx, now=T0 + timedelta(minutes=1), limit=50, lease=lease)
     assert again.claimed == []  # claimed by the first, and the other moved a week on
     async with nurture.uow() as tx:
-        lapsed = await handlers.claim_due_steps(tx, now=T0 + lease, limit=50, lease=lease)
+        lapsed = await sending.claim_due_steps(tx, now=T0 + lease, limit=50, lease=lease)
     assert [(s.lead_id, s.step, s.attempts) for s in lapsed.claimed] == [(person, 1, 2)]
 
 
