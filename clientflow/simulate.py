@@ -40,6 +40,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clientflow.simulate_team import SalesTeam
+
 CURRENCY = "EUR"
 TICK_HOUR = 14  # 14:00 UTC is inside business hours in every time zone the model uses
 
@@ -277,7 +279,8 @@ class Agency:
             "company": company,
             "country": country,
             "timezone": tz,
-            "language": "en",
+            # Kolkata's prospects write in Bengali: the agency has one rep who speaks it.
+            "language": "bn" if country == "IN" else "en",
             "channel": channel,
             "currency": CURRENCY,
             "consent_marketing": rng.random() < (0.9 if ideal else 0.7),
@@ -565,8 +568,10 @@ class Driver:
             name: httpx.AsyncClient(base_url=url, headers=headers, timeout=30) for name, url in targets.urls().items()
         }
         self.public = httpx.AsyncClient(timeout=30, follow_redirects=False)
+        self.team = SalesTeam(self, tag=f"s{seed}-{plan.start:%Y%m}", currency=CURRENCY)
 
     async def close(self) -> None:
+        await self.team.close()
         for client in self.http.values():
             await client.aclose()
         await self.public.aclose()
@@ -716,6 +721,8 @@ class Driver:
         if r.status_code in (200, 201):
             person.lead_id = r.json()["lead_id"]
             self.counts["red_flags_at_intake"] += len(r.json().get("red_flags", []))
+            if r.status_code == 201:
+                await self.team.touch(person.lead_id, key)
         else:
             self.problems.append(f"lead {prospect.no} refused: {r.status_code} {r.text[:200]}")
         return person.lead_id is not None
@@ -731,6 +738,8 @@ class Driver:
         person.lead_id = await self.eventually(find)
         if person.lead_id is None:
             self.problems.append(f"the referral of {prospect.lead['email']} never became a lead in leads")
+        else:
+            await self.team.touch(person.lead_id, key)
         return person.lead_id is not None
 
     async def do_disqualify(self, action: Action, key: str) -> bool:
@@ -1166,6 +1175,7 @@ class Driver:
                 len(confirmed),
                 [f"{lead_id} confirmed its cancellation but retention does not show it churned" for lead_id in missing],
             ),
+            *await self.team.checks(self.plan.start, self.now.date() + timedelta(days=1)),
             ("no request answered 5xx", sum(self.counts.values()), list(self.problems_5xx())),
             (
                 "no signed webhook was refused",
@@ -1257,6 +1267,8 @@ async def simulate(
     )
     driver = Driver(plan, targets, seed=seed, console=console)
     try:
+        months_run = sorted({f"{plan.start + timedelta(days=day):%Y-%m}" for day in range(plan.days + 1)})
+        await driver.team.set_up(months_run)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             await driver.run(progress)
@@ -1301,6 +1313,7 @@ async def simulate(
                 str(driver.counts.get(f"{kind}_skipped", "")),
             )
         console.print(counts)
+        console.print(driver.team.table(await driver.team.figures(plan.start, driver.now.date() + timedelta(days=1))))
         # Events are still travelling a moment after the outbox is empty: poll the checks.
         deadline = time.monotonic() + 60
         while True:

@@ -389,6 +389,9 @@ class PaymentSucceeded(Payload):
     invoice_paid: bool = Field(description="the invoice is now fully paid")
     applied: Amount | None = Field(default=None, description="part of `amount` applied to the invoice")
     credited: Amount | None = Field(default=None, description="part of `amount` kept as the client's credit")
+    invoice_kind: str | None = Field(
+        default=None, description="the invoice's kind (deposit, project, retainer...): a deposit counts once cleared"
+    )
 
 
 class InvoiceVoided(Payload):

@@ -146,6 +146,7 @@ async def apply_money(
             invoice_paid=application.status == "paid",
             applied=application.applied,
             credited=application.credited,
+            invoice_kind=invoice.kind,
         ),
         lead_id=invoice.lead_id,
     )

@@ -165,6 +165,8 @@ class DealOut(BaseModel):
     deposit_share: DecimalStr | None
     lost_reason: str | None
     change_requests: list[ChangeRequestOut] = Field(default_factory=list)
+    owner_id: uuid.UUID | None = Field(default=None, description="the rep who proposed it (won value and commission)")
+    submission_deadline: datetime | None = Field(default=None, description="a tender's deadline")
 
 
 class WonIn(BaseModel):

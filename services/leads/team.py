@@ -143,8 +143,9 @@ async def deposit_cleared(tx: UnitOfWork, event: ev.Envelope, data: ev.DepositCl
 
 
 async def payment_succeeded(tx: UnitOfWork, event: ev.Envelope, data: ev.PaymentSucceeded) -> None:
-    """A client paid an invoice (a deposit invoice's payment is left out where its deposit is)."""
-    if event.lead_id is None:
+    """A client paid an invoice. A deposit invoice's payments are left out: the deposit counts
+    once it cleared (``deposit.cleared``), not piece by piece."""
+    if event.lead_id is None or data.invoice_kind == "deposit":
         return
     await _keep(
         tx,

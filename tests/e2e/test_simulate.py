@@ -54,8 +54,11 @@ def test_two_months_of_an_agency(simulated_system: System) -> None:
     checks = out.split("Do the services agree?", 1)[1]
     assert " failed" not in checks, checks
     for check in ("every won deal has exactly one deposit invoice in billing", "every churned client is `churned` in leads",
-                  "no signed webhook was refused"):
+                  "no signed webhook was refused", "every lead has an owner (none left in the pool)",
+                  "each rep's commission is the plan applied to what billing says was paid"):
         assert check in out
+    # The sales team's figures, three reps and the account owner (Arif speaks Bengali).
+    assert "The sales team" in out and all(f"{name} (" in out for name in ("Rina", "Arif", "Tom", "Sara")), out[-4000:]
     assert "Economics" in out and "LTV:CAC" in out
     assert took < 100, f"simulate took {took:.0f}s"
 
