@@ -131,14 +131,42 @@ async def test_a_sales_department_from_capture_to_commission(leads, own_broker: 
             bad = await anna_http.post(f"/leads/{en}/activities", json={"kind": "fax"})
             assert bad.status_code == 422 and "kind" in bad.text
 
+            # A tender for the Bengali lead, due Wednesday 18:00 in Dhaka: its reminder comes 16
+            # business hours before, Tuesday 09:00 Dhaka (03:00 UTC).
+            tender = await bashir_http.post(
+                f"/leads/{bn}/deals",
+                json={
+                    "title": "Tender: city portal",
+                    "kind": "project",
+                    "currency": "EUR",
+                    "submission_deadline": (monday + timedelta(days=2, hours=2)).isoformat(),
+                    "lines": [{"description": "Portal", "hours": "200", "amount": "20000"}],
+                },
+            )
+            assert tender.status_code == 201, tender.text
+            past = await bashir_http.post(
+                f"/leads/{bn}/deals",
+                json={
+                    "title": "Late",
+                    "kind": "project",
+                    "currency": "EUR",
+                    "submission_deadline": "2029-01-01T00:00:00Z",
+                    "lines": [{"description": "x", "hours": "1", "amount": "100"}],
+                },
+            )
+            assert past.status_code == 422 and "submission_deadline" in past.text
+
             # Business hours in each lead's zone: captured Monday 16:00 in Dhaka (one hour left
             # that day) and 13:30 in Tehran, both are due Tuesday 06:00 UTC; at Tuesday 07:00 the
             # admin gets an escalation for each, once. Anna's (London) was touched in time.
             bengali = as_json(await leads.client.get(f"/leads/{bn}"))
             assert datetime.fromisoformat(bengali["first_touch_due_at"]) == monday + timedelta(hours=20)
             await _advance(kafka_bootstrap, days=0, hours=0, to=(monday + timedelta(hours=21)).isoformat())
-            (escalated,) = await bus.wait_for("task.raised", lead_id=bn, timeout=30)
-            assert escalated.data["kind"] == "first_touch_overdue" and escalated.data["owner_id"] == boss
+            raised = await bus.wait_for("task.raised", lead_id=bn, count=2, timeout=30)
+            kinds = {e.data["kind"]: e.data for e in raised}
+            assert kinds["first_touch_overdue"]["owner_id"] == boss
+            assert kinds["tender_deadline"]["owner_id"] == bashir
+            assert len(raised) == 2, [e.data for e in raised]
             await bus.wait_for("task.raised", lead_id=fa, timeout=30)
             assert [e for e in bus.events("task.raised", lead_id=en) if e.data["kind"] == "first_touch_overdue"] == []
 
