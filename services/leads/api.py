@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -176,9 +177,14 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         # synchronous flush that held the loop (health checks waited over 100 ms). Rows are
         # independent (each captured or refused on its own); a file sent again is deduplicated.
         report = capture.ImportReport(rows=len(rows))
+        duty = ctx.settings.import_duty_cycle
         for start in range(0, len(rows), IMPORT_CHUNK):
+            began = time.perf_counter()
             async with uow() as tx:
                 report.add(await capture.import_rows(tx, ctx, rows[start : start + IMPORT_CHUNK]))
+            # A bulk import is background work: it leaves the rest of each period to requests,
+            # consumers and the services downstream that its leads keep busy.
+            await asyncio.sleep((time.perf_counter() - began) * (1 - duty) / duty)
         return ImportReportOut(
             rows=report.rows,
             accepted=report.accepted,

@@ -58,6 +58,9 @@ class Settings(ServiceSettings):
     # Change requests on one deal from which the client "changes mind often".
     changes_mind_after: int = Field(default=3, ge=1)
     import_max_rows: int = Field(default=5000, ge=1)
+    # The share of the time a CSV import works (LEADS_IMPORT_DUTY_CYCLE): after each chunk it
+    # pauses so that requests, consumers and the services its new leads keep busy get the rest.
+    import_duty_cycle: float = Field(default=0.3, gt=0, le=1)
 
     @model_validator(mode="after")
     def _low_fit_threshold_into_deposit(self) -> Settings:

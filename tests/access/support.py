@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -44,15 +44,36 @@ async def add_person(
     kind: str = "person",
 ) -> tuple[uuid.UUID, str]:
     """A person of ``role`` with one token; returns (person id, token)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     person_id, token_id = uuid.uuid4(), uuid.uuid4()
     token = new_token(token_id)
     async with sessions() as session, session.begin():
-        session.add(AccessPerson(id=person_id, email=f"{role}-{person_id.hex[:8]}@agency.test", name=f"A {role}",
-                                 role=role, kind=kind, languages=["en"], active=active, revision=1, changed_at=now))
-        session.add(AccessToken(id=token_id, person_id=person_id, token_hash=token_hash(token), prefix=token_prefix(token),
-                                scopes=scopes or [], created_at=now, expires_at=expires_at,
-                                revoked_at=now if revoked else None, revision=1))
+        session.add(
+            AccessPerson(
+                id=person_id,
+                email=f"{role}-{person_id.hex[:8]}@agency.test",
+                name=f"A {role}",
+                role=role,
+                kind=kind,
+                languages=["en"],
+                active=active,
+                revision=1,
+                changed_at=now,
+            )
+        )
+        session.add(
+            AccessToken(
+                id=token_id,
+                person_id=person_id,
+                token_hash=token_hash(token),
+                prefix=token_prefix(token),
+                scopes=scopes or [],
+                created_at=now,
+                expires_at=expires_at,
+                revoked_at=now if revoked else None,
+                revision=1,
+            )
+        )
     return person_id, token
 
 
@@ -64,4 +85,4 @@ async def one_per_role(sessions: async_sessionmaker) -> dict[str, str]:
 
 
 def expired() -> datetime:
-    return datetime.now(timezone.utc) - timedelta(minutes=1)
+    return datetime.now(UTC) - timedelta(minutes=1)

@@ -39,7 +39,7 @@ class Provider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 provider.fetches += 1
                 body = json.dumps({"keys": provider.published}).encode()
                 self.send_response(200)
@@ -62,10 +62,19 @@ class Provider:
 
     def token(self, kid: str = "k1", *, key: Any = None, algorithm: str = "RS256", **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": "clientflow", "sub": "user-1", "iat": now, "exp": now + 300,
-                   "email": "maria@agency.example", "clientflow_role": "finance"} | claims
+        payload = {
+            "iss": ISSUER,
+            "aud": "clientflow",
+            "sub": "user-1",
+            "iat": now,
+            "exp": now + 300,
+            "email": "maria@agency.example",
+            "clientflow_role": "finance",
+        } | claims
         payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode(payload, key if key is not None else self.keys[kid], algorithm=algorithm, headers={"kid": kid})
+        return jwt.encode(
+            payload, key if key is not None else self.keys[kid], algorithm=algorithm, headers={"kid": kid}
+        )
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def provider() -> Iterator[Provider]:
 
 
 @pytest.fixture
-async def leads(database_url: str, provider: Provider):  # noqa: ANN201
+async def leads(database_url: str, provider: Provider):
     await migrate("leads", database_url)
     app = build_app("leads", database_url, oidc_issuer=ISSUER, oidc_jwks_url=provider.url, oidc_audience="clientflow")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://leads") as http:
@@ -88,25 +97,32 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_a_token_of_the_provider_acts_with_its_role(leads, provider: Provider) -> None:  # noqa: ANN001
+async def test_a_token_of_the_provider_acts_with_its_role(leads, provider: Provider) -> None:
     _, http = leads
     me = await http.get("/me", headers=bearer(provider.token()))
     assert me.status_code == 200, me.text
-    assert me.json()["actor"] == {"kind": "person", "id": "oidc:user-1", "role": "finance"} and me.json()["via"] == "oidc"
+    assert (
+        me.json()["actor"] == {"kind": "person", "id": "oidc:user-1", "role": "finance"} and me.json()["via"] == "oidc"
+    )
     assert (await http.get("/leads", headers=bearer(provider.token()))).status_code == 200  # finance reads leads
     assert (await http.post("/leads", json={}, headers=bearer(provider.token()))).status_code == 403
     listed = await http.get("/me", headers=bearer(provider.token(clientflow_role=["nobody", "viewer"])))
     assert listed.json()["actor"]["role"] == "viewer"
 
 
-async def test_forged_foreign_and_stale_tokens_are_refused(leads, provider: Provider) -> None:  # noqa: ANN001
+async def test_forged_foreign_and_stale_tokens_are_refused(leads, provider: Provider) -> None:
     _, http = leads
     stranger, _ = _key("k1")
-    public_pem = provider.keys["k1"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        provider.keys["k1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    unsigned = jwt.encode({"iss": ISSUER, "aud": "clientflow", "sub": "x", "exp": int(time.time()) + 60,
-                           "clientflow_role": "admin"}, None, algorithm="none")
+    unsigned = jwt.encode(
+        {"iss": ISSUER, "aud": "clientflow", "sub": "x", "exp": int(time.time()) + 60, "clientflow_role": "admin"},
+        None,
+        algorithm="none",
+    )
     forged = {
         "another key": provider.token(key=stranger),
         "alg none": unsigned,
@@ -133,13 +149,16 @@ def _hs256(secret: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
-    payload = b64(json.dumps({"iss": ISSUER, "aud": "clientflow", "sub": "x", "exp": int(time.time()) + 60,
-                              "clientflow_role": "admin"}).encode())
+    payload = b64(
+        json.dumps(
+            {"iss": ISSUER, "aud": "clientflow", "sub": "x", "exp": int(time.time()) + 60, "clientflow_role": "admin"}
+        ).encode()
+    )
     signature = b64(hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest())
     return f"{header}.{payload}.{signature}"
 
 
-async def test_a_rotated_key_is_fetched_and_a_disabled_person_stays_out(leads, provider: Provider) -> None:  # noqa: ANN001
+async def test_a_rotated_key_is_fetched_and_a_disabled_person_stays_out(leads, provider: Provider) -> None:
     runtime, http = leads
     assert (await http.get("/me", headers=bearer(provider.token()))).status_code == 200
     provider.rotate("k2")

@@ -36,7 +36,7 @@ def test_every_route_has_an_access_rule(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-async def test_every_route_answers_every_role_as_the_table_says(service: str, tmp_path) -> None:  # noqa: ANN001
+async def test_every_route_answers_every_role_as_the_table_says(service: str, tmp_path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / service}.db"
     await migrate(service, url)
     app = build_app(service, url)
@@ -73,10 +73,18 @@ async def test_every_route_answers_every_role_as_the_table_says(service: str, tm
                     checked += 1
                     allowed = role in rule.permission.roles
                     if allowed and answer.status_code in (401, 403):
-                        wrong.append(f"{method} {route.path}: {who} may ({rule.permission.name}) but got {answer.status_code} {answer.text[:120]}")
+                        wrong.append(
+                            f"{method} {route.path}: {who} may ({rule.permission.name}) but got {answer.status_code} {answer.text[:120]}"
+                        )
                     if not allowed and answer.status_code != 403:
-                        wrong.append(f"{method} {route.path}: {who} may not ({rule.permission.name}) but got {answer.status_code}")
-                    if not allowed and answer.status_code == 403 and not FORBIDDEN_MESSAGE.search(answer.json()["detail"]):
+                        wrong.append(
+                            f"{method} {route.path}: {who} may not ({rule.permission.name}) but got {answer.status_code}"
+                        )
+                    if (
+                        not allowed
+                        and answer.status_code == 403
+                        and not FORBIDDEN_MESSAGE.search(answer.json()["detail"])
+                    ):
                         wrong.append(f"{method} {route.path}: 403 without saying why: {answer.text[:120]}")
     await runtime.audit.flush()
     await runtime.engine.dispose()
@@ -84,13 +92,14 @@ async def test_every_route_answers_every_role_as_the_table_says(service: str, tm
     assert checked > 50
 
 
-async def test_a_viewer_reads_aggregates_and_never_a_person(tmp_path) -> None:  # noqa: ANN001
+async def test_a_viewer_reads_aggregates_and_never_a_person(tmp_path) -> None:
     """The viewer's whole reach, service by service: reports and itself, nothing that names a person."""
     reach: dict[str, set[str]] = {}
     for service in SERVICES:
         app = build_app(service, "sqlite+aiosqlite:///:memory:")
         reach[service] = {
-            f"{sorted(r.methods)[0]} {r.path}" for r, rule in route_table(app)
+            f"{sorted(r.methods)[0]} {r.path}"
+            for r, rule in route_table(app)
             if rule is not None and rule.permission is not None and "viewer" in rule.permission.roles
         }
     assert reach == {

@@ -19,7 +19,7 @@ LEAD = {"name": "Ada", "email": "ada@example.com", "channel": "website", "consen
 
 
 @pytest.fixture
-async def leads(database_url: str):  # noqa: ANN201
+async def leads(database_url: str):
     await migrate("leads", database_url)
     app = build_app("leads", database_url, auth_lockout_failures=5)
     runtime = app.state.runtime
@@ -32,8 +32,8 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_tokens_are_kept_as_digests_and_refused_when_expired_revoked_or_disabled(leads) -> None:  # noqa: ANN001
-    app, runtime, http = leads
+async def test_tokens_are_kept_as_digests_and_refused_when_expired_revoked_or_disabled(leads) -> None:
+    _app, runtime, http = leads
     sessions = runtime.uow.sessions
     _, good = await add_person(sessions, "sales")
     _, old = await add_person(sessions, "sales", expires_at=expired())
@@ -42,20 +42,29 @@ async def test_tokens_are_kept_as_digests_and_refused_when_expired_revoked_or_di
     assert (await http.get("/me", headers=bearer(good))).json()["actor"]["role"] == "sales"
     answers = {
         name: await http.get("/leads", headers=bearer(token))
-        for name, token in {"expired": old, "revoked": revoked, "disabled": gone, "made up": "cf_" + "0" * 12 + "_" + "A" * 43}.items()
+        for name, token in {
+            "expired": old,
+            "revoked": revoked,
+            "disabled": gone,
+            "made up": "cf_" + "0" * 12 + "_" + "A" * 43,
+        }.items()
     }
     assert {name: (r.status_code, r.json()["detail"]) for name, r in answers.items()} == {
-        "expired": (401, "token expired"), "revoked": (401, "token revoked"),
-        "disabled": (401, "person disabled"), "made up": (401, "invalid token"),
+        "expired": (401, "token expired"),
+        "revoked": (401, "token revoked"),
+        "disabled": (401, "person disabled"),
+        "made up": (401, "invalid token"),
     }
     async with sessions() as session:
         stored = set(await session.scalars(text("SELECT token_hash FROM access_tokens")))
-        dump = " ".join(str(v) for row in (await session.execute(text("SELECT * FROM access_tokens"))).all() for v in row)
+        dump = " ".join(
+            str(v) for row in (await session.execute(text("SELECT * FROM access_tokens"))).all() for v in row
+        )
     assert token_hash(good) in stored
     assert good not in dump and good.split("_")[-1] not in dump  # the token itself is nowhere
 
 
-async def test_a_scoped_token_reaches_its_scope_only(leads) -> None:  # noqa: ANN001
+async def test_a_scoped_token_reaches_its_scope_only(leads) -> None:
     _, runtime, http = leads
     _, form = await add_person(runtime.uow.sessions, "sales", kind="integration", scopes=["leads.capture"])
     captured = await http.post("/leads", json=LEAD, headers=bearer(form))
@@ -67,28 +76,36 @@ async def test_a_scoped_token_reaches_its_scope_only(leads) -> None:  # noqa: AN
     assert me["permissions"] == ["leads.capture"]
 
 
-async def test_the_token_is_checked_before_the_idempotency_key_and_the_body(leads) -> None:  # noqa: ANN001
+async def test_the_token_is_checked_before_the_idempotency_key_and_the_body(leads) -> None:
     _, runtime, http = leads
     _, viewer = await add_person(runtime.uow.sessions, "viewer")
     key = {"Idempotency-Key": "pay-123"}
     nobody = await http.post("/leads", content=b"{not json", headers=key | {"content-type": "application/json"})
     assert nobody.status_code == 401
-    forbidden = await http.post("/leads", content=b"{not json", headers=key | bearer(viewer) | {"content-type": "application/json"})
+    forbidden = await http.post(
+        "/leads", content=b"{not json", headers=key | bearer(viewer) | {"content-type": "application/json"}
+    )
     assert forbidden.status_code == 403
     async with runtime.uow.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyKeyRow)) == 0
 
 
-async def test_idempotency_keys_belong_to_their_caller(leads) -> None:  # noqa: ANN001
+async def test_idempotency_keys_belong_to_their_caller(leads) -> None:
     _, runtime, http = leads
     _, maria = await add_person(runtime.uow.sessions, "sales")
     _, omar = await add_person(runtime.uow.sessions, "sales")
     key = {"Idempotency-Key": "capture-1"}
-    first = await http.post("/leads", json=LEAD | {"email": "one@one.example", "name": "One"}, headers=key | bearer(maria))
-    again = await http.post("/leads", json=LEAD | {"email": "one@one.example", "name": "One"}, headers=key | bearer(maria))
+    first = await http.post(
+        "/leads", json=LEAD | {"email": "one@one.example", "name": "One"}, headers=key | bearer(maria)
+    )
+    again = await http.post(
+        "/leads", json=LEAD | {"email": "one@one.example", "name": "One"}, headers=key | bearer(maria)
+    )
     assert first.status_code == 201 and again.headers.get("idempotent-replayed") == "true"
     # Omar's "capture-1" is his own: neither a replay of Maria's answer nor a 409.
-    other = await http.post("/leads", json=LEAD | {"email": "two@two.example", "name": "Two"}, headers=key | bearer(omar))
+    other = await http.post(
+        "/leads", json=LEAD | {"email": "two@two.example", "name": "Two"}, headers=key | bearer(omar)
+    )
     assert other.status_code == 201 and "idempotent-replayed" not in other.headers
     assert other.json()["lead_id"] != first.json()["lead_id"]
     async with runtime.uow.sessions() as session:
@@ -96,7 +113,7 @@ async def test_idempotency_keys_belong_to_their_caller(leads) -> None:  # noqa: 
     assert len(keys) == 2 and all(k.endswith(":capture-1") for k in keys)
 
 
-async def test_repeated_bad_tokens_from_one_address_get_429_and_others_are_not_slowed(leads) -> None:  # noqa: ANN001
+async def test_repeated_bad_tokens_from_one_address_get_429_and_others_are_not_slowed(leads) -> None:
     app, runtime, http = leads
     _, known = await add_person(runtime.uow.sessions, "sales")
     assert (await http.get("/me", headers=bearer(known))).status_code == 200  # worked from here before
@@ -109,7 +126,9 @@ async def test_repeated_bad_tokens_from_one_address_get_429_and_others_are_not_s
     assert (await http.get("/me", headers=bearer(fresh))).status_code == 429
     assert (await http.get("/me", headers=bearer(known))).status_code == 200
     # Another address is not slowed.
-    elsewhere = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 1234)), base_url="http://leads")
+    elsewhere = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("10.0.0.9", 1234)), base_url="http://leads"
+    )
     async with elsewhere:
         assert (await elsewhere.get("/me", headers=bearer(fresh))).status_code == 200
     metrics = (await http.get("/metrics")).text
@@ -117,11 +136,13 @@ async def test_repeated_bad_tokens_from_one_address_get_429_and_others_are_not_s
     assert 'clientflow_auth_failures_total{reason="locked",service="leads"} 4.0' in metrics
 
 
-async def test_every_write_and_every_read_of_one_person_is_audited_with_its_actor(leads) -> None:  # noqa: ANN001
+async def test_every_write_and_every_read_of_one_person_is_audited_with_its_actor(leads) -> None:
     _, runtime, http = leads
     maria_id, maria = await add_person(runtime.uow.sessions, "sales")
     _, viewer = await add_person(runtime.uow.sessions, "viewer")
-    lead = (await http.post("/leads", json=LEAD, headers=bearer(maria) | {"X-Request-ID": "0af7651916cd43dd"})).json()["lead_id"]
+    lead = (await http.post("/leads", json=LEAD, headers=bearer(maria) | {"X-Request-ID": "0af7651916cd43dd"})).json()[
+        "lead_id"
+    ]
     named = await http.get("/funnel", headers=bearer(maria) | {"X-Request-ID": "Zebediah.Quillfeather"})
     assert named.headers["x-request-id"] != "Zebediah.Quillfeather"  # a name never reaches the audit trail
     assert (await http.get(f"/leads/{lead}", headers=bearer(maria))).status_code == 200
@@ -148,7 +169,7 @@ async def test_every_write_and_every_read_of_one_person_is_audited_with_its_acto
     assert json.loads(payload)["actor"] == {"kind": "person", "id": str(maria_id), "role": "sales"}
 
 
-async def test_the_audit_trail_is_append_only(leads) -> None:  # noqa: ANN001
+async def test_the_audit_trail_is_append_only(leads) -> None:
     _, runtime, http = leads
     await http.post("/leads", json=LEAD, headers=bearer(API_KEY))
     await runtime.audit.flush()
@@ -160,7 +181,7 @@ async def test_the_audit_trail_is_append_only(leads) -> None:  # noqa: ANN001
         assert await session.scalar(select(func.count()).select_from(AuditRow)) == 1
 
 
-async def test_audit_filters_refuse_what_they_cannot_read(leads) -> None:  # noqa: ANN001
+async def test_audit_filters_refuse_what_they_cannot_read(leads) -> None:
     _, _, http = leads
     admin = bearer(API_KEY)
     assert (await http.get("/audit?since=9999-12-31T23:59:59Z", headers=admin)).json()["items"] == []
@@ -170,7 +191,7 @@ async def test_audit_filters_refuse_what_they_cannot_read(leads) -> None:  # noq
     assert (await http.get(f"/audit?actor_id={uuid.uuid4()}", headers=admin)).json()["items"] == []
 
 
-async def test_basic_auth_and_an_empty_bearer_are_no_token(leads) -> None:  # noqa: ANN001
+async def test_basic_auth_and_an_empty_bearer_are_no_token(leads) -> None:
     _, _, http = leads
     for header in (f"Basic {API_KEY}", "Bearer ", "Bearer", API_KEY):
         answer = await http.get("/leads", headers={"Authorization": header})
@@ -189,7 +210,7 @@ async def test_metrics_can_be_protected(database_url: str) -> None:
     await runtime.engine.dispose()
 
 
-async def test_expired_idempotency_keys_are_purged(leads) -> None:  # noqa: ANN001
+async def test_expired_idempotency_keys_are_purged(leads) -> None:
     from datetime import timedelta
 
     _, runtime, http = leads
@@ -212,10 +233,10 @@ async def test_identical_reads_asked_at_once_share_one_computation() -> None:
     runs = 0
 
     class Fallback:
-        def __call__(self):  # noqa: ANN204
+        def __call__(self):
             return self
 
-        async def __aenter__(self):  # noqa: ANN204
+        async def __aenter__(self):
             return None
 
         async def __aexit__(self, *exc: object) -> None:

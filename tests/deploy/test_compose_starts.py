@@ -59,14 +59,19 @@ def service_environment(service: dict, variables: dict[str, str]) -> dict[str, s
 
 
 @pytest.fixture
-def databases(_postgres_server: str | None, tmp_path: Path):  # noqa: ANN201
+def databases(_postgres_server: str | None, tmp_path: Path):
     """Where `postgres:5432` goes: the local server with the role compose's URLs name."""
     if _postgres_server is None:
         yield None, {}
         return
     names = {svc: f"cf_compose_{svc}_{uuid.uuid4().hex[:8]}" for svc in SERVICES}
     password = secrets.token_urlsafe(16)
-    asyncio.run(_admin(_postgres_server, f"DO $$ BEGIN CREATE ROLE clientflow LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"))
+    asyncio.run(
+        _admin(
+            _postgres_server,
+            "DO $$ BEGIN CREATE ROLE clientflow LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+    )
     asyncio.run(_admin(_postgres_server, f"ALTER ROLE clientflow PASSWORD '{password}'"))
     for name in names.values():
         asyncio.run(_admin(_postgres_server, f'CREATE DATABASE "{name}" OWNER clientflow'))
@@ -78,7 +83,7 @@ def databases(_postgres_server: str | None, tmp_path: Path):  # noqa: ANN201
 
 
 def test_every_service_starts_healthy_with_the_environment_compose_gives_it(
-    kafka_bootstrap: str, databases, tmp_path: Path  # noqa: ANN001
+    kafka_bootstrap: str, databases, tmp_path: Path
 ) -> None:
     server, names = databases
     spec = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
@@ -108,8 +113,15 @@ def test_every_service_starts_healthy_with_the_environment_compose_gives_it(
             out["NURTURE_SMTP_PORT"] = str(free_port())
         return out
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CLIENTFLOW_", "KAFKA_", "LEADS_", "NURTURE_", "BILLING_", "RETENTION_"))}
-    base |= {"CLIENTFLOW_DATA_DIR": str(tmp_path / "data"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLIENTFLOW_", "KAFKA_", "LEADS_", "NURTURE_", "BILLING_", "RETENTION_"))
+    }
+    base |= {
+        "CLIENTFLOW_DATA_DIR": str(tmp_path / "data"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
 
     def run_job(name: str) -> None:
         service = spec["services"][name]
@@ -127,7 +139,9 @@ def test_every_service_starts_healthy_with_the_environment_compose_gives_it(
             env = base | localise(service_environment(service, variables), svc)
             assert env["CLIENTFLOW_ENV"] == "production"
             log = open(tmp_path / f"{svc}.log", "wb")  # noqa: SIM115
-            processes[svc] = subprocess.Popen(service["command"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+            processes[svc] = subprocess.Popen(
+                service["command"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
         pending = set(SERVICES)
         deadline = time.monotonic() + 90
         while pending and time.monotonic() < deadline:
@@ -144,7 +158,10 @@ def test_every_service_starts_healthy_with_the_environment_compose_gives_it(
         )
         # The stack's secrets are in force: the bootstrap key from the env file opens the API.
         key = variables["CLIENTFLOW_API_KEY"]
-        assert httpx.get(f"http://127.0.0.1:{ports['leads']}/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert (
+            httpx.get(f"http://127.0.0.1:{ports['leads']}/me", headers={"Authorization": f"Bearer {key}"}).status_code
+            == 200
+        )
     finally:
         for process in processes.values():
             process.terminate()

@@ -30,7 +30,12 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_compose_file_matches_the_compose_schema() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DEPLOY / "compose.yaml"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -53,7 +58,12 @@ def test_compose_cross_references_hold() -> None:
         if command[:2] == ["python", "-m"]:
             module = command[2]
             assert importlib.util.find_spec(module) is not None, f"{name} runs missing module {module}"
-            port = {"services.leads": 8001, "services.nurture": 8002, "services.billing": 8003, "services.retention": 8004}[module]
+            port = {
+                "services.leads": 8001,
+                "services.nurture": 8002,
+                "services.billing": 8003,
+                "services.retention": 8004,
+            }[module]
             assert any(str(p).endswith(f":{port}") for p in service["ports"]), f"{name} publishes {port}"
             assert f":{port}/health/ready" in json.dumps(service["healthcheck"]), f"{name} checks its own port"
         for volume in service.get("volumes", []):
@@ -87,7 +97,11 @@ def test_every_scrape_target_is_a_compose_service_on_its_port() -> None:
 
 
 def test_promtool_accepts_the_config_and_rules_and_the_rule_tests_pass() -> None:
-    for args in (("check", "config", "prometheus.yml"), ("check", "rules", "rules.yml"), ("test", "rules", "rules.test.yml")):
+    for args in (
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "rules.yml"),
+        ("test", "rules", "rules.test.yml"),
+    ):
         result = promtool(*args)
         assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
 
@@ -121,7 +135,11 @@ def metric_names_used() -> set[str]:
 
 
 def test_rules_and_dashboards_query_something() -> None:
-    assert {"clientflow_events_consumed_total", "clientflow_outbox_backlog", "clientflow_consumer_lag"} <= metric_names_used()
+    assert {
+        "clientflow_events_consumed_total",
+        "clientflow_outbox_backlog",
+        "clientflow_consumer_lag",
+    } <= metric_names_used()
 
 
 def test_the_wheel_the_image_installs_carries_migrations_templates_and_sequences(tmp_path: Path) -> None:
@@ -143,7 +161,9 @@ def test_the_wheel_the_image_installs_carries_migrations_templates_and_sequences
         assert f"services/{service}/migrations/env.py" in names
         assert f"services/{service}/migrations/script.py.mako" in names
     for folder in ("templates", "sequences"):
-        on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / "nurture" / folder).iterdir() if p.is_file()}
+        on_disk = {
+            p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / "nurture" / folder).iterdir() if p.is_file()
+        }
         assert on_disk and on_disk <= names, f"nurture {folder} missing from the wheel"
     assert not any(n.startswith("tests/") for n in names)
 
@@ -152,10 +172,18 @@ def test_compose_takes_every_secret_from_the_env_file_and_the_example_documents_
     text = (DEPLOY / "compose.yaml").read_text()
     required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
     optional = set(re.findall(r"\$\{([A-Z_]+):-", text))
-    example = {line.split("=", 1)[0] for line in (DEPLOY / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
-    assert {"CLIENTFLOW_API_KEY", "CLIENTFLOW_SECRET_KEY", "BILLING_WEBHOOK_SECRET", "POSTGRES_PASSWORD",
-            "GRAFANA_ADMIN_PASSWORD"} <= required, "secrets have no defaults"
+    example = {
+        line.split("=", 1)[0]
+        for line in (DEPLOY / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert {
+        "CLIENTFLOW_API_KEY",
+        "CLIENTFLOW_SECRET_KEY",
+        "BILLING_WEBHOOK_SECRET",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    } <= required, "secrets have no defaults"
     assert required <= example, f"undocumented: {required - example}"
     assert {v for v in optional if v.startswith("CLIENTFLOW_OIDC")} <= example
     assert "deploy/.env" in (ROOT / ".gitignore").read_text()

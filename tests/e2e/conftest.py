@@ -65,9 +65,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             break
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            logs = "\n".join(
-                f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in data_dir.glob("*.log")
-            )
+            logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in data_dir.glob("*.log"))
             raise RuntimeError(f"clientflow run did not come up:\n{logs}")
         time.sleep(0.3)
     children = _children(process.pid)
@@ -84,7 +82,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             log.close()
         # Ctrl-C / SIGTERM leaves no orphan: the broker and the four services are gone.
         time.sleep(0.5)
-        alive = [pid for pid in children if Path(f"/proc/{pid}").exists() and "zombie" not in
-                 Path(f"/proc/{pid}/status").read_text(errors="replace").lower()]
+        alive = [
+            pid
+            for pid in children
+            if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()
+        ]
         assert alive == [], f"processes left behind: {alive}"
         assert process.returncode == 0, (data_dir / "run.log").read_text(errors="replace")[-2000:]

@@ -24,15 +24,19 @@ pytestmark = pytest.mark.e2e
 TOKEN = re.compile(r"^cf_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
 
 
-def cli(system, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+def cli(system, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"CLIENTFLOW_DATA_DIR": str(system.data_dir), "CLIENTFLOW_API_KEY": API_KEY, "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "clientflow", *args], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "clientflow", *args], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def add(system, email: str, role: str, *extra: str) -> str:  # noqa: ANN001
-    done = cli(system, "users", "add", email, "--name", f"Person {role}", "--role", role, "--languages", "en,bn", *extra)
+def add(system, email: str, role: str, *extra: str) -> str:
+    done = cli(
+        system, "users", "add", email, "--name", f"Person {role}", "--role", role, "--languages", "en,bn", *extra
+    )
     token = done.stdout.strip().splitlines()[-1]
     assert TOKEN.match(token), done.stdout
     return token
@@ -42,13 +46,18 @@ def _url(path: str) -> str:
     return re.sub(r"\{([^}]+)\}", lambda m: str(uuid.uuid4()) if m.group(1).endswith("id") else "x", path)
 
 
-def locked_out_everywhere(system, token: str, timeout: float = 5.0) -> float:  # noqa: ANN001
+def locked_out_everywhere(system, token: str, timeout: float = 5.0) -> float:
     """Seconds until every service answers 401 to ``token`` (fails past ``timeout``)."""
     started = time.monotonic()
     pending = set(system.urls)
     while pending:
         for name in list(pending):
-            if httpx.get(f"{system.urls[name]}/me", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 401:
+            if (
+                httpx.get(
+                    f"{system.urls[name]}/me", headers={"Authorization": f"Bearer {token}"}, timeout=5
+                ).status_code
+                == 401
+            ):
                 pending.discard(name)
         elapsed = time.monotonic() - started
         assert elapsed < timeout, f"still accepted after {elapsed:.1f} s by {sorted(pending)}"
@@ -56,7 +65,7 @@ def locked_out_everywhere(system, token: str, timeout: float = 5.0) -> float:  #
     return time.monotonic() - started
 
 
-def test_people_roles_tokens_and_audit_across_the_system(system) -> None:  # noqa: ANN001
+def test_people_roles_tokens_and_audit_across_the_system(system) -> None:
     emails = {role: f"{role}-{uuid.uuid4().hex[:6]}@agency.example" for role in ROLES}
     tokens = {role: add(system, emails[role], role) for role in ROLES}
 
@@ -75,7 +84,9 @@ def test_people_roles_tokens_and_audit_across_the_system(system) -> None:  # noq
                     if http.request(method, url, json=body).status_code != 401:
                         wrong.append(f"{service} {method} {route.path}: no token, not 401")
                     for role, token in tokens.items():
-                        status = http.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}).status_code
+                        status = http.request(
+                            method, url, json=body, headers={"Authorization": f"Bearer {token}"}
+                        ).status_code
                         calls += 2
                         allowed = role in rule.permission.roles
                         if allowed == (status in (401, 403)):
@@ -87,9 +98,15 @@ def test_people_roles_tokens_and_audit_across_the_system(system) -> None:  # noq
     sales = {"Authorization": f"Bearer {tokens['sales']}"}
     me = httpx.get(f"{system.urls['leads']}/me", headers=sales).json()
     assert me["actor"]["role"] == "sales" and me["languages"] == ["en", "bn"]
-    lead = httpx.post(f"{system.urls['leads']}/leads", headers=sales, json={
-        "name": "Ada", "email": f"ada-{uuid.uuid4().hex[:6]}@shop.example", "channel": "website",
-    }).json()["lead_id"]
+    lead = httpx.post(
+        f"{system.urls['leads']}/leads",
+        headers=sales,
+        json={
+            "name": "Ada",
+            "email": f"ada-{uuid.uuid4().hex[:6]}@shop.example",
+            "channel": "website",
+        },
+    ).json()["lead_id"]
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
 
     def audited() -> list[dict]:
@@ -120,5 +137,10 @@ def test_people_roles_tokens_and_audit_across_the_system(system) -> None:  # noq
     cli(system, "tokens", "revoke", token[:15])
     took_revoke = locked_out_everywhere(system, token)
     # The other finance token still works: revoking one token is not disabling the person.
-    assert httpx.get(f"{system.urls['billing']}/me", headers={"Authorization": f"Bearer {tokens['finance']}"}).status_code == 200
-    print(f"\nlocked out everywhere after disabling: {took_disable:.2f} s; after revoking: {took_revoke:.2f} s; {calls} matrix calls")
+    assert (
+        httpx.get(f"{system.urls['billing']}/me", headers={"Authorization": f"Bearer {tokens['finance']}"}).status_code
+        == 200
+    )
+    print(
+        f"\nlocked out everywhere after disabling: {took_disable:.2f} s; after revoking: {took_revoke:.2f} s; {calls} matrix calls"
+    )

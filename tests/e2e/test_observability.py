@@ -24,7 +24,12 @@ pytestmark = pytest.mark.e2e
 
 async def drive_some_traffic(system) -> None:
     async with system.client("leads") as leads:
-        body = {"name": "Metric Person", "email": f"{uuid.uuid4().hex[:8]}@example.org", "channel": "seo", "consent_marketing": True}
+        body = {
+            "name": "Metric Person",
+            "email": f"{uuid.uuid4().hex[:8]}@example.org",
+            "channel": "seo",
+            "consent_marketing": True,
+        }
         as_json(await leads.post("/leads", json=body))
         assert (await leads.post("/leads", json={"name": "x"})).status_code == 422
 
@@ -45,10 +50,16 @@ async def test_real_metrics_pass_promtool_and_cover_rules_and_dashboards(system)
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
     for name, text in outputs.items():
-        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        result = await asyncio.to_thread(
+            subprocess.run, [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+        )
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
     exposed = "\n".join(outputs.values())
-    missing = sorted(m for m in metric_names_used() if f"# TYPE {m} " not in exposed and f"# TYPE {m.removesuffix('_total')} " not in exposed)
+    missing = sorted(
+        m
+        for m in metric_names_used()
+        if f"# TYPE {m} " not in exposed and f"# TYPE {m.removesuffix('_total')} " not in exposed
+    )
     assert missing == [], f"named by rules or dashboards but exposed by no service: {missing}"
 
 
@@ -66,11 +77,15 @@ async def test_a_real_prometheus_scrapes_the_services_and_evaluates_the_rules(sy
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    process = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
+    process = subprocess.Popen(  # noqa: ASYNC220 - only starts the server (stopped in `finally`); spawning is instant
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
         stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
+        stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115, ASYNC230 - the child's log, kept open for it
     )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
@@ -84,7 +99,9 @@ async def test_a_real_prometheus_scrapes_the_services_and_evaluates_the_rules(sy
                     groups = (await client.get(f"{api}/rules")).json()["data"]["groups"]
                     rules = [r for g in groups for r in g["rules"]]
                     rules_ok = rules and all(r["health"] == "ok" and r["lastEvaluation"][:4] != "0001" for r in rules)
-                    requests_rate = (await client.get(f"{api}/query", params={"query": "clientflow:http_requests:rate5m"})).json()["data"]["result"]
+                    requests_rate = (
+                        await client.get(f"{api}/query", params={"query": "clientflow:http_requests:rate5m"})
+                    ).json()["data"]["result"]
                 except (httpx.HTTPError, KeyError, ValueError):
                     pass
                 rated = {s["metric"].get("service") for s in requests_rate or []}

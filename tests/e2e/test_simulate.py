@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -41,8 +41,18 @@ def test_two_months_of_an_agency(simulated_system: System) -> None:
     # The API key from the environment, the webhook secret from the file `clientflow run` saved.
     env |= {"CLIENTFLOW_API_KEY": API_KEY, "CLIENTFLOW_DATA_DIR": str(system.data_dir), "COLUMNS": "200"}
     command = [
-        sys.executable, "-m", "clientflow", "simulate", "--months", "2", "--seed", "7", "--leads-per-month", "15",
-        "--bootstrap", system.bootstrap,
+        sys.executable,
+        "-m",
+        "clientflow",
+        "simulate",
+        "--months",
+        "2",
+        "--seed",
+        "7",
+        "--leads-per-month",
+        "15",
+        "--bootstrap",
+        system.bootstrap,
         *(arg for name in ("leads", "nurture", "billing", "retention") for arg in (f"--{name}-url", system.urls[name])),
     ]
     started = time.monotonic()
@@ -53,9 +63,13 @@ def test_two_months_of_an_agency(simulated_system: System) -> None:
     assert "Do the services agree?" in out, out[-4000:]
     checks = out.split("Do the services agree?", 1)[1]
     assert " failed" not in checks, checks
-    for check in ("every won deal has exactly one deposit invoice in billing", "every churned client is `churned` in leads",
-                  "no signed webhook was refused", "every lead has an owner (none left in the pool)",
-                  "each rep's commission is the plan applied to what billing says was paid"):
+    for check in (
+        "every won deal has exactly one deposit invoice in billing",
+        "every churned client is `churned` in leads",
+        "no signed webhook was refused",
+        "every lead has an owner (none left in the pool)",
+        "each rep's commission is the plan applied to what billing says was paid",
+    ):
         assert check in out
     # The sales team's figures, three reps and the account owner (Arif speaks Bengali).
     assert "The sales team" in out and all(f"{name} (" in out for name in ("Rina", "Arif", "Tom", "Sara")), out[-4000:]
@@ -72,4 +86,4 @@ def test_two_months_of_an_agency(simulated_system: System) -> None:
         for url in system.urls.values():
             clock = http.get(f"{url}/health/ready").json()["clock"]
             assert clock["kind"] == "simulated"
-            assert datetime.fromisoformat(clock["now"]) > datetime.now(timezone.utc) + timedelta(days=55)
+            assert datetime.fromisoformat(clock["now"]) > datetime.now(UTC) + timedelta(days=55)

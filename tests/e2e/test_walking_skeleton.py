@@ -124,7 +124,9 @@ async def test_lead_to_client_to_churn(system) -> None:
 
         # 4. a cancellation, confirmed -> cancellation.completed -> billing ends the
         #    subscription -> leads moves the lead to `churned`
-        asked = await retention.post(f"/clients/{lead_id}/cancellation", json={"reason": "budget_cut", "comment": "cutting costs"})
+        asked = await retention.post(
+            f"/clients/{lead_id}/cancellation", json={"reason": "budget_cut", "comment": "cutting costs"}
+        )
         assert asked.status_code == 201, asked.text
         cancellation_id = asked.json()["cancellation_id"]
         assert asked.json()["offer"]["kind"] == "pause"
@@ -132,7 +134,7 @@ async def test_lead_to_client_to_churn(system) -> None:
         confirmed = await retention.post(f"/cancellations/{cancellation_id}/confirm")
         assert confirmed.status_code == 200, confirmed.text
         await bus.wait_for("cancellation.completed", lead_id=lead_id)
-        (ended,) = await bus.wait_for("subscription.cancelled", lead_id=lead_id)
+        (_ended,) = await bus.wait_for("subscription.cancelled", lead_id=lead_id)
 
         async def subscription_cancelled() -> bool:
             subs = as_json(await billing.get("/subscriptions", params={"lead_id": lead_id}))

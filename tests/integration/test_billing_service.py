@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -47,7 +47,7 @@ def deal_won(
         included_hours=Decimal(10) if kind == "retainer" else None,
         hourly_rate=Decimal(120) if kind == "retainer" else None,
         signed_by="Ada Lovelace",
-        signed_at=datetime.now(timezone.utc),
+        signed_at=datetime.now(UTC),
         deposit_share=Decimal(share),
     )
     return event("deal.won", payload, lead_id=lead_id, producer_name="leads")
@@ -67,7 +67,7 @@ async def invoices_of(billing, lead_id: uuid.UUID, count: int = 1) -> list[dict]
     return await eventually(found)
 
 
-async def pay(billing, invoice: str, amount: str, /, **extra: str):  # noqa: ANN201
+async def pay(billing, invoice: str, amount: str, /, **extra: str):
     body = {"invoice_id": invoice, "amount": amount, "currency": "EUR", "method": "bank_transfer", "reference": "TRF-1"}
     return await billing.client.post("/payments", json=body | extra)
 
@@ -94,16 +94,30 @@ async def test_deposit_invoice_then_partial_and_final_payment_authorize_the_deal
         partial = await pay(billing, str(invoice.invoice_id), "400")
         assert partial.status_code == 201, partial.text
         assert partial.json() | {"payment_id": None, "paid_at": None} == {
-            "payment_id": None, "paid_at": None, "invoice_id": str(invoice.invoice_id), "amount": "400.00",
-            "currency": "EUR", "method": "bank_transfer", "reference": "TRF-1", "applied": "400.00",
-            "credited": "0.00", "credit_balance": "0.00", "invoice_status": "open", "amount_due": "500.00",
+            "payment_id": None,
+            "paid_at": None,
+            "invoice_id": str(invoice.invoice_id),
+            "amount": "400.00",
+            "currency": "EUR",
+            "method": "bank_transfer",
+            "reference": "TRF-1",
+            "applied": "400.00",
+            "credited": "0.00",
+            "credit_balance": "0.00",
+            "invoice_status": "open",
+            "amount_due": "500.00",
             "days_late": 0,
         }
         auth = as_json(await billing.client.get(f"/deals/{deal_id}/authorization"))
         assert auth["may_start"] is False and auth["amount_due"] == "500.00"
 
         rest = as_json(await pay(billing, str(invoice.invoice_id), "600.00"))
-        assert (rest["invoice_status"], rest["amount_due"], rest["credited"], rest["credit_balance"]) == ("paid", "0.00", "100.00", "100.00")
+        assert (rest["invoice_status"], rest["amount_due"], rest["credited"], rest["credit_balance"]) == (
+            "paid",
+            "0.00",
+            "100.00",
+            "100.00",
+        )
         auth = as_json(await billing.client.get(f"/deals/{deal_id}/authorization"))
         assert auth["may_start"] is True and auth["amount_due"] == "0.00" and auth["deposit_cleared_at"]
 
@@ -119,7 +133,12 @@ async def test_deposit_invoice_then_partial_and_final_payment_authorize_the_deal
     assert reader.events("subscription.started", lead_id=lead_id) == []
 
     read = as_json(await billing.client.get(f"/invoices/{invoice.invoice_id}"))
-    assert (read["status"], read["amount"], read["amount_paid"], read["amount_due"]) == ("paid", "900.00", "900.00", "0.00")
+    assert (read["status"], read["amount"], read["amount_paid"], read["amount_due"]) == (
+        "paid",
+        "900.00",
+        "900.00",
+        "0.00",
+    )
     assert [p["amount"] for p in read["payments"]] == ["400.00", "600.00", "10.00"]
 
     metrics = (await billing.client.get("/metrics")).text
@@ -148,14 +167,17 @@ async def test_retainer_starts_when_its_deposit_clears_and_ends_on_cancellation(
 
         leaving = event(
             "cancellation.completed",
-            ev.CancellationCompleted(cancellation_id=uuid.uuid4(), reason="budget", effective_at=datetime.now(timezone.utc)),
+            ev.CancellationCompleted(cancellation_id=uuid.uuid4(), reason="budget", effective_at=datetime.now(UTC)),
             lead_id=lead_id,
         )
         await send(kafka_bootstrap, leaving, leaving)  # redelivered: cancels once
         (cancelled,) = await reader.wait_for("subscription.cancelled", lead_id=lead_id)
     payload = ev.SubscriptionCancelled.model_validate(cancelled.data)
     assert (payload.subscription_id, payload.monthly_fee, payload.currency, payload.reason) == (
-        uuid.UUID(active["subscription_id"]), Decimal("1200"), "EUR", "budget",
+        uuid.UUID(active["subscription_id"]),
+        Decimal("1200"),
+        "EUR",
+        "budget",
     )
 
     async def is_cancelled() -> bool:
@@ -178,7 +200,7 @@ async def test_pause_offer_pauses_and_erasure_forgets_the_person(billing, kafka_
         ),
         lead_id=lead_id,
     )
-    erased = event("lead.erased", ev.LeadErased(requested_at=datetime.now(timezone.utc)), lead_id=lead_id)
+    erased = event("lead.erased", ev.LeadErased(requested_at=datetime.now(UTC)), lead_id=lead_id)
     await send(kafka_bootstrap, saved, erased)
     async with TopicReader(kafka_bootstrap, topics.PAYMENTS) as reader:
         (paused,) = await reader.wait_for("subscription.paused", lead_id=lead_id)
@@ -192,7 +214,13 @@ async def test_pause_offer_pauses_and_erasure_forgets_the_person(billing, kafka_
             account = await session.get(Account, lead_id)
             signers = list(await session.scalars(select(Deal.signed_by).where(Deal.lead_id == lead_id)))
             references = list(await session.scalars(select(Payment.reference).where(Payment.lead_id == lead_id)))
-        return account is not None and account.erased_at is not None and account.contact_name is None and signers == [None] and references == [None]
+        return (
+            account is not None
+            and account.erased_at is not None
+            and account.contact_name is None
+            and signers == [None]
+            and references == [None]
+        )
 
     await eventually(forgotten)
     # Amounts stay: the invoice is still there, paid.
@@ -232,7 +260,9 @@ async def test_bad_payments_answer_4xx_and_change_nothing(billing, kafka_bootstr
     lead_id = uuid.uuid4()
     await send(kafka_bootstrap, deal_won(lead_id, total="1000"), deal_won(lead_id, total="2000"))
     first, second = await invoices_of(billing, lead_id, count=2)
-    voided = as_json(await billing.client.post(f"/invoices/{second['invoice_id']}/void", json={"reason": "re-estimated"}))
+    voided = as_json(
+        await billing.client.post(f"/invoices/{second['invoice_id']}/void", json={"reason": "re-estimated"})
+    )
     assert voided["status"] == "void" and voided["number"] == second["number"]
     before = as_json(await billing.client.get(f"/invoices/{first['invoice_id']}"))
 
@@ -266,7 +296,9 @@ async def test_bad_payments_answer_4xx_and_change_nothing(billing, kafka_bootstr
     assert only.data["payment_id"] == good["payment_id"]
     # A paid invoice cannot be voided; voiding twice is harmless.
     assert (await billing.client.post(f"/invoices/{first['invoice_id']}/void", json={"reason": "x"})).status_code == 409
-    assert (await billing.client.post(f"/invoices/{second['invoice_id']}/void", json={"reason": "x"})).status_code == 200
+    assert (
+        await billing.client.post(f"/invoices/{second['invoice_id']}/void", json={"reason": "x"})
+    ).status_code == 200
     async with TopicReader(kafka_bootstrap, topics.PAYMENTS) as reader:
         (voided_event,) = await reader.wait_for("invoice.voided", lead_id=lead_id)
     assert voided_event.data["reason"] == "re-estimated" and voided_event.data["number"] == second["number"]

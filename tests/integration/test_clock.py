@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 async def test_services_follow_the_simulated_clock(kafka_bootstrap: str, database_url: str) -> None:
     # The clock topic is shared by the session's broker: go past anything another test set.
-    moment = datetime(2300 + uuid.uuid4().int % 600, 3, 1, 9, 30, tzinfo=timezone.utc)
+    moment = datetime(2300 + uuid.uuid4().int % 600, 3, 1, 9, 30, tzinfo=UTC)
     settings = service_settings(Settings, bootstrap=kafka_bootstrap, database_url=database_url, clock="simulated")
     async with run_service(create_app(settings), settings.port) as leads:
         await _advance(kafka_bootstrap, days=0, hours=0, to=moment.isoformat())

@@ -28,8 +28,17 @@ pytestmark = pytest.mark.integration
 
 def record(topic: str, offset: int, value: bytes, key: bytes) -> ConsumerRecord:
     return ConsumerRecord(
-        topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=key, value=value,
-        checksum=None, serialized_key_size=len(key), serialized_value_size=len(value), headers=(),
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
     )
 
 
@@ -102,7 +111,7 @@ async def test_list_and_replay_once(kafka_bootstrap: str, monkeypatch: pytest.Mo
     assert sorted((r.key, r.value) for r in sent) == [(b"lead-1", fixable.value), (b"lead-3", later.value)]
     for r in sent:
         names = dict(r.headers)
-        assert not [n for n in names if n.startswith("x-dlq-") or n.startswith("x-origin-")], names
+        assert not [n for n in names if n.startswith(("x-dlq-", "x-origin-"))], names
         assert names[REPLAYED_FROM].decode().startswith(f"{topics.dlq(origin)}/0@")
 
     again = await replay(kafka_bootstrap, origin, reason="rejected")
@@ -113,13 +122,19 @@ async def test_list_and_replay_once(kafka_bootstrap: str, monkeypatch: pytest.Mo
     # every reason (its own group has sent nothing yet, so it sends all three origins once each).
     monkeypatch.setattr(dead_letters_cli, "console", Console(width=200))  # no ellipsis in the table
     runner = CliRunner()
-    listed = await asyncio.to_thread(runner.invoke, app, ["dead-letters", "list", "--topic", origin, "--bootstrap", kafka_bootstrap])
+    listed = await asyncio.to_thread(
+        runner.invoke, app, ["dead-letters", "list", "--topic", origin, "--bootstrap", kafka_bootstrap]
+    )
     assert listed.exit_code == 0, listed.output
     assert topics.dlq(origin) in listed.output and "rejected 3" in listed.output, listed.output
-    replayed = await asyncio.to_thread(runner.invoke, app, ["dead-letters", "replay", origin, "--bootstrap", kafka_bootstrap])
+    replayed = await asyncio.to_thread(
+        runner.invoke, app, ["dead-letters", "replay", origin, "--bootstrap", kafka_bootstrap]
+    )
     assert replayed.exit_code == 0, replayed.output
     assert "replayed 3" in replayed.output and "1 copies" in replayed.output, replayed.output
     [summary] = await summarize(kafka_bootstrap, [origin])
     assert summary.not_replayed == 0
-    missing = await asyncio.to_thread(runner.invoke, app, ["dead-letters", "replay", "no-such-topic", "--bootstrap", kafka_bootstrap])
+    missing = await asyncio.to_thread(
+        runner.invoke, app, ["dead-letters", "replay", "no-such-topic", "--bootstrap", kafka_bootstrap]
+    )
     assert missing.exit_code == 1 and "not on the broker" in missing.output

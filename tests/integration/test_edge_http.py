@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -104,8 +104,12 @@ async def test_a_deal_line_of_1e30_is_refused_and_so_never_won(database_url: str
     with no deposit invoice."""
     async with served("leads", database_url) as (http, _):
         lead_id = (await http.post("/leads", json=lead())).json()["lead_id"]
-        deal = {"title": "Relaunch", "kind": "project", "currency": "EUR",
-                "lines": [{"description": "Build", "amount": "1e30"}]}
+        deal = {
+            "title": "Relaunch",
+            "kind": "project",
+            "currency": "EUR",
+            "lines": [{"description": "Build", "amount": "1e30"}],
+        }
         assert locs(await http.post(f"/leads/{lead_id}/deals", json=deal)) == [["body", "lines", 0, "amount"]]
         deal["currency"] = "JPY"
         deal["lines"] = [{"description": "Build", "amount": "1000.5"}]
@@ -156,7 +160,9 @@ async def test_json_nested_10000_deep_answers_422_on_every_service(database_url:
         assert locs(response) == [["body", "comment"]]
 
 
-@pytest.mark.parametrize(("service", "path"), [("leads", "/leads"), ("billing", "/invoices"), ("retention", "/clients")])
+@pytest.mark.parametrize(
+    ("service", "path"), [("leads", "/leads"), ("billing", "/invoices"), ("retention", "/clients")]
+)
 async def test_an_offset_past_the_bound_answers_422(database_url: str, service: str, path: str) -> None:
     async with served(service, database_url) as (http, _):
         assert locs(await http.get(path, params={"offset": HUGE})) == [["query", "offset"]]
@@ -177,17 +183,34 @@ async def test_economics_over_a_period_out_of_range_answers_422_naming_it(databa
 
 def _record(envelope: ev.Envelope, offset: int = 0) -> ConsumerRecord:
     value = envelope.model_dump_json().encode()
-    return ConsumerRecord(topic="deals", partition=0, offset=offset, timestamp=0, timestamp_type=0, key=b"k",
-                          value=value, checksum=None, serialized_key_size=1, serialized_value_size=len(value), headers=[])
+    return ConsumerRecord(
+        topic="deals",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=[],
+    )
 
 
 def won(total: str = "3000") -> ev.Envelope:
     payload = ev.DealWon(
-        deal_id=uuid.uuid4(), title="Relaunch", kind="project", currency="EUR",
-        lines=[ev.ScopeLine(description="Build", amount=Decimal(total))], total=Decimal(total),
-        signed_by="Ada Lovelace", signed_at=datetime.now(timezone.utc), deposit_share=Decimal("0.30"),
+        deal_id=uuid.uuid4(),
+        title="Relaunch",
+        kind="project",
+        currency="EUR",
+        lines=[ev.ScopeLine(description="Build", amount=Decimal(total))],
+        total=Decimal(total),
+        signed_by="Ada Lovelace",
+        signed_at=datetime.now(UTC),
+        deposit_share=Decimal("0.30"),
     )
-    return ev.make_event("deal.won", payload, producer="leads", occurred_at=datetime.now(timezone.utc), lead_id=uuid.uuid4())
+    return ev.make_event("deal.won", payload, producer="leads", occurred_at=datetime.now(UTC), lead_id=uuid.uuid4())
 
 
 class DeadLetters:
@@ -211,12 +234,23 @@ async def test_a_signed_webhook_with_an_amount_of_1e30_answers_422(database_url:
     """It raised decimal.InvalidOperation (a 500) on a real invoice."""
     async with served("billing", database_url) as (http, runtime):
         invoice = await deposit_invoice(http, runtime)
-        body = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "type": "payment.succeeded",
-                           "data": {"invoice_id": invoice["invoice_id"], "amount": "1e30", "currency": "EUR"}}).encode()
-        signature = billing_domain.sign(body=body, secret=runtime.settings.webhook_secret.get_secret_value(),
-                                        timestamp=int(runtime.clock.now().timestamp()))
-        response = await http.post("/payments/webhook", content=body,
-                                   headers={"Clientflow-Signature": signature, "content-type": "application/json"})
+        body = json.dumps(
+            {
+                "id": f"evt_{uuid.uuid4().hex}",
+                "type": "payment.succeeded",
+                "data": {"invoice_id": invoice["invoice_id"], "amount": "1e30", "currency": "EUR"},
+            }
+        ).encode()
+        signature = billing_domain.sign(
+            body=body,
+            secret=runtime.settings.webhook_secret.get_secret_value(),
+            timestamp=int(runtime.clock.now().timestamp()),
+        )
+        response = await http.post(
+            "/payments/webhook",
+            content=body,
+            headers={"Clientflow-Signature": signature, "content-type": "application/json"},
+        )
         assert response.status_code == 422, response.text[:300]
         assert "amount" in response.json()["detail"] and "10^12" in response.json()["detail"]
         after = (await http.get(f"/invoices/{invoice['invoice_id']}")).json()
@@ -226,8 +260,12 @@ async def test_a_signed_webhook_with_an_amount_of_1e30_answers_422(database_url:
 async def test_a_20_digit_payment_is_refused_not_kept_as_credit(database_url: str) -> None:
     async with served("billing", database_url) as (http, runtime):
         invoice = await deposit_invoice(http, runtime)
-        payment = {"invoice_id": invoice["invoice_id"], "amount": "99999999999999999999.99", "currency": "EUR",
-                   "method": "bank_transfer"}
+        payment = {
+            "invoice_id": invoice["invoice_id"],
+            "amount": "99999999999999999999.99",
+            "currency": "EUR",
+            "method": "bank_transfer",
+        }
         assert locs(await http.post("/payments", json=payment)) == [["body", "amount"]]
         assert locs(await http.post("/payments", json=payment | {"amount": "100.001"})) == [["body", "amount"]]
         assert (await http.get("/credit-balances", params={"lead_id": invoice["lead_id"]})).json() == []

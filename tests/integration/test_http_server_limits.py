@@ -15,7 +15,7 @@ from tests.access.support import build_app, migrate
 from tests.support import API_KEY
 
 
-async def _served(database_url: str, **overrides):  # noqa: ANN003, ANN202
+async def _served(database_url: str, **overrides):
     await migrate("retention", database_url)
     app = build_app(
         "retention", database_url, http_header_timeout_s=1.0, http_body_timeout_s=1.0, port=free_port(), **overrides
@@ -24,7 +24,7 @@ async def _served(database_url: str, **overrides):  # noqa: ANN003, ANN202
     # No lifespan: the broker is not needed to see the server's limits.
     server = uvicorn.Server(server_config(app, settings, lifespan="off"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn.Server has only a `started` flag to wait on
         await asyncio.sleep(0.02)
     return server, task, settings.port
 

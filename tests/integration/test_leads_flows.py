@@ -4,7 +4,7 @@ event it publishes and every event it applies."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -53,7 +53,7 @@ async def send(bootstrap: str, *envelopes: ev.Envelope) -> None:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def test_csv_import_reports_broken_rows_and_dedupes(leads) -> None:
@@ -85,7 +85,9 @@ async def test_csv_import_reports_broken_rows_and_dedupes(leads) -> None:
     assert [t["matched_by"] for t in ann["touches"]] == [None, "company_domain", "email"]
     assert ann["touches"][0]["utm"] == {"source": "google"}
     # a file that cannot be read at all is refused whole
-    bad = await leads.client.post("/leads/import", content="email,channel\nx@y.z,seo\n", headers={"Content-Type": "text/csv"})
+    bad = await leads.client.post(
+        "/leads/import", content="email,channel\nx@y.z,seo\n", headers={"Content-Type": "text/csv"}
+    )
     assert bad.status_code == 422 and "missing required column(s): name" in bad.text
 
 
@@ -107,7 +109,9 @@ async def test_qualification_red_flags_and_icp(leads, kafka_bootstrap: str) -> N
         f"/leads/{good['lead_id']}/red-flags", json={"name": "refuses_deposit", "evidence": "said no to 40% up front"}
     )
     assert flagged.status_code == 201
-    assert {"name": "refuses_deposit", "evidence": "said no to 40% up front"}.items() <= flagged.json()["red_flags"][-1].items()
+    assert {"name": "refuses_deposit", "evidence": "said no to 40% up front"}.items() <= flagged.json()["red_flags"][
+        -1
+    ].items()
     unknown = await leads.client.post(f"/leads/{good['lead_id']}/red-flags", json={"name": "smells", "evidence": "x"})
     assert unknown.status_code == 422 and "unknown red flag" in unknown.text
     by_flag = as_json(await leads.client.get("/leads", params={"red_flag": "refuses_deposit"}))
@@ -140,13 +144,25 @@ async def test_engagement_and_events_from_other_services(leads, kafka_bootstrap:
     message = uuid.uuid4()
     earlier = now() - timedelta(days=14)
     opened = event("email.opened", ev.EmailOpened(message_id=message), lead_id=lead_id, producer_name="nurture")
-    old_click = event("email.clicked", ev.EmailClicked(message_id=message, url="https://x.example"), lead_id=lead_id,
-                      producer_name="nurture").model_copy(update={"occurred_at": earlier})
-    feedback = event("feedback.received", ev.FeedbackReceived(survey="nps", score=9), lead_id=lead_id, producer_name="nurture")
-    takeover = event("takeover.started", ev.TakeoverStarted(by="sam", reason="replied"), lead_id=lead_id, producer_name="nurture")
+    old_click = event(
+        "email.clicked",
+        ev.EmailClicked(message_id=message, url="https://x.example"),
+        lead_id=lead_id,
+        producer_name="nurture",
+    ).model_copy(update={"occurred_at": earlier})
+    feedback = event(
+        "feedback.received", ev.FeedbackReceived(survey="nps", score=9), lead_id=lead_id, producer_name="nurture"
+    )
+    takeover = event(
+        "takeover.started", ev.TakeoverStarted(by="sam", reason="replied"), lead_id=lead_id, producer_name="nurture"
+    )
     unsub = event("lead.unsubscribed", ev.LeadUnsubscribed(), lead_id=lead_id, producer_name="nurture")
-    tier = event("client.tier_changed", ev.ClientTierChanged(from_tier=None, to_tier="fire", reasons=["late payments"]),
-                 lead_id=lead_id, producer_name="retention")
+    tier = event(
+        "client.tier_changed",
+        ev.ClientTierChanged(from_tier=None, to_tier="fire", reasons=["late payments"]),
+        lead_id=lead_id,
+        producer_name="retention",
+    )
     await send(kafka_bootstrap, opened, old_click, old_click, feedback, takeover, unsub, tier)
 
     async def engaged() -> dict:
@@ -159,8 +175,12 @@ async def test_engagement_and_events_from_other_services(leads, kafka_bootstrap:
     assert body["stage"] == "interest" and body["tier_reasons"] == ["late payments"]
     assert [a["type"] for a in body["activity"]].count("email.clicked") == 1  # the redelivery changed nothing
 
-    ready = event("lead.sales_ready", ev.LeadSalesReady(engagement_score=80, reason="clicked pricing"), lead_id=lead_id,
-                  producer_name="nurture")
+    ready = event(
+        "lead.sales_ready",
+        ev.LeadSalesReady(engagement_score=80, reason="clicked pricing"),
+        lead_id=lead_id,
+        producer_name="nurture",
+    )
     await send(kafka_bootstrap, ready)
 
     async def considered() -> dict:
@@ -170,22 +190,49 @@ async def test_engagement_and_events_from_other_services(leads, kafka_bootstrap:
     body = await eventually(considered)
     assert body["engagement_score"] == 80 and body["fit_score"] >= 60  # kept apart
 
-    deal = as_json(await leads.client.post(f"/leads/{lead_id}/deals", json={
-        "title": "Site", "kind": "project", "currency": "GBP", "lines": [{"description": "Design", "amount": "3000"}]}))
+    deal = as_json(
+        await leads.client.post(
+            f"/leads/{lead_id}/deals",
+            json={
+                "title": "Site",
+                "kind": "project",
+                "currency": "GBP",
+                "lines": [{"description": "Design", "amount": "3000"}],
+            },
+        )
+    )
     won = as_json(await leads.client.post(f"/deals/{deal['deal_id']}/won", json={"signed_by": "Ada"}))
     assert Decimal(won["deposit_share"]) == Decimal("0.80")  # a `fire` tier asks the maximum
     async with TopicReader(kafka_bootstrap, topics.DEALS) as reader:
         (won_event,) = await reader.wait_for("deal.won", lead_id=lead_id)
     assert won_event.data["tier"] == "fire" and won_event.data["deposit_share"] == "0.80"
 
-    cleared = event("deposit.cleared", ev.DepositCleared(deal_id=uuid.UUID(deal["deal_id"]), invoice_id=uuid.uuid4(),
-                    amount=Decimal("2400"), currency="GBP", cleared_at=now()), lead_id=lead_id, producer_name="billing")
-    saved = event("cancellation.saved", ev.CancellationSaved(cancellation_id=uuid.uuid4(), offer=ev.SaveOffer(kind="pause")),
-                  lead_id=lead_id, producer_name="retention")
+    cleared = event(
+        "deposit.cleared",
+        ev.DepositCleared(
+            deal_id=uuid.UUID(deal["deal_id"]),
+            invoice_id=uuid.uuid4(),
+            amount=Decimal("2400"),
+            currency="GBP",
+            cleared_at=now(),
+        ),
+        lead_id=lead_id,
+        producer_name="billing",
+    )
+    saved = event(
+        "cancellation.saved",
+        ev.CancellationSaved(cancellation_id=uuid.uuid4(), offer=ev.SaveOffer(kind="pause")),
+        lead_id=lead_id,
+        producer_name="retention",
+    )
     referral_id = uuid.uuid4()
     friend = f"friend-{referral_id.hex[:8]}@friend.example"
-    referral = event("referral.made", ev.ReferralMade(referral_id=referral_id, name="Friend", email=friend, company="F"),
-                     lead_id=lead_id, producer_name="retention")
+    referral = event(
+        "referral.made",
+        ev.ReferralMade(referral_id=referral_id, name="Friend", email=friend, company="F"),
+        lead_id=lead_id,
+        producer_name="retention",
+    )
     await send(kafka_bootstrap, cleared)
 
     async def paying() -> dict:
@@ -207,7 +254,15 @@ async def test_engagement_and_events_from_other_services(leads, kafka_bootstrap:
         return body if body["stage"] == "advocacy" else {}
 
     body = await eventually(advocate, timeout=45)  # the embedded broker can be slow to hand over a new topic's batch
-    assert [t["to_stage"] for t in body["timeline"]] == ["awareness", "interest", "consideration", "decision", "action", "retention", "advocacy"]
+    assert [t["to_stage"] for t in body["timeline"]] == [
+        "awareness",
+        "interest",
+        "consideration",
+        "decision",
+        "action",
+        "retention",
+        "advocacy",
+    ]
     assert body["referrals"] == 1
     referred = as_json(await leads.client.get("/leads", params={"q": friend}))["items"]
     assert referred[0]["channel"] == "referral" and referred[0]["referred_by"] == str(lead_id)
@@ -219,21 +274,41 @@ async def test_engagement_and_events_from_other_services(leads, kafka_bootstrap:
 async def test_deals_change_requests_spend_funnel_and_erasure(leads, kafka_bootstrap: str) -> None:
     lead_id = as_json(await leads.client.post("/leads", json=lead()))["lead_id"]
     estimate = {
-        "title": "Website", "kind": "project", "currency": "GBP", "hourly_rate": "100",
-        "lines": [{"description": "Design of five landing pages", "hours": "20", "amount": "2000"},
-                  {"description": "SEO audit", "hours": "5", "amount": "500"}],
+        "title": "Website",
+        "kind": "project",
+        "currency": "GBP",
+        "hourly_rate": "100",
+        "lines": [
+            {"description": "Design of five landing pages", "hours": "20", "amount": "2000"},
+            {"description": "SEO audit", "hours": "5", "amount": "500"},
+        ],
     }
     deal = as_json(await leads.client.post(f"/leads/{lead_id}/deals", json=estimate))
-    early = await leads.client.post(f"/deals/{deal['deal_id']}/change-requests", json={"description": "x", "amount": "1"})
+    early = await leads.client.post(
+        f"/deals/{deal['deal_id']}/change-requests", json={"description": "x", "amount": "1"}
+    )
     assert early.status_code == 409 and "signed" in early.text
-    future = await leads.client.post(f"/deals/{deal['deal_id']}/won", json={"signed_by": "Ada", "signed_at": (now() + timedelta(days=2)).isoformat()})
+    future = await leads.client.post(
+        f"/deals/{deal['deal_id']}/won", json={"signed_by": "Ada", "signed_at": (now() + timedelta(days=2)).isoformat()}
+    )
     assert future.status_code == 422 and "future" in future.text
-    as_json(await leads.client.post(f"/deals/{deal['deal_id']}/won", json={"signed_by": "Ada", "signed_at": now().isoformat()}))
-    inside = as_json(await leads.client.post(f"/deals/{deal['deal_id']}/change-requests",
-                                             json={"description": "New colours on the landing pages", "hours": "3"}))
+    as_json(
+        await leads.client.post(
+            f"/deals/{deal['deal_id']}/won", json={"signed_by": "Ada", "signed_at": now().isoformat()}
+        )
+    )
+    inside = as_json(
+        await leads.client.post(
+            f"/deals/{deal['deal_id']}/change-requests",
+            json={"description": "New colours on the landing pages", "hours": "3"},
+        )
+    )
     assert inside["in_scope"] is True and inside["line"] == 0 and Decimal(inside["amount"]) == 0
-    outside = as_json(await leads.client.post(f"/deals/{deal['deal_id']}/change-requests",
-                                              json={"description": "Build a mobile app", "hours": "10"}))
+    outside = as_json(
+        await leads.client.post(
+            f"/deals/{deal['deal_id']}/change-requests", json={"description": "Build a mobile app", "hours": "10"}
+        )
+    )
     assert outside["in_scope"] is False and Decimal(outside["amount"]) == Decimal("1000")
     unpriced = await leads.client.post(f"/deals/{deal['deal_id']}/change-requests", json={"description": "A podcast"})
     assert unpriced.status_code == 422 and "needs an amount" in unpriced.text
@@ -242,11 +317,17 @@ async def test_deals_change_requests_spend_funnel_and_erasure(leads, kafka_boots
     lost = as_json(await leads.client.post(f"/deals/{other['deal_id']}/lost", json={"reason": "budget"}))
     assert lost["status"] == "lost"
 
-    spend = await leads.client.post("/channels/paid_ads/spend", json={"amount": "1500.50", "currency": "eur", "period": "2026-03"})
+    spend = await leads.client.post(
+        "/channels/paid_ads/spend", json={"amount": "1500.50", "currency": "eur", "period": "2026-03"}
+    )
     assert spend.status_code == 201 and spend.json()["period_end"] == "2026-03-31"
-    bad_spend = await leads.client.post("/channels/pigeon/spend", json={"amount": "-1", "currency": "EUR", "period": "2026-03"})
+    bad_spend = await leads.client.post(
+        "/channels/pigeon/spend", json={"amount": "-1", "currency": "EUR", "period": "2026-03"}
+    )
     assert bad_spend.status_code == 422
-    bad_currency = await leads.client.post("/channels/seo/spend", json={"amount": "1", "currency": "ABC", "period": "2026-03"})
+    bad_currency = await leads.client.post(
+        "/channels/seo/spend", json={"amount": "1", "currency": "ABC", "period": "2026-03"}
+    )
     assert bad_currency.status_code == 422 and "unknown currency" in bad_currency.text
 
     funnel = as_json(await leads.client.get("/funnel", params={"period": "month"}))
@@ -286,8 +367,12 @@ async def test_deals_change_requests_spend_funnel_and_erasure(leads, kafka_boots
 
 async def test_explicit_merge_and_manual_backward_move(leads) -> None:
     kept = as_json(await leads.client.post("/leads", json=lead()))["lead_id"]
-    dup = as_json(await leads.client.post("/leads", json=lead(email=f"x{uuid.uuid4().hex[:6]}@gmail.com", channel="event")))["lead_id"]
-    merged = as_json(await leads.client.post(f"/leads/{kept}/merge", json={"duplicate_id": dup, "reason": "same person"}))
+    dup = as_json(
+        await leads.client.post("/leads", json=lead(email=f"x{uuid.uuid4().hex[:6]}@gmail.com", channel="event"))
+    )["lead_id"]
+    merged = as_json(
+        await leads.client.post(f"/leads/{kept}/merge", json={"duplicate_id": dup, "reason": "same person"})
+    )
     assert [t["channel"] for t in merged["touches"]] == ["website", "event"]
     assert as_json(await leads.client.get(f"/leads/{dup}"))["merged_into"] == kept
     assert as_json(await leads.client.get("/leads"))["total"] == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,17 @@ from services.leads.app import create_app
 from services.leads.settings import Settings
 from shared import events as ev
 from shared import topics
-from tests.support import TopicReader, as_json, event, eventually, producer, publish, publish_raw, run_service, service_settings
+from tests.support import (
+    TopicReader,
+    as_json,
+    event,
+    eventually,
+    producer,
+    publish,
+    publish_raw,
+    run_service,
+    service_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +81,12 @@ async def test_deal_won_needs_signature_and_carries_deposit_share(leads, kafka_b
     deal = as_json(
         await leads.client.post(
             f"/leads/{lead_id}/deals",
-            json={"title": "Site", "kind": "project", "currency": "GBP", "lines": [{"description": "Design", "hours": "20", "amount": "3000"}]},
+            json={
+                "title": "Site",
+                "kind": "project",
+                "currency": "GBP",
+                "lines": [{"description": "Design", "hours": "20", "amount": "3000"}],
+            },
         )
     )
     unsigned = await leads.client.post(f"/deals/{deal['deal_id']}/won", json={"signed_by": "  "})
@@ -89,7 +104,9 @@ async def test_bad_input_is_a_clear_4xx(leads) -> None:
     assert bad.status_code == 422
     text = bad.text
     assert "invalid email" in text and "unknown channel" in text and "negative" in text
-    missing = await leads.client.post(f"/leads/{uuid.uuid4()}/deals", json={"title": "x", "kind": "retainer", "currency": "EUR", "monthly_fee": "10"})
+    missing = await leads.client.post(
+        f"/leads/{uuid.uuid4()}/deals", json={"title": "x", "kind": "retainer", "currency": "EUR", "monthly_fee": "10"}
+    )
     assert missing.status_code == 404
     noauth = await leads.client.post("/leads", json=unique(LEAD), headers={"Authorization": "Bearer wrong"})
     assert noauth.status_code == 401
@@ -110,7 +127,13 @@ async def test_events_move_the_stage_once_even_when_redelivered(leads, kafka_boo
     lead_id = uuid.UUID(as_json(await leads.client.post("/leads", json=unique(LEAD)))["lead_id"])
     cleared = event(
         "deposit.cleared",
-        ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal("600"), currency="GBP", cleared_at=datetime.now(timezone.utc)),
+        ev.DepositCleared(
+            deal_id=uuid.uuid4(),
+            invoice_id=uuid.uuid4(),
+            amount=Decimal("600"),
+            currency="GBP",
+            cleared_at=datetime.now(UTC),
+        ),
         lead_id=lead_id,
     )
     async with producer(kafka_bootstrap) as p:
@@ -123,7 +146,11 @@ async def test_events_move_the_stage_once_even_when_redelivered(leads, kafka_boo
     await eventually(in_action)
     async with producer(kafka_bootstrap) as p:
         await publish(p, cleared)
-        marker = event("cancellation.completed", ev.CancellationCompleted(cancellation_id=uuid.uuid4(), reason="budget", effective_at=datetime.now(timezone.utc)), lead_id=lead_id)
+        marker = event(
+            "cancellation.completed",
+            ev.CancellationCompleted(cancellation_id=uuid.uuid4(), reason="budget", effective_at=datetime.now(UTC)),
+            lead_id=lead_id,
+        )
         await publish(p, marker)
 
     async def churned() -> bool:
@@ -138,12 +165,32 @@ async def test_malformed_message_is_dead_lettered_and_next_one_applies(leads, ka
     lead_id = uuid.UUID(as_json(await leads.client.post("/leads", json=unique(LEAD)))["lead_id"])
     async with producer(kafka_bootstrap) as p:
         await publish_raw(p, topics.PAYMENTS, b"{not json", key=str(lead_id).encode())
-        bad_payload = event("deposit.cleared", ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(1), currency="EUR", cleared_at=datetime.now(timezone.utc)), lead_id=lead_id)
+        bad_payload = event(
+            "deposit.cleared",
+            ev.DepositCleared(
+                deal_id=uuid.uuid4(),
+                invoice_id=uuid.uuid4(),
+                amount=Decimal(1),
+                currency="EUR",
+                cleared_at=datetime.now(UTC),
+            ),
+            lead_id=lead_id,
+        )
         bad_payload.data["amount"] = "lots"
         await publish(p, bad_payload)
         unknown = bad_payload.model_copy(update={"type": "payment.teleported", "event_id": uuid.uuid4()})
         await publish_raw(p, topics.PAYMENTS, unknown.model_dump_json().encode(), key=str(lead_id).encode())
-        good = event("deposit.cleared", ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(1), currency="EUR", cleared_at=datetime.now(timezone.utc)), lead_id=lead_id)
+        good = event(
+            "deposit.cleared",
+            ev.DepositCleared(
+                deal_id=uuid.uuid4(),
+                invoice_id=uuid.uuid4(),
+                amount=Decimal(1),
+                currency="EUR",
+                cleared_at=datetime.now(UTC),
+            ),
+            lead_id=lead_id,
+        )
         await publish(p, good)
 
     async def in_action() -> bool:

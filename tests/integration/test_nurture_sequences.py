@@ -7,7 +7,7 @@ import email
 import email.policy
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from tests.support import TopicReader, as_json, event, eventually, producer, pub
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2030, 1, 7, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
+T0 = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 
 class ManualClock(SimulatedClock):
@@ -48,7 +48,7 @@ class Inbox:
         self.fail_to: str | None = None
         self.refused = 0
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         targeted = self.fail_to is None or self.fail_to in envelope.rcpt_tos
         if targeted and self.refused < self.fail_first:
             self.refused += 1
@@ -61,7 +61,7 @@ class Inbox:
 
 
 @pytest.fixture
-def smtp():  # noqa: ANN201
+def smtp():
     inbox = Inbox(fail_first=1)
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
@@ -77,10 +77,16 @@ def settings_for(kafka_bootstrap: str, database_url: str, tmp_path: Path, **over
     return settings.model_copy(update={"public_url": f"http://127.0.0.1:{settings.port}"})
 
 
-def captured(*, consent: bool, language: str = "en", tz: str = "Europe/London", segment: str = "ideal"):  # noqa: ANN201
+def captured(*, consent: bool, language: str = "en", tz: str = "Europe/London", segment: str = "ideal"):
     return ev.LeadCaptured(
-        name="Ada Lovelace", email=f"{uuid.uuid4().hex[:10]}@analytical.example", language=language, timezone=tz,
-        channel="website", consent_marketing=consent, fit_score=72, segment=segment,
+        name="Ada Lovelace",
+        email=f"{uuid.uuid4().hex[:10]}@analytical.example",
+        language=language,
+        timezone=tz,
+        channel="website",
+        consent_marketing=consent,
+        fit_score=72,
+        segment=segment,
     )
 
 
@@ -90,7 +96,7 @@ async def send(bootstrap: str, *envelopes: ev.Envelope) -> None:
             await publish(p, envelope)
 
 
-async def applied(svc, envelope: ev.Envelope) -> None:  # noqa: ANN001
+async def applied(svc, envelope: ev.Envelope) -> None:
     async def check() -> bool:
         async with svc.runtime.uow.sessions() as session:
             return await session.get(InboxRow, envelope.event_id) is not None
@@ -98,7 +104,7 @@ async def applied(svc, envelope: ev.Envelope) -> None:  # noqa: ANN001
     await eventually(check, timeout=20)
 
 
-async def rows(svc, lead_id: uuid.UUID, sequence: str) -> list[tuple[int, str, str | None]]:  # noqa: ANN001
+async def rows(svc, lead_id: uuid.UUID, sequence: str) -> list[tuple[int, str, str | None]]:
     async with svc.runtime.uow.sessions() as session:
         found = await session.scalars(
             select(ScheduledMessage)
@@ -108,11 +114,11 @@ async def rows(svc, lead_id: uuid.UUID, sequence: str) -> list[tuple[int, str, s
         return [(r.step, r.status, r.reason) for r in found]
 
 
-async def sent_messages(svc, lead_id: uuid.UUID) -> list[tuple[str, int]]:  # noqa: ANN001
+async def sent_messages(svc, lead_id: uuid.UUID) -> list[tuple[str, int]]:
     return [(m["sequence"], m["step"]) for m in as_json(await svc.client.get(f"/leads/{lead_id}/messages"))]
 
 
-async def capture(svc, bootstrap: str, lead_id: uuid.UUID, payload: ev.LeadCaptured) -> None:  # noqa: ANN001
+async def capture(svc, bootstrap: str, lead_id: uuid.UUID, payload: ev.LeadCaptured) -> None:
     envelope = event("lead.captured", payload, lead_id=lead_id, producer_name="leads")
     await send(bootstrap, envelope)
     await applied(svc, envelope)
@@ -120,8 +126,15 @@ async def capture(svc, bootstrap: str, lead_id: uuid.UUID, payload: ev.LeadCaptu
 
 def won(lead_id: uuid.UUID) -> ev.Envelope:
     payload = ev.DealWon(
-        deal_id=uuid.uuid4(), title="New website", kind="project", currency="EUR", total=Decimal("3000"),
-        signed_by="Ada", signed_at=T0, deposit_share=Decimal("0.30"), tier="good",
+        deal_id=uuid.uuid4(),
+        title="New website",
+        kind="project",
+        currency="EUR",
+        total=Decimal("3000"),
+        signed_by="Ada",
+        signed_at=T0,
+        deposit_share=Decimal("0.30"),
+        tier="good",
     )
     return event("deal.won", payload, lead_id=lead_id, producer_name="leads")
 
@@ -134,8 +147,14 @@ async def test_client_lifecycle_sequences_over_smtp(
     consent, marketing does not; a refused SMTP send is retried with backoff and sent once."""
     inbox, port = smtp
     settings = settings_for(
-        kafka_bootstrap, database_url, tmp_path, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False,
-        smtp_timeout_s=5, retry_base_s=60,
+        kafka_bootstrap,
+        database_url,
+        tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_starttls=False,
+        smtp_timeout_s=5,
+        retry_base_s=60,
     )
     clock = ManualClock(T0)
     lead_id = uuid.uuid4()
@@ -159,11 +178,21 @@ async def test_client_lifecycle_sequences_over_smtp(
 
         invoice_id = uuid.uuid4()
         issued = ev.InvoiceIssued(
-            invoice_id=invoice_id, number="2030-000007", kind="deposit", deal_id=uuid.uuid4(), amount=Decimal("900"),
-            currency="EUR", issued_at=clock.now(), due_at=clock.now() + timedelta(days=14),
+            invoice_id=invoice_id,
+            number="2030-000007",
+            kind="deposit",
+            deal_id=uuid.uuid4(),
+            amount=Decimal("900"),
+            currency="EUR",
+            issued_at=clock.now(),
+            due_at=clock.now() + timedelta(days=14),
         )
         failed = ev.PaymentFailed(
-            invoice_id=invoice_id, amount=Decimal("900"), currency="EUR", method="card", decline_code="expired_card",
+            invoice_id=invoice_id,
+            amount=Decimal("900"),
+            currency="EUR",
+            method="card",
+            decline_code="expired_card",
         )
         await send(
             kafka_bootstrap,
@@ -176,19 +205,29 @@ async def test_client_lifecycle_sequences_over_smtp(
         assert settings.payment_update_url.split("//")[1][:10] in re.sub(r"%2F", "/", re.sub(r"%3A", ":", text))
         assert "/t/c/" in text  # the link is tracked
         paid = ev.PaymentSucceeded(
-            payment_id=uuid.uuid4(), invoice_id=invoice_id, amount=Decimal("900"), currency="EUR", method="card",
-            paid_at=clock.now(), invoice_paid=True,
+            payment_id=uuid.uuid4(),
+            invoice_id=invoice_id,
+            amount=Decimal("900"),
+            currency="EUR",
+            method="card",
+            paid_at=clock.now(),
+            invoice_paid=True,
         )
         paid_event = event("payment.succeeded", paid, lead_id=lead_id, producer_name="billing")
         await send(kafka_bootstrap, paid_event)
         await applied(svc, paid_event)
-        assert [s for s in await rows(svc, lead_id, "invoice_reminders")] == [
-            (0, "sent", None), (1, "cancelled", "payment.succeeded"), (2, "cancelled", "payment.succeeded"),
+        assert list(await rows(svc, lead_id, "invoice_reminders")) == [
+            (0, "sent", None),
+            (1, "cancelled", "payment.succeeded"),
+            (2, "cancelled", "payment.succeeded"),
         ]
         assert (await rows(svc, lead_id, "payment_failed"))[1][1:] == ("cancelled", "payment.succeeded")
 
         change = ev.PriceChangeScheduled(
-            subscription_id=uuid.uuid4(), old_price=Decimal("100"), new_price=Decimal("115"), currency="EUR",
+            subscription_id=uuid.uuid4(),
+            old_price=Decimal("100"),
+            new_price=Decimal("115"),
+            currency="EUR",
             effective_at=clock.now() + timedelta(days=40),
         )
         price = event("price.change_scheduled", change, lead_id=lead_id, producer_name="billing")
@@ -226,7 +265,9 @@ async def test_client_lifecycle_sequences_over_smtp(
         assert answered.status_code == 200 and "10/10" in answered.text and "3/10" in again.text
         async with svc.runtime.uow.sessions() as session:
             answers = list(await session.execute(select(Feedback.score, Feedback.comment)))
-            complaint_tasks = await session.scalar(select(func.count()).select_from(Task).where(Task.kind == "complaint"))
+            complaint_tasks = await session.scalar(
+                select(func.count()).select_from(Task).where(Task.kind == "complaint")
+            )
         assert answers == [(3, "slow")] and complaint_tasks == 1
         sent = await sent_messages(svc, lead_id)
         assert sent.count(("onboarding", 0)) == 1 and ("exit_survey", 0) in sent
@@ -240,12 +281,12 @@ async def refused(inbox: Inbox) -> bool:
     return inbox.refused == 1
 
 
-async def rows_are(svc, lead_id: uuid.UUID, sequence: str, step: int, status: str) -> bool:  # noqa: ANN001
+async def rows_are(svc, lead_id: uuid.UUID, sequence: str, step: int, status: str) -> bool:
     found = await rows(svc, lead_id, sequence)
     return len(found) > step and found[step][1] == status
 
 
-async def has_subject(inbox: Inbox, address: str, needle: str):  # noqa: ANN201
+async def has_subject(inbox: Inbox, address: str, needle: str):
     for message in inbox.to(address):
         if needle in str(message["Subject"]):
             return message
@@ -276,14 +317,14 @@ async def test_tracking_unsubscribe_and_bad_tokens(kafka_bootstrap: str, databas
             wrong_target = f"{settings.public_url}/t/c/{uuid.UUID(message_id).hex}.x?u=https://evil.example"
             assert (await public.get(wrong_target)).status_code == 404
             assert (await public.get(pixel)).status_code == 200
-            (opened,) = await reader.wait_for("email.opened", lead_id=lead_id)
+            (_opened,) = await reader.wait_for("email.opened", lead_id=lead_id)
             assert reader.events("lead.unsubscribed", lead_id) == []  # the forged ones did nothing
 
             # A click through a link made like the templates make it.
             click_url = svc.app.state.sender.links.click(uuid.UUID(message_id), "https://clientflow.example/x")
             went = await public.get(click_url)
             assert went.status_code == 302 and went.headers["location"] == "https://clientflow.example/x"
-            (clicked,) = await reader.wait_for("email.clicked", lead_id=lead_id)
+            (_clicked,) = await reader.wait_for("email.clicked", lead_id=lead_id)
             (ready,) = await reader.wait_for("lead.sales_ready", lead_id=lead_id)  # 5 + 15 >= 20, once
             assert ready.data["engagement_score"] >= 20
 
@@ -296,8 +337,13 @@ async def test_tracking_unsubscribe_and_bad_tokens(kafka_bootstrap: str, databas
             assert (await rows(svc, lead_id, "welcome"))[1][1:] == ("cancelled", "lead.unsubscribed")
 
             issued = ev.InvoiceIssued(
-                invoice_id=uuid.uuid4(), number="2030-000099", kind="deposit", amount=Decimal("50"), currency="EUR",
-                issued_at=T0, due_at=T0 + timedelta(days=14),
+                invoice_id=uuid.uuid4(),
+                number="2030-000099",
+                kind="deposit",
+                amount=Decimal("50"),
+                currency="EUR",
+                issued_at=T0,
+                due_at=T0 + timedelta(days=14),
             )
             await send(kafka_bootstrap, event("invoice.issued", issued, lead_id=lead_id, producer_name="billing"))
             await reader.wait_for("email.sent", lead_id=lead_id, count=2)
@@ -314,22 +360,32 @@ async def test_cap_quiet_hours_and_step_conditions(kafka_bootstrap: str, databas
     """At most N marketing emails a week across sequences; nothing scheduled at night where the
     person lives."""
     settings = settings_for(
-        kafka_bootstrap, database_url, tmp_path, marketing_cap_per_week=1, quiet_hours_start=21, quiet_hours_end=8,
+        kafka_bootstrap,
+        database_url,
+        tmp_path,
+        marketing_cap_per_week=1,
+        quiet_hours_start=21,
+        quiet_hours_end=8,
     )
     clock = ManualClock(T0)  # noon UTC = 15:30 in Tehran
     lead_id = uuid.uuid4()
     async with run_service(create_app(settings, clock=clock), settings.port) as svc:
         extra = {
-            "trigger": "lead.qualified", "category": "marketing",
-            "steps": [{"template": "nurture_guide", "delay": "1m"}, {"template": "nurture_checkin", "delay": "1m",
-                                                                    "if": "not_opened_previous"}],
+            "trigger": "lead.qualified",
+            "category": "marketing",
+            "steps": [
+                {"template": "nurture_guide", "delay": "1m"},
+                {"template": "nurture_checkin", "delay": "1m", "if": "not_opened_previous"},
+            ],
         }
         assert (await svc.client.put("/sequences/extra_tips", json=extra)).status_code == 200
         await capture(svc, kafka_bootstrap, lead_id, captured(consent=True, tz="Asia/Tehran"))
         await eventually(lambda: rows_are(svc, lead_id, "welcome", 0, "sent"))
         qualified = event(
-            "lead.qualified", ev.LeadQualified(budget=True, authority=True, need=True, timeline=True),
-            lead_id=lead_id, producer_name="leads",
+            "lead.qualified",
+            ev.LeadQualified(budget=True, authority=True, need=True, timeline=True),
+            lead_id=lead_id,
+            producer_name="leads",
         )
         await send(kafka_bootstrap, qualified)
         await applied(svc, qualified)
@@ -339,7 +395,8 @@ async def test_cap_quiet_hours_and_step_conditions(kafka_bootstrap: str, databas
             async with svc.runtime.uow.sessions() as session:
                 row = await session.scalar(
                     select(ScheduledMessage).where(
-                        ScheduledMessage.lead_id == lead_id, ScheduledMessage.sequence == "extra_tips",
+                        ScheduledMessage.lead_id == lead_id,
+                        ScheduledMessage.sequence == "extra_tips",
                         ScheduledMessage.step == 0,
                     )
                 )
@@ -350,7 +407,7 @@ async def test_cap_quiet_hours_and_step_conditions(kafka_bootstrap: str, databas
 
         # A week later, 19:00 UTC is 22:30 in Tehran: quiet; it goes at 08:00 Tehran time.
         clock.advance_to(T0 + timedelta(days=7, hours=7))
-        quiet_end = datetime(2030, 1, 15, 4, 30, tzinfo=timezone.utc)
+        quiet_end = datetime(2030, 1, 15, 4, 30, tzinfo=UTC)
 
         async def moved_to_morning() -> bool:
             async with svc.runtime.uow.sessions() as session:
@@ -364,17 +421,25 @@ async def test_cap_quiet_hours_and_step_conditions(kafka_bootstrap: str, databas
         # marketing emails may go (cap 1 a week, across sequences), the other waits a week.
         async def one_went() -> list[ScheduledMessage] | None:
             async with svc.runtime.uow.sessions() as session:
-                found = list(await session.scalars(select(ScheduledMessage).where(
-                    ScheduledMessage.lead_id == lead_id, ScheduledMessage.due_at >= quiet_end,
-                    ScheduledMessage.sequence.in_(["extra_tips", "welcome", "nurture"]),
-                )))
+                found = list(
+                    await session.scalars(
+                        select(ScheduledMessage).where(
+                            ScheduledMessage.lead_id == lead_id,
+                            ScheduledMessage.due_at >= quiet_end,
+                            ScheduledMessage.sequence.in_(["extra_tips", "welcome", "nurture"]),
+                        )
+                    )
+                )
             statuses = sorted(r.status for r in found)
-            return found if statuses.count("sent") == 1 and any(
-                r.status == "pending" and r.due_at >= quiet_end + timedelta(days=6) for r in found
-            ) else None
+            return (
+                found
+                if statuses.count("sent") == 1
+                and any(r.status == "pending" and r.due_at >= quiet_end + timedelta(days=6) for r in found)
+                else None
+            )
 
         await eventually(one_went)
-        sent = [m for m in as_json(await svc.client.get(f"/leads/{lead_id}/messages"))]
+        sent = list(as_json(await svc.client.get(f"/leads/{lead_id}/messages")))
         assert len(sent) == 2  # the welcome, then one more a week later
         metrics = (await svc.client.get("/metrics")).text
         assert 'clientflow_nurture_steps_deferred_total{reason="frequency_cap"}' in metrics
@@ -394,8 +459,12 @@ async def test_reply_takeover_feedback_and_tasks(kafka_bootstrap: str, database_
             (sent,) = await reader.wait_for("email.sent", lead_id=lead_id)
             reply = await svc.client.post(
                 "/webhooks/inbound",
-                json={"from": person.email, "in_reply_to": f"<{sent.data['message_id']}@clientflow.example>",
-                      "subject": "Re: Welcome", "text": "Can we talk about a quote?"},
+                json={
+                    "from": person.email,
+                    "in_reply_to": f"<{sent.data['message_id']}@clientflow.example>",
+                    "subject": "Re: Welcome",
+                    "text": "Can we talk about a quote?",
+                },
             )
             assert reply.status_code == 201 and reply.json()["takeover_started"] and reply.json()["task_id"]
             (started,) = await reader.wait_for("takeover.started", lead_id=lead_id)
@@ -409,8 +478,12 @@ async def test_reply_takeover_feedback_and_tasks(kafka_bootstrap: str, database_
             await eventually(lambda: rows_are(svc, lead_id, "onboarding", 0, "pending"))
             assert await sent_messages(svc, lead_id) == [("welcome", 0)]
 
-            risk = event("churn_risk.raised", ev.ChurnRiskRaised(reasons=["late payments"]), lead_id=lead_id,
-                         producer_name="retention")
+            risk = event(
+                "churn_risk.raised",
+                ev.ChurnRiskRaised(reasons=["late payments"]),
+                lead_id=lead_id,
+                producer_name="retention",
+            )
             await send(kafka_bootstrap, risk)
             await applied(svc, risk)
             complaint = await svc.client.post(
@@ -419,8 +492,13 @@ async def test_reply_takeover_feedback_and_tasks(kafka_bootstrap: str, database_
             assert complaint.status_code == 201 and complaint.json()["complaint"] is True
             (received,) = await reader.wait_for("feedback.received", lead_id=lead_id)
             assert received.data["complaint"] is True and received.data["score"] == 3
-            assert (await svc.client.post("/feedback", json={"lead_id": str(lead_id), "survey": "x", "score": 9},
-                                          headers={"Authorization": "Bearer nope"})).status_code == 401
+            assert (
+                await svc.client.post(
+                    "/feedback",
+                    json={"lead_id": str(lead_id), "survey": "x", "score": 9},
+                    headers={"Authorization": "Bearer nope"},
+                )
+            ).status_code == 401
             tasks = as_json(await svc.client.get("/tasks", params={"lead_id": str(lead_id)}))
             assert sorted(t["kind"] for t in tasks) == ["churn_risk", "complaint", "reply"]
             assert any("can we help?" in t["title"] for t in tasks)
@@ -439,11 +517,23 @@ async def test_sequences_are_data_and_bad_ones_are_refused(
         welcome = as_json(await svc.client.get("/sequences/welcome"))
         assert welcome["trigger"] == "lead.captured" and welcome["source"] == "builtin"
         assert {s["name"] for s in as_json(await svc.client.get("/sequences"))} >= {
-            "welcome", "nurture", "onboarding", "invoice_reminders", "payment_failed", "price_change",
-            "exit_survey", "winback", "later",
+            "welcome",
+            "nurture",
+            "onboarding",
+            "invoice_reminders",
+            "payment_failed",
+            "price_change",
+            "exit_survey",
+            "winback",
+            "later",
         }
-        good = {"trigger": "deal.lost", "steps": [{"template": "later_checkin", "delay": "30d"}],
-                "exit_on": ["deal_won", "reply"], "reentry": {"after": "90d"}, "when": {"tier": ["best", "good"]}}
+        good = {
+            "trigger": "deal.lost",
+            "steps": [{"template": "later_checkin", "delay": "30d"}],
+            "exit_on": ["deal_won", "reply"],
+            "reentry": {"after": "90d"},
+            "when": {"tier": ["best", "good"]},
+        }
         cases = {
             "unknown trigger": ({**good, "trigger": "lead.teleported"}, "trigger"),
             "missing template": ({**good, "steps": [{"template": "nope", "delay": 0}]}, "nope"),
@@ -455,7 +545,9 @@ async def test_sequences_are_data_and_bad_ones_are_refused(
             target = "nurture" if name == "cycle" else "vip_later"
             refused = await svc.client.put(f"/sequences/{target}", json=body)
             assert refused.status_code == 422 and reason in refused.text, (name, refused.text)
-        assert (await svc.client.put("/sequences/vip_later", json=good, headers={"Authorization": "Bearer x"})).status_code == 401
+        assert (
+            await svc.client.put("/sequences/vip_later", json=good, headers={"Authorization": "Bearer x"})
+        ).status_code == 401
         stored = as_json(await svc.client.put("/sequences/vip_later", json=good))
         assert stored["source"] == "api" and stored["definition"]["reentry"] == {"after": "90d"}
         assert as_json(await svc.client.get("/sequences/vip_later"))["trigger"] == "deal.lost"

@@ -6,7 +6,7 @@ import email
 import email.policy
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -51,8 +51,13 @@ def captured(*, consent: bool = True, language: str = "en", duplicate: bool = Fa
 @pytest.fixture
 def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
     return service_settings(
-        Settings, bootstrap=kafka_bootstrap, database_url=database_url, data_dir=tmp_path, send_interval_s=0.1,
-        quiet_hours_start=0, quiet_hours_end=0,  # quiet hours have their own test
+        Settings,
+        bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        data_dir=tmp_path,
+        send_interval_s=0.1,
+        quiet_hours_start=0,
+        quiet_hours_end=0,  # quiet hours have their own test
     )
 
 
@@ -66,7 +71,7 @@ def mail_dir(settings: Settings) -> Path:
     return settings.data_dir / "mail" / "nurture"
 
 
-async def steps(svc, lead_id: uuid.UUID, sequence: str = "welcome") -> list[ScheduledMessage]:  # noqa: ANN001
+async def steps(svc, lead_id: uuid.UUID, sequence: str = "welcome") -> list[ScheduledMessage]:
     async with svc.runtime.uow.sessions() as session:
         rows = await session.scalars(
             select(ScheduledMessage)
@@ -76,7 +81,7 @@ async def steps(svc, lead_id: uuid.UUID, sequence: str = "welcome") -> list[Sche
         return list(rows)
 
 
-async def emitted(svc, lead_id: uuid.UUID, event_type: str) -> int:  # noqa: ANN001
+async def emitted(svc, lead_id: uuid.UUID, event_type: str) -> int:
     """Events recorded for publication (nothing is published that is not in the outbox)."""
     async with svc.runtime.uow.sessions() as session:
         count = await session.scalar(
@@ -87,7 +92,7 @@ async def emitted(svc, lead_id: uuid.UUID, event_type: str) -> int:  # noqa: ANN
         return count or 0
 
 
-async def applied(svc, event_id: uuid.UUID) -> bool:  # noqa: ANN001
+async def applied(svc, event_id: uuid.UUID) -> bool:
     async with svc.runtime.uow.sessions() as session:
         return await session.get(InboxRow, event_id) is not None
 
@@ -179,7 +184,7 @@ async def test_no_consent_means_no_marketing_email(nurture, settings: Settings, 
 async def test_takeover_holds_due_steps_and_release_sends_them(settings: Settings, kafka_bootstrap: str) -> None:
     # A long interval: every send below happens because a commit or the clock woke the sender.
     settings = settings.model_copy(update={"send_interval_s": 60.0})
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     clock = ManualClock(start)
     async with run_service(create_app(settings, clock=clock), settings.port) as svc:
         lead_id = uuid.uuid4()
@@ -219,7 +224,7 @@ async def test_takeover_holds_due_steps_and_release_sends_them(settings: Setting
 
 
 async def test_restart_neither_loses_nor_repeats_a_step(settings: Settings, kafka_bootstrap: str) -> None:
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     first, second = uuid.uuid4(), uuid.uuid4()
     async with run_service(create_app(settings, clock=ManualClock(start)), settings.port) as svc:
         await send(kafka_bootstrap, event("lead.captured", captured(), lead_id=first, producer_name="leads"))
@@ -250,7 +255,7 @@ async def test_erasure_removes_personal_data_and_stops_sending(nurture, kafka_bo
     async with TopicReader(kafka_bootstrap, topics.ENGAGEMENT) as reader:
         await reader.wait_for("email.sent", lead_id=lead_id)
 
-    erased = ev.LeadErased(requested_at=datetime.now(timezone.utc))
+    erased = ev.LeadErased(requested_at=datetime.now(UTC))
     erase = event("lead.erased", erased, lead_id=lead_id, producer_name="leads")
     comeback = event("lead.captured", captured(), lead_id=lead_id, producer_name="leads")  # late, new event id
     await send(kafka_bootstrap, erase, comeback)
@@ -277,8 +282,14 @@ async def test_won_deal_ends_the_welcome_sequence(nurture, kafka_bootstrap: str)
     async with TopicReader(kafka_bootstrap, topics.ENGAGEMENT) as reader:
         await reader.wait_for("email.sent", lead_id=lead_id)
     won = ev.DealWon(
-        deal_id=uuid.uuid4(), title="Site", kind="project", currency="GBP", total=Decimal("3000"),
-        signed_by="Ada", signed_at=datetime.now(timezone.utc), deposit_share=Decimal("0.30"),
+        deal_id=uuid.uuid4(),
+        title="Site",
+        kind="project",
+        currency="GBP",
+        total=Decimal("3000"),
+        signed_by="Ada",
+        signed_at=datetime.now(UTC),
+        deposit_share=Decimal("0.30"),
     )
     deal = event("deal.won", won, lead_id=lead_id, producer_name="leads")
     await send(kafka_bootstrap, deal)

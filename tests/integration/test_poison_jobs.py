@@ -7,7 +7,7 @@ tier; the odd one is kept in ``job_failures`` with its reason, retried with back
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from tests.integration.test_billing_service import send
 from tests.support import as_json, eventually, run_service, service_settings
 
 pytestmark = pytest.mark.integration
-UTC = timezone.utc
 
 
 class ManualClock(SimulatedClock):
@@ -51,7 +50,7 @@ def counted(svc: Any, job: str) -> float:
     return svc.runtime.registry.get_sample_value("clientflow_job_failures_total", labels) or 0.0
 
 
-async def jump(svc: Any, clock: ManualClock, moment: datetime, check) -> Any:  # noqa: ANN001
+async def jump(svc: Any, clock: ManualClock, moment: datetime, check) -> Any:
     clock.advance_to(moment)  # the scheduled jobs wake when the business clock jumps
     return await eventually(check, timeout=30)
 
@@ -66,25 +65,45 @@ async def test_nurture_sends_everyones_follow_up_past_a_lead_whose_time_zone_is_
     t0 = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)
     clock = ManualClock(t0)
     settings = service_settings(
-        NurtureSettings, bootstrap=kafka_bootstrap, database_url=database_url, data_dir=tmp_path,
-        send_interval_s=0.2, quiet_hours_start=21, quiet_hours_end=8, marketing_cap_per_week=10,
+        NurtureSettings,
+        bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        data_dir=tmp_path,
+        send_interval_s=0.2,
+        quiet_hours_start=21,
+        quiet_hours_end=8,
+        marketing_cap_per_week=10,
     )
     tag = uuid.uuid4().hex[:8]
     leads = {name: uuid.uuid4() for name in ("good1", "America", "good2", "Etc", "good3")}
     async with run_service(nurture_app(settings, clock=clock), settings.port) as svc:
-        await send(kafka_bootstrap, *(
-            make_event("lead.captured", ev.LeadCaptured(
-                name=name, email=f"{name.lower()}-{tag}@example.com", channel="website", consent_marketing=True,
-                timezone="Europe/Paris", fit_score=60,
-            ), producer="leads", occurred_at=t0, lead_id=lead_id)
-            for name, lead_id in leads.items()
-        ))
+        await send(
+            kafka_bootstrap,
+            *(
+                make_event(
+                    "lead.captured",
+                    ev.LeadCaptured(
+                        name=name,
+                        email=f"{name.lower()}-{tag}@example.com",
+                        channel="website",
+                        consent_marketing=True,
+                        timezone="Europe/Paris",
+                        fit_score=60,
+                    ),
+                    producer="leads",
+                    occurred_at=t0,
+                    lead_id=lead_id,
+                )
+                for name, lead_id in leads.items()
+            ),
+        )
 
         async def steps(step: int) -> dict[uuid.UUID, str]:
             async with svc.runtime.uow.sessions() as session:
                 rows = await session.execute(
                     select(ScheduledMessage.lead_id, ScheduledMessage.status).where(
-                        ScheduledMessage.lead_id.in_(leads.values()), ScheduledMessage.sequence == "welcome",
+                        ScheduledMessage.lead_id.in_(leads.values()),
+                        ScheduledMessage.sequence == "welcome",
                         ScheduledMessage.step == step,
                     )
                 )
@@ -126,11 +145,15 @@ async def test_billing_cycle_and_dunning_go_on_past_an_odd_subscription_and_invo
 
         async def first_invoices() -> dict[uuid.UUID, Invoice]:
             async with svc.runtime.uow.sessions() as session:
-                rows = list(await session.scalars(select(Invoice).where(
-                    Invoice.lead_id.in_(subs), Invoice.kind == "subscription")))
+                rows = list(
+                    await session.scalars(
+                        select(Invoice).where(Invoice.lead_id.in_(subs), Invoice.kind == "subscription")
+                    )
+                )
             return {i.lead_id: i for i in rows} if len(rows) == 3 else {}
 
         first = await eventually(first_invoices, timeout=30)
+
         async def currency(code: str) -> None:
             """An issued invoice is never rewritten by the ORM; the row is written as it was stored."""
             async with svc.runtime.uow() as tx:
@@ -141,11 +164,22 @@ async def test_billing_cycle_and_dunning_go_on_past_an_odd_subscription_and_invo
 
         async def billed_and_chased() -> dict[str, Any]:
             async with svc.runtime.uow.sessions() as session:
-                february = set(await session.scalars(select(Invoice.lead_id).where(
-                    Invoice.lead_id.in_(subs), Invoice.kind == "subscription",
-                    Invoice.period_start == datetime(2031, 2, 1, tzinfo=UTC))))
-                states = dict((await session.execute(select(DunningCase.lead_id, DunningCase.state).where(
-                    DunningCase.lead_id.in_(subs)))).all())
+                february = set(
+                    await session.scalars(
+                        select(Invoice.lead_id).where(
+                            Invoice.lead_id.in_(subs),
+                            Invoice.kind == "subscription",
+                            Invoice.period_start == datetime(2031, 2, 1, tzinfo=UTC),
+                        )
+                    )
+                )
+                states = dict(
+                    (
+                        await session.execute(
+                            select(DunningCase.lead_id, DunningCase.state).where(DunningCase.lead_id.in_(subs))
+                        )
+                    ).all()
+                )
             cycle, dunning = await failures(svc, "billing.cycle"), await failures(svc, "billing.dunning")
             done = february == {good1, good2} and states.get(good1) == states.get(good2) == "overdue"
             return {"states": states, "cycle": cycle, "dunning": dunning} if done and cycle and dunning else {}
@@ -165,8 +199,11 @@ async def test_billing_cycle_and_dunning_go_on_past_an_odd_subscription_and_invo
 
         async def recovered() -> bool:
             async with svc.runtime.uow.sessions() as session:
-                billed = await session.scalar(select(Invoice.id).where(
-                    Invoice.lead_id == odd, Invoice.period_start == datetime(2031, 2, 1, tzinfo=UTC)))
+                billed = await session.scalar(
+                    select(Invoice.id).where(
+                        Invoice.lead_id == odd, Invoice.period_start == datetime(2031, 2, 1, tzinfo=UTC)
+                    )
+                )
                 state = await session.scalar(select(DunningCase.state).where(DunningCase.lead_id == odd))
             left = await failures(svc, "billing.cycle") | await failures(svc, "billing.dunning")
             return billed is not None and state == "overdue" and not left
@@ -197,40 +234,92 @@ async def test_retention_reviews_and_loyalty_go_on_past_odd_clients(kafka_bootst
         for name, lead_id in leads.items():
             paid_at = now - timedelta(days=20)  # the refund window (14 days) has passed
             events += [
-                make_event("lead.captured", ev.LeadCaptured(name="X", email=f"{name}-{tag}@example.com", channel="web",
-                                                                fit_score=60),
-                           producer="leads", occurred_at=now - timedelta(days=90), lead_id=lead_id),
-                _event("deposit.cleared", ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(),
-                       amount=Decimal(300), currency="EUR", cleared_at=now - timedelta(days=60)), lead_id,
-                       now - timedelta(days=60)),
-                _event("payment.succeeded", ev.PaymentSucceeded(
-                    payment_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(1000), currency="EUR", method="card",
-                    paid_at=paid_at, invoice_paid=True), lead_id, paid_at),
+                make_event(
+                    "lead.captured",
+                    ev.LeadCaptured(name="X", email=f"{name}-{tag}@example.com", channel="web", fit_score=60),
+                    producer="leads",
+                    occurred_at=now - timedelta(days=90),
+                    lead_id=lead_id,
+                ),
+                _event(
+                    "deposit.cleared",
+                    ev.DepositCleared(
+                        deal_id=uuid.uuid4(),
+                        invoice_id=uuid.uuid4(),
+                        amount=Decimal(300),
+                        currency="EUR",
+                        cleared_at=now - timedelta(days=60),
+                    ),
+                    lead_id,
+                    now - timedelta(days=60),
+                ),
+                _event(
+                    "payment.succeeded",
+                    ev.PaymentSucceeded(
+                        payment_id=uuid.uuid4(),
+                        invoice_id=uuid.uuid4(),
+                        amount=Decimal(1000),
+                        currency="EUR",
+                        method="card",
+                        paid_at=paid_at,
+                        invoice_paid=True,
+                    ),
+                    lead_id,
+                    paid_at,
+                ),
             ]
         await send(kafka_bootstrap, *events)
 
         async def awards() -> dict[uuid.UUID, LoyaltyAward]:
             async with svc.runtime.uow.sessions() as session:
-                rows = {a.lead_id: a for a in await session.scalars(
-                    select(LoyaltyAward).where(LoyaltyAward.lead_id.in_(leads.values())))}
+                rows = {
+                    a.lead_id: a
+                    for a in await session.scalars(select(LoyaltyAward).where(LoyaltyAward.lead_id.in_(leads.values())))
+                }
             return rows if len(rows) == len(leads) else {}
 
         pending = await eventually(awards, timeout=30)
         async with svc.runtime.uow() as tx:
             (await tx.session.get(LoyaltyAward, pending[leads["loyalty"]].invoice_id)).amount = Decimal("NaN")  # type: ignore[union-attr]
-            tx.session.add(ClientEvent(lead_id=leads["health"], event_id=uuid.uuid4(), type="feedback.received",
-                                       at=now - timedelta(days=1), detail=["not", "an", "object"]))
-            tx.session.add(ClientEvent(lead_id=leads["tier"], event_id=uuid.uuid4(), type="deal.change_requested",
-                                       at=now - timedelta(days=1), detail={"leaked": "n/a"}))
+            tx.session.add(
+                ClientEvent(
+                    lead_id=leads["health"],
+                    event_id=uuid.uuid4(),
+                    type="feedback.received",
+                    at=now - timedelta(days=1),
+                    detail=["not", "an", "object"],
+                )
+            )
+            tx.session.add(
+                ClientEvent(
+                    lead_id=leads["tier"],
+                    event_id=uuid.uuid4(),
+                    type="deal.change_requested",
+                    at=now - timedelta(days=1),
+                    detail={"leaked": "n/a"},
+                )
+            )
 
         later = now + timedelta(hours=1)
 
         async def reviewed() -> dict[str, Any]:
             async with svc.runtime.uow.sessions() as session:
-                assessed = dict((await session.execute(select(Client.lead_id, Client.health_assessed_at).where(
-                    Client.lead_id.in_(leads.values())))).all())
-                status = dict((await session.execute(select(LoyaltyAward.lead_id, LoyaltyAward.status).where(
-                    LoyaltyAward.lead_id.in_(leads.values())))).all())
+                assessed = dict(
+                    (
+                        await session.execute(
+                            select(Client.lead_id, Client.health_assessed_at).where(Client.lead_id.in_(leads.values()))
+                        )
+                    ).all()
+                )
+                status = dict(
+                    (
+                        await session.execute(
+                            select(LoyaltyAward.lead_id, LoyaltyAward.status).where(
+                                LoyaltyAward.lead_id.in_(leads.values())
+                            )
+                        )
+                    ).all()
+                )
             health, loyalty = await failures(svc, "retention.health"), await failures(svc, "retention.loyalty")
             if not (health and loyalty) or sum(at == later for at in assessed.values()) < len(names) - 1:
                 return {}
@@ -238,8 +327,13 @@ async def test_retention_reviews_and_loyalty_go_on_past_odd_clients(kafka_bootst
 
         seen = await jump(svc, clock, later, reviewed)
         assert {n: seen["assessed"][leads[n]] == later for n in names} == {n: n != "health" for n in names}
-        assert {n: seen["status"][leads[n]] for n in names} == {n: "pending" if n == "loyalty" else "awarded" for n in names}
-        assert list(seen["health"]) == [str(leads["health"])] and "AttributeError" in seen["health"][str(leads["health"])].reason
+        assert {n: seen["status"][leads[n]] for n in names} == {
+            n: "pending" if n == "loyalty" else "awarded" for n in names
+        }
+        assert (
+            list(seen["health"]) == [str(leads["health"])]
+            and "AttributeError" in seen["health"][str(leads["health"])].reason
+        )
         assert list(seen["loyalty"]) == [str(pending[leads["loyalty"]].invoice_id)]
         assert counted(svc, "retention.health") >= 1 and counted(svc, "retention.loyalty") >= 1
 
@@ -251,14 +345,18 @@ async def test_retention_reviews_and_loyalty_go_on_past_odd_clients(kafka_bootst
 
         # Put right, the client joins the period's review at the next poll after its backoff.
         async with svc.runtime.uow() as tx:
-            rows = await tx.session.scalars(select(ClientEvent).where(
-                ClientEvent.lead_id == leads["tier"], ClientEvent.type == "deal.change_requested"))
+            rows = await tx.session.scalars(
+                select(ClientEvent).where(
+                    ClientEvent.lead_id == leads["tier"], ClientEvent.type == "deal.change_requested"
+                )
+            )
             for row in rows:
                 row.detail = {"leaked": "0"}
 
         async def joined() -> bool:
             latest = as_json(await svc.client.get("/reviews/latest"))
             return str(leads["tier"]) in {c["lead_id"] for c in latest["changes"]} and not await failures(
-                svc, "retention.tiers")
+                svc, "retention.tiers"
+            )
 
         await jump(svc, clock, later + Backoff().base + timedelta(minutes=1), joined)

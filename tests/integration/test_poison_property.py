@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
@@ -63,7 +63,7 @@ pytestmark = pytest.mark.integration
 
 EXAMPLES = int(os.environ.get("POISON_EXAMPLES", "25"))
 EVIDENCE = os.environ.get("POISON_EVIDENCE")
-START = datetime(2031, 1, 13, 10, 0, tzinfo=timezone.utc)
+START = datetime(2031, 1, 13, 10, 0, tzinfo=UTC)
 
 # --------------------------------------------------------------------------- the people drawn
 
@@ -82,11 +82,28 @@ GOOD: dict[str, list[Any]] = {
 }
 ODD_MONEY = ["1e30", "-5", "NaN", "Infinity", "99999999999999999999.99", "0.000001", "10000000000000", "0"]
 ODD: dict[str, list[Any]] = {
-    "name": ["", " ", "\ud800", "a\x00b", "{{ 7*7 }}{% for x in y %}", "x" * 5000, "Robert'); DROP TABLE contacts;--",
-             "\u202egnp.exe"],
+    "name": [
+        "",
+        " ",
+        "\ud800",
+        "a\x00b",
+        "{{ 7*7 }}{% for x in y %}",
+        "x" * 5000,
+        "Robert'); DROP TABLE contacts;--",
+        "\u202egnp.exe",
+    ],
     "email": ["not-an-email", "a@b", "x" * 400 + "@example.com", "a\x00@example.com", ""],
-    "timezone": ["America", "Etc", "x" * 100_000, "../../etc/passwd", "\ud800", " ", "Mars/Olympus_Mons", "__init__.py",
-                 "a\x00b"],
+    "timezone": [
+        "America",
+        "Etc",
+        "x" * 100_000,
+        "../../etc/passwd",
+        "\ud800",
+        " ",
+        "Mars/Olympus_Mons",
+        "__init__.py",
+        "a\x00b",
+    ],
     "language": ["", "zz", "x" * 300, "\ud800", "../en", "en\x00"],
     "budget": ODD_MONEY,
     "fee": ODD_MONEY,
@@ -191,7 +208,9 @@ class Service:
 
     async def outbox(self) -> list[tuple[str, bytes]]:
         async with self.uow() as tx:
-            rows = list(await tx.session.scalars(select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id)))
+            rows = list(
+                await tx.session.scalars(select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id))
+            )
             for row in rows:
                 row.sent_at = tx.now()
         return [(row.topic, row.payload) for row in rows]
@@ -239,14 +258,19 @@ class Lifecycle:
 
 
 @pytest.fixture
-def lifecycle(database_factory, tmp_path: Path) -> Iterator[Lifecycle]:  # noqa: ANN001
+def lifecycle(database_factory, tmp_path: Path) -> Iterator[Lifecycle]:
     loop = asyncio.new_event_loop()
     clock = ManualClock(START)
     transport = Transport()
     services = []
     for name, migrations, make, settings_cls, extra in (
-        ("nurture", NURTURE_MIGRATIONS, nurture_app, NurtureSettings,
-         {"quiet_hours_start": 21, "quiet_hours_end": 8, "marketing_cap_per_week": 20, "send_batch_size": 20}),
+        (
+            "nurture",
+            NURTURE_MIGRATIONS,
+            nurture_app,
+            NurtureSettings,
+            {"quiet_hours_start": 21, "quiet_hours_end": 8, "marketing_cap_per_week": 20, "send_batch_size": 20},
+        ),
         ("billing", BILLING_MIGRATIONS, billing_app, BillingSettings, {}),
         ("retention", RETENTION_MIGRATIONS, retention_app, RetentionSettings, {}),
     ):
@@ -254,7 +278,9 @@ def lifecycle(database_factory, tmp_path: Path) -> Iterator[Lifecycle]:  # noqa:
         upgrade(migrations, url)
         # A consumer retries a failing event with backoff before dead-lettering it (a client whose
         # stored timeline is odd fails every event about them): two attempts keep the draws quick.
-        settings_ = settings_cls(database_url=url, data_dir=tmp_path / name, migrate_on_start=False, max_attempts=2, **extra)
+        settings_ = settings_cls(
+            database_url=url, data_dir=tmp_path / name, migrate_on_start=False, max_attempts=2, **extra
+        )
         kwargs: dict[str, Any] = {"transport": transport} if name == "nurture" else {}
         app = make(settings_, engine=create_engine(url), clock=clock, **kwargs)
         letters = Letters()
@@ -276,8 +302,13 @@ def envelope(event_type: str, data: dict[str, Any], lead_id: uuid.UUID, at: date
     """An event as a producer that validated nothing would write it: odd values left as drawn."""
     event_id = uuid.uuid4()
     body = {
-        "event_id": str(event_id), "type": event_type, "version": 1, "occurred_at": at.isoformat(), "producer": "test",
-        "lead_id": str(lead_id), "data": data,
+        "event_id": str(event_id),
+        "type": event_type,
+        "version": 1,
+        "occurred_at": at.isoformat(),
+        "producer": "test",
+        "lead_id": str(lead_id),
+        "data": data,
     }
     return event_id, ev.topic_of(event_type), json.dumps(body, default=str).encode("utf-8", "surrogatepass")
 
@@ -287,9 +318,16 @@ def captured(p: Person, *, good: bool) -> dict[str, Any]:
         return p.value(f, good=good)
 
     return {
-        "name": pick("name"), "email": pick("email"),
-        "timezone": pick("timezone"), "language": pick("language"), "channel": "website", "fit_score": 60,
-        "consent_marketing": True, "budget": pick("budget"), "currency": "EUR", "segment": "ideal",
+        "name": pick("name"),
+        "email": pick("email"),
+        "timezone": pick("timezone"),
+        "language": pick("language"),
+        "channel": "website",
+        "fit_score": 60,
+        "consent_marketing": True,
+        "budget": pick("budget"),
+        "currency": "EUR",
+        "segment": "ideal",
     }
 
 
@@ -298,19 +336,31 @@ def won(p: Person, *, good: bool, at: datetime) -> dict[str, Any]:
         return p.value(f, good=good)
 
     return {
-        "deal_id": str(uuid.uuid4()), "title": "Retainer", "kind": "retainer", "currency": "EUR", "total": pick("fee"),
-        "monthly_fee": pick("fee"), "included_hours": pick("hours"), "hourly_rate": pick("rate"), "signed_by": "Ada",
-        "signed_at": at.isoformat(), "deposit_share": "0.5",
+        "deal_id": str(uuid.uuid4()),
+        "title": "Retainer",
+        "kind": "retainer",
+        "currency": "EUR",
+        "total": pick("fee"),
+        "monthly_fee": pick("fee"),
+        "included_hours": pick("hours"),
+        "hourly_rate": pick("rate"),
+        "signed_by": "Ada",
+        "signed_at": at.isoformat(),
+        "deposit_share": "0.5",
     }
 
 
-async def feed(life: Lifecycle, people: list[Person], event_type: str, make, targets: tuple[Service, ...]) -> dict[uuid.UUID, bool]:  # noqa: ANN001
+async def feed(
+    life: Lifecycle, people: list[Person], event_type: str, make, targets: tuple[Service, ...]
+) -> dict[uuid.UUID, bool]:
     """Each person's event, odd values as drawn, to every consumer of it; a refused one is sent
     again with good values (the producer fixed). Every event is applied or dead-lettered with a
     reason. Returns who had theirs refused."""
     refused: dict[uuid.UUID, bool] = {}
     for good in (False, True):
-        batch = [(p, *envelope(event_type, make(p, good=good), p.id, life.now)) for p in people if not good or refused[p.id]]
+        batch = [
+            (p, *envelope(event_type, make(p, good=good), p.id, life.now)) for p in people if not good or refused[p.id]
+        ]
         for target in targets:
             await target.consume([(topic, value) for _, _, topic, value in batch])
         for p, event_id, _, _ in batch:
@@ -330,7 +380,7 @@ async def store(service: Service, model: Any, where: Any, **values: Any) -> bool
     try:
         async with service.uow() as tx:
             await tx.session.execute(update(model).where(where).values(**values))
-    except Exception:  # noqa: BLE001 - a value this database cannot hold
+    except Exception:  # a value this database cannot hold
         return False
     return True
 
@@ -347,7 +397,9 @@ async def pay(life: Lifecycle, p: Person) -> str | None:
     elif amounts[0] == "half":
         amounts = [format(deposit.amount / 2, "f"), format(deposit.amount - deposit.amount / 2, "f")]
     refusal = None
-    for amount in amounts + ([format(deposit.amount, "f")] if "payment" in p.odd and p.value("payment") != "half" else []):
+    for amount in amounts + (
+        [format(deposit.amount, "f")] if "payment" in p.odd and p.value("payment") != "half" else []
+    ):
         body = {"invoice_id": str(deposit.id), "currency": "EUR", "amount": amount, "method": "bank_transfer"}
         try:
             data = PaymentIn.model_validate(body)
@@ -362,12 +414,19 @@ async def pay(life: Lifecycle, p: Person) -> str | None:
 async def spoil(life: Lifecycle, p: Person) -> None:
     """Write the person's odd values into the rows each service keeps of them."""
     n, b, r = life.nurture, life.billing, life.retention
-    for f, column in (("name", Contact.name), ("email", Contact.email), ("timezone", Contact.timezone),
-                      ("language", Contact.language)):
+    for f, column in (
+        ("name", Contact.name),
+        ("email", Contact.email),
+        ("timezone", Contact.timezone),
+        ("language", Contact.language),
+    ):
         if f in p.odd:
             await store(n, Contact, Contact.lead_id == p.id, **{column.key: p.value(f)})
-    for f, column in (("fee", Subscription.monthly_fee), ("rate", Subscription.hourly_rate),
-                      ("hours", Subscription.included_hours)):
+    for f, column in (
+        ("fee", Subscription.monthly_fee),
+        ("rate", Subscription.hourly_rate),
+        ("hours", Subscription.included_hours),
+    ):
         if f in p.odd:
             try:
                 value = Decimal(p.value(f))
@@ -377,7 +436,9 @@ async def spoil(life: Lifecycle, p: Person) -> None:
     # The onboarding (deal won: a check-in at 7 days, a survey at 30) is what is still to send.
     kind = p.value("sequence")
     enrollment = (Enrollment.lead_id == p.id) & (Enrollment.sequence == "onboarding")
-    check_in = (ScheduledMessage.lead_id == p.id) & (ScheduledMessage.sequence == "onboarding") & (ScheduledMessage.step == 1)
+    check_in = (
+        (ScheduledMessage.lead_id == p.id) & (ScheduledMessage.sequence == "onboarding") & (ScheduledMessage.step == 1)
+    )
     if kind == "context_list":
         await store(n, Enrollment, enrollment, context=["odd"])
     elif kind == "context_huge":
@@ -394,26 +455,44 @@ async def spoil(life: Lifecycle, p: Person) -> None:
         detail: Any = ["not", "an", "object"] if odd_timeline == "detail_list" else "odd"
         async with r.uow() as tx:
             if await tx.session.get(Client, p.id) is not None:
-                tx.session.add(ClientEvent(lead_id=p.id, event_id=uuid.uuid4(), type="feedback.received",
-                                           at=at, detail=detail))
+                tx.session.add(
+                    ClientEvent(lead_id=p.id, event_id=uuid.uuid4(), type="feedback.received", at=at, detail=detail)
+                )
     elif odd_timeline == "leaked_nan":
         async with r.uow() as tx:
             if await tx.session.get(Client, p.id) is not None:
-                tx.session.add(ClientEvent(lead_id=p.id, event_id=uuid.uuid4(), type="deal.change_requested",
-                                           at=at, detail={"leaked": "n/a"}))
+                tx.session.add(
+                    ClientEvent(
+                        lead_id=p.id,
+                        event_id=uuid.uuid4(),
+                        type="deal.change_requested",
+                        at=at,
+                        detail={"leaked": "n/a"},
+                    )
+                )
     elif odd_timeline == "award_nan":
         await store(r, LoyaltyAward, LoyaltyAward.lead_id == p.id, amount=Decimal("NaN"))
     elif odd_timeline == "pending_fee_nan":
-        await store(r, RetentionSubscription, RetentionSubscription.lead_id == p.id,
-                    pending_fee=Decimal("NaN"), pending_at=life.now)
+        await store(
+            r,
+            RetentionSubscription,
+            RetentionSubscription.lead_id == p.id,
+            pending_fee=Decimal("NaN"),
+            pending_at=life.now,
+        )
 
 
 async def check_nurture(life: Lifecycle, people: list[Person], failures: dict[tuple[str, str], JobFailureRow]) -> None:
     """The welcome (its follow-up cancelled by the won deal) and the onboarding's three e-mails."""
     async with life.nurture.uow.sessions() as session:
-        rows = list(await session.scalars(select(ScheduledMessage).where(
-            ScheduledMessage.lead_id.in_([p.id for p in people]),
-            ScheduledMessage.sequence.in_(("welcome", "onboarding")))))
+        rows = list(
+            await session.scalars(
+                select(ScheduledMessage).where(
+                    ScheduledMessage.lead_id.in_([p.id for p in people]),
+                    ScheduledMessage.sequence.in_(("welcome", "onboarding")),
+                )
+            )
+        )
     steps: dict[uuid.UUID, list[ScheduledMessage]] = {}
     for row in rows:
         steps.setdefault(row.lead_id, []).append(row)
@@ -425,7 +504,9 @@ async def check_nurture(life: Lifecycle, people: list[Person], failures: dict[tu
             # Every e-mail due is sent: the welcome, the onboarding's first two (its survey, and the
             # welcome's follow-up, may be cancelled by what happened since: a won deal, a retainer
             # cancelled by dunning), and nothing due is left pending.
-            due = [(s.sequence, s.step, s.status, s.reason) for s in mine if s.status != "pending" or s.due_at <= life.now]
+            due = [
+                (s.sequence, s.step, s.status, s.reason) for s in mine if s.status != "pending" or s.due_at <= life.now
+            ]
             firsts = {(seq, step) for seq, step, status, _ in due if status == "sent"}
             assert {("welcome", 0), ("onboarding", 0), ("onboarding", 1)} <= firsts, f"good person {p.values}: {due}"
             assert all(status == "sent" or (status == "cancelled" and reason) for _, _, status, reason in due), due
@@ -446,14 +527,21 @@ async def check_nurture(life: Lifecycle, people: list[Person], failures: dict[tu
 
 async def check_billing(life: Lifecycle, people: list[Person], failures: dict[tuple[str, str], JobFailureRow]) -> None:
     async with life.billing.uow.sessions() as session:
-        subs = {s.lead_id: s for s in await session.scalars(
-            select(Subscription).where(Subscription.lead_id.in_([p.id for p in people])))}
+        subs = {
+            s.lead_id: s
+            for s in await session.scalars(select(Subscription).where(Subscription.lead_id.in_([p.id for p in people])))
+        }
         invoices: dict[uuid.UUID, list[Invoice]] = {}
-        for i in await session.scalars(select(Invoice).where(
-                Invoice.lead_id.in_([p.id for p in people]), Invoice.kind == "subscription").order_by(Invoice.issued_at)):
+        for i in await session.scalars(
+            select(Invoice)
+            .where(Invoice.lead_id.in_([p.id for p in people]), Invoice.kind == "subscription")
+            .order_by(Invoice.issued_at)
+        ):
             invoices.setdefault(i.lead_id, []).append(i)
-        cases = {c.invoice_id: c for c in await session.scalars(
-            select(DunningCase).where(DunningCase.lead_id.in_([p.id for p in people])))}
+        cases = {
+            c.invoice_id: c
+            for c in await session.scalars(select(DunningCase).where(DunningCase.lead_id.in_([p.id for p in people])))
+        }
     for p in people:
         sub = subs.get(p.id)
         # Started (dunning may have cancelled it since: nobody pays the retainer's invoices).
@@ -474,12 +562,17 @@ async def check_billing(life: Lifecycle, people: list[Person], failures: dict[tu
                 assert chased, f"good person {p.values}: invoice not chased"
 
 
-async def check_retention(life: Lifecycle, people: list[Person], failures: dict[tuple[str, str], JobFailureRow],
-                          reviewed_at: datetime) -> None:
+async def check_retention(
+    life: Lifecycle, people: list[Person], failures: dict[tuple[str, str], JobFailureRow], reviewed_at: datetime
+) -> None:
     async with life.retention.uow.sessions() as session:
-        clients = {c.lead_id: c for c in await session.scalars(
-            select(Client).where(Client.lead_id.in_([p.id for p in people])))}
-        awards = list(await session.scalars(select(LoyaltyAward).where(LoyaltyAward.lead_id.in_([p.id for p in people]))))
+        clients = {
+            c.lead_id: c
+            for c in await session.scalars(select(Client).where(Client.lead_id.in_([p.id for p in people])))
+        }
+        awards = list(
+            await session.scalars(select(LoyaltyAward).where(LoyaltyAward.lead_id.in_([p.id for p in people])))
+        )
     for p in people:
         client = clients.get(p.id)
         assert client is not None and client.became_client_at is not None, f"{p.values}: not a client"
@@ -547,14 +640,22 @@ async def retire(life: Lifecycle, people: list[Person]) -> None:
     async with life.billing.uow() as tx:
         await tx.session.execute(update(Subscription).where(Subscription.lead_id.in_(ids)).values(status="cancelled"))
         await tx.session.execute(update(DunningCase).where(DunningCase.lead_id.in_(ids)).values(open=False))
-        await tx.session.execute(update(Invoice).where(Invoice.lead_id.in_(ids), Invoice.status == "open").values(status="void"))
+        await tx.session.execute(
+            update(Invoice).where(Invoice.lead_id.in_(ids), Invoice.status == "open").values(status="void")
+        )
     async with life.nurture.uow() as tx:
-        await tx.session.execute(update(ScheduledMessage).where(
-            ScheduledMessage.lead_id.in_(ids), ScheduledMessage.status == "pending").values(status="cancelled"))
+        await tx.session.execute(
+            update(ScheduledMessage)
+            .where(ScheduledMessage.lead_id.in_(ids), ScheduledMessage.status == "pending")
+            .values(status="cancelled")
+        )
     async with life.retention.uow() as tx:
         await tx.session.execute(update(Client).where(Client.lead_id.in_(ids)).values(became_client_at=None))
-        await tx.session.execute(update(LoyaltyAward).where(
-            LoyaltyAward.lead_id.in_(ids), LoyaltyAward.status == "pending").values(status="voided"))
+        await tx.session.execute(
+            update(LoyaltyAward)
+            .where(LoyaltyAward.lead_id.in_(ids), LoyaltyAward.status == "pending")
+            .values(status="voided")
+        )
 
 
 def test_odd_values_anywhere_never_stop_anyone_else(lifecycle: Lifecycle) -> None:
@@ -563,7 +664,11 @@ def test_odd_values_anywhere_never_stop_anyone_else(lifecycle: Lifecycle) -> Non
     @settings(
         # No shrinking: a draw runs the whole lifecycle (a second or so), and the failure
         # message names the odd values of the person it is about.
-        max_examples=EXAMPLES, derandomize=True, deadline=None, database=None, phases=(Phase.explicit, Phase.generate),
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=(Phase.explicit, Phase.generate),
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(people=st.lists(person(), min_size=1, max_size=4))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from shared.privacy import WITHHELD, forget_person
 from shared.uow import UnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
-NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 class Fixed(Clock):
@@ -30,16 +30,28 @@ class Fixed(Clock):
 
 def outbox(key: str | None, *, sent: bool) -> OutboxRow:
     return OutboxRow(
-        event_id=uuid.uuid4(), topic="leads", event_type="lead.captured", key=key.encode() if key else None,
-        payload=json.dumps({"data": {"name": "Ada Quill"}}).encode(), created_at=NOW, sent_at=NOW if sent else None,
+        event_id=uuid.uuid4(),
+        topic="leads",
+        event_type="lead.captured",
+        key=key.encode() if key else None,
+        payload=json.dumps({"data": {"name": "Ada Quill"}}).encode(),
+        created_at=NOW,
+        sent_at=NOW if sent else None,
     )
 
 
 def answer(key: str, path: str, body: dict, state: str = "done") -> IdempotencyKeyRow:
     raw = json.dumps(body).encode()
     return IdempotencyKeyRow(
-        key=key, method="POST", path=path, request_hash="h", state=state, status_code=201, response_body=raw,
-        response_headers={"content-type": "application/json", "content-length": str(len(raw))}, created_at=NOW,
+        key=key,
+        method="POST",
+        path=path,
+        request_hash="h",
+        state=state,
+        status_code=201,
+        response_body=raw,
+        response_headers={"content-type": "application/json", "content-length": str(len(raw))},
+        created_at=NOW,
     )
 
 
@@ -51,14 +63,18 @@ async def test_forget_person_drops_sent_outbox_rows_and_withholds_answers(databa
         person, other = uuid.uuid4(), uuid.uuid4()
         uow = UnitOfWorkFactory(engine, producer="test", clock=Fixed())
         async with uow() as tx:
-            tx.session.add_all([
-                outbox(str(person), sent=True), outbox(str(person), sent=False), outbox(str(other), sent=True),
-                outbox(None, sent=True),
-                answer("k1", "/leads", {"lead_id": str(person), "name": "Ada Quill"}),
-                answer("k2", f"/clients/{person}/cancellation", {"comment": "Ada Quill leaves"}),
-                answer("k3", "/leads", {"lead_id": str(other), "name": "Bo"}),
-                answer("k4", "/leads", {"lead_id": str(person)}, state="in_progress"),
-            ])
+            tx.session.add_all(
+                [
+                    outbox(str(person), sent=True),
+                    outbox(str(person), sent=False),
+                    outbox(str(other), sent=True),
+                    outbox(None, sent=True),
+                    answer("k1", "/leads", {"lead_id": str(person), "name": "Ada Quill"}),
+                    answer("k2", f"/clients/{person}/cancellation", {"comment": "Ada Quill leaves"}),
+                    answer("k3", "/leads", {"lead_id": str(other), "name": "Bo"}),
+                    answer("k4", "/leads", {"lead_id": str(person)}, state="in_progress"),
+                ]
+            )
         async with uow() as tx:
             await forget_person(tx, person)
         async with uow() as tx:

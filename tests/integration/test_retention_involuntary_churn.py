@@ -4,7 +4,7 @@ client to `churned`; a client who completed the cancellation flow is announced o
 
 from __future__ import annotations
 
-import uuid
+import pytest
 
 from shared import events as ev
 from shared import topics
@@ -18,8 +18,6 @@ from tests.integration.test_retention_service import (
     subscribed_client,
 )
 from tests.support import TopicReader, as_json
-
-import pytest
 
 pytestmark = pytest.mark.integration
 

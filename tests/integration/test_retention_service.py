@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -29,7 +29,7 @@ async def retention(kafka_bootstrap: str, database_url: str):
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def captured(lead_id: uuid.UUID, channel: str = "website") -> Envelope:
@@ -39,8 +39,14 @@ def captured(lead_id: uuid.UUID, channel: str = "website") -> Envelope:
 
 def won(lead_id: uuid.UUID, total: str, currency: str) -> Envelope:
     payload = ev.DealWon(
-        deal_id=uuid.uuid4(), title="Retainer", kind="retainer", currency=currency, total=Decimal(total),
-        signed_by="Ada", signed_at=now(), deposit_share=Decimal("0.3"),
+        deal_id=uuid.uuid4(),
+        title="Retainer",
+        kind="retainer",
+        currency=currency,
+        total=Decimal(total),
+        signed_by="Ada",
+        signed_at=now(),
+        deposit_share=Decimal("0.3"),
     )
     return event("deal.won", payload, lead_id=lead_id, producer_name="leads")
 
@@ -54,15 +60,24 @@ def cleared(lead_id: uuid.UUID, amount: str, currency: str) -> Envelope:
 
 def paid(lead_id: uuid.UUID, amount: str, currency: str, days_late: int = 0) -> Envelope:
     payload = ev.PaymentSucceeded(
-        payment_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(amount), currency=currency,
-        method="card", paid_at=now(), days_late=days_late, invoice_paid=True,
+        payment_id=uuid.uuid4(),
+        invoice_id=uuid.uuid4(),
+        amount=Decimal(amount),
+        currency=currency,
+        method="card",
+        paid_at=now(),
+        days_late=days_late,
+        invoice_paid=True,
     )
     return event("payment.succeeded", payload, lead_id=lead_id, producer_name="billing")
 
 
 def started(lead_id: uuid.UUID, subscription_id: uuid.UUID, fee: str, currency: str) -> Envelope:
     payload = ev.SubscriptionStarted(
-        subscription_id=subscription_id, deal_id=uuid.uuid4(), monthly_fee=Decimal(fee), currency=currency,
+        subscription_id=subscription_id,
+        deal_id=uuid.uuid4(),
+        monthly_fee=Decimal(fee),
+        currency=currency,
         started_at=now(),
     )
     return event("subscription.started", payload, lead_id=lead_id, producer_name="billing")
@@ -120,7 +135,11 @@ async def test_events_build_the_client_with_revenue_mrr_and_health(retention, ka
     # new client, one payment on time: 30*100 + 15*100 + 20*100 + 10*50 + 15*0 + 10*100 = 80
     assert (body["health_score"], body["band"]) == (80, "green")
     punctuality = body["factors"]["punctuality"]
-    assert (punctuality["value"], punctuality["weight"], punctuality["evidence"]) == (100, 30, {"on_time": 1, "late": 0})
+    assert (punctuality["value"], punctuality["weight"], punctuality["evidence"]) == (
+        100,
+        30,
+        {"on_time": 1, "late": 0},
+    )
     assert [e["type"] for e in punctuality["events"]] == ["payment.succeeded"]
     assert set(body["factors"]) == {"punctuality", "failures", "complaints", "engagement", "tenure", "scope"}
 
@@ -152,7 +171,9 @@ async def test_redelivered_payment_counts_once(retention, kafka_bootstrap: str) 
     payment = paid(lead_id, "250", "EUR")
     # the same event_id twice, then a marker on the same partition: once the marker shows,
     # the duplicate has been read too
-    await send(kafka_bootstrap, cleared(lead_id, "250", "EUR"), payment, payment, paid(lead_id, "50", "EUR", days_late=3))
+    await send(
+        kafka_bootstrap, cleared(lead_id, "250", "EUR"), payment, payment, paid(lead_id, "50", "EUR", days_late=3)
+    )
 
     body = await client_when(retention, lead_id, revenue=[{"amount": "300", "currency": "EUR"}])
     assert body["factors"]["punctuality"]["evidence"] == {"on_time": 1, "late": 1}
@@ -167,7 +188,12 @@ async def test_cancellation_offers_a_pause_and_accepting_saves_the_client(retent
     requested = answer.json()
     assert requested["status"] == "requested"
     assert requested["offer"] | {"description": ""} == {
-        "kind": "pause", "fee": "200.00", "discount_percent": None, "months": 2, "currency": "EUR", "description": "",
+        "kind": "pause",
+        "fee": "200.00",
+        "discount_percent": None,
+        "months": 2,
+        "currency": "EUR",
+        "description": "",
     }
     cancellation_id = requested["cancellation_id"]
 
@@ -186,7 +212,9 @@ async def test_cancellation_offers_a_pause_and_accepting_saves_the_client(retent
         (saved,) = await reader.wait_for("cancellation.saved", lead_id=lead_id)
     request_payload = ev.CancellationRequested.model_validate(req.data)
     assert (request_payload.reason, request_payload.offer.kind, request_payload.offer.fee) == (
-        "not_using", "pause", Decimal("200.00")
+        "not_using",
+        "pause",
+        Decimal("200.00"),
     )
     saved_payload = ev.CancellationSaved.model_validate(saved.data)
     assert str(saved_payload.cancellation_id) == cancellation_id and saved_payload.offer.months == 2

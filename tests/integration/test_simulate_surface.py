@@ -5,7 +5,7 @@ with the API key (and only to them)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,10 +30,10 @@ async def test_ready_says_which_clock_and_its_now(kafka_bootstrap: str, database
     async with run_service(create_leads(settings), settings.port) as leads:
         clock = as_json(await leads.client.get("/health/ready"))["clock"]
         assert clock["kind"] == "system"
-        assert abs((datetime.fromisoformat(clock["now"]) - datetime.now(timezone.utc)).total_seconds()) < 60
+        assert abs((datetime.fromisoformat(clock["now"]) - datetime.now(UTC)).total_seconds()) < 60
 
     # The clock topic is shared by the session's broker: go past anything another test set.
-    moment = datetime(2300 + uuid.uuid4().int % 600, 5, 1, 14, 0, tzinfo=timezone.utc)
+    moment = datetime(2300 + uuid.uuid4().int % 600, 5, 1, 14, 0, tzinfo=UTC)
     settings = service_settings(LeadsSettings, bootstrap=kafka_bootstrap, database_url=database_url, clock="simulated")
     async with run_service(create_leads(settings), settings.port) as leads:
         await _advance(kafka_bootstrap, days=0, hours=0, to=moment.isoformat())
@@ -54,13 +54,26 @@ async def test_messages_show_text_and_links_to_an_admin_only(
 ) -> None:
     port = free_port()
     settings = service_settings(
-        NurtureSettings, bootstrap=kafka_bootstrap, database_url=database_url, data_dir=tmp_path, port=port,
-        public_url=f"http://127.0.0.1:{port}", send_interval_s=0.1, quiet_hours_start=0, quiet_hours_end=0,
+        NurtureSettings,
+        bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        data_dir=tmp_path,
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        send_interval_s=0.1,
+        quiet_hours_start=0,
+        quiet_hours_end=0,
     )
     lead_id = uuid.uuid4()
     captured = ev.LeadCaptured(
-        name="Ada Lovelace", email=f"{uuid.uuid4().hex[:10]}@analytical.example", language="en",
-        timezone="Europe/London", channel="website", consent_marketing=True, fit_score=72, segment="ideal",
+        name="Ada Lovelace",
+        email=f"{uuid.uuid4().hex[:10]}@analytical.example",
+        language="en",
+        timezone="Europe/London",
+        channel="website",
+        consent_marketing=True,
+        fit_score=72,
+        segment="ideal",
     )
     async with run_service(create_nurture(settings), settings.port) as nurture:
         async with producer(kafka_bootstrap) as p:
@@ -89,7 +102,9 @@ async def test_messages_show_text_and_links_to_an_admin_only(
             assert (
                 await anonymous.get(f"/leads/{lead_id}/messages", headers={"Authorization": "Bearer not-the-key"})
             ).status_code == 401
-            (bare,) = as_json(await anonymous.get(f"/leads/{lead_id}/messages", headers={"Authorization": f"Bearer {sales}"}))
+            (bare,) = as_json(
+                await anonymous.get(f"/leads/{lead_id}/messages", headers={"Authorization": f"Bearer {sales}"})
+            )
         for seen in (bare,):
             assert seen["message_id"] == message["message_id"]
             assert seen["body_text"] is None and seen["open_url"] is None

@@ -88,9 +88,7 @@ async def events_on_topics(bootstrap_servers: str) -> dict[str, int]:
     try:
         await consumer.topics()
         wanted = [*topics.BUSINESS_TOPICS, *(topics.dlq(t) for t in topics.BUSINESS_TOPICS)]
-        partitions = [
-            TopicPartition(t, p) for t in wanted for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        partitions = [TopicPartition(t, p) for t in wanted for p in sorted(consumer.partitions_for_topic(t) or ())]
         first = await consumer.end_offsets(partitions)
         await asyncio.sleep(1)
         second = await consumer.end_offsets(partitions)

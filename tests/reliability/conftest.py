@@ -52,7 +52,7 @@ def report() -> Iterator[Report]:
 
 
 @pytest.fixture
-def databases(database_factory) -> dict[str, str]:  # noqa: ANN001
+def databases(database_factory) -> dict[str, str]:
     """One fresh database per service (PostgreSQL when TEST_DATABASE_URL is set, else SQLite)."""
     from tests.reliability.cluster import SERVICES
 

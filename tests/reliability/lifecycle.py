@@ -40,7 +40,9 @@ class Driver:
     patience: float = 30.0  # seconds a write is retried while its service is down
     gave_up: list[str] = field(default_factory=list)  # writes still unanswered after `patience`
 
-    async def _post(self, http: httpx.AsyncClient, service: str, path: str, body: dict, key: str) -> httpx.Response | None:
+    async def _post(
+        self, http: httpx.AsyncClient, service: str, path: str, body: dict, key: str
+    ) -> httpx.Response | None:
         """A write with an Idempotency-Key, retried while the instance is down (as a client would)."""
         deadline = asyncio.get_running_loop().time() + self.patience
         last = "unreachable"
@@ -71,8 +73,15 @@ class Driver:
             http,
             "leads",
             "/leads",
-            {"name": f"Client {n}", "email": f"c{n}-{tag}@example.org", "channel": "website", "consent_marketing": True,
-             "budget": "6000", "currency": "EUR", "brief": "monthly marketing"},
+            {
+                "name": f"Client {n}",
+                "email": f"c{n}-{tag}@example.org",
+                "channel": "website",
+                "consent_marketing": True,
+                "budget": "6000",
+                "currency": "EUR",
+                "brief": "monthly marketing",
+            },
             f"lead-{tag}",
         )
         if lead is None or lead.status_code >= 400:
@@ -80,7 +89,9 @@ class Driver:
         client = Client(lead.json()["lead_id"])
         self.clients.append(client)
         deal = await self._post(
-            http, "leads", f"/leads/{client.lead_id}/deals",
+            http,
+            "leads",
+            f"/leads/{client.lead_id}/deals",
             {"title": "Retainer", "kind": "retainer", "currency": "EUR", "monthly_fee": "1000", "included_hours": "10"},
             f"deal-{tag}",
         )
@@ -90,20 +101,29 @@ class Driver:
         await self._post(http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": f"Client {n}"}, f"won-{tag}")
         return client
 
-    async def pay_deposit(self, http: httpx.AsyncClient, client: Client, *, timeout: float = 120) -> bool:
+    async def pay_deposit(self, http: httpx.AsyncClient, client: Client, *, timeout: float = 120) -> bool:  # noqa: ASYNC109 - the tests' keyword; on expiry the poll returns False instead of raising
         """Pay the deposit invoice once billing has issued it."""
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             try:
-                invoices = (await http.get(f"{self.cluster.url('billing')}/invoices", params={"lead_id": client.lead_id})).json()
+                invoices = (
+                    await http.get(f"{self.cluster.url('billing')}/invoices", params={"lead_id": client.lead_id})
+                ).json()
             except (httpx.HTTPError, RuntimeError, ValueError):
                 invoices = []
             deposit = next((i for i in invoices if i.get("kind") == "deposit"), None)
             if deposit:
                 client.invoice_id = deposit["invoice_id"]
                 response = await self._post(
-                    http, "billing", "/payments",
-                    {"invoice_id": deposit["invoice_id"], "amount": deposit["amount_due"], "currency": "EUR", "method": "bank_transfer"},
+                    http,
+                    "billing",
+                    "/payments",
+                    {
+                        "invoice_id": deposit["invoice_id"],
+                        "amount": deposit["amount_due"],
+                        "currency": "EUR",
+                        "method": "bank_transfer",
+                    },
                     f"pay-{deposit['invoice_id']}",
                 )
                 if response is not None and response.status_code < 400:
@@ -113,7 +133,9 @@ class Driver:
             await asyncio.sleep(0.5)
         return False
 
-    async def live(self, http: httpx.AsyncClient, n: int, rng: random.Random, *, deal_share: float = 0.75) -> Client | None:
+    async def live(
+        self, http: httpx.AsyncClient, n: int, rng: random.Random, *, deal_share: float = 0.75
+    ) -> Client | None:
         """One client's whole life, its path drawn from ``rng`` (one per client, so the mix does
         not depend on scheduling): every lead is captured (welcome e-mail, nurture); a
         ``deal_share`` of them (three in four by default) get an estimate, a retainer or a
@@ -122,9 +144,18 @@ class Driver:
         tag = f"{n}-{rng.getrandbits(48):012x}"
         channel = rng.choice(["website", "seo", "content", "social", "paid_ads", "cold_email"])
         lead = await self._post(
-            http, "leads", "/leads",
-            {"name": f"Client {n}", "email": f"c{tag}@example.org", "channel": channel, "consent_marketing": True,
-             "budget": str(rng.choice([3000, 6000, 12000])), "currency": "EUR", "brief": "marketing for our shop"},
+            http,
+            "leads",
+            "/leads",
+            {
+                "name": f"Client {n}",
+                "email": f"c{tag}@example.org",
+                "channel": channel,
+                "consent_marketing": True,
+                "budget": str(rng.choice([3000, 6000, 12000])),
+                "currency": "EUR",
+                "brief": "marketing for our shop",
+            },
             f"lead-{tag}",
         )
         if lead is None or lead.status_code >= 400:
@@ -137,8 +168,12 @@ class Driver:
         deal_body: dict = (
             {"title": "Retainer", "kind": "retainer", "currency": "EUR", "monthly_fee": "1000", "included_hours": "10"}
             if kind == "retainer"
-            else {"title": "Website", "kind": "project", "currency": "EUR",
-                  "lines": [{"description": "Design and build", "hours": "40", "amount": "4000"}]}
+            else {
+                "title": "Website",
+                "kind": "project",
+                "currency": "EUR",
+                "lines": [{"description": "Design and build", "hours": "40", "amount": "4000"}],
+            }
         )
         deal = await self._post(http, "leads", f"/leads/{client.lead_id}/deals", deal_body, f"deal-{tag}")
         if deal is None or deal.status_code >= 400:
@@ -149,15 +184,21 @@ class Driver:
             if lost is not None and lost.status_code < 400:
                 client.outcome = "lost"
             return client
-        won = await self._post(http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": f"Client {n}"}, f"won-{tag}")
+        won = await self._post(
+            http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": f"Client {n}"}, f"won-{tag}"
+        )
         if won is None or won.status_code >= 400:
             return client
         client.outcome = "won"
-        if await self.pay_deposit(http, client, timeout=self.patience * 4) and kind == "retainer" and rng.random() < 0.35:
+        if (
+            await self.pay_deposit(http, client, timeout=self.patience * 4)
+            and kind == "retainer"
+            and rng.random() < 0.35
+        ):
             await self.cancel(http, client, timeout=self.patience * 4)
         return client
 
-    async def cancel(self, http: httpx.AsyncClient, client: Client, *, timeout: float = 120) -> bool:
+    async def cancel(self, http: httpx.AsyncClient, client: Client, *, timeout: float = 120) -> bool:  # noqa: ASYNC109 - the tests' keyword; on expiry the poll returns False instead of raising
         """Ask to cancel once retention sees the running subscription, decline the save offer."""
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -171,7 +212,10 @@ class Driver:
         else:
             return False
         asked = await self._post(
-            http, "retention", f"/clients/{client.lead_id}/cancellation", {"reason": "budget_cut"},
+            http,
+            "retention",
+            f"/clients/{client.lead_id}/cancellation",
+            {"reason": "budget_cut"},
             f"cancel-{client.lead_id}",
         )
         if asked is None or asked.status_code >= 400:
@@ -184,11 +228,11 @@ class Driver:
         return client.cancelled
 
 
-async def audit(cluster: Cluster, clients: list[Client], *, timeout: float = 180) -> dict[str, int]:
+async def audit(cluster: Cluster, clients: list[Client], *, within: float = 180) -> dict[str, int]:
     """Every effect exactly once, in every service; returns the counts of what is wrong."""
     problems: Counter = Counter()
     async with httpx.AsyncClient(headers=ADMIN, timeout=30) as http:
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         pending = list(clients)
         while pending and asyncio.get_running_loop().time() < deadline:
             still = []
@@ -227,7 +271,11 @@ async def _problems(http: httpx.AsyncClient, cluster: Cluster, client: Client) -
             if lead["stage"] != "action":
                 found["lead not in action after its deposit"] += 1
             response = await http.get(f"{cluster.url('retention')}/clients/{client.lead_id}")
-            revenue = sum(Decimal(r["amount"]) for r in response.json().get("revenue", [])) if response.status_code == 200 else 0
+            revenue = (
+                sum(Decimal(r["amount"]) for r in response.json().get("revenue", []))
+                if response.status_code == 200
+                else 0
+            )
             if revenue != client.paid:
                 found["retention revenue differs from payments"] += 1
     return found
@@ -301,9 +349,12 @@ async def _client_problems(http: httpx.AsyncClient, cluster: Cluster, snap: _Sna
     deposits = [i for i in snap.invoices.get(client.lead_id, []) if i["kind"] == "deposit"]
     if len(deposits) != (1 if client.outcome == "won" else 0):
         found[f"deposit invoices {len(deposits)} for a deal {client.outcome or 'never proposed'}"] += 1
-    if client.paid and len(deposits) == 1:
-        if Decimal(deposits[0]["amount_paid"]) != client.paid or len(deposits[0]["payments"]) != 1:
-            found["payment applied other than once in billing"] += 1
+    if (
+        client.paid
+        and len(deposits) == 1
+        and (Decimal(deposits[0]["amount_paid"]) != client.paid or len(deposits[0]["payments"]) != 1)
+    ):
+        found["payment applied other than once in billing"] += 1
     subscriptions = snap.subscriptions.get(client.lead_id, [])
     if len(subscriptions) != (1 if client.outcome == "won" and client.kind == "retainer" else 0):
         found[f"{len(subscriptions)} subscriptions for a {client.outcome} {client.kind}"] += 1
@@ -323,7 +374,11 @@ async def _client_problems(http: httpx.AsyncClient, cluster: Cluster, snap: _Sna
 
 
 async def audit_lifecycle(
-    cluster: Cluster, clients: list[Client], *, timeout: float = 300, concurrency: int = 12
+    cluster: Cluster,
+    clients: list[Client],
+    *,
+    timeout: float = 300,  # noqa: ASYNC109 - the tests' keyword; on expiry the unsettled are counted, not raised
+    concurrency: int = 12,
 ) -> tuple[dict[str, int], float]:
     """`audit` for the whole mix, over the list endpoints where there are some and per client
     (bounded concurrency) where not. Polls until every client is settled, then checks every

@@ -33,8 +33,9 @@ KILL_ROUNDS = 3 if FULL else 1  # every service killed at least this many times 
 KILL_GAP = (6.0, 12.0) if FULL else (2.0, 4.0)  # seconds between two kills
 
 
-async def run_load(driver: Driver, http: httpx.AsyncClient, *, leads: int, concurrency: int, killer: Killer,
-                   rounds: int) -> int:
+async def run_load(
+    driver: Driver, http: httpx.AsyncClient, *, leads: int, concurrency: int, killer: Killer, rounds: int
+) -> int:
     """Start ``leads`` client lives, ``concurrency`` at a time; keep starting more while the
     killer has not yet killed every service ``rounds`` times, so every kill lands under load."""
     gate = asyncio.Semaphore(concurrency)
@@ -69,8 +70,9 @@ async def test_crash_under_load(tmp_path, databases, report) -> None:
             started = time.monotonic()
             killer.start()
             try:
-                lives = await run_load(driver, http, leads=LEADS, concurrency=CONCURRENCY, killer=killer,
-                                       rounds=KILL_ROUNDS)
+                lives = await run_load(
+                    driver, http, leads=LEADS, concurrency=CONCURRENCY, killer=killer, rounds=KILL_ROUNDS
+                )
             finally:
                 await killer.stop()
             load_s = time.monotonic() - started
@@ -80,9 +82,12 @@ async def test_crash_under_load(tmp_path, databases, report) -> None:
         figures = {
             "leads captured": len(clients),
             "mix: no deal / won / lost / cancelled": " / ".join(
-                str(x) for x in (
-                    sum(1 for c in clients if not c.deal_id), sum(1 for c in clients if c.outcome == "won"),
-                    sum(1 for c in clients if c.outcome == "lost"), sum(1 for c in clients if c.cancelled),
+                str(x)
+                for x in (
+                    sum(1 for c in clients if not c.deal_id),
+                    sum(1 for c in clients if c.outcome == "won"),
+                    sum(1 for c in clients if c.outcome == "lost"),
+                    sum(1 for c in clients if c.cancelled),
                 )
             ),
             "events produced (on the business topics)": sum(v for k, v in events.items() if k != "dead letters"),

@@ -115,16 +115,23 @@ async def scan(cluster: Cluster, workdir: Path, wanted: dict[str, str]) -> Scan:
             result.values += 1
             result.audit_values[service] += table == "audit_log"
             result.found += [f"{service}.{table}.{column}: {what}" for what in leaks(value, wanted)]
+    await asyncio.to_thread(_scan_files, result, workdir, wanted)
+    return result
+
+
+def _scan_files(result: Scan, workdir: Path, wanted: dict[str, str]) -> None:
+    """The mail files and log lines of ``scan``: blocking reads, so run off the event loop."""
     mail = [f for f in (workdir / "mail").rglob("*") if f.is_file()] if (workdir / "mail").exists() else []
     result.mail_files = len(mail)
     for path in mail:
-        result.found += [f"mail {path.name}: {what}" for what in leaks(path.read_bytes().decode(errors="replace"), wanted)]
+        result.found += [
+            f"mail {path.name}: {what}" for what in leaks(path.read_bytes().decode(errors="replace"), wanted)
+        ]
     logs = sorted(workdir.glob("*.log"))
     result.log_files = len(logs)
     for path in logs:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             result.found += [f"{path.name}:{number}: {what}" for what in leaks(line, wanted)]
-    return result
 
 
 async def audit_of(http: httpx.AsyncClient, url: str, lead_id: str) -> list[dict]:
@@ -153,15 +160,31 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
         driver = Driver(cluster)
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
             url = cluster.url
-            lead = await driver._post(http, "leads", "/leads", {
-                "name": p["name"], "email": p["email"], "company": p["company"], "job_title": p["job"],
-                "industry": "software", "employees": 12, "country": "GB", "channel": "website",
-                "campaign": f"quillworks-{p['tag']}", "utm": {"source": f"quillworks-{p['tag']}"},
-                "consent_marketing": True, "budget": "9000", "currency": "EUR",
-                "brief": f"{p['first']} wants a new shop; call {p['phone']}",
-                "timeline": f"before {p['first']}'s launch", "needs": [f"seo for {p['company']}"],
-                "legal_basis": "consent",
-            }, f"erasure-lead-{p['tag']}")
+            lead = await driver._post(
+                http,
+                "leads",
+                "/leads",
+                {
+                    "name": p["name"],
+                    "email": p["email"],
+                    "company": p["company"],
+                    "job_title": p["job"],
+                    "industry": "software",
+                    "employees": 12,
+                    "country": "GB",
+                    "channel": "website",
+                    "campaign": f"quillworks-{p['tag']}",
+                    "utm": {"source": f"quillworks-{p['tag']}"},
+                    "consent_marketing": True,
+                    "budget": "9000",
+                    "currency": "EUR",
+                    "brief": f"{p['first']} wants a new shop; call {p['phone']}",
+                    "timeline": f"before {p['first']}'s launch",
+                    "needs": [f"seo for {p['company']}"],
+                    "legal_basis": "consent",
+                },
+                f"erasure-lead-{p['tag']}",
+            )
             assert lead is not None and lead.status_code == 201, lead.text if lead else None
             client = Client(lead.json()["lead_id"])
             lead_id = client.lead_id
@@ -172,14 +195,24 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
 
             assert await until(emailed, timeout=30), "no e-mail was sent to the person"
 
-            deal = await driver._post(http, "leads", f"/leads/{lead_id}/deals", {
-                "title": "Retainer", "kind": "retainer", "currency": "EUR", "monthly_fee": "1500",
-                "included_hours": "10",
-            }, f"erasure-deal-{p['tag']}")
+            deal = await driver._post(
+                http,
+                "leads",
+                f"/leads/{lead_id}/deals",
+                {
+                    "title": "Retainer",
+                    "kind": "retainer",
+                    "currency": "EUR",
+                    "monthly_fee": "1500",
+                    "included_hours": "10",
+                },
+                f"erasure-deal-{p['tag']}",
+            )
             assert deal is not None and deal.status_code == 201, deal.text if deal else None
             client.deal_id = deal.json()["deal_id"]
-            won = await driver._post(http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": p["name"]},
-                                     f"erasure-won-{p['tag']}")
+            won = await driver._post(
+                http, "leads", f"/deals/{client.deal_id}/won", {"signed_by": p["name"]}, f"erasure-won-{p['tag']}"
+            )
             assert won is not None and won.status_code < 300, won.text if won else None
             assert await driver.pay_deposit(http, client, timeout=60)
 
@@ -190,17 +223,35 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
                 return known and any(s["status"] == "active" for s in subs)
 
             assert await until(subscribed, timeout=60), "the retainer did not start"
-            feedback = await driver._post(http, "nurture", "/feedback", {
-                "lead_id": lead_id, "survey": "onboarding", "score": 4,
-                "comment": f"{p['first']} here from {p['company']}: ring me on {p['phone']} or {p['email']}",
-            }, f"erasure-feedback-{p['tag']}")
+            feedback = await driver._post(
+                http,
+                "nurture",
+                "/feedback",
+                {
+                    "lead_id": lead_id,
+                    "survey": "onboarding",
+                    "score": 4,
+                    "comment": f"{p['first']} here from {p['company']}: ring me on {p['phone']} or {p['email']}",
+                },
+                f"erasure-feedback-{p['tag']}",
+            )
             assert feedback is not None and feedback.status_code == 201, feedback.text if feedback else None
-            asked = await driver._post(http, "retention", f"/clients/{lead_id}/cancellation", {
-                "reason": "price", "comment": f"{p['company']} is moving on. {p['name']}, {p['phone']}",
-            }, f"erasure-cancel-{p['tag']}")
+            asked = await driver._post(
+                http,
+                "retention",
+                f"/clients/{lead_id}/cancellation",
+                {
+                    "reason": "price",
+                    "comment": f"{p['company']} is moving on. {p['name']}, {p['phone']}",
+                },
+                f"erasure-cancel-{p['tag']}",
+            )
             assert asked is not None and asked.status_code < 300, asked.text if asked else None
             confirmed = await driver._post(
-                http, "retention", f"/cancellations/{asked.json()['cancellation_id']}/confirm", {},
+                http,
+                "retention",
+                f"/cancellations/{asked.json()['cancellation_id']}/confirm",
+                {},
                 f"erasure-confirm-{p['tag']}",
             )
             assert confirmed is not None and confirmed.status_code < 300, confirmed.text if confirmed else None
@@ -224,7 +275,9 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
             assert erased.status_code == 200, erased.text
 
             async def everywhere() -> bool:
-                counts = [await applied(cluster.database_urls[s], "lead.erased") for s in ("nurture", "billing", "retention")]
+                counts = [
+                    await applied(cluster.database_urls[s], "lead.erased") for s in ("nurture", "billing", "retention")
+                ]
                 return all(counts)
 
             assert await until(everywhere, timeout=60), "lead.erased was not applied everywhere"
@@ -246,8 +299,10 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
             "values scanned in the four databases": after.values,
             "mail files / log files scanned (after)": f"{after.mail_files} / {after.log_files}",
             "places holding personal data before / after the erasure": f"{len(before.found)} / {len(found)}",
-            "where it was before (now gone)": ", ".join(sorted({f.split(":")[0].rsplit(".", 1)[0] for f in before.found
-                                                              if not f.startswith("mail ")})) + ", mail files",
+            "where it was before (now gone)": ", ".join(
+                sorted({f.split(":")[0].rsplit(".", 1)[0] for f in before.found if not f.startswith("mail ")})
+            )
+            + ", mail files",
             "invoices kept (before / after), amount paid kept": f"{len(invoices_before)} / {len(invoices)}, {paid} EUR",
             "retention revenue kept": f"{revenue} EUR",
             "audit_log values scanned (before / after the erasure)": (

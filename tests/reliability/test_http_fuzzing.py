@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -84,7 +84,7 @@ def fuzz(base_url: str, findings: Findings, known: dict[str, str]) -> None:
                 findings.record("not generated", f"{operation.label} ({mode})", repr(exc))
 
 
-def _fuzz_operation(base_url: str, operation, mode: GenerationMode, findings: Findings, path_parameters) -> None:  # noqa: ANN001
+def _fuzz_operation(base_url: str, operation, mode: GenerationMode, findings: Findings, path_parameters) -> None:
     auth = {"Authorization": f"Bearer {API_KEY}"}
 
     @seed(SEED)
@@ -96,7 +96,7 @@ def _fuzz_operation(base_url: str, operation, mode: GenerationMode, findings: Fi
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-    def one(case) -> None:  # noqa: ANN001
+    def one(case) -> None:
         response = case.call(base_url=base_url, headers=auth, timeout=30)
         findings.requests += 1
         findings.statuses[response.status_code // 100 * 100] += 1
@@ -121,24 +121,47 @@ ODD: dict[str, st.SearchStrategy[Any]] = {
         st.integers(min_value=-(2**80), max_value=2**80),
     ),
     "decimal": st.one_of(
-        st.sampled_from(["1e30", "-1e30", "99999999999999999999.99", "1000000000000.01", "1e-999999", "1E+999999",
-                         "NaN", "Infinity", "10.005", "0.001", 1e308, -1e308]),
+        st.sampled_from(
+            [
+                "1e30",
+                "-1e30",
+                "99999999999999999999.99",
+                "1000000000000.01",
+                "1e-999999",
+                "1E+999999",
+                "NaN",
+                "Infinity",
+                "10.005",
+                "0.001",
+                1e308,
+                -1e308,
+            ]
+        ),
         st.decimals(allow_nan=False, allow_infinity=False).map(str),
         st.floats(allow_nan=False, allow_infinity=False),
     ),
     "date": st.one_of(
-        st.sampled_from(["0001-01-01", "9999-12-31", "1899-12-31", "2201-01-01", "9999-12-31T23:59:59+14:00",
-                         "0001-01-01T00:00:00-12:00"]),
+        st.sampled_from(
+            [
+                "0001-01-01",
+                "9999-12-31",
+                "1899-12-31",
+                "2201-01-01",
+                "9999-12-31T23:59:59+14:00",
+                "0001-01-01T00:00:00-12:00",
+            ]
+        ),
         st.dates().map(lambda d: d.isoformat()),
-        st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.isoformat()),
+        st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
     ),
     "zone": st.one_of(
         st.sampled_from(["America", "Europe", "x" * 100_000, "../../etc/passwd", "UTC/", "Etc"]),
         st.text(max_size=80),
     ),
     "text": st.one_of(
-        st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3)
-        .map(lambda lone: f"a{lone}b"),
+        st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3).map(
+            lambda lone: f"a{lone}b"
+        ),
         st.text(min_size=1, max_size=200),
     ),
     "nested": st.just(NESTED),
@@ -161,49 +184,133 @@ class Boundary:
 
 def boundaries(known: dict[str, str]) -> list[Boundary]:
     def lead() -> dict[str, Any]:
-        return {"name": "Ada Lovelace", "email": f"ada-{uuid.uuid4().hex[:10]}@example.com", "channel": "website",
-                "currency": "EUR"}
+        return {
+            "name": "Ada Lovelace",
+            "email": f"ada-{uuid.uuid4().hex[:10]}@example.com",
+            "channel": "website",
+            "currency": "EUR",
+        }
 
-    project = {"title": "Relaunch", "kind": "project", "currency": "EUR", "lines": [{"description": "Build", "amount": "100"}]}
+    project = {
+        "title": "Relaunch",
+        "kind": "project",
+        "currency": "EUR",
+        "lines": [{"description": "Build", "amount": "100"}],
+    }
     payment = {"invoice_id": known["invoice_id"], "amount": "1.00", "currency": "EUR", "method": "bank_transfer"}
-    hook = {"id": "evt", "type": "payment.succeeded",
-            "data": {"invoice_id": known["invoice_id"], "amount": "1.00", "currency": "EUR"}}
+    hook = {
+        "id": "evt",
+        "type": "payment.succeeded",
+        "data": {"invoice_id": known["invoice_id"], "amount": "1.00", "currency": "EUR"},
+    }
     found = [
-        *(Boundary("leads", "POST", "/leads", name, kinds, body=lead()) for name, kinds in [
-            ("employees", ("int",)), ("timezone", ("zone", "text")), ("budget", ("decimal",)),
-            ("annual_revenue", ("decimal",)), ("name", ("text", "nested")), ("utm", ("nested",)),
-        ]),
+        *(
+            Boundary("leads", "POST", "/leads", name, kinds, body=lead())
+            for name, kinds in [
+                ("employees", ("int",)),
+                ("timezone", ("zone", "text")),
+                ("budget", ("decimal",)),
+                ("annual_revenue", ("decimal",)),
+                ("name", ("text", "nested")),
+                ("utm", ("nested",)),
+            ]
+        ),
         Boundary("leads", "GET", "/leads", "offset", ("int",)),
         Boundary("leads", "GET", "/funnel", "to", ("date",)),
         Boundary("leads", "GET", "/funnel", "from", ("date",), query={"to": "2030-01-01"}),
         Boundary("leads", "POST", f"/leads/{known['lead_id']}/deals", "lines.0.amount", ("decimal",), body=project),
         Boundary("leads", "POST", f"/leads/{known['lead_id']}/deals", "lines.0.hours", ("decimal",), body=project),
-        Boundary("leads", "POST", "/channels/website/spend", "amount", ("decimal",),
-                 body={"amount": "10", "currency": "EUR", "period": "2026-03"}),
-        Boundary("leads", "POST", "/channels/website/spend", "period_start", ("date",),
-                 body={"amount": "10", "currency": "EUR", "period_start": "2026-03-01", "period_end": "2026-03-31"}),
-        Boundary("leads", "POST", f"/deals/{known['deal_id']}/change-requests", "line", ("int",),
-                 body={"description": "Add a blog"}),
-        Boundary("nurture", "POST", "/feedback", "comment", ("text", "nested"),
-                 body={"lead_id": known["lead_id"], "survey": "onboarding", "score": 9, "comment": "fine"}),
-        Boundary("nurture", "PUT", "/sequences/boundary", "steps", ("nested",), body={"trigger": "lead.captured", "steps": []}),
+        Boundary(
+            "leads",
+            "POST",
+            "/channels/website/spend",
+            "amount",
+            ("decimal",),
+            body={"amount": "10", "currency": "EUR", "period": "2026-03"},
+        ),
+        Boundary(
+            "leads",
+            "POST",
+            "/channels/website/spend",
+            "period_start",
+            ("date",),
+            body={"amount": "10", "currency": "EUR", "period_start": "2026-03-01", "period_end": "2026-03-31"},
+        ),
+        Boundary(
+            "leads",
+            "POST",
+            f"/deals/{known['deal_id']}/change-requests",
+            "line",
+            ("int",),
+            body={"description": "Add a blog"},
+        ),
+        Boundary(
+            "nurture",
+            "POST",
+            "/feedback",
+            "comment",
+            ("text", "nested"),
+            body={"lead_id": known["lead_id"], "survey": "onboarding", "score": 9, "comment": "fine"},
+        ),
+        Boundary(
+            "nurture",
+            "PUT",
+            "/sequences/boundary",
+            "steps",
+            ("nested",),
+            body={"trigger": "lead.captured", "steps": []},
+        ),
         Boundary("billing", "GET", "/invoices", "offset", ("int",)),
         Boundary("billing", "POST", "/payments", "amount", ("decimal",), body=payment),
         Boundary("billing", "POST", "/payments", "reference", ("text",), body=payment),
         Boundary("billing", "POST", "/payments/webhook", "data.amount", ("decimal",), body=hook, signed=True),
-        Boundary("billing", "POST", f"/invoices/{known['invoice_id']}/credit-notes", "amount", ("decimal",),
-                 body={"amount": "1.00", "currency": "EUR", "reason": "goodwill"}),
-        Boundary("billing", "POST", "/price-changes", "effective_at", ("date",), body={"percent": "5", "effective_at": "2030-01-01"}),
-        Boundary("billing", "POST", "/price-changes", "percent", ("decimal",), body={"percent": "5", "effective_at": "2030-01-01"}),
+        Boundary(
+            "billing",
+            "POST",
+            f"/invoices/{known['invoice_id']}/credit-notes",
+            "amount",
+            ("decimal",),
+            body={"amount": "1.00", "currency": "EUR", "reason": "goodwill"},
+        ),
+        Boundary(
+            "billing",
+            "POST",
+            "/price-changes",
+            "effective_at",
+            ("date",),
+            body={"percent": "5", "effective_at": "2030-01-01"},
+        ),
+        Boundary(
+            "billing",
+            "POST",
+            "/price-changes",
+            "percent",
+            ("decimal",),
+            body={"percent": "5", "effective_at": "2030-01-01"},
+        ),
         Boundary("retention", "GET", "/clients", "offset", ("int",)),
         Boundary("retention", "GET", "/economics", "to", ("date",)),
         Boundary("retention", "GET", "/economics", "from", ("date",), query={"to": "2030-01-01"}),
-        Boundary("retention", "POST", "/referrals", "name", ("text", "nested"),
-                 body={"lead_id": known["lead_id"], "name": "Grace", "email": "grace@example.com"}),
+        Boundary(
+            "retention",
+            "POST",
+            "/referrals",
+            "name",
+            ("text", "nested"),
+            body={"lead_id": known["lead_id"], "name": "Grace", "email": "grace@example.com"},
+        ),
     ]
     if "subscription_id" in known:
-        found.append(Boundary("billing", "POST", "/time-entries", "hours", ("decimal",),
-                              body={"subscription_id": known["subscription_id"], "hours": "1"}))
+        found.append(
+            Boundary(
+                "billing",
+                "POST",
+                "/time-entries",
+                "hours",
+                ("decimal",),
+                body={"subscription_id": known["subscription_id"], "hours": "1"},
+            )
+        )
     return found
 
 
@@ -233,7 +340,7 @@ def _request(boundary: Boundary, value: Any, secret: str) -> dict[str, Any]:
     headers["Content-Type"] = "application/json"
     if boundary.signed:
         headers.pop("Authorization")
-        now = int(datetime.now(timezone.utc).timestamp())
+        now = int(datetime.now(UTC).timestamp())
         headers[billing_domain.SIGNATURE_HEADER] = billing_domain.sign(body=raw, secret=secret, timestamp=now)
     return {"content": raw, "headers": headers}
 
@@ -254,8 +361,13 @@ def _push(http: httpx.Client, url: str, boundary: Boundary, out: Findings, secre
     generated = 0
 
     @seed(SEED)
-    @settings(max_examples=BOUNDARY_EXAMPLES, database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=BOUNDARY_EXAMPLES,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(value=st.one_of(*(ODD[kind] for kind in boundary.kinds)))
     def one(value: Any) -> None:
         nonlocal generated
@@ -282,15 +394,16 @@ def push_boundaries(base_urls: dict[str, str], known: dict[str, str], findings: 
     many values hypothesis generated."""
     secret = BillingSettings().webhook_secret.get_secret_value()
     with httpx.Client(timeout=30) as http:
-        generated = sum(
-            _push(http, base_urls[b.service], b, findings[b.service], secret) for b in boundaries(known)
-        )
+        generated = sum(_push(http, base_urls[b.service], b, findings[b.service], secret) for b in boundaries(known))
         bomb = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
         bomb += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 8)]
         bomb.append("criteria:\n  industry:\n    weight: 1\n    values: *a7")
         started = time.monotonic()
-        response = http.put(base_urls["leads"] + "/icp", content="\n".join(bomb) + "\n",
-                            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/yaml"})
+        response = http.put(
+            base_urls["leads"] + "/icp",
+            content="\n".join(bomb) + "\n",
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/yaml"},
+        )
         took = time.monotonic() - started
         findings["leads"].requests += 1
         findings["leads"].statuses[response.status_code // 100 * 100] += 1
@@ -309,10 +422,17 @@ async def a_client(cluster: Cluster) -> dict[str, str]:
         deadline = time.monotonic() + 60
         subscriptions: list = []
         while not subscriptions and time.monotonic() < deadline:
-            subscriptions = (await http.get(f"{cluster.url('billing')}/subscriptions", params={"lead_id": client.lead_id})).json()
+            subscriptions = (
+                await http.get(f"{cluster.url('billing')}/subscriptions", params={"lead_id": client.lead_id})
+            ).json()
             await asyncio.sleep(0.3)
-        known = {"lead_id": client.lead_id, "deal_id": client.deal_id, "invoice_id": client.invoice_id,
-                 "channel": "website", "name": "welcome"}
+        known = {
+            "lead_id": client.lead_id,
+            "deal_id": client.deal_id,
+            "invoice_id": client.invoice_id,
+            "channel": "website",
+            "name": "welcome",
+        }
         if subscriptions:
             known["subscription_id"] = subscriptions[0]["subscription_id"]
         return known
@@ -330,8 +450,10 @@ async def test_http_fuzzing(tmp_path, databases, report) -> None:
         elapsed = time.monotonic() - started
         started = time.monotonic()
         bounded = Findings()
-        boundary_findings = {service: bounded for service in SERVICES}
-        generated = await asyncio.to_thread(push_boundaries, {s: cluster.url(s) for s in SERVICES}, known, boundary_findings)
+        boundary_findings = dict.fromkeys(SERVICES, bounded)
+        generated = await asyncio.to_thread(
+            push_boundaries, {s: cluster.url(s) for s in SERVICES}, known, boundary_findings
+        )
         boundary_elapsed = time.monotonic() - started
         still_up = [s for s in SERVICES if cluster.of(s)[0].process.poll() is None]
     finally:

@@ -16,6 +16,7 @@ render as text in the email."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import hashlib
 import json
@@ -51,7 +52,7 @@ SECRET_KEY = "intruders-secret-" + "s" * 32
 WEBHOOK_SECRET = "intruders-webhook-" + "w" * 32
 INJECTIONS = [
     "'; DROP TABLE leads;--",
-    "\" OR 1=1 --",
+    '" OR 1=1 --',
     "Robert'); DELETE FROM invoices; --",
     "{{7*7}}",
     "{% for x in range(3) %}x{% endfor %}",
@@ -74,20 +75,42 @@ GUESSES_AFTER_LOCK = 5
 PERSON_PARAMS = frozenset({"lead_id", "deal_id", "invoice_id", "cancellation_id"})
 # What the roles must be refused at least (whatever else the permission table denies them).
 MUST_DENY = {
-    "viewer": {("leads", "POST /leads"), ("leads", "GET /leads/{lead_id}"), ("billing", "GET /invoices/{invoice_id}"),
-               ("nurture", "GET /leads/{lead_id}/messages"), ("retention", "GET /clients/{lead_id}")},
-    "sales": {("billing", "POST /payments"), ("billing", "POST /price-changes"), ("leads", "DELETE /leads/{lead_id}"),
-              ("leads", "POST /people"), ("leads", "PATCH /people/{person}")},
-    "finance": {("leads", "POST /leads/{lead_id}/deals"), ("leads", "POST /deals/{deal_id}/won"),
-                ("leads", "DELETE /leads/{lead_id}"), ("leads", "PATCH /people/{person}")},
+    "viewer": {
+        ("leads", "POST /leads"),
+        ("leads", "GET /leads/{lead_id}"),
+        ("billing", "GET /invoices/{invoice_id}"),
+        ("nurture", "GET /leads/{lead_id}/messages"),
+        ("retention", "GET /clients/{lead_id}"),
+    },
+    "sales": {
+        ("billing", "POST /payments"),
+        ("billing", "POST /price-changes"),
+        ("leads", "DELETE /leads/{lead_id}"),
+        ("leads", "POST /people"),
+        ("leads", "PATCH /people/{person}"),
+    },
+    "finance": {
+        ("leads", "POST /leads/{lead_id}/deals"),
+        ("leads", "POST /deals/{deal_id}/won"),
+        ("leads", "DELETE /leads/{lead_id}"),
+        ("leads", "PATCH /people/{person}"),
+    },
 }
 # One read of one person's record per service (what a guesser or a leaver would be after).
-PERSON_READ = {"leads": "/leads/{lead_id}", "nurture": "/leads/{lead_id}/messages", "billing": "/invoices/{invoice_id}",
-               "retention": "/clients/{lead_id}"}
+PERSON_READ = {
+    "leads": "/leads/{lead_id}",
+    "nurture": "/leads/{lead_id}/messages",
+    "billing": "/invoices/{invoice_id}",
+    "retention": "/clients/{lead_id}",
+}
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # What clientflow_auth_failures_total calls each refusal, by the answer's detail.
-REASONS_401 = {"invalid token": "invalid", "token expired": "expired", "token revoked": "revoked",
-               "person disabled": "disabled"}
+REASONS_401 = {
+    "invalid token": "invalid",
+    "token expired": "expired",
+    "token revoked": "revoked",
+    "person disabled": "disabled",
+}
 
 
 class Stores:
@@ -139,9 +162,9 @@ class Stores:
         async with self.engines[service].connect() as conn:
             return list((await conn.execute(text(f'SELECT "{column}" FROM "{table}"'))).scalars())
 
-    async def settle(self, timeout: float = 60) -> str:
+    async def settle(self, within: float = 60) -> str:
         """The digest once nothing moves any more (events in flight have all been applied)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last = await self.digest()
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
@@ -156,7 +179,13 @@ class Stores:
             await engine.dispose()
 
 
-async def poll(probe: Callable[[], Awaitable[Any]], *, timeout: float = 60, what: str = "", every: float = 0.3) -> Any:
+async def poll(
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float = 60,  # noqa: ASYNC109 - the tests' keyword; the poll keeps its own deadline and message
+    what: str = "",
+    every: float = 0.3,
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -187,8 +216,13 @@ class Attempts:
         self.problems: list[str] = []
 
     async def refused(
-        self, label: str, send: Callable[[], Awaitable[httpx.Response]], expect: int | tuple[int, ...], *,
-        group: str | None = None, check: Inspect | None = None,
+        self,
+        label: str,
+        send: Callable[[], Awaitable[httpx.Response]],
+        expect: int | tuple[int, ...],
+        *,
+        group: str | None = None,
+        check: Inspect | None = None,
     ) -> httpx.Response:
         """One hostile request: it must get ``expect`` (or one of them), pass ``check`` (None:
         nothing wrong) and leave every table as it was."""
@@ -271,10 +305,19 @@ async def add_person(http: httpx.AsyncClient, leads_url: str, role: str, who: st
     """A person of ``role`` added to the registry by the bootstrap admin, with their first token."""
     tag = uuid.uuid4().hex[:6]
     email_address, name = f"{who}-{tag}@agency.example", f"{who.title()} {tag}"
-    answer = await http.post(f"{leads_url}/people", json={
-        "email": email_address, "name": name, "role": role, "languages": ["en"], "kind": "person",
-        "scopes": [], "expires_at": None, "expires_in_days": None,
-    })
+    answer = await http.post(
+        f"{leads_url}/people",
+        json={
+            "email": email_address,
+            "name": name,
+            "role": role,
+            "languages": ["en"],
+            "kind": "person",
+            "scopes": [],
+            "expires_at": None,
+            "expires_in_days": None,
+        },
+    )
     assert answer.status_code == 201, answer.text
     body = answer.json()
     return Person(role, body["person_id"], email_address, name, body["token"]["token"], body["token"]["token_id"])
@@ -393,13 +436,20 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
     def make_client(address: str = HOME, token: str | None = None) -> httpx.AsyncClient:
         """A client calling from ``address`` (the lockout counts per address), with ``token``."""
         return httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(local_address=address), headers=bearer(token) if token else None,
-            event_hooks=hooks, timeout=30,
+            transport=httpx.AsyncHTTPTransport(local_address=address),
+            headers=bearer(token) if token else None,
+            event_hooks=hooks,
+            timeout=30,
         )
 
     try:
-        async with make_client() as anon, make_client(token=API_KEY) as http, make_client(STRANGER) as stranger, \
-                make_client(READER) as reader, make_client(GUESSER) as guesser:
+        async with (
+            make_client() as anon,
+            make_client(token=API_KEY) as http,
+            make_client(STRANGER) as stranger,
+            make_client(READER) as reader,
+            make_client(GUESSER) as guesser,
+        ):
             url = {s: cluster.url(s) for s in SERVICES}
             driver = Driver(cluster)
             paying = await driver.capture_and_sign(http, 0)
@@ -409,10 +459,12 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             messages = await poll(
                 lambda: _json_list(http.get(f"{url['nurture']}/leads/{lead}/messages")), what="the welcome email"
             )
-            subscription = (await poll(
-                lambda: _json_list(http.get(f"{url['billing']}/subscriptions", params={"lead_id": lead})),
-                what="the retainer subscription",
-            ))[0]["subscription_id"]
+            subscription = (
+                await poll(
+                    lambda: _json_list(http.get(f"{url['billing']}/subscriptions", params={"lead_id": lead})),
+                    what="the retainer subscription",
+                )
+            )[0]["subscription_id"]
             await poll(lambda: _ok(http.get(f"{url['retention']}/clients/{lead}")), what="retention's client")
             sequence = (await http.get(f"{url['nurture']}/sequences")).json()[0]["name"]
             the_client = (await http.get(f"{url['leads']}/leads/{lead}")).json()
@@ -425,8 +477,10 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             colleague = await add_person(http, url["leads"], "sales", "colleague")
             leaver = await add_person(http, url["leads"], "sales", "leaver")
             expires_at = datetime.now(UTC) + timedelta(seconds=20)
-            answer = await http.post(f"{url['leads']}/people/{staff['finance'].person_id}/tokens",
-                                     json={"expires_at": expires_at.isoformat()})
+            answer = await http.post(
+                f"{url['leads']}/people/{staff['finance'].person_id}/tokens",
+                json={"expires_at": expires_at.isoformat()},
+            )
             assert answer.status_code == 201, answer.text
             expiring = answer.json()["token"]
             answer = await http.post(f"{url['leads']}/people/{colleague.person_id}/tokens", json={})
@@ -439,10 +493,16 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 async with make_client(token=person.token) as as_person:
                     for service in SERVICES:
                         me = await as_person.get(f"{url[service]}/me")
-                        assert me.status_code == 200 and me.json()["actor"]["id"] == person.person_id, (service, me.text)
+                        assert me.status_code == 200 and me.json()["actor"]["id"] == person.person_id, (
+                            service,
+                            me.text,
+                        )
             named = {"lead_id": lead, "invoice_id": invoice}
-            async with make_client(token=expiring) as as_expiring, make_client(token=leaver.token) as as_leaver, \
-                    make_client(token=spare["token"]) as as_spare:
+            async with (
+                make_client(token=expiring) as as_expiring,
+                make_client(token=leaver.token) as as_leaver,
+                make_client(token=spare["token"]) as as_spare,
+            ):
                 for service in SERVICES:
                     assert (await as_expiring.get(f"{url[service]}/me")).status_code == 200, service
                     assert (await as_spare.get(f"{url[service]}/me")).status_code == 200, service
@@ -456,13 +516,28 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                     assert (await finance_there.get(f"{url[service]}/me")).status_code == 200
 
             ids = {
-                "lead_id": lead, "deal_id": deal, "invoice_id": invoice, "subscription_id": subscription,
-                "cancellation_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "task_id": str(uuid.uuid4()),
-                "channel": "website", "name": sequence, "person": staff["sales"].person_id,
+                "lead_id": lead,
+                "deal_id": deal,
+                "invoice_id": invoice,
+                "subscription_id": subscription,
+                "cancellation_id": str(uuid.uuid4()),
+                "request_id": str(uuid.uuid4()),
+                "task_id": str(uuid.uuid4()),
+                "channel": "website",
+                "name": sequence,
+                "person": staff["sales"].person_id,
                 "token_id": staff["viewer"].token_id,
             }
-            hidden = [lead, deal, invoice, subscription, the_client["name"], the_client["email"],
-                      *(p.email for p in people), *(p.name for p in people)]
+            hidden = [
+                lead,
+                deal,
+                invoice,
+                subscription,
+                the_client["name"],
+                the_client["email"],
+                *(p.email for p in people),
+                *(p.name for p in people),
+            ]
             rules = await access_rules()
             found = await operations(anon, url)
             writes = [o for o in found if o.method in WRITE_METHODS]
@@ -494,8 +569,15 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 ):
                     await attempts.refused(
                         f"{operation.service} {operation.action} ({variant})",
-                        lambda: caller.request(operation.method, address, params=params, content=body,
-                                               headers=headers | {"content-type": "application/json"}),
+                        lambda caller=caller, operation=operation, address=address, params=params, body=body, headers=headers: (
+                            caller.request(
+                                operation.method,
+                                address,
+                                params=params,
+                                content=body,
+                                headers=headers | {"content-type": "application/json"},
+                            )
+                        ),
                         expect,
                         group=f"{operation.service}: every write endpoint ({variant})",
                     )
@@ -510,7 +592,9 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 ):
                     await attempts.refused(
                         f"{operation.service} {operation.action} ({variant})",
-                        lambda: caller.get(address, params=params, headers=headers),
+                        lambda caller=caller, address=address, params=params, headers=headers: caller.get(
+                            address, params=params, headers=headers
+                        ),
                         401,
                         group=f"{operation.service}: every GET that needs a token ({variant})",
                         check=no_leak(hidden, detail="missing token" if variant == "no token" else "invalid token"),
@@ -537,8 +621,12 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                         body = WRITE_BODIES.get((operation.method, operation.path), {}) | {"lead_id": lead}
                         await attempts.refused(
                             f"{role} {operation.service} {operation.action}",
-                            lambda: as_role.request(operation.method, address, params=params,
-                                                    json=body if operation.method in WRITE_METHODS else None),
+                            lambda operation=operation, address=address, params=params, body=body: as_role.request(
+                                operation.method,
+                                address,
+                                params=params,
+                                json=body if operation.method in WRITE_METHODS else None,
+                            ),
                             403,
                             group=f"{role}: what the role may not ({operation.service})",
                             check=no_leak(hidden, detail=f"role {role} may not"),
@@ -546,7 +634,9 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                         denied.setdefault((role, operation.service), Counter())[operation.action] += 1
 
             tried = {(role, service, action) for (role, service), actions in denied.items() for action in actions}
-            untried = [(role, *named) for role, wanted in MUST_DENY.items() for named in wanted if (role, *named) not in tried]
+            untried = [
+                (role, *named) for role, wanted in MUST_DENY.items() for named in wanted if (role, *named) not in tried
+            ]
             assert not untried, f"the permission table lets these through: {untried}"
 
             async def audited() -> bool:
@@ -556,10 +646,8 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                         return False
                 return True
 
-            try:
+            with contextlib.suppress(TimeoutError):  # the figures below and the assertion say what is missing
                 await poll(audited, timeout=15, what="a denied audit row for every refused attempt")
-            except TimeoutError:
-                pass  # the figures below and the assertion say what is missing
             audit_denied: Counter = Counter()
             for (role, service), expected in denied.items():
                 rows = await audit_rows(http, url[service], actor_id=staff[role].person_id)
@@ -584,20 +672,27 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             guessed: dict[str, list[httpx.Response]] = {}
             during: dict[str, tuple[int, ...]] = {}
             retry_after: Counter = Counter()
-            async with make_client(GUESSER, staff["finance"].token) as finance_there, \
-                    make_client(GUESSER, staff["sales"].token) as sales_there, make_client(GUESSER, API_KEY) as admin_there, \
-                    make_client(HOME, staff["sales"].token) as sales_home:
+            async with (
+                make_client(GUESSER, staff["finance"].token) as finance_there,
+                make_client(GUESSER, staff["sales"].token) as sales_there,
+                make_client(GUESSER, API_KEY) as admin_there,
+                make_client(HOME, staff["sales"].token) as sales_home,
+            ):
                 for service in SERVICES:
                     address = f"{url[service]}{fill_path(PERSON_READ[service], ids)}"
                     guessed[service] = [
-                        await guesser.get(address, headers=bearer(made_up_token() if n % 2 else secrets.token_urlsafe(24)))
+                        await guesser.get(
+                            address, headers=bearer(made_up_token() if n % 2 else secrets.token_urlsafe(24))
+                        )
                         for n in range(LOCKOUT_FAILURES + GUESSES_AFTER_LOCK)
                     ]
                     # Right away, well within the lock.
-                    during[service] = tuple([
-                        (await c.get(f"{url[service]}/me")).status_code
-                        for c in (finance_there, sales_there, admin_there, sales_home)
-                    ])
+                    during[service] = tuple(
+                        [
+                            (await c.get(f"{url[service]}/me")).status_code
+                            for c in (finance_there, sales_there, admin_there, sales_home)
+                        ]
+                    )
             locked_at = time.monotonic()  # the last service's lock started before this
             changed = "yes" if await stores.digest() != before else "no"
             check_401 = no_leak(hidden, detail="invalid token")
@@ -606,8 +701,12 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 head, tail = answers[:LOCKOUT_FAILURES], answers[LOCKOUT_FAILURES:]
                 waits = [int(a.headers.get("retry-after", "0")) for a in tail]
                 wrong = [w for w in map(check_401, head) if w]
-                if (statuses != [401] * LOCKOUT_FAILURES + [429] * GUESSES_AFTER_LOCK or wrong or changed != "no"
-                        or not all(1 <= w <= LOCKOUT_S for w in waits)):
+                if (
+                    statuses != [401] * LOCKOUT_FAILURES + [429] * GUESSES_AFTER_LOCK
+                    or wrong
+                    or changed != "no"
+                    or not all(1 <= w <= LOCKOUT_S for w in waits)
+                ):
                     attempts.problems.append(
                         f"guessing at {service}: {statuses}, Retry-After {waits}, {wrong}, changed: {changed}"
                     )
@@ -617,13 +716,17 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                         f"{during[service]}"
                     )
                 for status in statuses:
-                    attempts.count(f"guessing {service}", status, changed, f"token guessing from one address ({service})")
+                    attempts.count(
+                        f"guessing {service}", status, changed, f"token guessing from one address ({service})"
+                    )
                 retry_after.update(waits)
-            figures[f"token guessing: the {GUESSES_AFTER_LOCK} guesses after the {LOCKOUT_FAILURES}th, Retry-After (s)"] = (
-                ", ".join(f"{n} x {w}" for w, n in sorted(retry_after.items()))
-            )
-            figures["during the lock from that address: a token that worked there / a new one / the bootstrap key; "
-                    "from another address"] = ", ".join(sorted({"/".join(map(str, d)) for d in during.values()}))
+            figures[
+                f"token guessing: the {GUESSES_AFTER_LOCK} guesses after the {LOCKOUT_FAILURES}th, Retry-After (s)"
+            ] = ", ".join(f"{n} x {w}" for w, n in sorted(retry_after.items()))
+            figures[
+                "during the lock from that address: a token that worked there / a new one / the bootstrap key; "
+                "from another address"
+            ] = ", ".join(sorted({"/".join(map(str, d)) for d in during.values()}))
 
             # 4. A leaver, disabled through PATCH /people, and a revoked token (DELETE /tokens):
             # every service refuses them within the contract's 5 s.
@@ -633,8 +736,11 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             answer = await http.delete(f"{url['leads']}/tokens/{spare['token_id']}")
             assert answer.status_code == 200 and answer.json()["revoked_at"], answer.text
             revoked_at = time.monotonic()
-            async with make_client(token=leaver.token) as as_leaver, make_client(token=spare["token"]) as as_spare, \
-                    make_client(token=colleague.token) as as_colleague:
+            async with (
+                make_client(token=leaver.token) as as_leaver,
+                make_client(token=spare["token"]) as as_spare,
+                make_client(token=colleague.token) as as_colleague,
+            ):
 
                 async def refused_in(caller: httpx.AsyncClient, service: str, since: float) -> float:
                     async def gone() -> bool:
@@ -643,32 +749,50 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                     await poll(gone, timeout=10, every=0.05, what=f"a token refused by {service}")
                     return time.monotonic() - since
 
-                propagation = dict(zip(SERVICES, await asyncio.gather(
-                    *(refused_in(as_leaver, s, disabled_at) for s in SERVICES)), strict=True))
-                revocation = dict(zip(SERVICES, await asyncio.gather(
-                    *(refused_in(as_spare, s, revoked_at) for s in SERVICES)), strict=True))
+                propagation = dict(
+                    zip(
+                        SERVICES,
+                        await asyncio.gather(*(refused_in(as_leaver, s, disabled_at) for s in SERVICES)),
+                        strict=True,
+                    )
+                )
+                revocation = dict(
+                    zip(
+                        SERVICES,
+                        await asyncio.gather(*(refused_in(as_spare, s, revoked_at) for s in SERVICES)),
+                        strict=True,
+                    )
+                )
                 await stores.settle()
                 for service in SERVICES:
                     for path in ("/me", fill_path(PERSON_READ[service], ids)):
                         await attempts.refused(
-                            f"revoked {service} GET {path}", lambda: as_spare.get(f"{url[service]}{path}"), 401,
-                            group=f"a revoked token ({service})", check=no_leak(hidden, detail="token revoked"),
+                            f"revoked {service} GET {path}",
+                            lambda service=service, path=path: as_spare.get(f"{url[service]}{path}"),
+                            401,
+                            group=f"a revoked token ({service})",
+                            check=no_leak(hidden, detail="token revoked"),
                         )
                     # The colleague's other token is not touched.
                     assert (await as_colleague.get(f"{url[service]}/me")).status_code == 200, service
                 for service in SERVICES:
                     for path in ("/me", fill_path(PERSON_READ[service], ids)):
                         await attempts.refused(
-                            f"leaver {service} GET {path}", lambda: as_leaver.get(f"{url[service]}{path}"), 401,
-                            group=f"a disabled person's token ({service})", check=no_leak(hidden, detail="person disabled"),
+                            f"leaver {service} GET {path}",
+                            lambda service=service, path=path: as_leaver.get(f"{url[service]}{path}"),
+                            401,
+                            group=f"a disabled person's token ({service})",
+                            check=no_leak(hidden, detail="person disabled"),
                         )
                 await attempts.refused(
                     "leaver leads POST /leads",
-                    lambda: as_leaver.post(f"{url['leads']}/leads", json=WRITE_BODIES[("POST", "/leads")]), 401,
-                    group="a disabled person's token (leads)", check=no_leak(hidden, detail="person disabled"),
+                    lambda: as_leaver.post(f"{url['leads']}/leads", json=WRITE_BODIES[("POST", "/leads")]),
+                    401,
+                    group="a disabled person's token (leads)",
+                    check=no_leak(hidden, detail="person disabled"),
                 )
-            figures["a disabled person's token refused by leads / nurture / billing / retention after (s)"] = " / ".join(
-                f"{propagation[s]:.2f}" for s in SERVICES
+            figures["a disabled person's token refused by leads / nurture / billing / retention after (s)"] = (
+                " / ".join(f"{propagation[s]:.2f}" for s in SERVICES)
             )
             figures["a revoked token refused by leads / nurture / billing / retention after (s)"] = " / ".join(
                 f"{revocation[s]:.2f}" for s in SERVICES
@@ -683,19 +807,31 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 for service in SERVICES:
                     for path in ("/me", fill_path(PERSON_READ[service], ids)):
                         await attempts.refused(
-                            f"expired token {service} GET {path}", lambda: as_expired.get(f"{url[service]}{path}"), 401,
-                            group=f"an expired token ({service})", check=no_leak(hidden, detail="token expired"),
+                            f"expired token {service} GET {path}",
+                            lambda service=service, path=path: as_expired.get(f"{url[service]}{path}"),
+                            401,
+                            group=f"an expired token ({service})",
+                            check=no_leak(hidden, detail="token expired"),
                         )
                 await attempts.refused(
                     "expired token billing POST /payments",
-                    lambda: as_expired.post(f"{url['billing']}/payments", json={
-                        "invoice_id": invoice, "amount": "1.00", "currency": "EUR", "method": "bank_transfer"}),
-                    401, group="an expired token (billing)", check=no_leak(hidden, detail="token expired"),
+                    lambda: as_expired.post(
+                        f"{url['billing']}/payments",
+                        json={"invoice_id": invoice, "amount": "1.00", "currency": "EUR", "method": "bank_transfer"},
+                    ),
+                    401,
+                    group="an expired token (billing)",
+                    check=no_leak(hidden, detail="token expired"),
                 )
 
             # 6. Payment webhooks: forged, tampered, replayed.
-            hook = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "type": "payment.succeeded",
-                               "data": {"invoice_id": invoice, "amount": "1.00", "currency": "EUR"}}).encode()
+            hook = json.dumps(
+                {
+                    "id": f"evt_{uuid.uuid4().hex}",
+                    "type": "payment.succeeded",
+                    "data": {"invoice_id": invoice, "amount": "1.00", "currency": "EUR"},
+                }
+            ).encode()
             now = int(time.time())
             webhook_url = f"{url['billing']}/payments/webhook"
 
@@ -708,9 +844,18 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 ("webhook without a signature", post_hook(hook, None)),
                 ("webhook signed with a wrong secret", post_hook(hook, sign(body=hook, secret="guess", timestamp=now))),
                 ("webhook with a made-up v1", post_hook(hook, f"t={now},v1={secrets.token_hex(32)}")),
-                ("webhook body tampered after signing", post_hook(tampered, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now))),
-                ("webhook replayed (validly signed 1 h ago)", post_hook(hook, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now - 3600))),
-                ("webhook signed 1 h in the future", post_hook(hook, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now + 3600))),
+                (
+                    "webhook body tampered after signing",
+                    post_hook(tampered, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now)),
+                ),
+                (
+                    "webhook replayed (validly signed 1 h ago)",
+                    post_hook(hook, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now - 3600)),
+                ),
+                (
+                    "webhook signed 1 h in the future",
+                    post_hook(hook, sign(body=hook, secret=WEBHOOK_SECRET, timestamp=now + 3600)),
+                ),
                 ("webhook with a garbage signature header", post_hook(hook, "t=abc,v1=")),
             ):
                 await attempts.refused(label, send, 400)
@@ -728,20 +873,47 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 ("open pixel, token signed with a wrong secret", lambda: anon.get(f"{nurture_url}/t/o/{forged}.gif")),
                 ("open pixel, a click token", lambda: anon.get(f"{nurture_url}/t/o/{click_for_a}.gif")),
                 ("open pixel, bare message id", lambda: anon.get(f"{nurture_url}/t/o/{message_id.hex}.gif")),
-                ("click, guessed token", lambda: anon.get(f"{nurture_url}/t/c/{guessed_link}", params={"u": "https://example.org/a"})),
-                ("click, valid token pointed elsewhere (open redirect)",
-                 lambda: anon.get(f"{nurture_url}/t/c/{click_for_a}", params={"u": "https://evil.example/"})),
-                ("click, token signed with a wrong secret",
-                 lambda: anon.get(f"{nurture_url}/t/c/{nurture.message_token('x', 'click', message_id, 'https://example.org/a')}",
-                                  params={"u": "https://example.org/a"})),
-                ("unsubscribe, guessed token", lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": unsub_guessed})),
-                ("unsubscribe, token signed with a wrong secret",
-                 lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": unsub_forged})),
-                ("unsubscribe, an open token", lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": forged})),
-                ("unsubscribe page, forged token", lambda: anon.get(f"{nurture_url}/unsubscribe", params={"token": unsub_forged})),
-                ("survey answer, guessed token",
-                 lambda: anon.post(f"{nurture_url}/feedback", json={"token": guessed_link, "score": 0, "comment": "forged"})),
-                ("survey click, guessed token", lambda: anon.get(f"{nurture_url}/survey/{guessed_link}", params={"score": 0})),
+                (
+                    "click, guessed token",
+                    lambda: anon.get(f"{nurture_url}/t/c/{guessed_link}", params={"u": "https://example.org/a"}),
+                ),
+                (
+                    "click, valid token pointed elsewhere (open redirect)",
+                    lambda: anon.get(f"{nurture_url}/t/c/{click_for_a}", params={"u": "https://evil.example/"}),
+                ),
+                (
+                    "click, token signed with a wrong secret",
+                    lambda: anon.get(
+                        f"{nurture_url}/t/c/{nurture.message_token('x', 'click', message_id, 'https://example.org/a')}",
+                        params={"u": "https://example.org/a"},
+                    ),
+                ),
+                (
+                    "unsubscribe, guessed token",
+                    lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": unsub_guessed}),
+                ),
+                (
+                    "unsubscribe, token signed with a wrong secret",
+                    lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": unsub_forged}),
+                ),
+                (
+                    "unsubscribe, an open token",
+                    lambda: anon.post(f"{nurture_url}/unsubscribe", params={"token": forged}),
+                ),
+                (
+                    "unsubscribe page, forged token",
+                    lambda: anon.get(f"{nurture_url}/unsubscribe", params={"token": unsub_forged}),
+                ),
+                (
+                    "survey answer, guessed token",
+                    lambda: anon.post(
+                        f"{nurture_url}/feedback", json={"token": guessed_link, "score": 0, "comment": "forged"}
+                    ),
+                ),
+                (
+                    "survey click, guessed token",
+                    lambda: anon.get(f"{nurture_url}/survey/{guessed_link}", params={"score": 0}),
+                ),
             ):
                 await attempts.refused(label, send, 404)
 
@@ -752,19 +924,28 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
                 for _ in range(MAX_BODY // 65536 + 2):
                     yield b" " * 65536
 
-            for service, path in (("leads", "/leads"), ("nurture", f"/sequences/{sequence}"), ("billing", "/payments"),
-                                  ("retention", "/referrals")):
+            for service, path in (
+                ("leads", "/leads"),
+                ("nurture", f"/sequences/{sequence}"),
+                ("billing", "/payments"),
+                ("retention", "/referrals"),
+            ):
                 method = "PUT" if service == "nurture" else "POST"
                 await attempts.refused(
                     f"{service} {method} {path}, {len(big) // 1024} KiB body",
-                    lambda: http.request(method, f"{url[service]}{path}", content=big,
-                                         headers={"content-type": "application/json"}),
+                    lambda method=method, service=service, path=path: http.request(
+                        method, f"{url[service]}{path}", content=big, headers={"content-type": "application/json"}
+                    ),
                     413,
                 )
                 await attempts.refused(
                     f"{service} {method} {path}, chunked body past the limit",
-                    lambda: http.request(method, f"{url[service]}{path}", content=streamed(),
-                                         headers={"content-type": "application/json"}),
+                    lambda method=method, service=service, path=path: http.request(
+                        method,
+                        f"{url[service]}{path}",
+                        content=streamed(),
+                        headers={"content-type": "application/json"},
+                    ),
                     413,
                 )
 
@@ -777,27 +958,39 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             keyed = {"Idempotency-Key": key}
 
             async def keys_stored() -> list[str]:
-                return sorted(k for k in await stores.column("leads", "idempotency_keys", "key") if k.endswith(f":{key}"))
+                return sorted(
+                    k for k in await stores.column("leads", "idempotency_keys", "key") if k.endswith(f":{key}")
+                )
 
             leads_url = f"{url['leads']}/leads"
             await attempts.refused(
-                "outsider's Idempotency-Key, no token", lambda: anon.post(leads_url, json=second, headers=keyed), 401,
-                group="Idempotency-Key without a token", check=no_leak(hidden, detail="missing token"),
+                "outsider's Idempotency-Key, no token",
+                lambda: anon.post(leads_url, json=second, headers=keyed),
+                401,
+                group="Idempotency-Key without a token",
+                check=no_leak(hidden, detail="missing token"),
             )
             assert await keys_stored() == []
-            async with make_client(token=staff["sales"].token) as owner, make_client(token=colleague.token) as other, \
-                    make_client(token=staff["viewer"].token) as viewer:
+            async with (
+                make_client(token=staff["sales"].token) as owner,
+                make_client(token=colleague.token) as other,
+                make_client(token=staff["viewer"].token) as viewer,
+            ):
                 mine = await owner.post(leads_url, json=first, headers=keyed)
                 assert mine.status_code == 201, mine.text
                 await stores.settle()
                 for label, body in (("same body", first), ("other body", second)):
                     await attempts.refused(
-                        f"outsider replays the key ({label})", lambda: anon.post(leads_url, json=body, headers=keyed), 401,
+                        f"outsider replays the key ({label})",
+                        lambda body=body: anon.post(leads_url, json=body, headers=keyed),
+                        401,
                         group="Idempotency-Key without a token",
                         check=no_leak([mine.json()["lead_id"], *hidden], detail="missing token"),
                     )
                 await attempts.refused(
-                    "viewer replays the key", lambda: viewer.post(leads_url, json=first, headers=keyed), 403,
+                    "viewer replays the key",
+                    lambda: viewer.post(leads_url, json=first, headers=keyed),
+                    403,
                     group="Idempotency-Key of a role that may not",
                     check=no_leak([mine.json()["lead_id"]], detail="role viewer may not"),
                 )
@@ -842,7 +1035,9 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
             await asyncio.sleep(max(0.0, locked_at + LOCKOUT_S + 0.5 - time.monotonic()))
             async with make_client(GUESSER, staff["sales"].token) as sales_there:
                 lifted = [(await sales_there.get(f"{url[s]}/me")).status_code for s in SERVICES]
-            figures[f"the guesser's address after the lock ({LOCKOUT_S} s): a new token"] = "/".join(map(str, set(lifted)))
+            figures[f"the guesser's address after the lock ({LOCKOUT_S} s): a new token"] = "/".join(
+                map(str, set(lifted))
+            )
             assert lifted == [200] * len(SERVICES)
 
             # What the services counted is what the clients were refused.
@@ -873,7 +1068,9 @@ async def test_intruders(tmp_path, databases, report, monkeypatch) -> None:
     )
     lines["write endpoints found in the OpenAPI documents"] = len(writes)
     lines["refused attempts, all proven harmless by a digest of every table (but the audit trail)"] = attempts.total
-    lines["digests taken / mean time (ms)"] = f"{stores.digests} / {1000 * stores.digest_s / max(1, stores.digests):.0f}"
+    lines["digests taken / mean time (ms)"] = (
+        f"{stores.digests} / {1000 * stores.digest_s / max(1, stores.digests):.0f}"
+    )
     lines["time (s)"] = round(elapsed, 1)
     report.add("Intruders (auth, roles, lockout, signatures, tokens, injection, oversized bodies)", lines)
     assert counted == refusals.seen, (
@@ -891,8 +1088,12 @@ async def _tokens_everywhere(stores: Stores, tokens: list[str]) -> bool:
 
 WRITE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/leads"): {"name": "Mallory", "email": "mallory@example.org", "channel": "website"},
-    ("POST", "/leads/{lead_id}/deals"): {"title": "Free work", "kind": "project", "currency": "EUR",
-                                         "lines": [{"description": "all of it", "amount": "1"}]},
+    ("POST", "/leads/{lead_id}/deals"): {
+        "title": "Free work",
+        "kind": "project",
+        "currency": "EUR",
+        "lines": [{"description": "all of it", "amount": "1"}],
+    },
     ("POST", "/deals/{deal_id}/won"): {"signed_by": "Mallory"},
     ("POST", "/deals/{deal_id}/lost"): {"reason": "sabotage"},
     ("POST", "/payments"): {"amount": "1.00", "currency": "EUR"},
@@ -925,7 +1126,13 @@ def _parts(path: Path) -> tuple[str, str]:
 
 
 async def inject_everywhere(
-    http: httpx.AsyncClient, url: dict[str, str], lead: str, deal: str, subscription: str, invoice: str, workdir: Path,
+    http: httpx.AsyncClient,
+    url: dict[str, str],
+    lead: str,
+    deal: str,
+    subscription: str,
+    invoice: str,
+    workdir: Path,
     stores: Stores,
 ) -> dict[str, str]:
     """Each hostile string in every text field of a lead, a deal, its lines, a change request, a
@@ -934,7 +1141,9 @@ async def inject_everywhere(
     statuses: Counter = Counter()
     zone = daytime_zone()
 
-    async def write(service: str, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
+    async def write(
+        service: str, method: str, path: str, body: dict[str, Any] | None = None, **kw: Any
+    ) -> httpx.Response:
         response = await http.request(method, f"{url[service]}{path}", json=body, **kw)
         statuses[response.status_code] += 1
         assert response.status_code < 400, f"{method} {path}: {response.status_code} {response.text[:300]}"
@@ -943,58 +1152,104 @@ async def inject_everywhere(
     fields = ("name", "company", "job_title", "industry", "campaign", "brief", "timeline", "legal_basis")
     created = []
     for n, payload in enumerate(INJECTIONS):
-        body = {field: payload for field in fields} | {
+        body = dict.fromkeys(fields, payload) | {
             # The first word is what the welcome email greets: the template syntax comes first.
             "name": f"{payload} Tester",
             # A domain of its own: leads at one company with names alike are merged as one person.
-            "email": f"inj{n}@inj{n}-{uuid.uuid4().hex[:8]}.example.org", "channel": "website", "consent_marketing": True,
-            "timezone": zone, "utm": {"source": payload, payload: "x"}, "needs": [payload],
+            "email": f"inj{n}@inj{n}-{uuid.uuid4().hex[:8]}.example.org",
+            "channel": "website",
+            "consent_marketing": True,
+            "timezone": zone,
+            "utm": {"source": payload, payload: "x"},
+            "needs": [payload],
         }
         lead_id = (await write("leads", "POST", "/leads", body)).json()["lead_id"]
         created.append((lead_id, payload, body["email"]))
         stored = (await http.get(f"{url['leads']}/leads/{lead_id}")).json()
         assert stored["name"] == f"{payload} Tester"
-        assert all(stored[f] == payload for f in ("company", "job_title", "industry", "campaign", "brief", "legal_basis"))
-        assert stored["timeline_text"] == payload and stored["needs"] == [payload] and stored["utm"]["source"] == payload
+        assert all(
+            stored[f] == payload for f in ("company", "job_title", "industry", "campaign", "brief", "legal_basis")
+        )
+        assert (
+            stored["timeline_text"] == payload and stored["needs"] == [payload] and stored["utm"]["source"] == payload
+        )
         found = (await http.get(f"{url['leads']}/leads", params={"q": payload})).json()
         assert lead_id in [item["lead_id"] for item in found["items"]], "search by the hostile text finds it verbatim"
-    outcome["SQL/template injection in 11 lead fields x " + str(len(INJECTIONS)) + " strings"] = "stored verbatim, searchable, changed: no"
+    outcome["SQL/template injection in 11 lead fields x " + str(len(INJECTIONS)) + " strings"] = (
+        "stored verbatim, searchable, changed: no"
+    )
 
     for (hostile_lead, _, _), payload in zip(created, INJECTIONS, strict=True):
-        deal_id = (await write("leads", "POST", f"/leads/{lead}/deals", {
-            "title": payload, "kind": "project", "currency": "EUR",
-            "lines": [{"description": payload, "hours": "1", "amount": "100"}],
-        })).json()["deal_id"]
+        deal_id = (
+            await write(
+                "leads",
+                "POST",
+                f"/leads/{lead}/deals",
+                {
+                    "title": payload,
+                    "kind": "project",
+                    "currency": "EUR",
+                    "lines": [{"description": payload, "hours": "1", "amount": "100"}],
+                },
+            )
+        ).json()["deal_id"]
         stored = (await http.get(f"{url['leads']}/deals/{deal_id}")).json()
         assert stored["title"] == payload and stored["lines"][0]["description"] == payload
         await write("leads", "POST", f"/deals/{deal_id}/lost", {"reason": payload})
         assert (await http.get(f"{url['leads']}/deals/{deal_id}")).json()["lost_reason"] == payload
-        change = (await write("leads", "POST", f"/deals/{deal}/change-requests", {"description": payload, "amount": "100"})).json()
+        change = (
+            await write("leads", "POST", f"/deals/{deal}/change-requests", {"description": payload, "amount": "100"})
+        ).json()
         assert change["description"] == payload
-        flagged = (await write("leads", "POST", f"/leads/{hostile_lead}/red-flags",
-                               {"name": "refuses_deposit", "evidence": payload})).json()
+        flagged = (
+            await write(
+                "leads", "POST", f"/leads/{hostile_lead}/red-flags", {"name": "refuses_deposit", "evidence": payload}
+            )
+        ).json()
         assert [f["evidence"] for f in flagged["red_flags"] if f["name"] == "refuses_deposit"] == [payload]
         taken = (await write("nurture", "POST", f"/leads/{lead}/takeover", {"by": payload, "reason": payload})).json()
         assert taken["by"] == payload
         await write("nurture", "DELETE", f"/leads/{lead}/takeover")
-        answer = (await write("nurture", "POST", "/feedback",
-                              {"lead_id": lead, "survey": "onboarding", "score": 9, "comment": payload})).json()
+        answer = (
+            await write(
+                "nurture",
+                "POST",
+                "/feedback",
+                {"lead_id": lead, "survey": "onboarding", "score": 9, "comment": payload},
+            )
+        ).json()
         assert answer["comment"] == payload
-        await write("billing", "POST", "/time-entries", {"subscription_id": subscription, "hours": "0.5", "description": payload})
-        paid = (await write("billing", "POST", "/payments",
-                            {"invoice_id": invoice, "amount": "0.01", "currency": "EUR", "method": "bank_transfer",
-                             "reference": payload}))
+        await write(
+            "billing",
+            "POST",
+            "/time-entries",
+            {"subscription_id": subscription, "hours": "0.5", "description": payload},
+        )
+        paid = await write(
+            "billing",
+            "POST",
+            "/payments",
+            {
+                "invoice_id": invoice,
+                "amount": "0.01",
+                "currency": "EUR",
+                "method": "bank_transfer",
+                "reference": payload,
+            },
+        )
         assert paid.json()["reference"] == payload
     async with stores.engines["billing"].connect() as conn:
         descriptions = set((await conn.execute(text("SELECT description FROM time_entries"))).scalars())
     assert set(INJECTIONS) <= descriptions, "time entries keep their descriptions verbatim"
-    outcome["SQL/template injection in deal, line, lost reason, change request, red flag, takeover, feedback, time entry, payment reference"] = (
-        f"{sum(statuses.values())} writes, {dict(statuses)}, stored verbatim, changed: no"
-    )
+    outcome[
+        "SQL/template injection in deal, line, lost reason, change request, red flag, takeover, feedback, time entry, payment reference"
+    ] = f"{sum(statuses.values())} writes, {dict(statuses)}, stored verbatim, changed: no"
 
     async def cancel() -> httpx.Response | None:
-        response = await http.post(f"{url['retention']}/clients/{lead}/cancellation",
-                                   json={"reason": "other", "comment": INJECTIONS[0] + " " + INJECTIONS[3]})
+        response = await http.post(
+            f"{url['retention']}/clients/{lead}/cancellation",
+            json={"reason": "other", "comment": INJECTIONS[0] + " " + INJECTIONS[3]},
+        )
         return response if response.status_code == 201 else None  # 409 until retention has the subscription
 
     cancellation = (await poll(cancel, what="a cancellation request")).json()
@@ -1005,18 +1260,22 @@ async def inject_everywhere(
     # The welcome email of each hostile lead greets the text, not its evaluation.
     mail = workdir / "mail"
     for lead_id, payload, address in created:
-        messages = await poll(lambda lead_id=lead_id: _json_list(http.get(f"{url['nurture']}/leads/{lead_id}/messages")),
-                              what=f"the welcome email of {address}")
+        messages = await poll(
+            lambda lead_id=lead_id: _json_list(http.get(f"{url['nurture']}/leads/{lead_id}/messages")),
+            what=f"the welcome email of {address}",
+        )
         path = await poll(lambda m=messages[0]["message_id"]: _file(mail, m), what="the email file")
         plain, rich = _parts(path)
         greeting = f"Hello {nurture.first_name(payload + ' Tester')},"
         assert greeting in plain, (greeting, plain[:300])
         assert "Hello 49" not in plain and "Hello xxx" not in plain, plain[:300]
         assert "<script>" not in rich, "the HTML part escapes the name"
-    outcome["welcome emails rendered for the hostile names"] = f"{len(created)}: greet the text verbatim (no 49), HTML escaped"
+    outcome["welcome emails rendered for the hostile names"] = (
+        f"{len(created)}: greet the text verbatim (no 49), HTML escaped"
+    )
     return outcome
 
 
 async def _file(mail: Path, message_id: str) -> Path | None:
-    found = list(mail.rglob(f"{message_id}.eml"))
+    found = await asyncio.to_thread(lambda: list(mail.rglob(f"{message_id}.eml")))
     return found[0] if found else None

@@ -14,7 +14,7 @@ import re
 import statistics
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -40,7 +40,7 @@ P99_LIMIT_S = 0.05 if FULL else 1.0
 
 async def seed_clients(bootstrap: str, count: int) -> None:
     """Clients as retention learns them from the wire: captured, won, deposit paid, a retainer."""
-    start = datetime.now(timezone.utc) - timedelta(days=400)
+    start = datetime.now(UTC) - timedelta(days=400)
     async with producer(bootstrap) as p:
         for n in range(count):
             lead_id = uuid.uuid4()
@@ -48,22 +48,70 @@ async def seed_clients(bootstrap: str, count: int) -> None:
             deal_id, invoice_id = uuid.uuid4(), uuid.uuid4()
             channel = ("website", "referral", "ads", "cold_outreach")[n % 4]
             envelopes = [
-                event("lead.captured", ev.LeadCaptured(
-                    name=f"Client {n}", email=f"client{n}-{lead_id.hex[:6]}@loop.example", channel=channel,
-                    fit_score=60, consent_marketing=False, segment="default"), lead_id=lead_id, producer_name="leads"),
-                event("deal.won", ev.DealWon(
-                    deal_id=deal_id, title="Retainer", kind="retainer", currency="EUR", total=Decimal("2000"),
-                    monthly_fee=Decimal("2000"), signed_by="Client", signed_at=at, deposit_share=Decimal("0.3"),
-                    channel=channel), lead_id=lead_id, producer_name="leads"),
-                event("payment.succeeded", ev.PaymentSucceeded(
-                    payment_id=uuid.uuid4(), invoice_id=invoice_id, amount=Decimal("600"), currency="EUR",
-                    method="card", paid_at=at, invoice_paid=True), lead_id=lead_id, producer_name="billing"),
-                event("deposit.cleared", ev.DepositCleared(
-                    deal_id=deal_id, invoice_id=invoice_id, amount=Decimal("600"), currency="EUR", cleared_at=at),
-                    lead_id=lead_id, producer_name="billing"),
-                event("subscription.started", ev.SubscriptionStarted(
-                    subscription_id=uuid.uuid4(), deal_id=deal_id, monthly_fee=Decimal("2000"), currency="EUR",
-                    started_at=at), lead_id=lead_id, producer_name="billing"),
+                event(
+                    "lead.captured",
+                    ev.LeadCaptured(
+                        name=f"Client {n}",
+                        email=f"client{n}-{lead_id.hex[:6]}@loop.example",
+                        channel=channel,
+                        fit_score=60,
+                        consent_marketing=False,
+                        segment="default",
+                    ),
+                    lead_id=lead_id,
+                    producer_name="leads",
+                ),
+                event(
+                    "deal.won",
+                    ev.DealWon(
+                        deal_id=deal_id,
+                        title="Retainer",
+                        kind="retainer",
+                        currency="EUR",
+                        total=Decimal("2000"),
+                        monthly_fee=Decimal("2000"),
+                        signed_by="Client",
+                        signed_at=at,
+                        deposit_share=Decimal("0.3"),
+                        channel=channel,
+                    ),
+                    lead_id=lead_id,
+                    producer_name="leads",
+                ),
+                event(
+                    "payment.succeeded",
+                    ev.PaymentSucceeded(
+                        payment_id=uuid.uuid4(),
+                        invoice_id=invoice_id,
+                        amount=Decimal("600"),
+                        currency="EUR",
+                        method="card",
+                        paid_at=at,
+                        invoice_paid=True,
+                    ),
+                    lead_id=lead_id,
+                    producer_name="billing",
+                ),
+                event(
+                    "deposit.cleared",
+                    ev.DepositCleared(
+                        deal_id=deal_id, invoice_id=invoice_id, amount=Decimal("600"), currency="EUR", cleared_at=at
+                    ),
+                    lead_id=lead_id,
+                    producer_name="billing",
+                ),
+                event(
+                    "subscription.started",
+                    ev.SubscriptionStarted(
+                        subscription_id=uuid.uuid4(),
+                        deal_id=deal_id,
+                        monthly_fee=Decimal("2000"),
+                        currency="EUR",
+                        started_at=at,
+                    ),
+                    lead_id=lead_id,
+                    producer_name="billing",
+                ),
             ]
             for envelope in envelopes:
                 await p.send(ev.topic_of(envelope.type), envelope.model_dump_json().encode(), key=envelope.key)
@@ -73,11 +121,24 @@ async def seed_clients(bootstrap: str, count: int) -> None:
 def import_file(rows: int) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["name", "email", "company", "channel", "country", "timezone", "budget", "currency", "consent_marketing"])
+    writer.writerow(
+        ["name", "email", "company", "channel", "country", "timezone", "budget", "currency", "consent_marketing"]
+    )
     for n in range(rows):
         tag = uuid.uuid4().hex[:8]
-        writer.writerow([f"Imported {n}", f"imp{n}-{tag}@import{tag}.example", f"Company {tag}", "website", "GB",
-                         "Europe/London", "5000", "EUR", "false"])
+        writer.writerow(
+            [
+                f"Imported {n}",
+                f"imp{n}-{tag}@import{tag}.example",
+                f"Company {tag}",
+                "website",
+                "GB",
+                "Europe/London",
+                "5000",
+                "EUR",
+                "false",
+            ]
+        )
     return out.getvalue().encode()
 
 
@@ -87,7 +148,7 @@ def p99(samples: list[float]) -> float:
 
 
 @pytest.mark.timeout(1200 if FULL else 400)
-async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report) -> None:  # noqa: ANN001
+async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report) -> None:
     cluster = Cluster(tmp_path, databases, partitions=3)
     await cluster.start()
     try:
@@ -101,7 +162,9 @@ async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report)
                 clients = (await http.get(f"{cluster.url('retention')}/clients", params={"limit": 1})).json()
                 return clients.get("total", 0) >= CLIENTS
 
-            assert await until(known, timeout=300 if FULL else 120, interval=1), "retention did not learn the seeded clients"
+            assert await until(known, timeout=300 if FULL else 120, interval=1), (
+                "retention did not learn the seeded clients"
+            )
 
             async def settled() -> bool:
                 # Every service caught up with the seeded events (nurture enrolls, billing
@@ -109,7 +172,10 @@ async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report)
                 # tail of the seeding's.
                 for service in SERVICES:
                     text = (await http.get(f"{cluster.url(service)}/metrics")).text
-                    backlog = [float(v) for v in re.findall(r"^clientflow_(?:consumer_lag|outbox_backlog)\{[^}]*\} (\S+)", text, re.M)]
+                    backlog = [
+                        float(v)
+                        for v in re.findall(r"^clientflow_(?:consumer_lag|outbox_backlog)\{[^}]*\} (\S+)", text, re.M)
+                    ]
                     if any(backlog):
                         return False
                 return True
@@ -156,7 +222,9 @@ async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report)
             for service in SERVICES:
                 text = (await http.get(f"{cluster.url(service)}/metrics")).text
                 count = float(re.search(r"clientflow_event_loop_lag_seconds_count\{[^}]*\} (\S+)", text).group(1))
-                over = float(re.search(r'clientflow_event_loop_lag_seconds_bucket\{le="0\.05"[^}]*\} (\S+)', text).group(1))
+                over = float(
+                    re.search(r'clientflow_event_loop_lag_seconds_bucket\{le="0\.05"[^}]*\} (\S+)', text).group(1)
+                )
                 lag[service] = (count, count - over)
         figures: dict[str, object] = {
             "clients seeded (events on the wire)": f"{CLIENTS} ({CLIENTS * 5} events, every service caught up in {seeded_s:.1f} s)",
@@ -169,10 +237,14 @@ async def test_a_slow_request_never_stops_a_service(tmp_path, databases, report)
                 f"{len(samples)} probes, p50 {statistics.median(samples) * 1000:.1f} ms, "
                 f"p99 {p99(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms, {failures[service]} failed"
             )
-            figures[f"{service} event-loop lag"] = f"{lag[service][1]:.0f} of {lag[service][0]:.0f} timers over 50 ms late"
+            figures[f"{service} event-loop lag"] = (
+                f"{lag[service][1]:.0f} of {lag[service][0]:.0f} timers over 50 ms late"
+            )
         report.add("8. A slow request beside a health probe", figures)
         for service in SERVICES:
             assert failures[service] == 0, f"{service}: {failures[service]} probes failed"
-            assert p99(probes[service]) < P99_LIMIT_S, f"{service}: /health/live p99 {p99(probes[service]) * 1000:.0f} ms"
+            assert p99(probes[service]) < P99_LIMIT_S, (
+                f"{service}: /health/live p99 {p99(probes[service]) * 1000:.0f} ms"
+            )
     finally:
         await cluster.stop()

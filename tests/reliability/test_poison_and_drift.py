@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -79,7 +79,11 @@ def generate(strategy: st.SearchStrategy, n: int) -> list[Any]:
     found: list[Any] = []
 
     @settings(
-        max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
@@ -114,14 +118,21 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=12,
 )
-WHEN = datetime.now(timezone.utc).isoformat()
+WHEN = datetime.now(UTC).isoformat()
 
 
 def envelope(event_type: str, data: Any, **fields: Any) -> dict[str, Any]:
     return {
-        "event_id": str(uuid.uuid4()), "type": event_type, "version": 1, "occurred_at": WHEN,
-        "producer": "poison", "lead_id": str(uuid.uuid4()), "correlation_id": str(uuid.uuid4()),
-        "causation_id": None, "data": data, **fields,
+        "event_id": str(uuid.uuid4()),
+        "type": event_type,
+        "version": 1,
+        "occurred_at": WHEN,
+        "producer": "poison",
+        "lead_id": str(uuid.uuid4()),
+        "correlation_id": str(uuid.uuid4()),
+        "causation_id": None,
+        "data": data,
+        **fields,
     }
 
 
@@ -129,9 +140,7 @@ def not_json() -> st.SearchStrategy[bytes]:
     truncated = st.builds(
         lambda e, cut: json.dumps(e).encode()[: max(1, cut)], st.just(envelope("deal.won", {})), st.integers(1, 120)
     )
-    return (st.binary(max_size=200) | truncated | TEXT.map(str.encode)).filter(
-        lambda b: not _is_json(b)
-    )
+    return (st.binary(max_size=200) | truncated | TEXT.map(str.encode)).filter(lambda b: not _is_json(b))
 
 
 def not_an_envelope() -> st.SearchStrategy[bytes]:
@@ -195,7 +204,10 @@ def newer_version(originals: list[dict]) -> st.SearchStrategy[tuple[bytes, bytes
             (original.get("lead_id") or original["type"]).encode(),
             json.dumps({**original, **top, "version": version, "data": {**original["data"], **inside}}).encode(),
         ),
-        st.sampled_from(originals), st.integers(2, 10**6), extra, extra,
+        st.sampled_from(originals),
+        st.integers(2, 10**6),
+        extra,
+        extra,
     )
 
 
@@ -264,7 +276,10 @@ def dead_letters_cli(bootstrap: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "clientflow", "dead-letters", *args],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "COLUMNS": "200"},
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -315,7 +330,9 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
 
             # Poison on every topic while clients sign and pay (valid events in between).
             async def lifecycle() -> list:
-                signed = [c for c in await asyncio.gather(*(driver.capture_and_sign(http, n) for n in range(CLIENTS))) if c]
+                signed = [
+                    c for c in await asyncio.gather(*(driver.capture_and_sign(http, n) for n in range(CLIENTS))) if c
+                ]
                 await asyncio.gather(*(driver.pay_deposit(http, c) for c in signed))
                 return signed
 
@@ -330,7 +347,11 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
                     event = Envelope.model_validate_json(record.value or b"")
                 except ValidationError:
                     continue
-                if EVENT_TYPES.get(event.type) and EVENT_TYPES[event.type].topic == record.topic and event.producer != "poison":
+                if (
+                    EVENT_TYPES.get(event.type)
+                    and EVENT_TYPES[event.type].topic == record.topic
+                    and event.producer != "poison"
+                ):
                     originals[record.topic].append(json.loads(record.value))
             newer_accepted: Counter = Counter()
             for topic in consumed_topics:
@@ -341,14 +362,16 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
                     sent[topic, "newer_version"] += 1
                     event_type = json.loads(value)["type"]
                     for service in groups[topic]:
-                        newer_accepted[service, topic, "duplicate" if event_type in handled[service] else "ignored"] += 1
+                        newer_accepted[
+                            service, topic, "duplicate" if event_type in handled[service] else "ignored"
+                        ] += 1
 
             async def settled() -> tuple[Counter, Counter] | None:
                 consumed, dead = await scrape(http, cluster)
                 dead_delta = dead - before_dead
-                unknown = Counter({
-                    (s, t): n for (s, t, _type, o), n in (consumed - before_consumed).items() if o == "unknown_type"
-                })
+                unknown = Counter(
+                    {(s, t): n for (s, t, _type, o), n in (consumed - before_consumed).items() if o == "unknown_type"}
+                )
                 if dead_delta == expected_dead and unknown == expected_unknown:
                     return consumed, dead
                 return None
@@ -379,9 +402,7 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
         figures = {
             "topics poisoned (consumed by a service)": ", ".join(consumed_topics),
             "poison messages sent": total_sent,
-            "by category": ", ".join(
-                f"{c} {sum(n for (_, cat), n in sent.items() if cat == c)}" for c in CATEGORIES
-            ),
+            "by category": ", ".join(f"{c} {sum(n for (_, cat), n in sent.items() if cat == c)}" for c in CATEGORIES),
             "dead-lettered (a copy per service reading the topic), by reason": ", ".join(
                 f"{r} {int(sum(n for (_, _, reason), n in (dead - before_dead).items() if reason == r))}"
                 for r in ("invalid_envelope", "invalid_payload")
@@ -394,7 +415,8 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
             "newer versions accepted (duplicate or ignored, none dead-lettered)": sum(newer_accepted.values()),
             "topics without valid events to copy as a newer version": ", ".join(
                 t for t in consumed_topics if not originals[t]
-            ) or "none",
+            )
+            or "none",
             "valid lifecycle clients / unsettled effects": f"{len(driver.clients)} / {sum(problems.values())}",
             "consumer crashes (processes gone or not ready)": (len(cluster.instances) - alive)
             + (len(cluster.instances) - ready),
@@ -421,7 +443,9 @@ async def test_poison_and_drift(tmp_path, databases, report) -> None:
         await cluster.stop()
 
 
-async def fault_fix_replay(cluster: Cluster, driver: Driver, http: httpx.AsyncClient, clients: list) -> dict[str, object]:
+async def fault_fix_replay(
+    cluster: Cluster, driver: Driver, http: httpx.AsyncClient, clients: list
+) -> dict[str, object]:
     """Billing's change orders table refuses writes (an injected fault: a bad migration, say):
     change requests are dead-lettered (``handler_error``) after the retries. The fault fixed,
     ``clientflow dead-letters replay deals --reason handler_error`` sends them again and billing
@@ -434,7 +458,9 @@ async def fault_fix_replay(cluster: Cluster, driver: Driver, http: httpx.AsyncCl
     requests = []
     for n, client in enumerate(clients):
         response = await driver._post(
-            http, "leads", f"/deals/{client.deal_id}/change-requests",
+            http,
+            "leads",
+            f"/deals/{client.deal_id}/change-requests",
             {"description": f"extra landing page {n}", "in_scope": False, "amount": "300", "currency": "EUR"},
             f"change-{client.deal_id}",
         )
@@ -443,7 +469,9 @@ async def fault_fix_replay(cluster: Cluster, driver: Driver, http: httpx.AsyncCl
 
     async def all_dead() -> bool:
         _, dead = await scrape(http, cluster)
-        return dead[("billing", "deals", "handler_error")] - dead_before[("billing", "deals", "handler_error")] >= len(clients)
+        return dead[("billing", "deals", "handler_error")] - dead_before[("billing", "deals", "handler_error")] >= len(
+            clients
+        )
 
     faulted = await until(all_dead, timeout=90)
     orders_while_broken = await _orders(http, cluster, clients)

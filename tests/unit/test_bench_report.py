@@ -9,28 +9,62 @@ from bench.report import SERVICES
 
 
 def _step(offered: float, p99: float, *, held: bool = True) -> dict:
-    return {"offered_per_s": offered, "seconds": 10, "sent": int(offered * 10), "completed": int(offered * 10),
-            "failed_requests": 0, "achieved_per_s": offered, "p50_ms": p99 / 3, "p95_ms": p99 / 1.5, "p99_ms": p99,
-            "max_ms": p99, "p99_first_half_ms": p99, "p99_second_half_ms": p99, "p99_growing": False, "held": held}
+    return {
+        "offered_per_s": offered,
+        "seconds": 10,
+        "sent": int(offered * 10),
+        "completed": int(offered * 10),
+        "failed_requests": 0,
+        "achieved_per_s": offered,
+        "p50_ms": p99 / 3,
+        "p95_ms": p99 / 1.5,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "p99_first_half_ms": p99,
+        "p99_second_half_ms": p99,
+        "p99_growing": False,
+        "held": held,
+    }
 
 
 def _round(rate: float, rss: float) -> dict:
-    raw = {"messages": 100, "message_bytes": 700, "produce_per_s": 4000.0, "consume_per_s": 4000.0,
-           "round_trip_per_s": 2000.0}
+    raw = {
+        "messages": 100,
+        "message_bytes": 700,
+        "produce_per_s": 4000.0,
+        "consume_per_s": 4000.0,
+        "round_trip_per_s": 2000.0,
+    }
     return {
         "history_scale": 1,
         "limits": {"database": {"rows": 100, "row_bytes": 700, "batch": 500, "inserts_per_s": 50_000.0}},
-        "services": {s: {"events": 100, "measured": 100, "events_per_s": rate, "seconds": 1.0, "publish_s": 0.1,
-                         "peak_rss_mb": rss, "raw_broker": raw, "ratio": rate / 2000} for s in SERVICES},
+        "services": {
+            s: {
+                "events": 100,
+                "measured": 100,
+                "events_per_s": rate,
+                "seconds": 1.0,
+                "publish_s": 0.1,
+                "peak_rss_mb": rss,
+                "raw_broker": raw,
+                "ratio": rate / 2000,
+            }
+            for s in SERVICES
+        },
         "memory_mb": dict.fromkeys(SERVICES, rss),
-        "latency": {"leads": [_step(100, 120), _step(300, 200), _step(1000, 900, held=False)],
-                    "payments": [_step(30, 80)], "highest_held_per_s": 300},
+        "latency": {
+            "leads": [_step(100, 120), _step(300, 200), _step(1000, 900, held=False)],
+            "payments": [_step(30, 80)],
+            "highest_held_per_s": 300,
+        },
     }
 
 
 def _result(base_rate: float, grown_rate: float) -> dict:
     return {
-        "command": "python -m bench --quick", "started_at": "2026-11-30T13:00:00+00:00", "duration_s": 60.0,
+        "command": "python -m bench --quick",
+        "started_at": "2026-11-30T13:00:00+00:00",
+        "duration_s": 60.0,
         "machine": {"cpus": 2, "cpu_model": "test", "memory_gb": 4.0, "python": "3.11", "platform": "linux"},
         "config": {"growth": 10, "database": "sqlite"},
         "rounds": {"1x": _round(base_rate, 100.0), "10x": _round(grown_rate, 120.0)},

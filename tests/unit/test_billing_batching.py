@@ -9,7 +9,7 @@ import itertools
 import random
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from shared.uow import UnitOfWorkFactory
 from tests.support import database_state
 from tests.unit.test_outbox_inbox import FakeDeadLetters
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def record(value: bytes, topic: str, offset: int) -> ConsumerRecord:
@@ -79,14 +79,29 @@ async def test_the_benchmark_batch_costs_about_two_statements_per_event(tmp_path
     assert sum(1 for s in statements if "invoice_counters" in s) == 4
 
 
-def won(lead_id: uuid.UUID | None, deal_id: uuid.UUID, *, kind: str = "project", share: str = "0.3",
-        signed_by: str = "Ada", tier: str | None = None) -> Envelope:
+def won(
+    lead_id: uuid.UUID | None,
+    deal_id: uuid.UUID,
+    *,
+    kind: str = "project",
+    share: str = "0.3",
+    signed_by: str = "Ada",
+    tier: str | None = None,
+) -> Envelope:
     retainer = kind == "retainer"
     payload = ev.DealWon(
-        deal_id=deal_id, title=f"{kind} {deal_id.hex[:4]}", kind=kind, currency="EUR", total=Decimal(3000),
-        monthly_fee=Decimal(1200) if retainer else None, included_hours=Decimal(10) if retainer else None,
-        hourly_rate=Decimal(90) if retainer else None, signed_by=signed_by, signed_at=T0,
-        deposit_share=Decimal(share), tier=tier,
+        deal_id=deal_id,
+        title=f"{kind} {deal_id.hex[:4]}",
+        kind=kind,
+        currency="EUR",
+        total=Decimal(3000),
+        monthly_fee=Decimal(1200) if retainer else None,
+        included_hours=Decimal(10) if retainer else None,
+        hourly_rate=Decimal(90) if retainer else None,
+        signed_by=signed_by,
+        signed_at=T0,
+        deposit_share=Decimal(share),
+        tier=tier,
     )
     return make_event("deal.won", payload, producer="leads", occurred_at=T0, lead_id=lead_id)
 
@@ -203,8 +218,12 @@ async def test_racing_transactions_share_no_number_and_leave_no_gap(database_url
         async with uow() as tx:
             for _ in range(count):
                 await invoices.issue_invoice(
-                    tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
-                    lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(10))], due_in_days=7,
+                    tx,
+                    lead_id=uuid.uuid4(),
+                    kind="deposit",
+                    currency="EUR",
+                    lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(10))],
+                    due_in_days=7,
                 )
                 await asyncio.sleep(0)
             if fail:
@@ -235,7 +254,8 @@ async def test_a_deposit_payment_reads_each_row_once(tmp_path: Path) -> None:
     counted = statement_log(engine)
     async with uow() as tx:
         out = await payments.record_payment(
-            tx, app.state.billing,
+            tx,
+            app.state.billing,
             PaymentIn(invoice_id=deposit.id, amount=deposit.amount, currency="EUR", method="bank_transfer"),
         )
     statements = list(counted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,14 +11,16 @@ from services.billing import domain
 from shared.errors import Conflict, Invalid
 
 D = Decimal
-NOW = datetime(2026, 3, 10, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- deposits
 
 
 def test_project_deposit_is_a_share_of_the_total() -> None:
-    assert domain.deposit_amount(kind="project", total=D("3000"), monthly_fee=None, deposit_share=D("0.30")) == D("900.00")
+    assert domain.deposit_amount(kind="project", total=D("3000"), monthly_fee=None, deposit_share=D("0.30")) == D(
+        "900.00"
+    )
 
 
 def test_retainer_deposit_is_a_share_of_the_first_month_not_the_total() -> None:
@@ -59,8 +61,14 @@ def test_deposit_refuses_impossible_deals(kind: str, monthly_fee: Decimal | None
 
 
 def test_deposit_line_says_what_it_is_a_share_of() -> None:
-    assert domain.deposit_line(kind="project", title="Site", deposit_share=D("0.30")) == "Deposit: 30% of the estimate (Site)"
-    assert domain.deposit_line(kind="retainer", title="SEO", deposit_share=D("0.5")) == "Deposit: 50% of the first month (SEO)"
+    assert (
+        domain.deposit_line(kind="project", title="Site", deposit_share=D("0.30"))
+        == "Deposit: 30% of the estimate (Site)"
+    )
+    assert (
+        domain.deposit_line(kind="retainer", title="SEO", deposit_share=D("0.5"))
+        == "Deposit: 50% of the first month (SEO)"
+    )
     assert domain.percent(D("0.125")) == "12.5"
 
 
@@ -94,7 +102,7 @@ def test_due_date() -> None:
 # --------------------------------------------------------------------------- payments
 
 
-def pay(amount: str, *, already: str = "0", status: str = "open", invoice: str = "900.00", currency: str = "EUR"):  # noqa: ANN201
+def pay(amount: str, *, already: str = "0", status: str = "open", invoice: str = "900.00", currency: str = "EUR"):
     return domain.apply_payment(
         invoice_amount=D(invoice),
         invoice_currency="EUR",
@@ -107,7 +115,12 @@ def pay(amount: str, *, already: str = "0", status: str = "open", invoice: str =
 
 def test_partial_payment_leaves_the_invoice_open() -> None:
     result = pay("400.00")
-    assert (result.applied, result.credited, result.amount_paid, result.amount_due) == (D("400.00"), 0, D("400.00"), D("500.00"))
+    assert (result.applied, result.credited, result.amount_paid, result.amount_due) == (
+        D("400.00"),
+        0,
+        D("400.00"),
+        D("500.00"),
+    )
     assert result.status == "open" and not result.settles
 
 
@@ -177,7 +190,7 @@ def test_subscription_lifecycle() -> None:
 
 
 def test_add_months_clamps_to_the_end_of_the_month() -> None:
-    assert domain.add_months(datetime(2026, 1, 31, tzinfo=timezone.utc), 1) == datetime(2026, 2, 28, tzinfo=timezone.utc)
-    assert domain.add_months(datetime(2028, 1, 31, tzinfo=timezone.utc), 1) == datetime(2028, 2, 29, tzinfo=timezone.utc)
-    assert domain.add_months(datetime(2026, 11, 15, 8, tzinfo=timezone.utc), 3) == datetime(2027, 2, 15, 8, tzinfo=timezone.utc)
+    assert domain.add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert domain.add_months(datetime(2028, 1, 31, tzinfo=UTC), 1) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert domain.add_months(datetime(2026, 11, 15, 8, tzinfo=UTC), 3) == datetime(2027, 2, 15, 8, tzinfo=UTC)
     assert domain.add_months(NOW, 12) == NOW.replace(year=2027)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +24,7 @@ async def uow(tmp_path: Path):
         await connection.run_sync(PlumbingBase.metadata.create_all)
         await connection.run_sync(Base.metadata.create_all)
     factory = UnitOfWorkFactory(
-        engine, producer="billing", clock=SimulatedClock(datetime(2026, 12, 31, 23, 0, tzinfo=timezone.utc))
+        engine, producer="billing", clock=SimulatedClock(datetime(2026, 12, 31, 23, 0, tzinfo=UTC))
     )
     yield factory
     await engine.dispose()
@@ -57,7 +57,7 @@ async def test_numbers_have_no_gaps_across_rollbacks_and_restart_each_year(uow: 
     numbers.append((await issue(uow)).number)
     assert numbers == ["2026-000001", "2026-000002", "2026-000003"]
 
-    uow.clock.advance_to(datetime(2027, 1, 1, 0, 5, tzinfo=timezone.utc))
+    uow.clock.advance_to(datetime(2027, 1, 1, 0, 5, tzinfo=UTC))
     assert (await issue(uow)).number == "2027-000001"
     assert (await issue(uow)).number == "2027-000002"
 

@@ -3,7 +3,7 @@ retry schedule, webhook signatures, credit notes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -11,7 +11,6 @@ import pytest
 from services.billing import domain
 from shared.errors import Invalid
 
-UTC = timezone.utc
 T = datetime(2026, 1, 15, 12, tzinfo=UTC)
 LADDER = domain.Ladder()
 
@@ -58,32 +57,62 @@ def test_pause_rules_low_fee_not_in_mrr_and_ends_at_a_period() -> None:
 def test_price_changes() -> None:
     assert domain.new_price(old=D(1000), percent_change=D(10), price=None) == D("1100.00")
     assert domain.new_price(old=D(1000), percent_change=None, price=D("950")) == D("950.00")
-    for bad in ({"percent_change": None, "price": None}, {"percent_change": D(1), "price": D(1)}, {"percent_change": D(-100), "price": None}):
+    for bad in (
+        {"percent_change": None, "price": None},
+        {"percent_change": D(1), "price": D(1)},
+        {"percent_change": D(-100), "price": None},
+    ):
         with pytest.raises(Invalid):
             domain.new_price(old=D(1), **bad)
     effective = T + timedelta(days=60)
-    assert domain.notice_dates(effective_at=effective, now=T, days_before=[30, 7]) == [effective - timedelta(days=30), effective - timedelta(days=7)]
+    assert domain.notice_dates(effective_at=effective, now=T, days_before=[30, 7]) == [
+        effective - timedelta(days=30),
+        effective - timedelta(days=7),
+    ]
     assert domain.notice_dates(effective_at=T + timedelta(days=3), now=T, days_before=[30, 7]) == [T]
     with pytest.raises(Invalid, match="past"):
         domain.notice_dates(effective_at=T, now=T, days_before=[30])
-    assert domain.mrr_movement(old=D(1), new=D(2)) == "expansion" and domain.mrr_movement(old=D(2), new=D(1)) == "contraction"
+    assert (
+        domain.mrr_movement(old=D(1), new=D(2)) == "expansion"
+        and domain.mrr_movement(old=D(2), new=D(1)) == "contraction"
+    )
 
 
 def test_retry_schedule_and_declines() -> None:
     got = [domain.next_retry_at(first_failed_at=T, retries_done=n, ladder=LADDER) for n in range(5)]
     assert got == [T + timedelta(days=d) for d in (1, 3, 5, 7)] + [None]
-    kinds = {c: domain.classify_decline(c, hard_codes=frozenset({"stolen_card"}), grace_codes=frozenset({"expired_card"})) for c in ("stolen_card", "expired_card", "insufficient_funds", None)}
+    kinds = {
+        c: domain.classify_decline(c, hard_codes=frozenset({"stolen_card"}), grace_codes=frozenset({"expired_card"}))
+        for c in ("stolen_card", "expired_card", "insufficient_funds", None)
+    }
     assert kinds == {"stolen_card": "hard", "expired_card": "grace", "insufficient_funds": "soft", None: "soft"}
 
 
 @pytest.mark.parametrize(
     ("days", "tier", "expected"),
-    [(0, None, None), (1, None, "overdue"), (9, None, "overdue"), (10, None, "warning"), (14, None, "blocked"),
-     (21, None, "cancelled"), (10, "best", "overdue"), (17, "best", "warning"), (21, "best", "blocked"), (28, "best", "cancelled")],
+    [
+        (0, None, None),
+        (1, None, "overdue"),
+        (9, None, "overdue"),
+        (10, None, "warning"),
+        (14, None, "blocked"),
+        (21, None, "cancelled"),
+        (10, "best", "overdue"),
+        (17, "best", "warning"),
+        (21, "best", "blocked"),
+        (28, "best", "cancelled"),
+    ],
 )
 def test_overdue_ladder(days: int, tier: str | None, expected: str | None) -> None:
     due = T
-    state = domain.dunning_state(now=due + timedelta(days=days, minutes=1), due_at=due, grace_until=None, retrying=False, tier=tier, ladder=LADDER)
+    state = domain.dunning_state(
+        now=due + timedelta(days=days, minutes=1),
+        due_at=due,
+        grace_until=None,
+        retrying=False,
+        tier=tier,
+        ladder=LADDER,
+    )
     assert state == expected
 
 
@@ -93,13 +122,20 @@ def test_grace_keeps_service_and_the_ladder_counts_from_its_end() -> None:
     assert domain.dunning_state(now=T + timedelta(days=13), **kw) == "grace"
     assert domain.dunning_state(now=grace + timedelta(days=2), **kw) == "overdue"
     assert domain.dunning_state(now=grace + timedelta(days=10, minutes=1), **kw) == "warning"
-    assert domain.dunning_state(now=T - timedelta(days=1), due_at=T, grace_until=None, retrying=True, tier=None, ladder=LADDER) == "retrying"
+    assert (
+        domain.dunning_state(
+            now=T - timedelta(days=1), due_at=T, grace_until=None, retrying=True, tier=None, ladder=LADDER
+        )
+        == "retrying"
+    )
 
 
 def test_webhook_signatures() -> None:
     body = b'{"id":"evt_1"}'
     header = domain.sign(body=body, secret="s3cret", timestamp=int(T.timestamp()))
-    assert domain.verify_signature(header=header, body=body, secret="s3cret", now=T, tolerance_s=300) == int(T.timestamp())
+    assert domain.verify_signature(header=header, body=body, secret="s3cret", now=T, tolerance_s=300) == int(
+        T.timestamp()
+    )
     for bad_header, bad_body, now, message in [
         (header, body + b" ", T, "bad signature"),
         (header.replace("v1=", "v1=0"), body, T, "bad signature"),
@@ -114,11 +150,18 @@ def test_webhook_signatures() -> None:
 
 
 def test_credit_notes_lower_the_due_part_first_then_refund_or_credit() -> None:
-    open_part = domain.split_credit(amount=D(100), invoice_amount=D(1000), paid=D(950), credited_before=D(0), refund=True)
+    open_part = domain.split_credit(
+        amount=D(100), invoice_amount=D(1000), paid=D(950), credited_before=D(0), refund=True
+    )
     assert open_part == domain.CreditSplit(reduces_due=D(50), refunded=D(50), credited=D(0))
     kept = domain.split_credit(amount=D(100), invoice_amount=D(1000), paid=D(1000), credited_before=D(0), refund=False)
     assert kept == domain.CreditSplit(reduces_due=D(0), refunded=D(0), credited=D(100))
-    for amount, message in ((D(0), "greater than zero"), (D("-1"), "greater than zero"), (D("0.001"), "two decimal"), (D(901), "more than")):
+    for amount, message in (
+        (D(0), "greater than zero"),
+        (D("-1"), "greater than zero"),
+        (D("0.001"), "two decimal"),
+        (D(901), "more than"),
+    ):
         with pytest.raises(Invalid, match=message):
             domain.split_credit(amount=amount, invoice_amount=D(1000), paid=D(0), credited_before=D(100), refund=False)
     assert domain.amount_open(D(1000), D(300), D(100)) == D(600)

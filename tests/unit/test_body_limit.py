@@ -25,7 +25,7 @@ def app(limit: int) -> FastAPI:
     return api
 
 
-async def post(body, **headers: str) -> httpx.Response:  # noqa: ANN001
+async def post(body, **headers: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app(1000))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         return await client.post("/notes", content=body, headers={"content-type": "application/json", **headers})
@@ -43,7 +43,7 @@ async def test_an_announced_body_over_the_limit_gets_413() -> None:
 
 
 async def test_a_streamed_body_over_the_limit_gets_413_not_a_parse_error() -> None:
-    async def chunks():  # noqa: ANN202
+    async def chunks():
         yield b'{"text": "'
         for _ in range(10):
             yield b"x" * 300

@@ -38,7 +38,12 @@ def test_asyncapi_document_is_valid_against_the_official_schema() -> None:
     schemas = sorted((root / ".venv" / "share").glob("asyncapi-specs-*/package/schemas/3.0.0-without-$id.json"))
     assert schemas, "the AsyncAPI schema is fetched by `make tools` (npm pack @asyncapi/specs)"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "check-jsonschema"), "--schemafile", str(schemas[-1]), str(DOCS / "asyncapi.json")],
+        [
+            str(Path(sys.executable).parent / "check-jsonschema"),
+            "--schemafile",
+            str(schemas[-1]),
+            str(DOCS / "asyncapi.json"),
+        ],
         capture_output=True,
         text=True,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +33,7 @@ from shared.metrics import PlumbingMetrics
 from shared.money import MAX_AMOUNT, Amount, in_currency, minor_units
 from shared.uow import UnitOfWorkFactory
 
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 LEAD = {"name": "Ada Lovelace", "email": "ada@example.com", "channel": "website"}
 
 
@@ -81,18 +81,31 @@ def test_a_billion_employees_is_still_a_number() -> None:
         ("NaN", "EUR", "finite"),
     ],
 )
-def test_a_budget_is_bounded_and_has_no_more_decimals_than_its_currency(budget: str, currency: str, message: str) -> None:
+def test_a_budget_is_bounded_and_has_no_more_decimals_than_its_currency(
+    budget: str, currency: str, message: str
+) -> None:
     errors = refused(LeadIn, {**LEAD, "budget": budget, "currency": currency})
     assert list(errors) == [("budget",)] and message in errors[("budget",)]
 
 
-@pytest.mark.parametrize(("amount", "currency"), [("1000000000000", "EUR"), ("12.50", "EUR"), ("1200", "JPY"), ("1.250", "KWD")])
+@pytest.mark.parametrize(
+    ("amount", "currency"), [("1000000000000", "EUR"), ("12.50", "EUR"), ("1200", "JPY"), ("1.250", "KWD")]
+)
 def test_amounts_within_the_bounds_are_accepted(amount: str, currency: str) -> None:
     assert LeadIn.model_validate({**LEAD, "budget": amount, "currency": currency}).budget == Decimal(amount)
 
 
 def test_currency_minor_units_follow_iso_4217() -> None:
-    assert [minor_units(c) for c in ("EUR", "USD", "GBP", "JPY", "KRW", "KWD", "BHD", "CLF")] == [2, 2, 2, 0, 0, 3, 3, 4]
+    assert [minor_units(c) for c in ("EUR", "USD", "GBP", "JPY", "KRW", "KWD", "BHD", "CLF")] == [
+        2,
+        2,
+        2,
+        0,
+        0,
+        3,
+        3,
+        4,
+    ]
     assert in_currency(Decimal("12.50"), "EUR") == Decimal("12.50")
     assert in_currency(Decimal("1E+3"), "JPY") == Decimal("1E+3")  # 1000, written the other way
 
@@ -102,8 +115,10 @@ def test_currency_minor_units_follow_iso_4217() -> None:
 
 def test_a_deal_line_of_1e30_is_refused_naming_the_line() -> None:
     """It was accepted and won in leads, and billing dead-lettered the deal.won (no deposit)."""
-    errors = refused(DealIn, {"title": "Site", "kind": "project", "currency": "EUR",
-                              "lines": [{"description": "Build", "amount": "1e30"}]})
+    errors = refused(
+        DealIn,
+        {"title": "Site", "kind": "project", "currency": "EUR", "lines": [{"description": "Build", "amount": "1e30"}]},
+    )
     assert list(errors) == [("lines", 0, "amount")] and "10^12" in errors[("lines", 0, "amount")]
 
 
@@ -114,8 +129,10 @@ def test_deal_lines_that_add_up_past_the_bound_are_refused() -> None:
 
 
 def test_deal_amounts_have_the_decimals_of_the_deal_currency() -> None:
-    errors = refused(DealIn, {"title": "Site", "kind": "project", "currency": "JPY",
-                              "lines": [{"description": "Build", "amount": "100.5"}]})
+    errors = refused(
+        DealIn,
+        {"title": "Site", "kind": "project", "currency": "JPY", "lines": [{"description": "Build", "amount": "100.5"}]},
+    )
     assert "lines[0].amount" in errors[("lines",)] and "JPY" in errors[("lines",)]
     errors = refused(DealIn, {"title": "SEO", "kind": "retainer", "currency": "EUR", "monthly_fee": "100.001"})
     assert list(errors) == [("monthly_fee",)]
@@ -126,7 +143,9 @@ def test_change_requests_and_spend_are_bounded() -> None:
     assert list(refused(ChangeRequestIn, {"description": "More", "amount": "1e30", "currency": "EUR"})) == [("amount",)]
     assert list(refused(SpendIn, {"amount": "1e30", "currency": "EUR", "period": "2026-03"})) == [("amount",)]
     assert list(refused(SpendIn, {"amount": "10", "currency": "EUR", "period": "0000-01"})) == [("period",)]
-    errors = refused(SpendIn, {"amount": "10", "currency": "EUR", "period_start": "0001-01-01", "period_end": "9999-12-31"})
+    errors = refused(
+        SpendIn, {"amount": "10", "currency": "EUR", "period_start": "0001-01-01", "period_end": "9999-12-31"}
+    )
     assert set(errors) == {("period_start",), ("period_end",)}
     assert list(refused(WonIn, {"signed_by": "Ada", "signed_at": "9999-12-31T23:00:00+00:00"})) == [("signed_at",)]
 
@@ -136,8 +155,15 @@ def test_change_requests_and_spend_are_bounded() -> None:
 
 def test_a_credit_balance_of_20_digits_is_refused() -> None:
     """99999999999999999999.99 was accepted as a payment and kept as the client's credit."""
-    errors = refused(PaymentIn, {"invoice_id": str(uuid.uuid4()), "amount": "99999999999999999999.99",
-                                 "currency": "EUR", "method": "bank_transfer"})
+    errors = refused(
+        PaymentIn,
+        {
+            "invoice_id": str(uuid.uuid4()),
+            "amount": "99999999999999999999.99",
+            "currency": "EUR",
+            "method": "bank_transfer",
+        },
+    )
     assert list(errors) == [("amount",)]
 
 
@@ -153,8 +179,11 @@ def test_payments_keep_their_currency_decimals_and_reach_the_use_case_when_not_p
 
 def test_a_webhook_amount_of_1e30_is_refused_before_any_arithmetic() -> None:
     """It raised decimal.InvalidOperation in the payment's quantize (a 500)."""
-    hook = {"id": "evt_1", "type": "payment.succeeded",
-            "data": {"invoice_id": str(uuid.uuid4()), "amount": "1e30", "currency": "EUR"}}
+    hook = {
+        "id": "evt_1",
+        "type": "payment.succeeded",
+        "data": {"invoice_id": str(uuid.uuid4()), "amount": "1e30", "currency": "EUR"},
+    }
     errors = refused(WebhookIn, hook)
     assert list(errors) == [("data", "amount")]
 
@@ -176,18 +205,36 @@ def test_amount_accepts_exactly_the_finite_decimals_from_0_to_10_to_the_12(value
 
 
 def test_event_payloads_carry_the_same_bounds() -> None:
-    won = {"deal_id": str(uuid.uuid4()), "title": "Site", "kind": "project", "currency": "EUR",
-           "lines": [{"description": "Build", "amount": "1e30"}], "total": "1e30", "signed_by": "Ada",
-           "signed_at": NOW.isoformat(), "deposit_share": "0.4"}
+    won = {
+        "deal_id": str(uuid.uuid4()),
+        "title": "Site",
+        "kind": "project",
+        "currency": "EUR",
+        "lines": [{"description": "Build", "amount": "1e30"}],
+        "total": "1e30",
+        "signed_by": "Ada",
+        "signed_at": NOW.isoformat(),
+        "deposit_share": "0.4",
+    }
     errors = refused(ev.DealWon, won)
     assert ("lines", 0, "amount") in errors and ("total",) in errors
     captured = {"name": "Ada", "email": None, "channel": "website", "fit_score": 10}
     assert list(refused(ev.LeadCaptured, {**captured, "timezone": "America"})) == [("timezone",)]
     assert list(refused(ev.LeadCaptured, {**captured, "employees": 2**63})) == [("employees",)]
-    assert list(refused(ev.PaymentSucceeded, {
-        "payment_id": str(uuid.uuid4()), "invoice_id": str(uuid.uuid4()), "amount": "99999999999999999999.99",
-        "currency": "EUR", "method": "card", "paid_at": NOW.isoformat(), "invoice_paid": False,
-    })) == [("amount",)]
+    assert list(
+        refused(
+            ev.PaymentSucceeded,
+            {
+                "payment_id": str(uuid.uuid4()),
+                "invoice_id": str(uuid.uuid4()),
+                "amount": "99999999999999999999.99",
+                "currency": "EUR",
+                "method": "card",
+                "paid_at": NOW.isoformat(),
+                "invoice_paid": False,
+            },
+        )
+    ) == [("amount",)]
 
 
 class FakeDeadLetters:
@@ -200,11 +247,22 @@ class FakeDeadLetters:
 
 def _record(envelope: ev.Envelope, offset: int) -> ConsumerRecord:
     value = envelope.model_dump_json().encode()
-    return ConsumerRecord(topic="deals", partition=0, offset=offset, timestamp=0, timestamp_type=0, key=b"k",
-                          value=value, checksum=None, serialized_key_size=1, serialized_value_size=len(value), headers=[])
+    return ConsumerRecord(
+        topic="deals",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=[],
+    )
 
 
-async def test_a_consumer_dead_letters_an_event_past_the_bounds_with_the_reason(tmp_path) -> None:  # noqa: ANN001
+async def test_a_consumer_dead_letters_an_event_past_the_bounds_with_the_reason(tmp_path) -> None:
     """A deal.won whose line is 1e30 reached billing's handler and failed there (handler_error
     after three tries); it is now refused as an invalid payload naming the field, at once."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'plumbing.db'}")
@@ -217,15 +275,30 @@ async def test_a_consumer_dead_letters_an_event_past_the_bounds_with_the_reason(
         payload.total.quantize(Decimal("0.01"))  # what billing's deposit does with it
 
     dead = FakeDeadLetters()
-    consumer = BatchConsumer(service="billing", uow=UnitOfWorkFactory(engine, producer="billing", clock=Clock()),
-                             handlers={"deal.won": on_won}, dead_letters=dead,
-                             metrics=PlumbingMetrics("billing", CollectorRegistry()), max_attempts=3)
-    good = ev.DealWon(deal_id=uuid.uuid4(), title="good", kind="project", currency="EUR",
-                      lines=[ev.ScopeLine(description="Build", amount=Decimal(3000))], total=Decimal(3000),
-                      signed_by="Ada", signed_at=NOW, deposit_share=Decimal("0.4"))
+    consumer = BatchConsumer(
+        service="billing",
+        uow=UnitOfWorkFactory(engine, producer="billing", clock=Clock()),
+        handlers={"deal.won": on_won},
+        dead_letters=dead,
+        metrics=PlumbingMetrics("billing", CollectorRegistry()),
+        max_attempts=3,
+    )
+    good = ev.DealWon(
+        deal_id=uuid.uuid4(),
+        title="good",
+        kind="project",
+        currency="EUR",
+        lines=[ev.ScopeLine(description="Build", amount=Decimal(3000))],
+        total=Decimal(3000),
+        signed_by="Ada",
+        signed_at=NOW,
+        deposit_share=Decimal("0.4"),
+    )
     bad = ev.make_event("deal.won", good, producer="leads", occurred_at=NOW)
     bad.data["lines"][0]["amount"] = bad.data["total"] = "1e30"  # as an older leads let through
-    await consumer.handle([_record(bad, 0), _record(ev.make_event("deal.won", good, producer="leads", occurred_at=NOW), 1)])
+    await consumer.handle(
+        [_record(bad, 0), _record(ev.make_event("deal.won", good, producer="leads", occurred_at=NOW), 1)]
+    )
     await engine.dispose()
     assert applied == ["good"]
     assert [reason for reason, _ in dead.sent] == ["invalid_payload"]
@@ -296,7 +369,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once() -> None:
     [
         ("base: &b {weight: 1}\ncriteria: {industry: {weight: 2, values: [saas]}}\n", "anchors"),
         ("criteria: " + "[" * 100 + "]" * 100 + "\n", "deeper"),
-        ("criteria:\n  industry: {weight: 1, values: [\"\\ud800\"]}\n", "surrogate"),
+        ('criteria:\n  industry: {weight: 1, values: ["\\ud800"]}\n', "surrogate"),
         ("criteria: {employees: {weight: 1, min: 2026-02-30}}\n", "cannot be read"),
         ("# " + "x" * (safe_yaml.MAX_BYTES + 1) + "\ncriteria: {}\n", "bytes"),
     ],
@@ -314,7 +387,7 @@ def test_plain_yaml_still_reads() -> None:
     }
 
 
-def test_sequence_files_are_read_with_the_same_limits(tmp_path) -> None:  # noqa: ANN001
+def test_sequence_files_are_read_with_the_same_limits(tmp_path) -> None:
     path = tmp_path / "bomb.yaml"
     path.write_text(alias_bomb(3))
     with pytest.raises(SequenceError, match="aliases"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from services.leads import domain
 
 
@@ -9,7 +11,7 @@ def test_a_stored_icp_is_parsed_once_and_shared(monkeypatch) -> None:
     calls: list[str] = []
     original = domain.IdealClientProfile.from_yaml.__func__
 
-    def counting(cls, text: str) -> domain.IdealClientProfile:  # noqa: ANN001
+    def counting(cls, text: str) -> domain.IdealClientProfile:
         calls.append(text)
         return original(cls, text)
 
@@ -26,7 +28,7 @@ def test_a_stored_icp_is_parsed_once_and_shared(monkeypatch) -> None:
 
 async def test_a_batch_checks_its_inbox_in_one_query_not_one_per_event(tmp_path) -> None:
     import uuid
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from prometheus_client import CollectorRegistry
     from sqlalchemy import event, func, select
@@ -45,21 +47,27 @@ async def test_a_batch_checks_its_inbox_in_one_query_not_one_per_event(tmp_path)
     inbox_reads: list[str] = []
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+    def _count(_conn, _cursor, statement, *_args) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "inbox" in statement:
             inbox_reads.append(statement)
 
     applied: list[str] = []
 
-    async def on_lost(_tx, _event, payload: ev.DealLost) -> None:  # noqa: ANN001
+    async def on_lost(_tx, _event, payload: ev.DealLost) -> None:
         applied.append(payload.reason)
 
-    consumer = BatchConsumer(service="billing", uow=UnitOfWorkFactory(engine, producer="billing", clock=Clock()),
-                             handlers={"deal.lost": on_lost}, dead_letters=FakeDeadLetters(),
-                             metrics=PlumbingMetrics("billing", CollectorRegistry()))
-    now = datetime.now(timezone.utc)
-    events = [ev.make_event("deal.lost", ev.DealLost(deal_id=uuid.uuid4(), reason=f"r{i}"), producer="leads",
-                            occurred_at=now) for i in range(200)]
+    consumer = BatchConsumer(
+        service="billing",
+        uow=UnitOfWorkFactory(engine, producer="billing", clock=Clock()),
+        handlers={"deal.lost": on_lost},
+        dead_letters=FakeDeadLetters(),
+        metrics=PlumbingMetrics("billing", CollectorRegistry()),
+    )
+    now = datetime.now(UTC)
+    events = [
+        ev.make_event("deal.lost", ev.DealLost(deal_id=uuid.uuid4(), reason=f"r{i}"), producer="leads", occurred_at=now)
+        for i in range(200)
+    ]
     await consumer.handle([record(e, i) for i, e in enumerate(events[:50])])
     inbox_reads.clear()
     # 150 new events, 50 redelivered and one repeated inside the batch: one inbox read in all.
@@ -89,7 +97,7 @@ async def test_nurture_reads_its_sequences_once_per_transaction_and_sees_its_own
     reads: list[str] = []
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+    def _count(_conn, _cursor, statement, *_args) -> None:
         if "FROM nurture_sequences" in statement or "sequence_definitions" in statement:
             reads.append(statement)
 
@@ -101,8 +109,12 @@ async def test_nurture_reads_its_sequences_once_per_transaction_and_sees_its_own
             assert await nurture.current_catalog(tx, builtin) is first
         assert len(reads) == 1
         welcome = builtin.sequences["welcome"]
-        definition = {"name": "welcome", "trigger": "lead.captured", "category": "marketing",
-                      "steps": [{"template": welcome.steps[0].template, "delay": 0}]}
+        definition = {
+            "name": "welcome",
+            "trigger": "lead.captured",
+            "category": "marketing",
+            "steps": [{"template": welcome.steps[0].template, "delay": 0}],
+        }
         await nurture.put_sequence(tx, builtin, name="welcome", definition=definition, missing_templates=lambda _: [])
         changed = await nurture.current_catalog(tx, builtin)
         assert changed is not first and len(changed.sequences["welcome"].steps) == 1
@@ -146,7 +158,7 @@ def test_the_consumer_fetch_wait_is_a_setting_the_embedded_run_shortens(monkeypa
 
 async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figures(tmp_path) -> None:
     import uuid
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     from decimal import Decimal
 
     from prometheus_client import CollectorRegistry
@@ -166,19 +178,24 @@ async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figure
     async with engine.begin() as conn:
         await conn.run_sync(PlumbingBase.metadata.create_all)
         await conn.run_sync(Base.metadata.create_all)
-    clock = SimulatedClock(datetime(2026, 6, 1, tzinfo=timezone.utc))
+    clock = SimulatedClock(datetime(2026, 6, 1, tzinfo=UTC))
     uow = UnitOfWorkFactory(engine, producer="billing", clock=clock)
     ctx = Billing(settings=Settings(), metrics=BillingMetrics(CollectorRegistry()))
     for amount, days in (("100", 7), ("250", 7), ("40", 7)):
         async with uow() as tx:
-            await invoices.issue_invoice(tx, lead_id=uuid.uuid4(), kind="deposit", currency="EUR",
-                                         lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(amount))],
-                                         due_in_days=days)
+            await invoices.issue_invoice(
+                tx,
+                lead_id=uuid.uuid4(),
+                kind="deposit",
+                currency="EUR",
+                lines=[ev.InvoiceLine(description="Deposit", amount=Decimal(amount))],
+                due_in_days=days,
+            )
     clock.advance_to(clock.now() + timedelta(days=10))  # all three are overdue now
     loaded: list[object] = []
 
     @event.listens_for(Invoice, "load")
-    def _loaded(target, _context) -> None:  # noqa: ANN001
+    def _loaded(target, _context) -> None:
         loaded.append(target)
 
     async with uow() as tx:

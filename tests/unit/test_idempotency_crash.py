@@ -4,8 +4,9 @@ its Idempotency-Key behind: the client's retry then runs for real, and the effec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -21,16 +22,16 @@ from shared.uow import UnitOfWorkFactory
 class _SignedIn:
     """What the access middleware leaves in the scope: keys are scoped to a caller."""
 
-    def __init__(self, app, principal=BOOTSTRAP) -> None:  # noqa: ANN001
+    def __init__(self, app, principal=BOOTSTRAP) -> None:
         self.app = app
         self.principal = principal
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope, receive, send) -> None:
         scope.setdefault("state", {})["principal"] = self.principal
         await self.app(scope, receive, send)
 
 
-async def _app(tmp_path):  # noqa: ANN001, ANN202
+async def _app(tmp_path):
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'idem.db'}")
     async with engine.begin() as connection:
         await connection.run_sync(PlumbingBase.metadata.create_all)
@@ -55,7 +56,7 @@ async def _app(tmp_path):  # noqa: ANN001, ANN202
     return app, engine, reached, release
 
 
-async def _count(engine, model) -> int:  # noqa: ANN001
+async def _count(engine, model) -> int:
     async with engine.connect() as connection:
         return await connection.scalar(select(func.count()).select_from(model))
 
@@ -67,10 +68,8 @@ async def test_a_request_cut_off_mid_way_leaves_nothing_and_its_retry_applies_on
         cut = asyncio.create_task(client.post("/things", headers={"Idempotency-Key": "k-1"}))
         await asyncio.wait_for(reached.wait(), 5)
         cut.cancel()  # the process goes away after its first transaction
-        try:
+        with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
             await cut
-        except (asyncio.CancelledError, httpx.HTTPError):
-            pass
         assert await _count(engine, StateRow) == 0  # no effect without its answer
         assert await _count(engine, IdempotencyKeyRow) == 0  # and no key stuck "in progress"
 
@@ -108,15 +107,15 @@ async def test_a_failing_request_keeps_nothing(tmp_path) -> None:
     await engine.dispose()
 
 
-async def test_a_key_replays_within_its_ttl_and_runs_again_once_expired(tmp_path) -> None:  # noqa: ANN001
-    from datetime import datetime, timezone
+async def test_a_key_replays_within_its_ttl_and_runs_again_once_expired(tmp_path) -> None:
+    from datetime import datetime
 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ttl.db'}")
     async with engine.begin() as connection:
         await connection.run_sync(PlumbingBase.metadata.create_all)
 
     class Clock:
-        moment = datetime(2031, 1, 1, tzinfo=timezone.utc)
+        moment = datetime(2031, 1, 1, tzinfo=UTC)
 
         def now(self) -> datetime:
             return self.moment
@@ -136,7 +135,9 @@ async def test_a_key_replays_within_its_ttl_and_runs_again_once_expired(tmp_path
 
     async def things() -> int:
         async with uow() as tx:
-            return await tx.session.scalar(select(func.count()).select_from(StateRow).where(StateRow.name.like("thing-%")))
+            return await tx.session.scalar(
+                select(func.count()).select_from(StateRow).where(StateRow.name.like("thing-%"))
+            )
 
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:

@@ -4,7 +4,8 @@ that fails a job is kept aside with its reason while the rest of the pass goes o
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC as STDLIB_UTC  # this module's own UTC is the ZoneInfo one
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from shared.uow import UnitOfWorkFactory
 from tests.unit.test_nurture_batching import T0, captured, happened, make  # noqa: F401 - make is a fixture
 
 UTC = ZoneInfo("UTC")
+REPO = Path(__file__).resolve().parents[2]
 ODD_ZONES = [
     "America",  # a directory of the tz database: IsADirectoryError
     "Etc",
@@ -59,9 +61,9 @@ def test_real_time_zones_are_kept() -> None:
 
 def test_quiet_hours_of_an_odd_zone_are_those_of_utc() -> None:
     quiet = nurture_domain.QuietHours(21, 8)
-    night = datetime(2030, 1, 7, 23, 0, tzinfo=timezone.utc)
+    night = datetime(2030, 1, 7, 23, 0, tzinfo=STDLIB_UTC)
     assert nurture_domain.quiet_until(night, timezone_name="America", quiet=quiet) == datetime(
-        2030, 1, 8, 8, 0, tzinfo=timezone.utc
+        2030, 1, 8, 8, 0, tzinfo=STDLIB_UTC
     )
 
 
@@ -194,7 +196,9 @@ async def test_a_step_whose_plan_fails_is_held_and_the_others_are_claimed(make, 
     monkeypatch.setattr(nurture_domain, "plan_send", odd)
     await nurture.app.state.sender.tick(T0)
     first = await _steps(nurture, 0)
-    assert {lead: r.status for lead, r in first.items()} == {i: ("pending" if i == poison else "sent") for i in ids.values()}
+    assert {lead: r.status for lead, r in first.items()} == {
+        i: ("pending" if i == poison else "sent") for i in ids.values()
+    }
     assert first[poison].claimed_until == T0 + timedelta(minutes=5)
     async with nurture.uow.sessions() as session:
         keys = set(await session.scalars(select(JobFailureRow.key).where(JobFailureRow.job == "nurture.sender")))
@@ -220,7 +224,7 @@ async def test_a_claim_that_fails_in_the_database_is_split_and_the_others_go(mak
     nurture.clock.advance_to(night)
     await nurture.app.state.sender.tick(night)
     follow_ups = await _steps(nurture, 1)
-    morning = datetime(2030, 1, 11, 8, 0, tzinfo=timezone.utc)
+    morning = datetime(2030, 1, 11, 8, 0, tzinfo=STDLIB_UTC)
     assert {lead: r.due_at for lead, r in follow_ups.items() if lead != poison} == {
         i: morning for i in ids.values() if i != poison
     }
@@ -387,25 +391,47 @@ async def test_a_price_change_that_fails_is_kept_aside_and_the_review_goes_on(tm
     await upgrade_async(MIGRATIONS, url)
     engine = create_engine(url)
     clock = SimulatedClock(T0)
-    app = retention_app(Settings(database_url=url, data_dir=tmp_path, migrate_on_start=False), engine=engine, clock=clock)
+    app = retention_app(
+        Settings(database_url=url, data_dir=tmp_path, migrate_on_start=False), engine=engine, clock=clock
+    )
     consumer = app.state.runtime._consumer
     consumer.dead_letters = FakeDeadLetters()
     leads = {name: uuid.uuid4() for name in ("a", "odd", "b")}
     subs = {name: uuid.uuid4() for name in leads}
     events = []
     for name, lead_id in leads.items():
+
         def about(event_type: str, payload: Any, lead_id: uuid.UUID = lead_id) -> Any:
             return make_event(event_type, payload, producer="billing", occurred_at=T0, lead_id=lead_id)
 
         events += [
-            about("deposit.cleared", ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(),
-                                                       amount=Decimal(300), currency="EUR", cleared_at=T0)),
-            about("subscription.started", ev.SubscriptionStarted(
-                subscription_id=subs[name], deal_id=uuid.uuid4(), monthly_fee=Decimal(1000), currency="EUR",
-                included_hours=Decimal(10), started_at=T0)),
-            about("price.change_scheduled", ev.PriceChangeScheduled(
-                subscription_id=subs[name], old_price=Decimal(1000), new_price=Decimal(1100), currency="EUR",
-                effective_at=T0 + timedelta(days=1))),
+            about(
+                "deposit.cleared",
+                ev.DepositCleared(
+                    deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(300), currency="EUR", cleared_at=T0
+                ),
+            ),
+            about(
+                "subscription.started",
+                ev.SubscriptionStarted(
+                    subscription_id=subs[name],
+                    deal_id=uuid.uuid4(),
+                    monthly_fee=Decimal(1000),
+                    currency="EUR",
+                    included_hours=Decimal(10),
+                    started_at=T0,
+                ),
+            ),
+            about(
+                "price.change_scheduled",
+                ev.PriceChangeScheduled(
+                    subscription_id=subs[name],
+                    old_price=Decimal(1000),
+                    new_price=Decimal(1100),
+                    currency="EUR",
+                    effective_at=T0 + timedelta(days=1),
+                ),
+            ),
         ]
     await consumer.handle([record(e, i, topic=ev.topic_of(e.type)) for i, e in enumerate(events)])
     summarise = retention._summarise
@@ -417,8 +443,11 @@ async def test_a_price_change_that_fails_is_kept_aside_and_the_review_goes_on(tm
 
     monkeypatch.setattr(retention, "_summarise", odd)
     metrics = PlumbingMetrics("retention", CollectorRegistry())
-    ctx = Context(settings=app.state.runtime.settings, metrics=RetentionMetrics(CollectorRegistry(), app.state.runtime.uow.sessions),
-                  jobs=Jobs(metrics))
+    ctx = Context(
+        settings=app.state.runtime.settings,
+        metrics=RetentionMetrics(CollectorRegistry(), app.state.runtime.uow.sessions),
+        jobs=Jobs(metrics),
+    )
     later = T0 + timedelta(days=2)
     clock.advance_to(later)
     await schedule.review_health(app.state.runtime.uow, ctx, later)
@@ -427,12 +456,18 @@ async def test_a_price_change_that_fails_is_kept_aside_and_the_review_goes_on(tm
         assessed = {c.lead_id: c.health_assessed_at for c in await session.scalars(select(Client))}
         failure = await session.get(JobFailureRow, ("retention.price_changes", str(subs["odd"])))
     assert fees == {
-        leads["a"]: (Decimal(1100), None), leads["odd"]: (Decimal(1000), Decimal(1100)), leads["b"]: (Decimal(1100), None)
+        leads["a"]: (Decimal(1100), None),
+        leads["odd"]: (Decimal(1000), Decimal(1100)),
+        leads["b"]: (Decimal(1100), None),
     }
     assert set(assessed.values()) == {later}  # the odd client's health too: only its price change failed
     assert failure is not None and failure.reason == "ArithmeticError: an odd fee" and failure.attempts == 1
-    assert metrics.registry.get_sample_value(
-        "clientflow_job_failures_total", {"service": "retention", "job": "retention.price_changes"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "clientflow_job_failures_total", {"service": "retention", "job": "retention.price_changes"}
+        )
+        == 1
+    )
     await engine.dispose()
 
 
@@ -448,7 +483,7 @@ async def test_each_services_migrations_make_job_failures_as_the_model_says(tmp_
     from shared.migrations import upgrade_async
 
     url = f"sqlite+aiosqlite:///{tmp_path / service}.db"
-    await upgrade_async(Path(__file__).resolve().parents[2] / "services" / service / "migrations", url)
+    await upgrade_async(REPO / "services" / service / "migrations", url)
     engine = create_engine(url)
     wanted = MetaData(naming_convention=PlumbingBase.metadata.naming_convention)
     JobFailureRow.__table__.to_metadata(wanted)

@@ -8,7 +8,7 @@ import logging
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from shared.uow import UnitOfWorkFactory
 from tests.conftest import fresh_database
 from tests.unit.test_outbox_inbox import FakeDeadLetters, record
 
-START = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
 
 class Leads:
@@ -48,8 +48,11 @@ class Leads:
         self.ctx = Context(settings=Settings(), metrics=metrics)
         self.dead_letters = FakeDeadLetters()
         self.consumer = BatchConsumer(
-            service="leads", uow=self.uow, handlers=subscribers.handlers_for(self.ctx),
-            prefetch=subscribers.prefetch_for(self.ctx), dead_letters=self.dead_letters,  # type: ignore[arg-type]
+            service="leads",
+            uow=self.uow,
+            handlers=subscribers.handlers_for(self.ctx),
+            prefetch=subscribers.prefetch_for(self.ctx),
+            dead_letters=self.dead_letters,  # type: ignore[arg-type]
             metrics=PlumbingMetrics("leads", CollectorRegistry()),
         )
         self.statements = statement_log(self.engine)
@@ -74,8 +77,9 @@ def referral(by: uuid.UUID | None, name: str, email: str) -> ev.Envelope:
 
 
 def cleared(lead_id: uuid.UUID, at: datetime) -> ev.Envelope:
-    data = ev.DepositCleared(deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(900), currency="EUR",
-                             cleared_at=at)
+    data = ev.DepositCleared(
+        deal_id=uuid.uuid4(), invoice_id=uuid.uuid4(), amount=Decimal(900), currency="EUR", cleared_at=at
+    )
     return envelope("deposit.cleared", data, lead_id, at)
 
 
@@ -87,8 +91,10 @@ async def seed(app: Leads) -> dict[str, uuid.UUID]:
     """Known leads in every state an event can meet: live, merged, erased, a client, churned
     (with the same ids on every database: uuid4 is seeded meanwhile)."""
     await app.create()
-    ids = {name: await app.capture(f"{name.title()} Known", f"{name}@{name}-co.example")
-           for name in ("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal")}
+    ids = {
+        name: await app.capture(f"{name.title()} Known", f"{name}@{name}-co.example")
+        for name in ("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal")
+    }
     async with app.uow() as tx:
         await privacy.merge_leads(tx, app.ctx, kept_id=ids["bob"], duplicate_id=ids["cy"], reason="same person")
     async with app.uow() as tx:
@@ -147,7 +153,9 @@ async def state(app: Leads, seed_ids: set[uuid.UUID]) -> dict[str, Any]:
         for table in (Touch, StageChange, LeadRedFlag, Activity):
             rows = await conn.execute(select(table.__table__).order_by(table.id))
             out[table.__tablename__] = [canon({k: v for k, v in r.items() if k != "id"}) for r in rows.mappings()]
-        outbox = await conn.execute(select(OutboxRow.event_type, OutboxRow.key, OutboxRow.payload).order_by(OutboxRow.id))
+        outbox = await conn.execute(
+            select(OutboxRow.event_type, OutboxRow.key, OutboxRow.payload).order_by(OutboxRow.id)
+        )
         out["outbox"] = [(t, canon(k.decode()), canon(json.loads(p))) for t, k, p in outbox.all()]
         out["inbox"] = sorted(str(i) for i in await conn.scalars(select(InboxRow.event_id)))
     return out
@@ -171,7 +179,7 @@ async def test_a_batch_ends_as_its_events_applied_one_by_one(
     for app in (batched, alone):
         with monkeypatch.context() as patch:
             same = random.Random(1)
-            patch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=same.getrandbits(128), version=4))
+            patch.setattr(uuid, "uuid4", lambda same=same: uuid.UUID(int=same.getrandbits(128), version=4))
             ids = await seed(app)
         app.clock.advance_to(START + timedelta(days=1))
     events = story(ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,9 +10,18 @@ import pytest
 from services.leads import domain, importer
 from services.leads.domain import Intake
 
-NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
-IDEAL = Intake(industry="SaaS", employees=40, annual_revenue=Decimal("2000000"), country="GB", job_title="Co-Founder",
-               needs=("SEO",), budget=Decimal("8000"), brief="grow", timeline="next quarter")
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+IDEAL = Intake(
+    industry="SaaS",
+    employees=40,
+    annual_revenue=Decimal("2000000"),
+    country="GB",
+    job_title="Co-Founder",
+    needs=("SEO",),
+    budget=Decimal("8000"),
+    brief="grow",
+    timeline="next quarter",
+)
 
 
 def test_fit_scores_weighted_criteria_with_matched_and_missed() -> None:
@@ -22,7 +31,9 @@ def test_fit_scores_weighted_criteria_with_matched_and_missed() -> None:
 
 
 def test_icp_from_yaml_refuses_what_is_wrong() -> None:
-    icp = domain.IdealClientProfile.from_yaml("criteria:\n  country: {weight: 3, values: [fr]}\n  budget: {weight: 1, min: 10}\n")
+    icp = domain.IdealClientProfile.from_yaml(
+        "criteria:\n  country: {weight: 3, values: [fr]}\n  budget: {weight: 1, min: 10}\n"
+    )
     assert domain.fit_score(Intake(country="FR"), icp).score == 75
     for text, message in [
         ("criteria: {zodiac: {weight: 1}}", "unknown criterion"),
@@ -39,11 +50,27 @@ def test_icp_from_yaml_refuses_what_is_wrong() -> None:
 
 def test_intake_red_flags_carry_evidence() -> None:
     assert domain.intake_red_flags(IDEAL) == []
-    flags = {f.name: f.evidence for f in domain.intake_red_flags(Intake(
-        timeline="as soon as possible", brief="A one-off landing page, we have never done marketing, not sure what we need"))}
-    assert set(flags) == {"no_defined_budget", "must_be_fast", "one_off_project", "no_marketing_experience", "no_research"}
+    flags = {
+        f.name: f.evidence
+        for f in domain.intake_red_flags(
+            Intake(
+                timeline="as soon as possible",
+                brief="A one-off landing page, we have never done marketing, not sure what we need",
+            )
+        )
+    }
+    assert set(flags) == {
+        "no_defined_budget",
+        "must_be_fast",
+        "one_off_project",
+        "no_marketing_experience",
+        "no_research",
+    }
     assert "as soon as possible" in flags["must_be_fast"]
-    assert {f.name for f in domain.intake_red_flags(Intake(budget=Decimal(0), brief="  "))} == {"no_written_brief", "no_defined_budget"}
+    assert {f.name for f in domain.intake_red_flags(Intake(budget=Decimal(0), brief="  "))} == {
+        "no_written_brief",
+        "no_defined_budget",
+    }
 
 
 def test_add_flag_once_and_only_known_names() -> None:
@@ -66,16 +93,22 @@ def test_bant_needs_need_and_enough_of_the_rest() -> None:
     assert domain.qualify(domain.Bant(True, True, True, False), required=3).qualified
     no_need = domain.qualify(domain.Bant(True, True, False, True), required=3)
     assert not no_need.qualified and no_need.reasons == ["no_need"]
-    assert domain.qualify(domain.Bant(True, True, True, True), required=4, extra_reasons=["competitor"]).reasons == ["competitor"]
+    assert domain.qualify(domain.Bant(True, True, True, True), required=4, extra_reasons=["competitor"]).reasons == [
+        "competitor"
+    ]
     suggested = domain.suggested_bant(IDEAL, minimum_budget=Decimal(10_000))
     assert suggested == domain.Bant(budget=False, authority=True, need=True, timeline=True)
 
 
 def test_engagement_decays_by_half_life_and_absorbs_late_events() -> None:
     assert domain.engagement_score(Decimal(40), since=NOW, now=NOW + timedelta(days=14), half_life_days=14) == 20
-    points, since = domain.engage(Decimal(40), since=NOW, at=NOW + timedelta(days=14), weight=Decimal(10), half_life_days=14)
+    points, since = domain.engage(
+        Decimal(40), since=NOW, at=NOW + timedelta(days=14), weight=Decimal(10), half_life_days=14
+    )
     assert (points, since) == (Decimal("30.0000"), NOW + timedelta(days=14))
-    late, kept = domain.engage(Decimal(10), since=NOW, at=NOW - timedelta(days=14), weight=Decimal(10), half_life_days=14)
+    late, kept = domain.engage(
+        Decimal(10), since=NOW, at=NOW - timedelta(days=14), weight=Decimal(10), half_life_days=14
+    )
     assert (late, kept) == (Decimal("15.0000"), NOW)
     capped, _ = domain.engage(Decimal(99), since=NOW, at=NOW, weight=Decimal(50), half_life_days=14)
     assert capped == 100
@@ -111,31 +144,52 @@ def test_funnel_counts_and_conversion() -> None:
 
 
 def test_deposit_share_follows_risk() -> None:
-    kw = dict(base=Decimal("0.3"), per_flag=Decimal("0.1"), maximum=Decimal("0.8"), low_fit_extra=Decimal("0.1"), low_fit_threshold=40)
+    kw = {
+        "base": Decimal("0.3"),
+        "per_flag": Decimal("0.1"),
+        "maximum": Decimal("0.8"),
+        "low_fit_extra": Decimal("0.1"),
+        "low_fit_threshold": 40,
+    }
     assert domain.deposit_share([], 90, **kw) == Decimal("0.30")
     assert domain.deposit_share(["a", "b"], 20, **kw) == Decimal("0.60")
     assert domain.deposit_share([], 90, tier="fire", **kw) == Decimal("0.80")
     assert domain.deposit_share([], 90, tier="best", **kw) == Decimal("0.20")
 
 
-LINES = [{"description": "Design of five landing pages", "hours": "20", "amount": "2000"}, {"description": "SEO audit", "amount": "500"}]
+LINES = [
+    {"description": "Design of five landing pages", "hours": "20", "amount": "2000"},
+    {"description": "SEO audit", "amount": "500"},
+]
 
 
 def test_change_request_scope_against_the_estimate() -> None:
-    inside = domain.assess_change(LINES, description="Tweak landing page design", hours=Decimal(5), amount=None,
-                                  hourly_rate=None, used_hours={})
+    inside = domain.assess_change(
+        LINES, description="Tweak landing page design", hours=Decimal(5), amount=None, hourly_rate=None, used_hours={}
+    )
     assert inside.in_scope and inside.line == 0 and inside.amount == 0
-    over = domain.assess_change(LINES, description="Tweak landing page design", hours=Decimal(5), amount=None,
-                                hourly_rate=Decimal(100), used_hours={0: Decimal(18)})
+    over = domain.assess_change(
+        LINES,
+        description="Tweak landing page design",
+        hours=Decimal(5),
+        amount=None,
+        hourly_rate=Decimal(100),
+        used_hours={0: Decimal(18)},
+    )
     assert not over.in_scope and over.amount == Decimal("500.00") and "2 hours left" in over.reason
-    app = domain.assess_change(LINES, description="A mobile app", hours=None, amount=Decimal(900), hourly_rate=None, used_hours={})
+    app = domain.assess_change(
+        LINES, description="A mobile app", hours=None, amount=Decimal(900), hourly_rate=None, used_hours={}
+    )
     assert not app.in_scope and app.line is None and app.amount == 900
     with pytest.raises(ValueError, match="needs an amount"):
-        domain.assess_change(LINES, description="A mobile app", hours=Decimal(2), amount=None, hourly_rate=None, used_hours={})
+        domain.assess_change(
+            LINES, description="A mobile app", hours=Decimal(2), amount=None, hourly_rate=None, used_hours={}
+        )
     with pytest.raises(ValueError, match="not on the estimate"):
         domain.assess_change(LINES, description="x", hours=None, amount=None, hourly_rate=None, used_hours={}, line=7)
-    forced = domain.assess_change(LINES, description="A mobile app", hours=None, amount=None, hourly_rate=None,
-                                  used_hours={}, in_scope=True)
+    forced = domain.assess_change(
+        LINES, description="A mobile app", hours=None, amount=None, hourly_rate=None, used_hours={}, in_scope=True
+    )
     assert forced.in_scope and forced.reason == "decided by sales"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,14 +18,14 @@ from sqlalchemy import select
 from services.nurture import sending
 from services.nurture.app import create_app
 from services.nurture.settings import Settings
-from services.nurture.store import Base, Contact, Enrollment, Message, ScheduledMessage, Task, Takeover
+from services.nurture.store import Base, Contact, Enrollment, Message, ScheduledMessage, Takeover, Task
 from services.nurture.transport import PermanentFailure
 from shared import events as ev
 from shared.clock import SimulatedClock
 from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine, statement_log
 from tests.unit.test_outbox_inbox import record
 
-T0 = datetime(2030, 1, 7, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
+T0 = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 
 class ManualClock(SimulatedClock):
@@ -86,8 +86,9 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
             await conn.run_sync(PlumbingBase.metadata.create_all)
             await conn.run_sync(Base.metadata.create_all)
         values = {"quiet_hours_start": 0, "quiet_hours_end": 0, "retry_base_s": 60.0} | overrides
-        settings = Settings(database_url="sqlite+aiosqlite://", data_dir=tmp_path / name, migrate_on_start=False,
-                            **values)
+        settings = Settings(
+            database_url="sqlite+aiosqlite://", data_dir=tmp_path / name, migrate_on_start=False, **values
+        )
         clock, transport = ManualClock(T0), FakeTransport()
         app = create_app(settings, engine=engine, clock=clock, transport=transport)
         return Nurture(app, clock, transport, Statements(engine))
@@ -103,29 +104,53 @@ def happened(event_type: str, payload: Any, lead_id: uuid.UUID) -> ev.Envelope:
 
 def captured(n: int, *, consent: bool = True, duplicate: bool = False) -> ev.LeadCaptured:
     return ev.LeadCaptured(
-        name=f"Person {n}", email=f"p{n}@batch.example", language="en", timezone="UTC", channel="website",
-        consent_marketing=consent, fit_score=70, segment="ideal", duplicate=duplicate,
+        name=f"Person {n}",
+        email=f"p{n}@batch.example",
+        language="en",
+        timezone="UTC",
+        channel="website",
+        consent_marketing=consent,
+        fit_score=70,
+        segment="ideal",
+        duplicate=duplicate,
     )
 
 
 def won() -> ev.DealWon:
     return ev.DealWon(
-        deal_id=uuid.uuid4(), title="Site", kind="project", currency="EUR", total=Decimal("3000"), signed_by="Ada",
-        signed_at=T0, deposit_share=Decimal("0.30"), tier="good",
+        deal_id=uuid.uuid4(),
+        title="Site",
+        kind="project",
+        currency="EUR",
+        total=Decimal("3000"),
+        signed_by="Ada",
+        signed_at=T0,
+        deposit_share=Decimal("0.30"),
+        tier="good",
     )
 
 
 def issued(invoice_id: uuid.UUID) -> ev.InvoiceIssued:
     return ev.InvoiceIssued(
-        invoice_id=invoice_id, number=f"2030-{invoice_id.hex[:6]}", kind="deposit", amount=Decimal("900"),
-        currency="EUR", issued_at=T0, due_at=T0 + timedelta(days=14),
+        invoice_id=invoice_id,
+        number=f"2030-{invoice_id.hex[:6]}",
+        kind="deposit",
+        amount=Decimal("900"),
+        currency="EUR",
+        issued_at=T0,
+        due_at=T0 + timedelta(days=14),
     )
 
 
 def paid(invoice_id: uuid.UUID) -> ev.PaymentSucceeded:
     return ev.PaymentSucceeded(
-        payment_id=uuid.uuid4(), invoice_id=invoice_id, amount=Decimal("900"), currency="EUR", method="card",
-        paid_at=T0, invoice_paid=True,
+        payment_id=uuid.uuid4(),
+        invoice_id=invoice_id,
+        amount=Decimal("900"),
+        currency="EUR",
+        method="card",
+        paid_at=T0,
+        invoice_paid=True,
     )
 
 
@@ -138,7 +163,11 @@ def story() -> list[ev.Envelope]:
     repeated = happened("lead.captured", captured(5), e)
     return [
         happened("lead.captured", captured(1), a),
-        happened("lead.stage_changed", ev.LeadStageChanged(from_stage="awareness", to_stage="interest", cause="lead.qualified"), a),
+        happened(
+            "lead.stage_changed",
+            ev.LeadStageChanged(from_stage="awareness", to_stage="interest", cause="lead.qualified"),
+            a,
+        ),
         happened("lead.captured", captured(1), a),
         happened("deal.won", won(), a),
         happened("lead.captured", captured(2), b),
@@ -216,8 +245,10 @@ async def test_a_sender_pass_claims_and_records_in_batches(make) -> None:
     assert {(s.status, s.attempts, s.claimed_until) for s in steps} == {("sent", 1, None)}
     assert sorted(m.message_id for m in messages) == sorted(s.id for s in steps)
     assert announced.count("email.sent") == count
-    assert nurture.metric("clientflow_nurture_emails_sent_total", sequence="welcome", step="0",
-                          category="marketing") == count
+    assert (
+        nurture.metric("clientflow_nurture_emails_sent_total", sequence="welcome", step="0", category="marketing")
+        == count
+    )
     await nurture.app.state.sender.tick(T0)  # nothing twice
     assert len(nurture.transport.sent) == count
 
@@ -227,12 +258,14 @@ async def test_each_outcome_of_a_mixed_batch_is_recorded_as_alone(make) -> None:
     leads = {name: uuid.uuid4() for name in ("sent", "no_consent", "busy", "refused")}
     nurture.transport.busy.add("p2@batch.example")
     nurture.transport.refused.add("p3@batch.example")
-    await nurture.consume([
-        happened("lead.captured", captured(0), leads["sent"]),
-        happened("lead.captured", captured(1, consent=False), leads["no_consent"]),
-        happened("lead.captured", captured(2), leads["busy"]),
-        happened("lead.captured", captured(3), leads["refused"]),
-    ])
+    await nurture.consume(
+        [
+            happened("lead.captured", captured(0), leads["sent"]),
+            happened("lead.captured", captured(1, consent=False), leads["no_consent"]),
+            happened("lead.captured", captured(2), leads["busy"]),
+            happened("lead.captured", captured(3), leads["refused"]),
+        ]
+    )
     sender = nurture.app.state.sender
     await sender.tick(T0)
 
@@ -251,8 +284,9 @@ async def test_each_outcome_of_a_mixed_batch_is_recorded_as_alone(make) -> None:
     async with nurture.uow.sessions() as session:
         bounced = await session.get(Contact, leads["refused"])
         ended = await session.scalar(
-            select(ScheduledMessage.status).where(ScheduledMessage.lead_id == leads["refused"],
-                                                  ScheduledMessage.step == 1)
+            select(ScheduledMessage.status).where(
+                ScheduledMessage.lead_id == leads["refused"], ScheduledMessage.step == 1
+            )
         )
     assert bounced is not None and bounced.bounced_at == T0 and ended == "cancelled"
     assert nurture.metric("clientflow_nurture_emails_suppressed_total", reason="no_consent") == 1
@@ -291,18 +325,34 @@ async def test_the_claim_keeps_the_weekly_cap_within_a_batch_and_holds_taken_ove
     person, held = uuid.uuid4(), uuid.uuid4()
     async with nurture.uow() as tx:
         for lead_id in (person, held):
-            tx.session.add(Contact(lead_id=lead_id, name="Ada", email=f"{lead_id.hex[:8]}@batch.example",
-                                   consent_marketing=True, created_at=T0, updated_at=T0))
+            tx.session.add(
+                Contact(
+                    lead_id=lead_id,
+                    name="Ada",
+                    email=f"{lead_id.hex[:8]}@batch.example",
+                    consent_marketing=True,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
             for step in (0, 1):
-                tx.session.add(ScheduledMessage(
-                    id=uuid.uuid4(), lead_id=lead_id, sequence="extra", step=step, template="welcome",
-                    category="marketing", due_at=T0 - timedelta(minutes=step), status="pending", attempts=0,
-                ))
+                tx.session.add(
+                    ScheduledMessage(
+                        id=uuid.uuid4(),
+                        lead_id=lead_id,
+                        sequence="extra",
+                        step=step,
+                        template="welcome",
+                        category="marketing",
+                        due_at=T0 - timedelta(minutes=step),
+                        status="pending",
+                        attempts=0,
+                    )
+                )
         tx.session.add(Takeover(id=uuid.uuid4(), lead_id=held, by="maria", started_at=T0))
     lease = timedelta(minutes=2)
     async with nurture.uow() as tx:
-        first = await sending.claim_due_steps(tx, now=T0, limit=50, lease=lease,
-                                               policy=nurture.app.state.sender.policy)
+        first = await sending.claim_due_steps(tx, now=T0, limit=50, lease=lease, policy=nurture.app.state.sender.policy)
     assert [(s.lead_id, s.step, s.attempts) for s in first.claimed] == [(person, 1, 1)]  # the older one first
     assert first.deferred == ["frequency_cap"]
     async with nurture.uow() as tx:

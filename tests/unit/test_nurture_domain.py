@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from services.nurture.content import Renderer, load_catalog, load_sequence
 from services.nurture.settings import HERE
 from shared.events import EVENT_TYPES
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 CONTEXT = {
     "name": "Ada Lovelace",
     "first_name": "Ada",
@@ -21,10 +21,20 @@ CONTEXT = {
     "unsubscribe_url": "https://x.example/u?token=a&b=<c>",
 }
 FULL = CONTEXT | {
-    "data": {"amount": "10.00", "currency": "EUR", "number": "2026-000001", "due_at": "2026-03-10T00:00:00Z",
-             "effective_at": "2026-04-01T00:00:00Z", "title": "Website", "decline_code": "expired_card"},
-    "days_before": 7, "payment_update_url": "https://pay.example/card", "booking_url": "https://book.example",
-    "click": lambda url: f"https://t.example/c?u={url}", "survey_url": lambda n: f"https://t.example/s/{n}",
+    "data": {
+        "amount": "10.00",
+        "currency": "EUR",
+        "number": "2026-000001",
+        "due_at": "2026-03-10T00:00:00Z",
+        "effective_at": "2026-04-01T00:00:00Z",
+        "title": "Website",
+        "decline_code": "expired_card",
+    },
+    "days_before": 7,
+    "payment_update_url": "https://pay.example/card",
+    "booking_url": "https://book.example",
+    "click": lambda url: f"https://t.example/c?u={url}",
+    "survey_url": lambda n: f"https://t.example/s/{n}",
     "survey": "onboarding",
 }
 
@@ -55,8 +65,16 @@ def test_builtin_welcome_sequence_loads_and_starts_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0, timedelta(0)), (90, timedelta(seconds=90)), ("45s", timedelta(seconds=45)), ("30m", timedelta(minutes=30)),
-     ("12h", timedelta(hours=12)), ("3d", timedelta(days=3)), ("2w", timedelta(weeks=2)), ("0", timedelta(0))],
+    [
+        (0, timedelta(0)),
+        (90, timedelta(seconds=90)),
+        ("45s", timedelta(seconds=45)),
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("3d", timedelta(days=3)),
+        ("2w", timedelta(weeks=2)),
+        ("0", timedelta(0)),
+    ],
 )
 def test_delays(value: object, expected: timedelta) -> None:
     assert domain.parse_delay(value) == expected
@@ -89,7 +107,7 @@ def test_invalid_sequences_say_what_is_wrong(changes: dict, message: str) -> Non
 
 def test_bad_yaml_file_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("name: [unclosed", encoding="utf-8")
-    with pytest.raises(domain.SequenceError, match="broken.yaml"):
+    with pytest.raises(domain.SequenceError, match=r"broken.yaml"):
         load_sequence(tmp_path / "broken.yaml")
 
 

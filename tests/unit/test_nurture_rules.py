@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.nurture import domain
 from services.nurture.content import parse_sequence
 
-T0 = datetime(2030, 1, 7, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)
 QUIET = domain.QuietHours(21, 8)
 
 
@@ -22,7 +22,7 @@ def seq(**changes: object) -> domain.Sequence:
 def test_quiet_hours_are_local_and_end_in_the_morning() -> None:
     # 20:00 UTC is 23:30 in Tehran: quiet until 08:00 there (04:30 UTC next day).
     assert domain.quiet_until(T0.replace(hour=20), timezone_name="Asia/Tehran", quiet=QUIET) == datetime(
-        2030, 1, 8, 4, 30, tzinfo=timezone.utc
+        2030, 1, 8, 4, 30, tzinfo=UTC
     )
     assert domain.quiet_until(T0, timezone_name="Europe/London", quiet=QUIET) is None
     assert domain.quiet_until(T0.replace(hour=3), timezone_name="bogus/zone", quiet=QUIET) == T0.replace(hour=8)
@@ -37,9 +37,18 @@ def test_cap_counts_a_rolling_week() -> None:
 
 
 def test_policy_order_condition_then_quiet_then_cap() -> None:
-    common = {"now": T0.replace(hour=22), "timezone_name": "UTC", "quiet": QUIET, "cap": 1,
-              "recent_marketing": [T0], "previous": domain.Previous(opened=True, clicked=False)}
-    assert domain.plan_send(category="marketing", immediate=False, condition="not_opened_previous", **common).action == "skip"
+    common = {
+        "now": T0.replace(hour=22),
+        "timezone_name": "UTC",
+        "quiet": QUIET,
+        "cap": 1,
+        "recent_marketing": [T0],
+        "previous": domain.Previous(opened=True, clicked=False),
+    }
+    assert (
+        domain.plan_send(category="marketing", immediate=False, condition="not_opened_previous", **common).action
+        == "skip"
+    )
     assert domain.plan_send(category="marketing", immediate=False, condition=None, **common).reason == "quiet_hours"
     assert domain.plan_send(category="marketing", immediate=True, condition=None, **common).reason == "frequency_cap"
     assert domain.plan_send(category="transactional", immediate=True, condition=None, **common).action == "send"
@@ -47,8 +56,12 @@ def test_policy_order_condition_then_quiet_then_cap() -> None:
 
 def test_before_steps_follow_the_anchor_and_late_notices_are_superseded() -> None:
     notices = seq(
-        trigger="price.change_scheduled", anchor="effective_at",
-        steps=[{"template": "price_change_notice", "before": "30d"}, {"template": "price_change_notice", "before": "7d"}],
+        trigger="price.change_scheduled",
+        anchor="effective_at",
+        steps=[
+            {"template": "price_change_notice", "before": "30d"},
+            {"template": "price_change_notice", "before": "7d"},
+        ],
     )
     far = T0 + timedelta(days=40)
     assert [d for _, d in notices.schedule(T0, far)] == [T0 + timedelta(days=10), T0 + timedelta(days=33)]
@@ -128,5 +141,8 @@ def test_complaints_are_flagged() -> None:
 def test_backoff_doubles_up_to_a_ceiling() -> None:
     base, cap = timedelta(minutes=1), timedelta(minutes=10)
     assert [domain.retry_at(T0, n, base=base, ceiling=cap) - T0 for n in (1, 2, 3, 5)] == [
-        timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=4), timedelta(minutes=10)
+        timedelta(minutes=1),
+        timedelta(minutes=2),
+        timedelta(minutes=4),
+        timedelta(minutes=10),
     ]

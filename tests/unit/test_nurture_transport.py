@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from services.nurture.transport import FileTransport, SmtpTransport, compose, ma
 from shared.embedded import free_port
 
 
-def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):  # noqa: ANN201
+def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):
     return compose(
         message_id=message_id,
         sender="Clientflow <hello@clientflow.example>",
@@ -26,7 +26,7 @@ def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):  # 
         text="سلام آدا",
         html="<p dir='rtl'>سلام آدا</p>",
         unsubscribe_url="https://clientflow.example/unsubscribe?token=abc",
-        date=datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc),
+        date=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
     )
 
 
@@ -50,7 +50,7 @@ class _Inbox:
     def __init__(self) -> None:
         self.received: list[bytes] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's hook name
         self.received.append(envelope.original_content or envelope.content)
         return "250 OK"
 
@@ -80,8 +80,15 @@ def test_smtp_is_used_only_when_a_host_is_set(tmp_path: Path) -> None:
 def test_an_unwritable_address_is_refused() -> None:
     with pytest.raises(ValueError, match="not an email address"):
         compose(
-            message_id=uuid.uuid4(), sender="a@b.example", to_name=None, to_address="nobody", subject="s",
-            text="t", html="h", unsubscribe_url="https://x.example/u", date=datetime(2026, 3, 1, tzinfo=timezone.utc),
+            message_id=uuid.uuid4(),
+            sender="a@b.example",
+            to_name=None,
+            to_address="nobody",
+            subject="s",
+            text="t",
+            html="h",
+            unsubscribe_url="https://x.example/u",
+            date=datetime(2026, 3, 1, tzinfo=UTC),
         )
 
 
@@ -98,7 +105,7 @@ def test_a_long_unsubscribe_link_stays_a_plain_url_mail_clients_can_read() -> No
         text="text",
         html="<p>html</p>",
         unsubscribe_url=url,
-        date=datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc),
+        date=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
     )
     raw = composed.as_bytes()
     header = next(line for line in raw.split(b"\n") if line.startswith(b"List-Unsubscribe:"))
@@ -117,7 +124,7 @@ def test_headers_shared_between_emails_write_the_same_bytes_as_parsing_each(monk
     from services.nurture import transport
 
     def written(count: int) -> list[bytes]:
-        names = ["آدا لاولیس", "Ada Lovelace", "Ada \"the first\" Lovelace, Countess"]
+        names = ["آدا لاولیس", "Ada Lovelace", 'Ada "the first" Lovelace, Countess']
         out = [message(uuid.UUID(int=n), to_name=names[n % len(names)]).as_bytes() for n in range(count)]
         return [re.sub(rb"={15}\d+==", b"BOUNDARY", b) for b in out]  # drawn at random per email
 

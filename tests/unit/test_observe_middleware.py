@@ -36,6 +36,9 @@ async def test_requests_are_counted_by_route_template_and_status() -> None:
     assert count("/things/{thing_id}", "200") == 2
     assert count("/things/{thing_id}", "404") == 1
     assert count("unmatched", "404") == 1
-    assert registry.get_sample_value(
-        "clientflow_http_request_seconds_count", {"service": "svc", "method": "GET", "route": "/things/{thing_id}"}
-    ) == 3
+    assert (
+        registry.get_sample_value(
+            "clientflow_http_request_seconds_count", {"service": "svc", "method": "GET", "route": "/things/{thing_id}"}
+        )
+        == 3
+    )

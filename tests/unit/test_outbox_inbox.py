@@ -4,7 +4,7 @@ recorder (the real-broker versions are in tests/integration)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from shared.metrics import PlumbingMetrics
 from shared.relay import OutboxRelay
 from shared.uow import UnitOfWorkFactory
 
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -106,8 +106,17 @@ async def test_relay_claims_unsent_rows_even_when_ids_committed_out_of_order(eng
 def record(event: ev.Envelope | bytes, offset: int = 0, topic: str = "deals") -> ConsumerRecord:
     value = event if isinstance(event, bytes) else event.model_dump_json().encode()
     return ConsumerRecord(
-        topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0, key=b"k", value=value,
-        checksum=None, serialized_key_size=1, serialized_value_size=len(value), headers=[],
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=[],
     )
 
 
@@ -131,13 +140,29 @@ async def test_consumer_applies_once_dead_letters_bad_input_and_skips_unknown_ty
             raise RejectEvent("this deal cannot be lost")
 
     dead = FakeDeadLetters()
-    consumer = BatchConsumer(service="billing", uow=uow, handlers={"deal.lost": on_lost}, dead_letters=dead, metrics=metrics, max_attempts=3)
+    consumer = BatchConsumer(
+        service="billing", uow=uow, handlers={"deal.lost": on_lost}, dead_letters=dead, metrics=metrics, max_attempts=3
+    )
     good = ev.make_event("deal.lost", lost("good"), producer="leads", occurred_at=NOW)
     bad_payload = ev.make_event("deal.lost", lost(), producer="leads", occurred_at=NOW)
     bad_payload.data["deal_id"] = "not-a-uuid"
     unknown = good.model_copy(update={"type": "deal.teleported", "event_id": uuid.uuid4()})
-    ignored = ev.make_event("deal.proposed", ev.DealProposed(deal_id=uuid.uuid4(), title="t", kind="project", currency="EUR", total=Decimal(1)), producer="leads", occurred_at=NOW)
-    await consumer.handle([record(b"not json", 0), record(good, 1), record(bad_payload, 2), record(unknown, 3), record(ignored, 4), record(good, 5)])
+    ignored = ev.make_event(
+        "deal.proposed",
+        ev.DealProposed(deal_id=uuid.uuid4(), title="t", kind="project", currency="EUR", total=Decimal(1)),
+        producer="leads",
+        occurred_at=NOW,
+    )
+    await consumer.handle(
+        [
+            record(b"not json", 0),
+            record(good, 1),
+            record(bad_payload, 2),
+            record(unknown, 3),
+            record(ignored, 4),
+            record(good, 5),
+        ]
+    )
     assert applied == ["good"]
     assert dead.sent == [(0, "invalid_envelope", 1), (2, "invalid_payload", 1)]
 
@@ -156,6 +181,24 @@ async def test_consumer_applies_once_dead_letters_bad_input_and_skips_unknown_ty
         inbox = await conn.scalar(select(func.count()).select_from(InboxRow))
     assert inbox == 2  # good and after
     sample = metrics.registry.get_sample_value
-    assert sample("clientflow_events_consumed_total", {"service": "billing", "topic": "deals", "type": "unknown", "outcome": "unknown_type"}) == 1
-    assert sample("clientflow_events_consumed_total", {"service": "billing", "topic": "deals", "type": "deal.lost", "outcome": "duplicate"}) == 2
-    assert sample("clientflow_events_consumed_total", {"service": "billing", "topic": "deals", "type": "deal.proposed", "outcome": "ignored"}) == 1
+    assert (
+        sample(
+            "clientflow_events_consumed_total",
+            {"service": "billing", "topic": "deals", "type": "unknown", "outcome": "unknown_type"},
+        )
+        == 1
+    )
+    assert (
+        sample(
+            "clientflow_events_consumed_total",
+            {"service": "billing", "topic": "deals", "type": "deal.lost", "outcome": "duplicate"},
+        )
+        == 2
+    )
+    assert (
+        sample(
+            "clientflow_events_consumed_total",
+            {"service": "billing", "topic": "deals", "type": "deal.proposed", "outcome": "ignored"},
+        )
+        == 1
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -22,7 +22,7 @@ def test_money_rounds_like_accounting_and_refuses_mixed_currencies() -> None:
 
 
 def test_simulated_clock_moves_only_forward_and_signals_jumps() -> None:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = SimulatedClock(start)
     first, second = clock.watch(), clock.watch()
     assert clock.now() == start and not first.is_set()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import workloads
@@ -32,7 +32,7 @@ from shared.uow import UnitOfWorkFactory
 from tests.support import database_state
 from tests.unit.test_outbox_inbox import FakeDeadLetters
 
-T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def record(value: bytes, topic: str, offset: int) -> ConsumerRecord:
@@ -43,7 +43,7 @@ def records(envelopes: list[Envelope]) -> list[ConsumerRecord]:
     return [record(e.model_dump_json().encode(), topic_of(e.type), i) for i, e in enumerate(envelopes)]
 
 
-async def consumer_on(url: str, tmp_path) -> tuple[BatchConsumer, AsyncEngine, FakeDeadLetters]:  # noqa: ANN001
+async def consumer_on(url: str, tmp_path) -> tuple[BatchConsumer, AsyncEngine, FakeDeadLetters]:
     await upgrade_async(MIGRATIONS, url)
     engine = create_engine(url)
     uow = UnitOfWorkFactory(engine, producer="retention", clock=SimulatedClock(T0))
@@ -52,8 +52,12 @@ async def consumer_on(url: str, tmp_path) -> tuple[BatchConsumer, AsyncEngine, F
     ctx = Context(settings=Settings(database_url=url, data_dir=tmp_path), metrics=metrics)
     dead = FakeDeadLetters()
     consumer = BatchConsumer(
-        service="retention", uow=uow, handlers=subscribers.handlers_for(ctx), dead_letters=dead,  # type: ignore[arg-type]
-        metrics=PlumbingMetrics("retention", CollectorRegistry()), prefetch=subscribers.prefetch_for(ctx),
+        service="retention",
+        uow=uow,
+        handlers=subscribers.handlers_for(ctx),
+        dead_letters=dead,  # type: ignore[arg-type]
+        metrics=PlumbingMetrics("retention", CollectorRegistry()),
+        prefetch=subscribers.prefetch_for(ctx),
     )
     return consumer, engine, dead
 
@@ -80,10 +84,18 @@ def envelope(event_type: str, payload: ev.Payload, lead_id: uuid.UUID | None, mi
     return make_event(event_type, payload, producer="test", occurred_at=at(minutes_ago), lead_id=lead_id)
 
 
-def paid(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: str, *, full: bool, late: int = 0, minutes_ago: int) -> Envelope:
+def paid(
+    lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: str, *, full: bool, late: int = 0, minutes_ago: int
+) -> Envelope:
     payload = ev.PaymentSucceeded(
-        payment_id=uuid.uuid4(), invoice_id=invoice_id, amount=Decimal(amount), currency="EUR", method="card",
-        paid_at=at(minutes_ago), days_late=late, invoice_paid=full,
+        payment_id=uuid.uuid4(),
+        invoice_id=invoice_id,
+        amount=Decimal(amount),
+        currency="EUR",
+        method="card",
+        paid_at=at(minutes_ago),
+        days_late=late,
+        invoice_paid=full,
     )
     return envelope("payment.succeeded", payload, lead_id, minutes_ago)
 
@@ -104,8 +116,15 @@ def cleared(lead_id: uuid.UUID, minutes_ago: int) -> Envelope:
 
 def won(lead_id: uuid.UUID, minutes_ago: int) -> Envelope:
     payload = ev.DealWon(
-        deal_id=uuid.uuid4(), title="Retainer", kind="retainer", currency="EUR", total=Decimal(1000),
-        signed_by="Ada", signed_at=at(minutes_ago), deposit_share=Decimal("0.3"), hourly_rate=Decimal(90),
+        deal_id=uuid.uuid4(),
+        title="Retainer",
+        kind="retainer",
+        currency="EUR",
+        total=Decimal(1000),
+        signed_by="Ada",
+        signed_at=at(minutes_ago),
+        deposit_share=Decimal("0.3"),
+        hourly_rate=Decimal(90),
     )
     return envelope("deal.won", payload, lead_id, minutes_ago)
 
@@ -125,44 +144,106 @@ def story() -> tuple[list[Envelope], list[Envelope]]:
     inv1, inv2, inv3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     sub = uuid.uuid4()
     before = [
-        captured(referrer, 600), cleared(referrer, 590), opened(referrer, 580),
+        captured(referrer, 600),
+        cleared(referrer, 590),
+        opened(referrer, 580),
         paid(referrer, uuid.uuid4(), "100", full=True, minutes_ago=570),
         captured(prospect, 560),
     ]
     invoiced = ev.InvoiceIssued(
-        invoice_id=inv1, number="1", kind="deposit", amount=Decimal(500), currency="EUR", issued_at=at(90),
+        invoice_id=inv1,
+        number="1",
+        kind="deposit",
+        amount=Decimal(500),
+        currency="EUR",
+        issued_at=at(90),
         due_at=at(10),
     )
     batch = [
         before[2],  # redelivered: applied already
-        captured(new, 100), won(new, 99), envelope("invoice.issued", invoiced, new, 98),
-        paid(new, inv1, "200", full=False, minutes_ago=97), paid(new, inv1, "300", full=True, late=3, minutes_ago=96),
-        cleared(new, 95), opened(new, 94), feedback(new, 93, complaint=True),
-        envelope("payment.failed", ev.PaymentFailed(invoice_id=inv2, amount=Decimal(50), currency="EUR", method="card"),
-                 new, 92),
-        envelope("invoice.overdue", ev.InvoiceOverdue(invoice_id=inv2, amount_due=Decimal(50), currency="EUR",
-                                                      due_at=at(200), days_overdue=4), new, 91),
+        captured(new, 100),
+        won(new, 99),
+        envelope("invoice.issued", invoiced, new, 98),
+        paid(new, inv1, "200", full=False, minutes_ago=97),
+        paid(new, inv1, "300", full=True, late=3, minutes_ago=96),
+        cleared(new, 95),
+        opened(new, 94),
+        feedback(new, 93, complaint=True),
+        envelope(
+            "payment.failed",
+            ev.PaymentFailed(invoice_id=inv2, amount=Decimal(50), currency="EUR", method="card"),
+            new,
+            92,
+        ),
+        envelope(
+            "invoice.overdue",
+            ev.InvoiceOverdue(invoice_id=inv2, amount_due=Decimal(50), currency="EUR", due_at=at(200), days_overdue=4),
+            new,
+            91,
+        ),
         paid(new, inv2, "50", full=True, minutes_ago=90),
-        envelope("credit_note.issued", ev.CreditNoteIssued(
-            credit_note_id=uuid.uuid4(), number="CN-1", invoice_id=inv1, amount=Decimal(100), currency="EUR",
-            reduces_due=Decimal(0), refunded=Decimal(100), credited=Decimal(0), reason="goodwill", issued_at=at(89),
-        ), new, 89),
-        envelope("invoice.voided", ev.InvoiceVoided(invoice_id=inv3, number="3", reason="typo", voided_at=at(88)),
-                 new, 88),
-        paid(referrer, uuid.uuid4(), "80", full=True, late=12, minutes_ago=87), feedback(referrer, 86, complaint=True),
+        envelope(
+            "credit_note.issued",
+            ev.CreditNoteIssued(
+                credit_note_id=uuid.uuid4(),
+                number="CN-1",
+                invoice_id=inv1,
+                amount=Decimal(100),
+                currency="EUR",
+                reduces_due=Decimal(0),
+                refunded=Decimal(100),
+                credited=Decimal(0),
+                reason="goodwill",
+                issued_at=at(89),
+            ),
+            new,
+            89,
+        ),
+        envelope(
+            "invoice.voided", ev.InvoiceVoided(invoice_id=inv3, number="3", reason="typo", voided_at=at(88)), new, 88
+        ),
+        paid(referrer, uuid.uuid4(), "80", full=True, late=12, minutes_ago=87),
+        feedback(referrer, 86, complaint=True),
         envelope("email.clicked", ev.EmailClicked(message_id=uuid.uuid4(), url="https://x.example"), referrer, 85),
-        captured(referred, 84, referred_by=referrer), cleared(referred, 83),
-        won(prospect, 82), cleared(prospect, 81), opened(prospect, 80),
-        envelope("subscription.started", ev.SubscriptionStarted(
-            subscription_id=sub, deal_id=uuid.uuid4(), monthly_fee=Decimal(800), currency="EUR", started_at=at(79),
-        ), leaver, 79),
-        envelope("subscription.cancelled", ev.SubscriptionCancelled(
-            subscription_id=sub, reason="non_payment", effective_at=at(78),
-        ), leaver, 78),
-        envelope("subscription.cancelled", ev.SubscriptionCancelled(
-            subscription_id=uuid.uuid4(), reason="non_payment", effective_at=at(77), monthly_fee=Decimal(400),
-            currency="EUR",
-        ), stranger, 77),
+        captured(referred, 84, referred_by=referrer),
+        cleared(referred, 83),
+        won(prospect, 82),
+        cleared(prospect, 81),
+        opened(prospect, 80),
+        envelope(
+            "subscription.started",
+            ev.SubscriptionStarted(
+                subscription_id=sub,
+                deal_id=uuid.uuid4(),
+                monthly_fee=Decimal(800),
+                currency="EUR",
+                started_at=at(79),
+            ),
+            leaver,
+            79,
+        ),
+        envelope(
+            "subscription.cancelled",
+            ev.SubscriptionCancelled(
+                subscription_id=sub,
+                reason="non_payment",
+                effective_at=at(78),
+            ),
+            leaver,
+            78,
+        ),
+        envelope(
+            "subscription.cancelled",
+            ev.SubscriptionCancelled(
+                subscription_id=uuid.uuid4(),
+                reason="non_payment",
+                effective_at=at(77),
+                monthly_fee=Decimal(400),
+                currency="EUR",
+            ),
+            stranger,
+            77,
+        ),
     ]
     batch.insert(5, batch[4])  # the same event twice in one batch
     return before, batch
@@ -177,7 +258,7 @@ async def state(engine: AsyncEngine) -> dict[str, Any]:
 
 
 @pytest.fixture
-def two_databases(database_factory) -> tuple[str, str]:  # noqa: ANN001
+def two_databases(database_factory) -> tuple[str, str]:
     """Two fresh databases (PostgreSQL ones with TEST_DATABASE_URL), made outside the test's loop."""
     return database_factory("first"), database_factory("second")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import get_args
 
@@ -13,7 +13,7 @@ from services.retention.domain import HealthEvidence, HealthPolicy, OfferPolicy,
 from services.retention.schemas import CancellationReason
 from services.retention.settings import Settings
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 POLICY = HealthPolicy(weights={"punctuality": 35, "failures": 20, "complaints": 20, "engagement": 10, "tenure": 15})
 
 
@@ -132,7 +132,9 @@ def test_money_totals_never_mix_currencies() -> None:
 OFFERS = OfferPolicy(pause_fee_share=Decimal("0.2"), pause_months=2, discount_percent=Decimal("20"), discount_months=3)
 
 
-def offer(*, tier: str | None = "good", band: str | None = "green", reason: str = "not_using", fee: str = "1000") -> domain.Offer:
+def offer(
+    *, tier: str | None = "good", band: str | None = "green", reason: str = "not_using", fee: str = "1000"
+) -> domain.Offer:
     return domain.choose_offer(
         tier=tier, band=band, reason=reason, monthly_fee=Decimal(fee), currency="EUR", policy=OFFERS
     )
@@ -157,7 +159,12 @@ def test_most_reasons_get_a_pause_at_a_low_fee(reason: str) -> None:
 
 def test_price_gets_a_discount() -> None:
     made = offer(tier="best", reason="price")
-    assert (made.kind, made.fee, made.discount_percent, made.months) == ("discount", Decimal("800.00"), Decimal("20"), 3)
+    assert (made.kind, made.fee, made.discount_percent, made.months) == (
+        "discount",
+        Decimal("800.00"),
+        Decimal("20"),
+        3,
+    )
     assert "20% off for 3 months" in made.description
 
 

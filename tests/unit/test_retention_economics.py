@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal as D
 
 from services.retention import domain
@@ -10,7 +10,7 @@ from services.retention.domain import LeadFacts, Movement, Spend
 
 
 def t(y: int, m: int, d: int) -> datetime:
-    return datetime(y, m, d, tzinfo=timezone.utc)
+    return datetime(y, m, d, tzinfo=UTC)
 
 
 # Five retainer clients in EUR:
@@ -49,11 +49,21 @@ SPEND = [
 ]
 
 
-def figures(start: datetime = t(2026, 1, 1), end: datetime = t(2026, 4, 1), movements=MOVES) -> dict:
+PERIOD_START = t(2026, 1, 1)
+PERIOD_END = t(2026, 4, 1)
+
+
+def figures(start: datetime = PERIOD_START, end: datetime = PERIOD_END, movements=MOVES) -> dict:
     return domain.economics(
         domain.EconomicsInput(
-            start=start, end=end, currency="EUR", gross_margin=D("0.5"), leads=LEADS, movements=movements,
-            spends=SPEND, leaked=[(t(2026, 2, 5), D(300), "EUR"), (t(2025, 12, 1), D(100), "EUR")],
+            start=start,
+            end=end,
+            currency="EUR",
+            gross_margin=D("0.5"),
+            leads=LEADS,
+            movements=movements,
+            spends=SPEND,
+            leaked=[(t(2026, 2, 5), D(300), "EUR"), (t(2025, 12, 1), D(100), "EUR")],
             exits=[(t(2026, 2, 20), "price"), (t(2025, 12, 1), "other")],
         )
     )
@@ -69,7 +79,12 @@ def test_logo_churn_mrr_movements_nrr_and_grr() -> None:
     # EUR MRR at the start: 1000 + 2000 + 1000 + 500 = 4500
     assert f["mrr_start"] == D(4500)
     assert f["mrr_movements"] == {
-        "new": D(1500), "expansion": D(500), "contraction": D(200), "churn": D(2000), "pause": D(500), "resume": D(0),
+        "new": D(1500),
+        "expansion": D(500),
+        "contraction": D(200),
+        "churn": D(2000),
+        "pause": D(500),
+        "resume": D(0),
     }
     # 4500 + 1500 + 500 - 200 - 2000 - 500 = 3800 (the paused client is not MRR)
     assert f["mrr_end"] == D(3800)
@@ -124,7 +139,12 @@ def test_paused_client_is_neither_churned_nor_mrr() -> None:
 def test_no_data_gives_reasons_not_divisions_by_zero() -> None:
     f = domain.economics(
         domain.EconomicsInput(
-            start=t(2026, 1, 1), end=t(2026, 2, 1), currency="EUR", gross_margin=D("0.5"), leads=[], movements=[],
+            start=t(2026, 1, 1),
+            end=t(2026, 2, 1),
+            currency="EUR",
+            gross_margin=D("0.5"),
+            leads=[],
+            movements=[],
             spends=[],
         )
     )
@@ -164,7 +184,9 @@ def test_fire_needs_two_costly_habits_or_one_in_poor_health() -> None:
 def test_best_good_and_tolerable() -> None:
     best = domain.TierEvidence(deals_won=2, has_subscription=True, revenue=D(12000), payments_on_time=5, band="green")
     assert domain.classify_tier(best, POLICY)[0] == "best"
-    assert domain.classify_tier(domain.TierEvidence(deals_won=1, has_subscription=True, band="green"), POLICY)[0] == "good"
+    assert (
+        domain.classify_tier(domain.TierEvidence(deals_won=1, has_subscription=True, band="green"), POLICY)[0] == "good"
+    )
     one_off = domain.classify_tier(domain.TierEvidence(deals_won=1, band="green"), POLICY)
     assert one_off == ("tolerable", ["one-off project"])
 
@@ -183,8 +205,13 @@ def test_churn_risk_rules() -> None:
     now = t(2026, 6, 1)
     assert domain.churn_risks(domain.RiskEvidence(), RISK, now=now) == []
     evidence = domain.RiskEvidence(
-        late_payments_recent=2, engagement_before=4, engagement_recent=1, complaints_recent=1,
-        hours_used=D(3), hours_included=D(10), price_increase_at=t(2026, 6, 20),
+        late_payments_recent=2,
+        engagement_before=4,
+        engagement_recent=1,
+        complaints_recent=1,
+        hours_used=D(3),
+        hours_included=D(10),
+        price_increase_at=t(2026, 6, 20),
     )
     assert domain.churn_risks(evidence, RISK, now=now) == list(domain.CHURN_RISK_RULES)
     far = domain.RiskEvidence(price_increase_at=t(2026, 8, 1), engagement_before=4, engagement_recent=2)

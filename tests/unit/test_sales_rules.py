@@ -87,8 +87,15 @@ def test_a_calendar_that_cannot_be_is_refused_and_an_odd_zone_falls_back() -> No
 # Assignment ------------------------------------------------------------------------------------
 
 
-def rep(name: str, *, languages: tuple[str, ...] = ("en",), capacity: int = 1, open_leads: int = 0,
-        role: str = "sales", active: bool = True) -> Rep:
+def rep(
+    name: str,
+    *,
+    languages: tuple[str, ...] = ("en",),
+    capacity: int = 1,
+    open_leads: int = 0,
+    role: str = "sales",
+    active: bool = True,
+) -> Rep:
     return Rep(uuid.uuid5(uuid.NAMESPACE_DNS, name), role, active, languages, capacity, open_leads)
 
 
@@ -100,9 +107,7 @@ def test_a_lead_goes_to_someone_who_speaks_its_language() -> None:
     assert choose(LeadFacts("website", "BD", "bn"), team, AssignmentRules()).person_id == BASHIR.person_id
     assert choose(LeadFacts("website", "IR", "fa"), team, AssignmentRules()).person_id == CYRUS.person_id
     # Everyone speaks English: weighted round-robin among all three.
-    assert choose(LeadFacts("website", "GB", "en"), team, AssignmentRules()).person_id in {
-        r.person_id for r in team
-    }
+    assert choose(LeadFacts("website", "GB", "en"), team, AssignmentRules()).person_id in {r.person_id for r in team}
 
 
 def test_round_robin_is_weighted_by_capacity() -> None:
@@ -118,10 +123,12 @@ def test_round_robin_is_weighted_by_capacity() -> None:
 
 
 def test_the_first_matching_rule_narrows_the_choice() -> None:
-    rules = AssignmentRules(rules=[
-        AssignmentRule(name="tenders", match=RuleMatch(channels=["tender"]), people=[ANNA.person_id]),
-        AssignmentRule(name="Iran", match=RuleMatch(countries=["ir"]), people=[CYRUS.person_id]),
-    ])
+    rules = AssignmentRules(
+        rules=[
+            AssignmentRule(name="tenders", match=RuleMatch(channels=["tender"]), people=[ANNA.person_id]),
+            AssignmentRule(name="Iran", match=RuleMatch(countries=["ir"]), people=[CYRUS.person_id]),
+        ]
+    )
     team = [ANNA, BASHIR, CYRUS]
     assert choose(LeadFacts("tender", "IR", "en"), team, rules).person_id == ANNA.person_id
     assert choose(LeadFacts("website", "IR", "en"), team, rules).person_id == CYRUS.person_id
@@ -138,10 +145,12 @@ def test_a_rule_book_naming_the_wrong_people_is_refused_field_by_field() -> None
     gone, viewer = rep("gone", active=False), rep("viewer", role="viewer")
     people = {r.person_id: r for r in (ANNA, gone, viewer)}
     stranger = uuid.uuid4()
-    rules = AssignmentRules(rules=[
-        AssignmentRule(name="ok", people=[ANNA.person_id]),
-        AssignmentRule(name="nobody", people=[gone.person_id, viewer.person_id, stranger]),
-    ])
+    rules = AssignmentRules(
+        rules=[
+            AssignmentRule(name="ok", people=[ANNA.person_id]),
+            AssignmentRule(name="nobody", people=[gone.person_id, viewer.person_id, stranger]),
+        ]
+    )
     problems = dict(rule_problems(rules, people))
     assert "rules[0].people[0]" not in problems
     assert "disabled" in problems["rules[1].people[0]"]
@@ -158,8 +167,9 @@ WON = utc(2026, 1, 10)
 
 
 def test_commission_by_hand() -> None:
-    plan = CommissionPlan(currency="EUR", deposit_share=Decimal("0.10"), first_year_share=Decimal("0.05"),
-                          monthly_cap=Decimal("500"))
+    plan = CommissionPlan(
+        currency="EUR", deposit_share=Decimal("0.10"), first_year_share=Decimal("0.05"), monthly_cap=Decimal("500")
+    )
     paid = [
         Paid("deposit", Decimal("3000"), "EUR", utc(2026, 1, 12), WON),  # 300.00
         Paid("invoice", Decimal("2000"), "EUR", utc(2026, 2, 1), WON),  # 100.00
@@ -188,8 +198,9 @@ def test_a_plan_paying_more_than_everything_and_odd_quotas_are_refused() -> None
     with pytest.raises(ValidationError, match="deposit_share"):
         CommissionPlan(currency="EUR", deposit_share=Decimal("1.5"), first_year_share=Decimal("0"))
     with pytest.raises(ValidationError, match="no decimals"):
-        CommissionPlan(currency="JPY", deposit_share=Decimal("0.1"), first_year_share=Decimal("0"),
-                       monthly_cap=Decimal("10.5"))
+        CommissionPlan(
+            currency="JPY", deposit_share=Decimal("0.1"), first_year_share=Decimal("0"), monthly_cap=Decimal("10.5")
+        )
     with pytest.raises(ValidationError, match="month"):
         Quota(person_id=uuid.uuid4(), month="2026-13", amount=Decimal("1000"), currency="EUR")
     with pytest.raises(ValidationError, match="currency"):

@@ -36,9 +36,27 @@ def test_e_mail_decisions_depend_only_on_the_seed_person_and_e_mail() -> None:
 def test_a_year_has_the_whole_lifecycle() -> None:
     year = plan(42)
     kinds = Counter(a.kind for a in year.actions)
-    for kind in ("spend", "capture", "disqualify", "qualify", "propose", "red_flag", "win", "lose", "pay_deposit",
-                 "final_invoice", "hours", "change_request", "card_fails", "pay_open", "feedback", "refer",
-                 "referred", "cancel", "price_change"):
+    for kind in (
+        "spend",
+        "capture",
+        "disqualify",
+        "qualify",
+        "propose",
+        "red_flag",
+        "win",
+        "lose",
+        "pay_deposit",
+        "final_invoice",
+        "hours",
+        "change_request",
+        "card_fails",
+        "pay_open",
+        "feedback",
+        "refer",
+        "referred",
+        "cancel",
+        "price_change",
+    ):
         assert kinds[kind] > 0, kind
     assert kinds["capture"] == 12 * 40 and kinds["spend"] == 12 * 5 and kinds["price_change"] == 1
     assert any(a.get("decline") == "expired_card" for a in year.actions if a.kind == "card_fails")
@@ -54,12 +72,14 @@ def test_a_year_has_the_whole_lifecycle() -> None:
             assert kinds_of_one.index("win") < kinds_of_one.index("pay_deposit")
     # Every referral names the person it brings, who is a lead the next day.
     for action in (a for a in year.actions if a.kind == "refer"):
-        assert any(a.kind == "referred" and a.who == action.get("referred") and a.day == action.day + 1
-                   for a in year.actions)
+        assert any(
+            a.kind == "referred" and a.who == action.get("referred") and a.day == action.day + 1 for a in year.actions
+        )
     # The price increase: about 15 % of the clients running then leave for it at once, about
     # 20 % pay their first invoice at the new price late.
     running = {a.who for a in year.actions if a.kind == "pay_deposit" and a.day < year.price_day} & {
-        a.who for a in year.actions if a.kind in ("hours", "pay_open", "cancel") and a.day > year.price_day}
+        a.who for a in year.actions if a.kind in ("hours", "pay_open", "cancel") and a.day > year.price_day
+    }
     price = [a for a in year.actions if a.kind == "cancel" and a.get("reason") == "price"]
     assert all(year.price_day < a.day <= year.price_day + 5 for a in price)
     assert 0.10 <= len(price) / len(running) <= 0.20, (len(price), len(running))
@@ -76,14 +96,23 @@ async def test_a_system_on_the_wall_clock_is_refused() -> None:
 
     def ready(request: httpx.Request) -> httpx.Response:
         name = request.url.host.split(".")[0]
-        return httpx.Response(200, json={"status": "ok", "clock": {"kind": kinds[name], "now": "2027-01-01T00:00:00+00:00"}})
+        return httpx.Response(
+            200, json={"status": "ok", "clock": {"kind": kinds[name], "now": "2027-01-01T00:00:00+00:00"}}
+        )
 
-    targets = Targets(leads="http://leads.test", nurture="http://nurture.test", billing="http://billing.test",
-                      retention="http://retention.test", api_key="k", webhook_secret="s", bootstrap="127.0.0.1:1")
+    targets = Targets(
+        leads="http://leads.test",
+        nurture="http://nurture.test",
+        billing="http://billing.test",
+        retention="http://retention.test",
+        api_key="k",
+        webhook_secret="s",
+        bootstrap="127.0.0.1:1",
+    )
     driver = Driver(plan(1, months=1, leads=1), targets, seed=1, console=Console())
     transport = httpx.MockTransport(ready)
     driver.http = {name: httpx.AsyncClient(base_url=url, transport=transport) for name, url in targets.urls().items()}
-    with pytest.raises(SimulationError, match="billing run on the system clock.*CLIENTFLOW_CLOCK=simulated"):
+    with pytest.raises(SimulationError, match=r"billing run on the system clock.*CLIENTFLOW_CLOCK=simulated"):
         await driver.check_clock()
     kinds["billing"] = "simulated"
     assert (await driver.check_clock()).year == 2027

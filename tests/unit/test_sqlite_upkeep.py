@@ -13,19 +13,32 @@ from shared import sqlite_upkeep
 from shared.db import create_engine
 
 
-async def test_statistics_reach_the_planner_of_an_open_connection(tmp_path) -> None:  # noqa: ANN001
+async def test_statistics_reach_the_planner_of_an_open_connection(tmp_path) -> None:
     path = tmp_path / "upkeep.db"
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     try:
         async with engine.begin() as conn:
-            await conn.execute(text(
-                "CREATE TABLE steps (id TEXT PRIMARY KEY, enrollment TEXT, step INT, status TEXT, due TEXT,"
-                " UNIQUE (enrollment, step))"))
+            await conn.execute(
+                text(
+                    "CREATE TABLE steps (id TEXT PRIMARY KEY, enrollment TEXT, step INT, status TEXT, due TEXT,"
+                    " UNIQUE (enrollment, step))"
+                )
+            )
             await conn.execute(text("CREATE INDEX ix_steps_due ON steps (status, due)"))
-            rows = [{"id": uuid.uuid4().hex, "enrollment": f"e{n // 3}", "step": n % 3, "status": "pending",
-                     "due": "2026-01-01"} for n in range(30_000)]
+            rows = [
+                {
+                    "id": uuid.uuid4().hex,
+                    "enrollment": f"e{n // 3}",
+                    "step": n % 3,
+                    "status": "pending",
+                    "due": "2026-01-01",
+                }
+                for n in range(30_000)
+            ]
             await conn.execute(text("INSERT INTO steps VALUES (:id, :enrollment, :step, :status, :due)"), rows)
-        query = "EXPLAIN QUERY PLAN SELECT DISTINCT enrollment FROM steps WHERE enrollment IN ('e7') AND status = 'pending'"
+        query = (
+            "EXPLAIN QUERY PLAN SELECT DISTINCT enrollment FROM steps WHERE enrollment IN ('e7') AND status = 'pending'"
+        )
         async with engine.begin() as conn:
             before = " ".join(str(r) for r in (await conn.execute(text(query))).all())
         assert "ix_steps_due" in before  # what the planner guesses without statistics
@@ -42,7 +55,7 @@ async def test_statistics_reach_the_planner_of_an_open_connection(tmp_path) -> N
         await engine.dispose()
 
 
-async def test_the_thread_checkpoints_and_stops_with_the_last_engine(tmp_path) -> None:  # noqa: ANN001
+async def test_the_thread_checkpoints_and_stops_with_the_last_engine(tmp_path) -> None:
     path = tmp_path / "wal.db"
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     upkeep = sqlite_upkeep._upkeeps[str(path.resolve())]
