@@ -12,7 +12,7 @@ class Pauses:
     heartbeat) for its whole length. The batch's transaction stays open meanwhile; other
     writers wait for it asynchronously."""
 
-    def __init__(self, every_s: float = 0.005) -> None:
+    def __init__(self, every_s: float = 0.002) -> None:
         self.every_s = every_s
         self.last = time.perf_counter()
 

@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 
 BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # How long inline calls may run before the loop gets a turn.
-SLICE_S = 0.004
+SLICE_S = 0.002
 
 
 class _Slice(threading.local):
