@@ -529,6 +529,7 @@ async def test_projects_change_orders_and_credit_notes(kafka_bootstrap: str, dat
         metrics = (await svc.client.get("/metrics")).text
         await reader.wait_for("credit_note.issued", lead_id=lead_id, count=2)
         kinds = [e.data["kind"] for e in await reader.wait_for("invoice.issued", lead_id=lead_id, count=4)]
+        await reader.wait_for("payment.succeeded", lead_id=lead_id, count=3)  # the webhook's may come last
     assert sorted(kinds) == ["change_order", "deposit", "final", "milestone"]
     assert len(reader.events("payment.succeeded", lead_id=lead_id)) == 3
     assert 'clientflow_billing_change_requests_total{outcome="in_scope"} 1.0' in metrics

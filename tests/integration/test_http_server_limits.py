@@ -73,7 +73,8 @@ async def test_slow_headers_slow_bodies_and_silent_connections_are_cut(database_
         answer, took = await _raw(
             port, b"POST /referrals HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n", b"x" * 10, pause=2.5
         )
-        assert answer.startswith(b"HTTP/1.1 401") and b"408" not in answer and took < 4, (answer, took)
+        # One answer only (not "408" anywhere: a random request id may hold those digits).
+        assert answer.startswith(b"HTTP/1.1 401") and answer.count(b"HTTP/1.1 ") == 1 and took < 4, (answer, took)
         # A connection that says nothing at all.
         answer, took = await _raw(port, b"", pause=0)
         assert answer.startswith(b"HTTP/1.1 408") and took < 3
