@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, people_api, sales, sales_api, subscribers, team
+from services.leads import api, people_api, sales, sales_api, speed, subscribers, team
 from services.leads.context import Context
 from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
@@ -59,8 +59,8 @@ def create_app(
 
     async def speed_to_lead(now: datetime) -> None:
         # Untouched leads past their deadline go to an admin; tenders are reminded of.
-        await sales.escalate_overdue(runtime.uow, ctx, now)
-        await sales.remind_tenders(runtime.uow, ctx, now)
+        await speed.escalate_overdue(runtime.uow, ctx, now)
+        await speed.remind_tenders(runtime.uow, ctx, now)
 
     runtime.every("leads-speed-to-lead", speed_to_lead, 60.0)
 
