@@ -169,12 +169,14 @@ class LeadQualified(Payload):
     need: bool = Field(description="the person needs what we do")
     timeline: bool = Field(description="the timeline suits us")
     notes: str | None = Field(default=None, description="sales' notes on the qualification")
+    owner_id: uuid.UUID | None = Field(default=None, description="the lead's owner then (null: the pool)")
 
 
 class LeadDisqualified(Payload):
     """The lead will not become a client (BANT failed, or sales ruled it out); its stage is `disqualified`."""
 
     reasons: list[str] = Field(description="why the lead was ruled out")
+    owner_id: uuid.UUID | None = Field(default=None, description="the lead's owner then (null: the pool)")
 
 
 class LeadStageChanged(Payload):
@@ -183,6 +185,7 @@ class LeadStageChanged(Payload):
     from_stage: Stage | None = Field(description="the stage before; null for a lead that had none")
     to_stage: Stage = Field(description="the stage now")
     cause: str = Field(description="event type or action that moved it", examples=["deposit.cleared"])
+    owner_id: uuid.UUID | None = Field(default=None, description="the lead's owner then (null: the pool)")
 
 
 class LeadErased(Payload):

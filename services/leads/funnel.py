@@ -30,7 +30,7 @@ async def move_stage(tx: UnitOfWork, lead: Lead, *, to_stage: str, cause: str) -
     log_activity(tx, lead.id, "lead.stage_changed", from_stage=previous, to_stage=to_stage, cause=cause)
     tx.emit(
         "lead.stage_changed",
-        ev.LeadStageChanged(from_stage=previous, to_stage=to_stage, cause=cause),
+        ev.LeadStageChanged(from_stage=previous, to_stage=to_stage, cause=cause, owner_id=lead.owner_id),
         lead_id=lead.id,
     )
 

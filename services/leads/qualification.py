@@ -146,13 +146,20 @@ async def qualify_lead(
     lead.updated_at = now
     if result.qualified:
         qualified = ev.LeadQualified(
-            budget=bant.budget, authority=bant.authority, need=bant.need, timeline=bant.timeline, notes=data.notes
+            budget=bant.budget,
+            authority=bant.authority,
+            need=bant.need,
+            timeline=bant.timeline,
+            notes=data.notes,
+            owner_id=lead.owner_id,
         )
         tx.emit("lead.qualified", qualified, lead_id=lead.id)
         log_activity(tx, lead.id, "lead.qualified", missing=result.missing or None, notes=data.notes)
         await follow(tx, lead, "lead.qualified")
     else:
-        tx.emit("lead.disqualified", ev.LeadDisqualified(reasons=result.reasons), lead_id=lead.id)
+        tx.emit(
+            "lead.disqualified", ev.LeadDisqualified(reasons=result.reasons, owner_id=lead.owner_id), lead_id=lead.id
+        )
         log_activity(tx, lead.id, "lead.disqualified", reasons=result.reasons, notes=data.notes)
         await follow(tx, lead, "lead.disqualified")
     return lead, result
