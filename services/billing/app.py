@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import api, dunning, reports, subscribers, subscriptions
+from services.billing import api, dunning, reports, stripe_api, subscribers, subscriptions
 from services.billing.context import Billing
 from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
@@ -69,7 +69,7 @@ def create_app(
             "Invoices, deposits before work, milestones, retainers with hours and overage, change orders, "
             "payments and signed webhooks, credit notes, dunning, pauses and price changes."
         ),
-        routers=[api.router(runtime, ctx)],
+        routers=[api.router(runtime, ctx), stripe_api.router(runtime, ctx)],
     )
     app.state.billing = ctx
     return app

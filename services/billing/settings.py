@@ -43,6 +43,10 @@ class Settings(ServiceSettings):
     # Webhooks from the payment provider.
     webhook_secret: SecretStr = Field(default=SecretStr(DEV_WEBHOOK_SECRET))
     webhook_tolerance_s: int = Field(default=300, ge=1, description="oldest (or most future) signed timestamp accepted")
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="the signing secret (whsec_...) of Stripe's webhook endpoint; unset: POST /payments/stripe answers 503",
+    )
     # Price changes, change orders and reports.
     price_notice_days: list[int] = Field(default=[30, 7])
     leak_after_days: int = Field(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from services.nurture import catalog, domain, sending, takeover, tracking
+from services.nurture import catalog, domain, sending, tracking
 from services.nurture import replies as reply_cases
 from services.nurture.content import Renderer
 from services.nurture.metrics import NurtureMetrics
@@ -30,12 +30,10 @@ from services.nurture.schemas import (
     MessageOut,
     ReplyOut,
     SequenceOut,
-    TakeoverIn,
-    TakeoverOut,
 )
 from services.nurture.sender import Links
 from services.nurture.settings import Settings
-from services.nurture.store import Message, Takeover
+from services.nurture.store import Message
 from shared.access import policy as P
 from shared.access.rules import need, public, refusal
 from shared.errors import Invalid, NotFound
@@ -55,18 +53,6 @@ def message_out(message: Message) -> MessageOut:
         subject=message.subject,
         category=message.category,
         sent_at=message.sent_at,
-    )
-
-
-def takeover_out(row: Takeover) -> TakeoverOut:
-    return TakeoverOut(
-        lead_id=row.lead_id,
-        by=row.by,
-        reason=row.reason,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        ended_by=row.ended_by,
-        active=row.ended_at is None,
     )
 
 
@@ -119,6 +105,7 @@ def router(
     secret = settings.secret_key.get_secret_value()
     engagement = settings.engagement
     task_policy = settings.tasks
+    reply_days = settings.takeover.reply_days
 
     links = Links(settings)
 
@@ -140,31 +127,6 @@ def router(
             message_out(m).model_copy(update={"body_text": m.body_text, "open_url": links.open_pixel(m.message_id)})
             for m in messages
         ]
-
-    @api.post(
-        "/leads/{lead_id}/takeover",
-        dependencies=[need(P.TAKEOVER_WRITE)],
-        status_code=201,
-        response_model=TakeoverOut,
-        tags=["takeover"],
-    )
-    async def take_over(lead_id: uuid.UUID, body: TakeoverIn) -> TakeoverOut:
-        """A human takes the person over: automated emails wait (``takeover.started``)."""
-        async with uow() as tx:
-            return takeover_out(
-                await takeover.start_takeover(tx, lead_id=lead_id, by=body.by, reason=body.reason, builtin=builtin)
-            )
-
-    @api.delete(
-        "/leads/{lead_id}/takeover",
-        dependencies=[need(P.TAKEOVER_WRITE)],
-        response_model=TakeoverOut,
-        tags=["takeover"],
-    )
-    async def release(lead_id: uuid.UUID, by: str | None = Query(None, max_length=200)) -> TakeoverOut:
-        """Hand the person back to automation (``takeover.ended``); held emails go out."""
-        async with uow() as tx:
-            return takeover_out(await takeover.end_takeover(tx, lead_id=lead_id, by=by))
 
     # ------------------------------------------------------------------ sequences
 
@@ -434,6 +396,7 @@ def router(
                 engagement=engagement,
                 task_policy=task_policy,
                 metrics=metrics,
+                reply_days=reply_days,
             )
         if outcome.reply.lead_id is None:
             response.status_code = 202
@@ -465,6 +428,7 @@ def router(
                 engagement=engagement,
                 task_policy=task_policy,
                 metrics=metrics,
+                reply_days=reply_days,
             )
         return reply_out(outcome)
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.nurture import api, subscribers, tasks, tasks_api
+from services.nurture import api, subscribers, takeover, takeover_api, tasks, tasks_api
 from services.nurture.content import Renderer, load_catalog
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.sender import Sender
@@ -50,6 +50,7 @@ def create_app(
     # What a committed event says is counted from it, whichever path emitted it.
     runtime.uow.count_emitted(metrics.count_event)
     transport = transport or make_transport(settings)
+    jobs = Jobs(runtime.metrics)
     sender = Sender(
         settings=settings,
         uow=runtime.uow,
@@ -57,7 +58,7 @@ def create_app(
         renderer=renderer,
         transport=transport,
         metrics=metrics,
-        jobs=Jobs(runtime.metrics),
+        jobs=jobs,
         builtin=catalog,
     )
     job = runtime.every("nurture-sender", sender.tick, interval_s=settings.send_interval_s)
@@ -82,12 +83,21 @@ def create_app(
     # becomes overdue by the clock moving, with nothing committed).
     runtime.every("nurture-task-gauges", refresh_task_gauges, interval_s=60.0)
     runtime.scrape_refreshers.append(refresh_task_gauges)
+
+    async def review_takeovers(now: datetime) -> None:
+        await takeover.review_takeovers(runtime.uow, jobs=jobs, now=now, task_policy=settings.tasks, metrics=metrics)
+
+    # A reply's takeover ends by itself and owners are reminded: on the business clock, so a
+    # clock jump runs it at once (what ends commits ``takeover.ended``, which wakes the sender).
+    runtime.every("nurture-takeovers", review_takeovers, interval_s=settings.takeover.takeover_interval_s)
+
     app = runtime.http_app(
         title="Clientflow nurture",
         description="Sequences, enrollments, messages, consent, tracking, feedback, tasks and human takeovers.",
         routers=[
             api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics),
             tasks_api.router(runtime),
+            takeover_api.router(runtime, builtin=catalog),
         ],
     )
     app.state.sender = sender

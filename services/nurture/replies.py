@@ -43,6 +43,7 @@ async def record_reply(
     engagement: domain.EngagementPolicy,
     task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
+    reply_days: int = domain.REPLY_DAYS,
 ) -> ReplyOutcome:
     """An inbound email. It belongs to a person only when its thread names a message we sent
     to them (or a person said whose it is: ``lead_id`` from a token); a From address alone
@@ -78,6 +79,7 @@ async def record_reply(
         engagement=engagement,
         task_policy=task_policy,
         metrics=metrics,
+        reply_days=reply_days,
     )
 
 
@@ -90,6 +92,7 @@ async def match_reply(
     engagement: domain.EngagementPolicy,
     task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
+    reply_days: int = domain.REPLY_DAYS,
 ) -> ReplyOutcome:
     """A person says whose an unmatched e-mail is: it becomes that person's reply (404 for no
     such reply, 409 when it is already someone else's)."""
@@ -110,6 +113,7 @@ async def match_reply(
         engagement=engagement,
         task_policy=task_policy,
         metrics=metrics,
+        reply_days=reply_days,
     )
 
 
@@ -124,9 +128,11 @@ async def _reply_from(
     engagement: domain.EngagementPolicy,
     task_policy: domain.TaskPolicy,
     metrics: NurtureMetrics,
+    reply_days: int = domain.REPLY_DAYS,
 ) -> ReplyOutcome:
     """What a person's reply does: sequences that exit on a reply end, a human takeover starts
-    by itself (a person who writes gets a person), and a high-value person's reply is a task
+    by itself (a person who writes gets a person; it ends by itself after ``reply_days``
+    business days unless extended), and a high-value person's reply is a task
     for the lead's owner (``domain.task_owner``)."""
     contact = await get_contact(tx, lead_id)
     now = tx.now()
@@ -137,7 +143,15 @@ async def _reply_from(
     await end_enrollments(tx, catalog=await current_catalog(tx, builtin), lead_id=lead_id, event_type=domain.REPLY)
     started = False
     if await active_takeover(tx, lead_id) is None:
-        await start_takeover(tx, lead_id=lead_id, by="inbound-reply", reason="the person replied", builtin=builtin)
+        await start_takeover(
+            tx,
+            lead_id=lead_id,
+            by="inbound-reply",
+            reason="the person replied",
+            builtin=builtin,
+            kind=domain.BY_REPLY,
+            reply_days=reply_days,
+        )
         started = True
     task = None
     if domain.is_high_value(tier=contact.tier, segment=contact.segment, sales_ready=contact.sales_ready_at is not None):

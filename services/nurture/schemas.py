@@ -47,6 +47,18 @@ class TakeoverOut(BaseModel):
     ended_at: datetime | None
     ended_by: str | None
     active: bool
+    started_by_kind: Literal["reply", "person"] = Field(
+        description="who started it: an inbound `reply` (it ends by itself) or a `person` (until they end it)"
+    )
+    ends_at: datetime | None = Field(
+        description="when a reply's takeover ends by itself (business days; null for a person's)"
+    )
+
+
+class TakeoverExtendIn(BaseModel):
+    """A person keeps a reply's takeover longer."""
+
+    days: int = Field(ge=1, le=60, description="business days to push its end by", examples=[5])
 
 
 class SequenceOut(BaseModel):

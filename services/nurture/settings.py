@@ -2,7 +2,8 @@
 
 The business policies (docs/design.md, "Business rules": where the numbers are defaults, they
 are settings, not constants in code) are nested groups: ``settings.sending``,
-``settings.retry``, ``settings.engagement`` and ``settings.tasks`` are what the rules read. Each group reads the
+``settings.retry``, ``settings.engagement``, ``settings.tasks`` and ``settings.takeover`` are
+what the rules read. Each group reads the
 same flat environment variables as before (``NURTURE_QUIET_HOURS_START``...), and takes the same
 flat keywords (``Settings(quiet_hours_start=0)``).
 """
@@ -141,12 +142,29 @@ class TaskPolicy(PolicyGroup):
         return domain.TaskDue(hours).due_in(kind)
 
 
+class TakeoverPolicy(PolicyGroup):
+    """How long a takeover an inbound reply started lasts before it ends by itself (business
+    days: Monday to Friday on the business clock), and how often the pass looks."""
+
+    takeover_reply_days: int = Field(
+        default=domain.REPLY_DAYS, ge=1, le=60, description="business days a reply's takeover lasts unless extended"
+    )
+    takeover_interval_s: float = Field(
+        default=60.0, gt=0, description="how often takeovers are looked at (also on every business-clock jump)"
+    )
+
+    @property
+    def reply_days(self) -> int:
+        return self.takeover_reply_days
+
+
 # The nested groups, by field name: their flat keywords are moved into them (see ``_groups``).
 GROUPS: dict[str, type[PolicyGroup]] = {
     "sending": SendingPolicy,
     "retry": RetryPolicy,
     "engagement": EngagementPolicy,
     "tasks": TaskPolicy,
+    "takeover": TakeoverPolicy,
 }
 
 
@@ -174,6 +192,7 @@ class Settings(ServiceSettings):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     engagement: EngagementPolicy = Field(default_factory=EngagementPolicy)
     tasks: TaskPolicy = Field(default_factory=TaskPolicy)
+    takeover: TakeoverPolicy = Field(default_factory=TakeoverPolicy)
 
     payment_update_url: str = Field(
         default="https://billing.clientflow.example/update-card", description="where a client updates a card"

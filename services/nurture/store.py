@@ -136,6 +136,10 @@ class Takeover(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_by: Mapped[str | None] = mapped_column(String(200))
+    # ``reply`` (an inbound reply started it: it ends by itself at ``ends_at``) or ``person``
+    # (it lasts until they end it; ``ends_at`` null). Takeovers from before are a person's.
+    started_by_kind: Mapped[str] = mapped_column(String(10), default="person", server_default="person")
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class SequenceDefinition(Base):

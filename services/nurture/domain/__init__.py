@@ -6,7 +6,8 @@
 - ``sending``: which due steps go now, consent, quiet hours, the marketing cap, retries;
 - ``engagement``: the engagement score, sales readiness, high-value replies, complaints;
 - ``links``: signed public links and inbound threads;
-- ``tasks``: whose list a task goes on, when it is due, open, snoozed or overdue.
+- ``tasks``: whose list a task goes on, when it is due, open, snoozed or overdue;
+- ``takeovers``: business days, when a reply's takeover ends, reminders of a person's.
 
 No I/O and no clock calls: every function takes values (including "now") and returns
 decisions. Callers use the names below (``domain.plan_send``), so a test may replace one.
@@ -93,6 +94,19 @@ from services.nurture.domain.sequences import (
     profile_of,
     spares_immediate,
 )
+from services.nurture.domain.takeovers import (
+    BY_PERSON,
+    BY_REPLY,
+    ENDED_BY_SYSTEM,
+    EXTEND_MAX_DAYS,
+    REPLY_DAYS,
+    TakeoverKind,
+    TakeoverReview,
+    add_business_days,
+    extended_end,
+    reply_takeover_ends,
+    review_takeover,
+)
 from services.nurture.domain.tasks import (
     BLOCKING_DUNNING_STATES,
     DEFAULT_TASKS,
@@ -113,6 +127,8 @@ from services.nurture.domain.tasks import (
 
 __all__ = [
     "BLOCKING_DUNNING_STATES",
+    "BY_PERSON",
+    "BY_REPLY",
     "CANCELLED",
     "CAP_WINDOW",
     "CATEGORIES",
@@ -120,13 +136,16 @@ __all__ = [
     "DEFAULT_ENGAGEMENT",
     "DEFAULT_TASKS",
     "DUE_HOURS",
+    "ENDED_BY_SYSTEM",
     "EXIT_ALIASES",
+    "EXTEND_MAX_DAYS",
     "FAILED",
     "HALF_LIFE",
     "NO_LIMITS",
     "PENDING",
     "POINTS",
     "REPLY",
+    "REPLY_DAYS",
     "SALES_READY_THRESHOLD",
     "SEGMENT_FIELDS",
     "SENT",
@@ -157,10 +176,13 @@ __all__ = [
     "Sequence",
     "SequenceError",
     "Step",
+    "TakeoverKind",
+    "TakeoverReview",
     "TaskDue",
     "TaskPolicy",
     "TaskStatus",
     "TokenPurpose",
+    "add_business_days",
     "becomes_sales_ready",
     "blocks_service",
     "cap_until",
@@ -170,6 +192,7 @@ __all__ = [
     "engage",
     "engagement_after",
     "exit_ends",
+    "extended_end",
     "first_name",
     "is_answer",
     "is_complaint",
@@ -187,7 +210,9 @@ __all__ = [
     "profile_of",
     "quiet_until",
     "raises_complaint",
+    "reply_takeover_ends",
     "retry_at",
+    "review_takeover",
     "select_due",
     "sequence_from_dict",
     "spares_immediate",

@@ -33,14 +33,16 @@ LET_GO_TIER = "fire"
 
 # Whose list a task nurture raises goes on: the lead's owner (sales) or, for a client, the
 # account owner (success). ``account`` falls back to the lead's owner; ``account_only`` does
-# not (nobody: an admin's pool).
-Assignee = Literal["owner", "account", "account_only"]
+# not (nobody: an admin's pool); ``owner_first`` is the lead's owner, else the account owner.
+Assignee = Literal["owner", "account", "account_only", "owner_first"]
 ASSIGNEES: Mapping[str, Assignee] = {
     "reply": "owner",
     "complaint": "account",
     "churn_risk": "account",
     "dunning_blocked": "account_only",
     "let_go_review": "account",
+    "takeover_ending": "owner_first",
+    "takeover_open": "owner_first",
 }
 
 
@@ -71,6 +73,8 @@ def task_owner(kind: str, *, owner_id: uuid.UUID | None, account_owner_id: uuid.
             return account_owner_id or owner_id
         case "account_only":
             return account_owner_id
+        case "owner_first":
+            return owner_id or account_owner_id
         case _:
             return owner_id
 
