@@ -18,7 +18,7 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     @api.post("/payments/stripe", dependencies=[public()], tags=["payments"])
     async def stripe_webhook(request: Request) -> dict[str, str]:
         """Stripe's own webhook events, signed by Stripe (`Stripe-Signature`, with the endpoint's
-        secret `BILLING_STRIPE_WEBHOOK_SECRET`; 503 while none is set). `payment_intent.succeeded`
+        secret `BILLING_STRIPE_WEBHOOK_SECRET`; 404 while none is set). `payment_intent.succeeded`
         pays the invoice in `metadata.invoice_id`, `payment_intent.payment_failed` goes to
         dunning, `charge.refunded` issues a refunding credit note, `charge.dispute.created` is
         recorded; any other type answers 200 `ignored`. A bad signature or a timestamp outside

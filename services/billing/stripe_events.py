@@ -52,9 +52,10 @@ StripeEvent = Mapping[str, Any]
 
 class StripeNotConfigured(DomainError):
     """No ``BILLING_STRIPE_WEBHOOK_SECRET``: Stripe's events cannot be verified, so none is taken
-    (503: Stripe retries, and the events arrive once the secret is set)."""
+    (404: the endpoint is off; Stripe retries any non-2xx, so the events arrive once the secret
+    is set). Not a 5xx: nothing is broken, the feature is not configured."""
 
-    status = 503
+    status = 404
 
 
 def verify(*, body: bytes, header: str | None, secret: str, now: datetime, tolerance_s: int) -> StripeEvent:
