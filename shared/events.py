@@ -537,6 +537,24 @@ class CreditNoteIssued(Payload):
     issued_at: AwareDatetime = Field(description="when it was issued")
 
 
+class DealWrittenOff(Payload):
+    """A won project was ended as a loss: its open milestones voided, partly paid invoices
+    credited, and what it was worth beyond what was paid written off."""
+
+    deal_id: uuid.UUID = Field(description="the won project written off")
+    amount: Amount = Field(
+        examples=["900.00"], description="what the deal was worth minus what was paid: the amount written off"
+    )
+    currency: CurrencyCode = Field(description="ISO 4217 code of `amount`")
+    reason: str = Field(examples=["project from hell"], description="why the project was written off")
+    channel: str | None = Field(default=None, description="acquisition channel of the deal's lead, from deal.won")
+    voided_invoice_ids: list[uuid.UUID] = Field(default_factory=list, description="the open invoices voided")
+    credit_note_ids: list[uuid.UUID] = Field(
+        default_factory=list, description="credit notes that cancel what was still due on partly paid invoices"
+    )
+    written_off_at: AwareDatetime = Field(description="when")
+
+
 # --------------------------------------------------------------------------- cancellations topic
 
 
@@ -670,6 +688,7 @@ TaskKind = Literal[
     "churn_risk",
     "dunning_blocked",
     "let_go_review",
+    "deposit_unpaid",
     "other",
 ]
 
@@ -798,6 +817,7 @@ EVENT_TYPES: dict[str, EventType] = {
         ("invoice.voided", InvoiceVoided),
         ("hours.usage_reported", HoursUsageReported),
         ("credit_note.issued", CreditNoteIssued),
+        ("deal.written_off", DealWrittenOff),
     ),
     **_t(
         topics.CANCELLATIONS,

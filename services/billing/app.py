@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import api, dunning, reports, stripe_api, subscribers, subscriptions
+from services.billing import api, dunning, reports, stripe_api, subscribers, subscriptions, write_off_api
 from services.billing.context import Billing
 from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
@@ -67,9 +67,9 @@ def create_app(
         title="Clientflow billing",
         description=(
             "Invoices, deposits before work, milestones, retainers with hours and overage, change orders, "
-            "payments and signed webhooks, credit notes, dunning, pauses and price changes."
+            "payments and signed webhooks, credit notes, dunning, pauses, price changes and write-offs."
         ),
-        routers=[api.router(runtime, ctx), stripe_api.router(runtime, ctx)],
+        routers=[api.router(runtime, ctx), stripe_api.router(runtime, ctx), write_off_api.router(runtime, ctx)],
     )
     app.state.billing = ctx
     return app

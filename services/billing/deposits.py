@@ -81,6 +81,7 @@ async def open_deposit_invoice(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UU
         signed_by=signed_by,
         signed_at=won.signed_at,
         deposit_share=won.deposit_share,
+        channel=won.channel,
         deposit_amount=amount,
         deposit_invoice=invoice,
         subscription_id=subscription.id if subscription else None,

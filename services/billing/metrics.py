@@ -79,6 +79,12 @@ class BillingMetrics:
         self.change_requests = Counter(
             "clientflow_billing_change_requests_total", "Change requests, by outcome", ["outcome"], registry=registry
         )
+        self.written_off = Counter(
+            "clientflow_billing_written_off_total",
+            "Won projects' worth written off as a loss (worth minus paid), by currency and channel (major units)",
+            ["currency", "channel"],
+            registry=registry,
+        )
         self.webhooks = Counter(
             "clientflow_billing_webhooks_total", "Payment webhooks, by outcome", ["outcome"], registry=registry
         )
@@ -147,6 +153,11 @@ class BillingMetrics:
                 self.invoices_overdue_events.inc()
             case "dunning.state_changed":
                 self.dunning_transitions.labels(data["to_state"]).inc()
+            case "deal.written_off":
+                # "unknown" as write_offs.UNKNOWN_CHANNEL (not imported: it would import this module back).
+                self.written_off.labels(data["currency"], data.get("channel") or "unknown").inc(
+                    float(Decimal(data["amount"]))
+                )
             case "credit_note.issued":
                 self.credit_notes.labels(data["currency"]).inc(float(Decimal(data["amount"])))
                 if Decimal(data["refunded"]) > 0:

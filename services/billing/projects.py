@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from services.billing import domain, invoices, payments
 from services.billing.context import Billing
-from services.billing.store import ChangeOrder, Deal, Invoice, Subscription
+from services.billing.store import ChangeOrder, Deal, Invoice, Subscription, WriteOff
 from shared import events as ev
-from shared.errors import Invalid, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -42,6 +42,7 @@ async def invoice_project(
     if deal is None:
         raise NotFound(f"no deal {deal_id} in billing (billing learns of a deal when it is won)")
     domain.project_invoice_check(deal_kind=deal.kind, cleared=deal.cleared_at is not None)
+    await _not_written_off(tx, deal_id)
     remaining = domain.remaining_to_invoice(total=deal.total, invoiced=await invoiced_on_project(tx, deal))
     amount = domain.project_invoice_amount(kind=kind, amount=amount, remaining=remaining)
     text = description or (f"Final balance: {deal.title}" if kind == "final" else f"Milestone: {deal.title}")
@@ -98,6 +99,12 @@ async def change_requested(
     return order
 
 
+async def _not_written_off(tx: UnitOfWork, deal_id: uuid.UUID) -> None:
+    """A written-off project bills nothing more."""
+    if await tx.session.get(WriteOff, deal_id) is not None:
+        raise Conflict(f"deal {deal_id} was written off; it is not invoiced any more")
+
+
 async def _order(tx: UnitOfWork, request_id: uuid.UUID) -> ChangeOrder:
     order = await tx.session.scalar(select(ChangeOrder).where(ChangeOrder.request_id == request_id).with_for_update())
     if order is None:
@@ -112,6 +119,8 @@ async def approve(tx: UnitOfWork, ctx: Billing, request_id: uuid.UUID) -> Change
     if order.status == "invoiced":
         return order
     domain.approve_check(status=order.status, in_scope=order.in_scope, amount=order.amount)
+    if order.deal_id is not None:
+        await _not_written_off(tx, order.deal_id)
     invoice = await invoices.issue_invoice(
         tx,
         lead_id=order.lead_id,

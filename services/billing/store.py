@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, MetaData, String, Text, event, inspect, select
+from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, event, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -164,6 +164,8 @@ class Deal(Base):
     subscription_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The lead's acquisition channel from deal.won: write-offs are reported per channel.
+    channel: Mapped[str | None] = mapped_column(String(60), default=None)
 
 
 class Subscription(Base):
@@ -273,6 +275,25 @@ class CreditNote(Base):
     credited: Mapped[Decimal] = mapped_column(Money())
     reason: Mapped[str] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WriteOff(Base):
+    """A won project ended as a loss (one per deal): what it was worth, what was paid, and the
+    difference written off, with the invoices voided and credit notes issued to close it."""
+
+    __tablename__ = "write_offs"
+
+    deal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deals.deal_id"), primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    channel: Mapped[str | None] = mapped_column(String(60), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    worth: Mapped[Decimal] = mapped_column(Money())
+    paid: Mapped[Decimal] = mapped_column(Money())
+    amount: Mapped[Decimal] = mapped_column(Money())
+    reason: Mapped[str] = mapped_column(Text)
+    voided_invoice_ids: Mapped[list[str]] = mapped_column(JSON)
+    credit_note_ids: Mapped[list[str]] = mapped_column(JSON)
+    written_off_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class WebhookEvent(Base):

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, people_api, sales, sales_api, speed, subscribers, team
+from services.leads import api, deposits, people_api, sales, sales_api, speed, subscribers, team
 from services.leads.context import Context
 from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
@@ -61,6 +61,8 @@ def create_app(
         # Untouched leads past their deadline go to an admin; tenders are reminded of.
         await speed.escalate_overdue(runtime.uow, ctx, now)
         await speed.remind_tenders(runtime.uow, ctx, now)
+        # A deposit left unpaid too long: refuses_deposit on the lead and a task for its owner.
+        await deposits.flag_unpaid(runtime.uow, ctx, now)
 
     runtime.every("leads-speed-to-lead", speed_to_lead, 60.0)
 

@@ -281,3 +281,20 @@ class ClientPayment(Base):
     amount: Mapped[Decimal] = mapped_column(Money())
     currency: Mapped[str] = mapped_column(String(3))
     paid_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class PendingDeposit(Base):
+    """A deposit invoice billing issued (``invoice.issued`` kind deposit), until it clears or is
+    voided: one left unpaid too long raises ``refuses_deposit`` on the lead."""
+
+    __tablename__ = "pending_deposits"
+
+    invoice_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    deal_id: Mapped[uuid.UUID | None]
+    number: Mapped[str] = mapped_column(String(40))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str] = mapped_column(String(3))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # cleared or voided
+    flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.leads import capture, deals, engagement, funnel, record, team
+from services.leads import capture, deals, deposits, engagement, funnel, record, team
 from services.leads.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch
@@ -22,7 +22,13 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
     async def deposit_cleared(tx: UnitOfWork, event: Envelope, payload: ev.DepositCleared) -> None:
         # The client is in ``action`` now, and the deposit counts for the rep who won the deal.
         await moves_stage(tx, event, payload)
-        await team.deposit_cleared(tx, event, payload)
+        await team.deposit_cleared(tx, event, payload)  # also what tells deposits.py it cleared
+
+    async def invoice_issued(tx: UnitOfWork, event: Envelope, payload: ev.InvoiceIssued) -> None:
+        await deposits.deposit_issued(tx, event, payload)
+
+    async def invoice_voided(tx: UnitOfWork, _event: Envelope, payload: ev.InvoiceVoided) -> None:
+        await deposits.deposit_closed(tx, payload.invoice_id, payload.voided_at)
 
     async def paid(tx: UnitOfWork, event: Envelope, payload: ev.PaymentSucceeded) -> None:
         await team.payment_succeeded(tx, event, payload)
@@ -58,6 +64,8 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         "lead.unsubscribed": unsubscribed,
         "deposit.cleared": deposit_cleared,
         "payment.succeeded": paid,
+        "invoice.issued": invoice_issued,
+        "invoice.voided": invoice_voided,
         "cancellation.saved": moves_stage,
         "cancellation.completed": moves_stage,
         "client.tier_changed": tier_changed,

@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 # Types added since the first contract (docs/design.md lists them with the rest; extend, never rename).
 ADDED = {
-    "payments": {"invoice.voided", "hours.usage_reported", "credit_note.issued"},
+    "payments": {"invoice.voided", "hours.usage_reported", "credit_note.issued", "deal.written_off"},
     # The sales department: owners (a new lead's owner travels in lead.captured) and activities.
     "leads": {"lead.assigned", "lead.activity_logged"},
 }

@@ -186,6 +186,9 @@ class SalesPolicy(BaseModel):
     tender_reminder_hours: float = Field(
         default=16.0, ge=0, le=10000, description="remind this long before a tender's deadline"
     )
+    deposit_overdue_days: int = Field(
+        default=7, ge=0, le=3650, description="days after its due date an unpaid deposit raises refuses_deposit"
+    )
     workday_start: int = Field(default=9, ge=0, le=23, description="local hour the working day starts")
     workday_end: int = Field(default=17, ge=1, le=24, description="local hour it ends")
     workdays: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), description="working weekdays, 0 = Monday")
