@@ -2,7 +2,9 @@
 grace period of an expired card and the overdue ladder (warning, blocked, cancelled).
 
 *When* a case moves, and when a client is blocked, is decided by the rules in
-``domain/dunning.py``; this module keeps the cases and acts on their moves.
+``domain/dunning.py``, on the ladder of the client's tier (billing keeps the tier retention
+last announced on the account row; none yet: ``good``'s ladder); this module keeps the cases
+and acts on their moves.
 
 Every unpaid invoice past due, and every invoice a card failed on, has a ``DunningCase``.
 The billing cycle job walks the open cases: due retries are asked of the card gateway, and
@@ -95,6 +97,7 @@ async def record_failure(
         first_failed_at=case.first_failed_at,
         retries_done=case.retries_done,
         ladder=ladder,
+        tier=tier,
     )
     tx.emit(
         "payment.failed",
@@ -131,6 +134,7 @@ async def advance(
         retrying=case.next_retry_at is not None,
         tier=account.tier if account else None,
         ladder=ctx.settings.dunning,
+        failed=case.failures > 0,
     )
     if new is None:
         return case.state
@@ -258,18 +262,22 @@ async def step(tx: UnitOfWork, ctx: Billing, invoice_id: uuid.UUID) -> None:
         return
     account = await tx.session.get(Account, invoice.lead_id)
     if domain.retry_due(next_retry_at=case.next_retry_at, hard_declined=case.hard_declined, now=tx.now()):
-        await _retry(tx, ctx, case, invoice)
+        await _retry(tx, ctx, case, invoice, tier=account.tier if account else None)
         if invoice.status != "open":
             return
     await advance(tx, ctx, case, invoice, account=account)
 
 
-async def _retry(tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoice) -> None:
-    """Ask the gateway to charge again; the schedule moves on whatever the answer."""
+async def _retry(tx: UnitOfWork, ctx: Billing, case: DunningCase, invoice: Invoice, *, tier: str | None) -> None:
+    """Ask the gateway to charge again; the schedule (the client's tier's) moves on whatever
+    the answer."""
     due = domain.amount_open(invoice.amount, invoice.amount_paid, invoice.amount_credited)
     case.retries_done += 1
     case.next_retry_at = domain.next_retry_at(
-        first_failed_at=case.first_failed_at or tx.now(), retries_done=case.retries_done, ladder=ctx.settings.dunning
+        first_failed_at=case.first_failed_at or tx.now(),
+        retries_done=case.retries_done,
+        ladder=ctx.settings.dunning,
+        tier=tier,
     )
     result = await ctx.gateway.charge(
         ChargeRequest(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.billing.domain import Ladder
+from services.billing.domain.dunning import DEFAULT_TIER_OVERRIDES, LadderOverrides
 from shared.settings import ServiceSettings
 
 DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"
@@ -17,12 +18,23 @@ class DunningPolicy(BaseSettings, Ladder):
     """The dunning ladder the rules take (``domain.Ladder``), read from the same flat names as
     ever: ``BILLING_WARNING_DAYS``, ``BILLING_BLOCKED_DAYS``, ``BILLING_CANCELLED_DAYS``,
     ``BILLING_RETRY_SCHEDULE_DAYS``, ``BILLING_GRACE_DAYS``, ``BILLING_BEST_EXTRA_DAYS``,
-    ``BILLING_HARD_DECLINE_CODES``, ``BILLING_GRACE_DECLINE_CODES``.
+    ``BILLING_HARD_DECLINE_CODES``, ``BILLING_GRACE_DECLINE_CODES`` (``good``'s ladder), and
+    each tier's overrides of it as JSON in ``BILLING_DUNNING_TIERS``, merged over the defaults
+    field by field, e.g. ``{"tolerable": {"warning_days": 5}, "fire": {"cancelled_days": 10}}``.
+    Steps out of order refuse to start, naming the field.
 
     A settings class of its own with billing's prefix rather than a nested model read through
     ``env_nested_delimiter``: that would rename them ``BILLING_DUNNING__WARNING_DAYS``."""
 
     model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore", frozen=True)
+
+    # An alias is read as the whole variable's name (the prefix is not added): BILLING_TIERS
+    # would not say what the tiers are for.
+    tiers: dict[str, LadderOverrides] = Field(
+        default_factory=lambda: {t: LadderOverrides(**o) for t, o in DEFAULT_TIER_OVERRIDES.items()},
+        validation_alias=AliasChoices("tiers", "BILLING_DUNNING_TIERS"),
+        description="each tier's overrides of the ladder (JSON), merged over the defaults field by field",
+    )
 
 
 class Settings(ServiceSettings):
