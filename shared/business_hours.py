@@ -93,11 +93,3 @@ class BusinessHours:
                     total += finish - begin
             day += timedelta(days=1)
         return total
-
-
-def zone_or_utc(name: str | None) -> ZoneInfo:
-    """The person's zone, or UTC where none is known (their zone was validated at capture)."""
-    try:
-        return ZoneInfo(name) if name else ZoneInfo("UTC")
-    except (ValueError, OSError, KeyError):  # KeyError: ZoneInfoNotFoundError
-        return ZoneInfo("UTC")

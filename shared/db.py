@@ -23,8 +23,9 @@ from sqlalchemy import (
     TypeDecorator,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared import sqlite_inline, sqlite_upkeep
@@ -293,3 +294,11 @@ class JobFailureRow(PlumbingBase):
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     given_up: Mapped[bool] = mapped_column(default=False)
+
+
+async def ensure_row(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> None:
+    """Insert the row unless its key exists, in one statement and without failing the
+    transaction on a race (two instances creating the same counter row at once, an event
+    applied again): SQLite's and PostgreSQL's ``ON CONFLICT DO NOTHING``."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(insert(model).values(**values).on_conflict_do_nothing())

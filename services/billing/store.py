@@ -14,11 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, MetaData, String, Text, event, inspect, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from shared.db import NAMING, Money, UTCDateTime
+from shared.db import NAMING, Money, UTCDateTime, ensure_row
 
 
 class Base(DeclarativeBase):
@@ -376,14 +375,6 @@ def _no_rewrite(_mapper: Any, _connection: Any, target: Any) -> None:
 
 
 # --------------------------------------------------------------------------- repository
-
-
-async def ensure_row(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
-    """Insert the row unless its key exists, without failing the transaction on a race
-    (two instances creating the same counter or balance row at once)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
 async def next_invoice_sequence(

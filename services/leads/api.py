@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from services.leads import capture, deals, funnel, importer, privacy, qualification, record, sales, timeline
+from services.leads import capture, deals, funnel, importer, privacy, qualification, record, timeline
 from services.leads import spend as channel_spend
 from services.leads.context import Context
 from services.leads.engagement import engagement_now
@@ -44,7 +44,7 @@ from services.leads.schemas import (
 )
 from services.leads.store import Activity, ChangeRequest, Deal, Lead, StageChange, Touch
 from shared.access import policy as P
-from shared.access.context import current_person
+from shared.access.context import owner_query
 from shared.access.rules import need
 from shared.bounds import DATE_RANGE, MAX_COUNT, Day
 from shared.errors import Conflict, DomainError
@@ -210,7 +210,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     ) -> LeadList:
         """Leads with filters and paging (merged duplicates are left out); `owner=me` is the
         caller's own."""
-        owned = sales.owned_filter(owner, current_person())
+        owned = owner_query(owner)
 
         async def read(tx: UnitOfWork) -> LeadList:
             found, total = await funnel.list_leads(

@@ -14,8 +14,6 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.leads.context import Context
 from services.leads.qualification import raise_red_flag
@@ -23,6 +21,7 @@ from services.leads.record import lead_for_event
 from services.leads.sales import raise_task
 from services.leads.store import ClientPayment, PendingDeposit
 from shared import events as ev
+from shared.db import ensure_row
 from shared.jobs import Pass
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -42,9 +41,7 @@ async def deposit_issued(tx: UnitOfWork, event: ev.Envelope, data: ev.InvoiceIss
         "currency": data.currency,
         "due_at": data.due_at,
     }
-    dialect = tx.session.get_bind().dialect.name
-    insert = pg_insert(PendingDeposit) if dialect == "postgresql" else sqlite_insert(PendingDeposit)
-    await tx.session.execute(insert.values(**values).on_conflict_do_nothing(index_elements=["invoice_id"]))
+    await ensure_row(tx.session, PendingDeposit, values)
 
 
 async def deposit_closed(tx: UnitOfWork, invoice_id: uuid.UUID, at: datetime) -> None:

@@ -16,6 +16,7 @@ from services.leads.record import lead_for_event, live_lead
 from services.leads.store import Lead, LeadRedFlag, StageChange
 from services.leads.timeline import log_activity
 from shared import events as ev
+from shared.access.context import OwnerQuery
 from shared.errors import Invalid
 from shared.uow import UnitOfWork
 
@@ -148,7 +149,7 @@ class LeadFilter:
     red_flag: str | None = None
     q: str | None = None
     include_erased: bool = False
-    owner: tuple[str, uuid.UUID | None] | None = None  # ("person", id) or ("none", None): the pool
+    owner: OwnerQuery | None = None  # one person's leads, or the pool's
 
 
 _SORTS: dict[str, ColumnElement[Any]] = {
@@ -178,7 +179,7 @@ async def list_leads(tx: UnitOfWork, f: LeadFilter, *, sort: str, limit: int, of
     if not f.include_erased:
         query = query.where(Lead.erased_at.is_(None))
     if f.owner is not None:
-        query = query.where(Lead.owner_id == f.owner[1] if f.owner[0] == "person" else Lead.owner_id.is_(None))
+        query = query.where(Lead.owner_id.is_(None) if f.owner.pool else Lead.owner_id == f.owner.person_id)
     if f.stage:
         query = query.where(Lead.stage == f.stage)
     if f.tier:

@@ -35,10 +35,10 @@ from services.leads.record import get_lead
 from services.leads.store import Lead, SalesActivity, SalesDocument, SalesRep
 from services.leads.timeline import log_activity
 from shared import events as ev
-from shared.business_hours import zone_or_utc
 from shared.db import AccessPerson
 from shared.errors import Conflict, Invalid
 from shared.uow import UnitOfWork
+from shared.zones import zone
 
 OPEN_STAGES = ("awareness", "interest", "consideration", "decision")
 TOUCHING_KINDS = ("call", "meeting", "email")  # a note is for the team, not a touch
@@ -178,7 +178,7 @@ async def assign_new(tx: UnitOfWork, ctx: Context, lead: Lead) -> Assignment:
     )
     now = tx.now()
     policy = ctx.settings.sales
-    lead.first_touch_due_at = policy.business_hours().add(now, policy.first_touch_hours, zone_or_utc(lead.timezone))
+    lead.first_touch_due_at = policy.business_hours().add(now, policy.first_touch_hours, zone(lead.timezone))
     if choice.person_id is not None:
         lead.owner_id, lead.assigned_at = choice.person_id, now
         await _took_one(tx, choice.person_id)
@@ -326,7 +326,7 @@ async def log_sales_activity(
     log_activity(tx, lead.id, f"activity.{data.kind}", outcome=data.outcome, next_step=data.next_step, by=by_id)
     if data.next_step:
         policy = ctx.settings.sales
-        due = data.due_at or policy.business_hours().add(now, policy.next_step_due_hours, zone_or_utc(lead.timezone))
+        due = data.due_at or policy.business_hours().add(now, policy.next_step_due_hours, zone(lead.timezone))
         raise_task(
             tx,
             lead_id=lead.id,
@@ -380,23 +380,7 @@ async def hand_off(
             title=f"New client {lead.name or lead.company or lead.id}: introduce yourself and take over from sales",
             source=f"handoff:{lead.id}:{chosen}",
             owner_id=chosen,
-            due_at=policy.business_hours().add(tx.now(), policy.handoff_due_hours, zone_or_utc(lead.timezone)),
+            due_at=policy.business_hours().add(tx.now(), policy.handoff_due_hours, zone(lead.timezone)),
             detail=f"Handed over by {lead.owner_id}" if lead.owner_id else None,
         )
     return chosen
-
-
-def owned_filter(owner: str | None, me: uuid.UUID | None) -> tuple[str, uuid.UUID | None] | None:
-    """``?owner=me|none|<person id>`` as (kind, id); a 4xx naming the field if it is neither."""
-    if owner is None:
-        return None
-    if owner == "me":
-        if me is None:
-            raise Invalid("owner: 'me' needs a person's token (this one is an integration's)")
-        return ("person", me)
-    if owner == "none":
-        return ("none", None)
-    try:
-        return ("person", uuid.UUID(owner))
-    except ValueError:
-        raise Invalid(f"owner: expected me, none or a person id, not {owner[:60]!r}") from None

@@ -14,9 +14,9 @@ from services.leads.record import get_lead
 from services.leads.sales import OPEN_STAGES, admin_on_duty, raise_task
 from services.leads.store import Deal, Lead
 from services.leads.timeline import log_activity
-from shared.business_hours import zone_or_utc
 from shared.jobs import Pass
 from shared.uow import UnitOfWork, UnitOfWorkFactory
+from shared.zones import zone
 
 SPEED_JOB = "leads.speed_to_lead"
 TENDER_JOB = "leads.tender_reminders"
@@ -57,7 +57,7 @@ async def escalate_overdue(uow: UnitOfWorkFactory, ctx: Context, now: datetime) 
             title=f"Nobody has reached {lead.name or lead.email or lead.id} yet ({lead.channel})",
             source=f"first_touch:{lead.id}",
             owner_id=await admin_on_duty(tx),
-            due_at=policy.business_hours().add(now, policy.escalation_due_hours, zone_or_utc(lead.timezone)),
+            due_at=policy.business_hours().add(now, policy.escalation_due_hours, zone(lead.timezone)),
             detail=f"owner {lead.owner_id or 'none'}; first touch was due {lead.first_touch_due_at:%Y-%m-%d %H:%M} UTC"
             f" ({int(late.total_seconds() // 60)} min ago)",
         )
@@ -105,7 +105,7 @@ async def remind_tenders(uow: UnitOfWorkFactory, ctx: Context, now: datetime) ->
     return await ctx.jobs(TENDER_JOB).run(uow, due, remind, now=now, load=load)
 
 
-def _before(ctx: Context, deadline: datetime, zone: str | None) -> datetime:
+def _before(ctx: Context, deadline: datetime, timezone: str | None) -> datetime:
     """The moment ``tender_reminder_hours`` business hours before ``deadline``."""
     policy = ctx.settings.sales
-    return policy.business_hours().subtract(deadline, policy.tender_reminder_hours, zone_or_utc(zone))
+    return policy.business_hours().subtract(deadline, policy.tender_reminder_hours, zone(timezone))

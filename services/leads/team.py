@@ -26,8 +26,6 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from services.leads import sales
 from services.leads.context import Context
@@ -36,10 +34,10 @@ from services.leads.domain.commission import CommissionPlan, Month, Paid, Quota,
 from services.leads.store import ClientPayment, Deal, Lead, SalesDocument, SalesRep
 from services.leads.store import Quota as QuotaRow
 from shared import events as ev
-from shared.business_hours import zone_or_utc
-from shared.db import AccessPerson
+from shared.db import AccessPerson, ensure_row
 from shared.errors import Invalid, NotFound, Problems
 from shared.uow import UnitOfWork
+from shared.zones import zone
 
 DEPOSITS = uuid.UUID("1d6f0c43-0c0e-4d55-b7a4-4a4e3f3b8a21")  # namespace of deposit rows' ids
 
@@ -130,15 +128,18 @@ async def deposit_cleared(tx: UnitOfWork, event: ev.Envelope, data: ev.DepositCl
     """A client's deposit arrived: it counts for the rep who won the deal."""
     if event.lead_id is None:
         return
-    await _keep(
-        tx,
-        id=uuid.uuid5(DEPOSITS, str(data.invoice_id)),
-        lead_id=event.lead_id,
-        invoice_id=data.invoice_id,
-        kind="deposit",
-        amount=data.amount,
-        currency=data.currency,
-        paid_at=data.cleared_at,
+    await ensure_row(
+        tx.session,
+        ClientPayment,
+        {
+            "id": uuid.uuid5(DEPOSITS, str(data.invoice_id)),
+            "lead_id": event.lead_id,
+            "invoice_id": data.invoice_id,
+            "kind": "deposit",
+            "amount": data.amount,
+            "currency": data.currency,
+            "paid_at": data.cleared_at,
+        },
     )
 
 
@@ -147,23 +148,19 @@ async def payment_succeeded(tx: UnitOfWork, event: ev.Envelope, data: ev.Payment
     once it cleared (``deposit.cleared``), not piece by piece."""
     if event.lead_id is None or data.invoice_kind == "deposit":
         return
-    await _keep(
-        tx,
-        id=data.payment_id,
-        lead_id=event.lead_id,
-        invoice_id=data.invoice_id,
-        kind="invoice",
-        amount=data.amount,
-        currency=data.currency,
-        paid_at=data.paid_at,
+    await ensure_row(
+        tx.session,
+        ClientPayment,
+        {
+            "id": data.payment_id,
+            "lead_id": event.lead_id,
+            "invoice_id": data.invoice_id,
+            "kind": "invoice",
+            "amount": data.amount,
+            "currency": data.currency,
+            "paid_at": data.paid_at,
+        },
     )
-
-
-async def _keep(tx: UnitOfWork, **row: object) -> None:
-    """Insert a payment row unless its id is known (no read first: one statement an event)."""
-    dialect = tx.session.get_bind().dialect.name
-    insert = pg_insert(ClientPayment) if dialect == "postgresql" else sqlite_insert(ClientPayment)
-    await tx.session.execute(insert.values(**row).on_conflict_do_nothing(index_elements=["id"]))
 
 
 # --------------------------------------------------------------------------- figures
@@ -256,7 +253,7 @@ async def performance(
         rep.leads_owned += 1
         rep.qualified += lead.qualified_at is not None
         if lead.first_touched_at is not None:
-            worked = hours.between(lead.created_at, lead.first_touched_at, zone_or_utc(lead.timezone))
+            worked = hours.between(lead.created_at, lead.first_touched_at, zone(lead.timezone))
             rep.first_touch_hours.append(worked.total_seconds() / 3600)
 
     deals = await tx.session.scalars(select(Deal).where(Deal.owner_id.in_(reps), Deal.status.in_(("won", "lost"))))

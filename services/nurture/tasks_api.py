@@ -4,7 +4,6 @@ raised a task; validate, call one use case of ``tasks.py``, answer."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -13,8 +12,8 @@ from pydantic import AwareDatetime
 from services.nurture import tasks as task_cases
 from services.nurture.schemas import SnoozeIn, TaskOut, TaskOwnerIn
 from shared.access import policy as P
+from shared.access.context import owner_query
 from shared.access.rules import need
-from shared.errors import Invalid
 from shared.service import ServiceRuntime
 
 
@@ -37,35 +36,6 @@ def task_out(seen: task_cases.TaskView) -> TaskOut:
     )
 
 
-@dataclass(frozen=True)
-class OwnerFilter:
-    """``?owner=``: one person's list, or nobody's (``unowned``)."""
-
-    owner_id: uuid.UUID | None = None
-    unowned: bool = False
-
-
-def owner_filter(owner: str | None, request: Request) -> OwnerFilter:
-    """``me`` (the caller, who must be a person), ``none`` (nobody's: an admin's pool) or a
-    person's id; a 422 naming ``owner`` for anything else."""
-    if owner is None:
-        return OwnerFilter()
-    if owner == "none":
-        return OwnerFilter(unowned=True)
-    if owner == "me":
-        principal = getattr(request.state, "principal", None)
-        if principal is None or principal.kind != "person":
-            raise Invalid("owner: 'me' needs a person's token (this one is an integration's)")
-        try:
-            return OwnerFilter(owner_id=uuid.UUID(principal.id))
-        except ValueError:
-            raise Invalid("owner: 'me' needs a person of the people registry") from None
-    try:
-        return OwnerFilter(owner_id=uuid.UUID(owner))
-    except ValueError:
-        raise Invalid(f"owner: expected me, none or a person id, not {owner[:60]!r}") from None
-
-
 def router(runtime: ServiceRuntime) -> APIRouter:
     api = APIRouter(tags=["tasks"])
     uow = runtime.uow
@@ -82,14 +52,14 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         """Work for people, soonest due first, whichever service raised it: follow-ups of replies,
         complaints, churn risks, clients blocked by dunning, let-go reviews, and the sales tasks
         leads raises (first touch overdue, next steps, tenders, hand-offs)."""
-        owned = owner_filter(owner, request)
+        owned = owner_query(owner)
         async with uow() as tx:
             found = await task_cases.list_tasks(
                 tx,
                 status=None if status == "all" else status,
                 lead_id=lead_id,
-                owner_id=owned.owner_id,
-                unowned=owned.unowned,
+                owner_id=owned.person_id if owned else None,
+                unowned=owned is not None and owned.pool,
                 due_before=due_before,
                 limit=limit,
             )

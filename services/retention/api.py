@@ -31,10 +31,9 @@ from services.retention.schemas import (
 )
 from services.retention.store import Client, TierReview
 from shared.access import policy as P
-from shared.access.context import current_person
+from shared.access.context import owner_query
 from shared.access.rules import need
 from shared.bounds import DATE_RANGE, MAX_COUNT, within_dates
-from shared.errors import Invalid
 from shared.money import CurrencyCode
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
@@ -171,23 +170,6 @@ def client_summary(client: Client) -> ClientSummary:
     )
 
 
-def account_owner(owner: str | None, me: uuid.UUID | None) -> uuid.UUID | Literal["none"] | None:
-    """``?owner=me|none|<person id>`` as the account owner to list the clients of (``me``: the
-    caller, who must be a person); a 422 naming ``owner`` for anything else."""
-    if owner is None:
-        return None
-    if owner == "none":
-        return "none"
-    if owner == "me":
-        if me is None:
-            raise Invalid("owner: 'me' needs a person's token (this one is an integration's)")
-        return me
-    try:
-        return uuid.UUID(owner)
-    except ValueError:
-        raise Invalid(f"owner: expected me, none or a person id, not {owner[:60]!r}") from None
-
-
 def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     """Retention's routes: each validates, calls one use case and maps its answer."""
     uow = runtime.uow
@@ -204,11 +186,16 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         """Clients (not prospects), optionally of one tier or health band, oldest first;
         `owner` filters on the account owner only (`me`: the caller's own clients; `none`:
         clients nobody looks after), not on the sales owner."""
-        owned = account_owner(owner, current_person())
+        owned = owner_query(owner)
 
         async def read(tx: UnitOfWork) -> ClientList:
             rows, total = await views.list_clients(
-                tx, tier=tier, band=band, limit=limit, offset=offset, account_owner=owned
+                tx,
+                tier=tier,
+                band=band,
+                limit=limit,
+                offset=offset,
+                account_owner=None if owned is None else (owned.person_id or "none"),
             )
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
 

@@ -22,7 +22,8 @@ from services.leads.domain.assignment import (
     rule_problems,
 )
 from services.leads.domain.commission import CommissionPlan, Paid, Quota, attainment, commission
-from shared.business_hours import BusinessHours, zone_or_utc
+from shared.business_hours import BusinessHours
+from shared.zones import zone
 
 LONDON, DHAKA = ZoneInfo("Europe/London"), ZoneInfo("Asia/Dhaka")
 HOURS = BusinessHours()  # 9 to 17, Monday to Friday
@@ -80,8 +81,8 @@ def test_a_calendar_that_cannot_be_is_refused_and_an_odd_zone_falls_back() -> No
         BusinessHours(start=time(17), end=time(9))
     with pytest.raises(ValueError):
         BusinessHours(days=())
-    assert zone_or_utc("America") == ZoneInfo("UTC")
-    assert zone_or_utc(None) == ZoneInfo("UTC")
+    assert zone("America") == ZoneInfo("UTC")
+    assert zone(None) == ZoneInfo("UTC")
 
 
 # Assignment ------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from services.nurture.domain.links import (
 from services.nurture.domain.sending import (
     CAP_WINDOW,
     NO_LIMITS,
-    UTC,
     Delivery,
     Limits,
     PendingStep,
@@ -55,7 +54,6 @@ from services.nurture.domain.sending import (
     condition_holds,
     delivery,
     first_name,
-    known_zone,
     merged_consent,
     next_attempt_at,
     plan_send,
@@ -64,7 +62,6 @@ from services.nurture.domain.sending import (
     select_due,
     template_candidates,
     unsubscribe_takes_effect,
-    zone,
 )
 from services.nurture.domain.sequences import (
     CANCELLED,
@@ -124,6 +121,7 @@ from services.nurture.domain.tasks import (
     task_owner,
     task_status,
 )
+from shared.zones import UTC, known_zone, zone
 
 __all__ = [
     "BLOCKING_DUNNING_STATES",

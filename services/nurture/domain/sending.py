@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from functools import lru_cache
 from typing import Literal, Protocol
-from zoneinfo import ZoneInfo
+
+from shared.zones import zone
 
 
 @dataclass(frozen=True)
@@ -74,36 +74,6 @@ class QuietHours:
     @property
     def off(self) -> bool:
         return self.start == self.end
-
-
-UTC = ZoneInfo("UTC")
-# The longest IANA key is about 30 characters: a longer one names no zone, and is not worth a
-# file lookup (100,000 characters made ZoneInfo raise OSError 36, "file name too long").
-_ZONE_KEY_MAX = 64
-
-
-@lru_cache(maxsize=1024)
-def _read_zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except Exception:  # ZoneInfo raises more than ZoneInfoNotFoundError and ValueError:
-        # IsADirectoryError for "America", OSError for a name too long, ValueError for "../x"...
-        return None
-
-
-def known_zone(name: str | None) -> bool:
-    """Whether ``name`` is a time zone ZoneInfo can read (no name is UTC, and known)."""
-    if not name:
-        return True
-    return isinstance(name, str) and len(name) <= _ZONE_KEY_MAX and _read_zone(name) is not None
-
-
-def zone(name: str | None) -> ZoneInfo:
-    """The person's time zone, total: any key ZoneInfo cannot read is UTC, so one odd value (an
-    old event, a row stored before capture validated it) never stops sending. Callers report
-    the fallback (``known_zone``)."""
-    found = _read_zone(name) if name and known_zone(name) else None
-    return found or UTC
 
 
 def quiet_until(now: datetime, *, timezone_name: str | None, quiet: QuietHours) -> datetime | None:
