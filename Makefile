@@ -38,11 +38,15 @@ $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 install: $(STAMP)
 
 # Checkers the tests use: promtool and prometheus (Debian's package), the official AsyncAPI
-# JSON schema (the @asyncapi/specs npm package).
+# JSON schema (the @asyncapi/specs npm package), and Debian's chromium for the console's
+# browser tests (Playwright drives it; no browser is downloaded).
 tools: install $(ASYNCAPI_SCHEMA)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  echo "installing Debian's prometheus package (promtool)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium (the console's browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 $(ASYNCAPI_SCHEMA):
 	mkdir -p $(VENV)/share/asyncapi-specs-$(ASYNCAPI_SPECS)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from clientflow import access_cli, dead_letters_cli, leads_cli, retention_cli, simulate
-from clientflow.cluster import TANSU_FETCH_WAIT, TANSU_GROUP_TIMING, Launcher, port_is_free
+from clientflow.cluster import TANSU_FETCH_WAIT, TANSU_GROUP_TIMING, Instance, Launcher, port_is_free
 from clientflow.cluster import migrate as migrate_database
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
@@ -78,9 +78,13 @@ class System:
     """The broker (embedded unless KAFKA_BOOTSTRAP_SERVERS names one) and the service
     processes, on the launcher (``clientflow.cluster``) with the saved secrets."""
 
-    def __init__(self, *, data_dir: Path, kafka_port: int, only: list[str] | None) -> None:
+    def __init__(
+        self, *, data_dir: Path, kafka_port: int, only: list[str] | None, console_port: int | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.kafka_port = kafka_port
+        # The web console's port (None: no console), started with the services.
+        self.console_port = console_port
         self.specs = [s for s in SERVICES if not only or s.name in only]
         # Children keep the terminal's working directory (relative paths in settings mean what
         # the user meant) and die with this process, however it dies.
@@ -122,10 +126,14 @@ class System:
         for spec in self.specs:
             own = settings[spec.name]
             extra = {}
-            if spec.name == "nurture" and "NURTURE_PUBLIC_URL" not in env:
-                # Links in e-mails point where nurture really listens (its port may not be 8002).
-                extra["NURTURE_PUBLIC_URL"] = f"http://{own.host}:{own.port}"
+            public = f"{spec.name.upper()}_PUBLIC_URL"
+            if spec.name in ("nurture", "leads") and public not in env:
+                # Links in e-mails (nurture's) and estimate links (leads') point where the service
+                # really listens (its port may not be the default).
+                extra[public] = f"http://{own.host}:{own.port}"
             instances.append(launcher.add(spec.name, port=own.port, host=own.host, name=spec.name, env=extra))
+        if self.console_port is not None:
+            instances.append(self._console())
         # Spawned here, from the main thread with no other thread running (the child runs
         # Python between fork and exec to tie itself to us).
         for instance in instances:
@@ -142,9 +150,28 @@ class System:
         urls = {i.name: i.url for i in instances}
         # What `clientflow users`, `tokens` and `simulate` run from this folder talk to.
         (self.data_dir / access_cli.SYSTEM_FILE).write_text(
-            json.dumps({"urls": urls, "bootstrap": launcher.bootstrap, "pid": os.getpid()}, indent=2) + "\n"
+            json.dumps(
+                {
+                    "urls": {name: url for name, url in urls.items() if name != "console"},
+                    "console": urls.get("console"),
+                    "bootstrap": launcher.bootstrap,
+                    "pid": os.getpid(),
+                },
+                indent=2,
+            )
+            + "\n"
         )
         return urls
+
+    def _console(self) -> Instance:
+        """The web console, told where each service listens (``CONSOLE_LEADS_URL`` ...)."""
+        urls = {}
+        for spec in SERVICES:
+            own = spec.settings()
+            host = "127.0.0.1" if own.host in ("0.0.0.0", "::", "") else own.host
+            urls[f"CONSOLE_{spec.name.upper()}_URL"] = f"http://{host}:{own.port}"
+        host = os.environ.get("CONSOLE_HOST", "127.0.0.1")
+        return self.launcher.add("console", port=self.console_port, host=host, name="console", env=urls)
 
     def watch(self) -> int:
         """Block until a signal asks us to stop or a service dies; returns the exit code."""
@@ -174,16 +201,26 @@ def run(
         int, typer.Option(envvar="CLIENTFLOW_KAFKA_PORT", help="port of the embedded broker (0: any free)")
     ] = 9092,
     data_dir: Annotated[Path, typer.Option(envvar="CLIENTFLOW_DATA_DIR")] = DATA_DIR,
+    with_console: Annotated[bool, typer.Option("--console/--no-console", help="also run the web console")] = True,
+    console_port: Annotated[
+        int, typer.Option(envvar="CONSOLE_PORT", help="port of the web console (taken: any free one)")
+    ] = 8000,
 ) -> None:
     """Start the broker (embedded unless KAFKA_BOOTSTRAP_SERVERS is set), create the topics,
-    migrate the databases and run the four services until Ctrl-C or SIGTERM."""
+    migrate the databases and run the four services and the web console until Ctrl-C or SIGTERM."""
     unknown = set(only or []) - {s.name for s in SERVICES}
     if unknown:
         raise typer.BadParameter(f"unknown services: {', '.join(sorted(unknown))}")
     if kafka_port and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not port_is_free(kafka_port):
         console.print(f"port {kafka_port} is taken; the embedded broker takes a free one")
         kafka_port = 0
-    system = System(data_dir=data_dir, kafka_port=kafka_port, only=only)
+    if with_console and (not console_port or not port_is_free(console_port)):
+        if console_port:
+            console.print(f"port {console_port} is taken; the console takes a free one")
+        console_port = free_port()
+    system = System(
+        data_dir=data_dir, kafka_port=kafka_port, only=only, console_port=console_port if with_console else None
+    )
     code = 1
     try:
         started = time.monotonic()
@@ -191,7 +228,14 @@ def run(
         key, new = api_key(data_dir)
         console.print(f"[bold]Clientflow is up[/bold] in {time.monotonic() - started:.1f}s")
         for name, url in urls.items():
+            if name == "console":
+                continue
             console.print(f"  {name:<10} {url}  (docs {url}/docs, log {data_dir / (name + '.log')})", soft_wrap=True)
+        if "console" in urls:
+            console.print(
+                f"  {'console':<10} {urls['console']}  (open it in a browser; sign in with the key below)",
+                soft_wrap=True,
+            )
         console.print(f"broker: {system.bootstrap}")
         origin = "new, saved to" if new else "from"
         source = "CLIENTFLOW_API_KEY" if os.environ.get("CLIENTFLOW_API_KEY") else f"{origin} {data_dir / 'api-key'}"
@@ -208,6 +252,14 @@ def run(
             system.stop()
         console.print("stopped")
     raise typer.Exit(code)
+
+
+@app.command("console")
+def console_command() -> None:
+    """Run the web console alone (CONSOLE_PORT, CONSOLE_LEADS_URL ...): what compose runs."""
+    from console.serve import main
+
+    main()
 
 
 @app.command()

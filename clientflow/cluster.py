@@ -36,6 +36,9 @@ from shared.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES: tuple[str, ...] = tuple(spec.name for spec in SERVICES)
+# Processes that are not services (no database, no broker) but start the same way: the web
+# console, ``python -m console`` (its settings are CONSOLE_...; it owns no business data).
+EXTRA_MODULES: Mapping[str, str] = {"console": "console"}
 
 # Tansu (the embedded broker) makes a joining consumer wait about half its session timeout:
 # a short session gets a service consuming in seconds instead of tens of seconds.
@@ -179,7 +182,7 @@ class Launcher:
     ) -> Instance:
         """A new instance of ``service`` (not started): numbered after the ones it already has,
         on ``port`` (else a free one), with its own database URL and variables when given."""
-        if service not in SERVICE_NAMES:
+        if service not in SERVICE_NAMES and service not in EXTRA_MODULES:
             raise ValueError(f"unknown service {service!r}; services are {', '.join(SERVICE_NAMES)}")
         own = dict(env or {})
         if database_url is not None:
@@ -217,7 +220,7 @@ class Launcher:
         instance.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(instance.log_file, "ab") as log:  # the child keeps its own copy of the descriptor
             instance.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{instance.service}"],
+                [sys.executable, "-m", EXTRA_MODULES.get(instance.service, f"services.{instance.service}")],
                 env=self.child_env(instance),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clientflow.simulate_agreements import Agreements
 from clientflow.simulate_team import SalesTeam
 
 CURRENCY = "EUR"
@@ -195,14 +196,19 @@ class Agency:
         if first.price_day is None:
             return first
         running = sorted(
-            {a.who for a in first.actions if a.kind in ("hours", "pay_open") and a.day > first.price_day}
+            {a.who for a in first.actions if a.kind in ("hours", "pay_open", "cancel") and a.day > first.price_day}
             & {a.who for a in first.actions if a.kind == "pay_deposit" and a.day < first.price_day}
         )
         rng = random.Random(f"price:{self.seed}")
         rng.shuffle(running)
         leave = round(len(running) * 0.15)
         hesitate = round(len(running) * 0.20)
-        return self._plan(leave=frozenset(running[:leave]), hesitate=frozenset(running[leave : leave + hesitate]))
+        # Those who hesitate pay the first invoice at the new price late: of the others, the
+        # clients who will have one to pay (still running when the new price applies).
+        effective = next(s for s in self.month_starts() if s > first.price_day)
+        paying = {a.who for a in first.actions if a.kind == "pay_open" and a.get("month") == effective}
+        stay = [who for who in running[leave:] if who in paying]
+        return self._plan(leave=frozenset(running[:leave]), hesitate=frozenset(stay[:hesitate]))
 
     def _plan(self, *, leave: frozenset[int], hesitate: frozenset[int]) -> Plan:
         rng = random.Random(f"agency:{self.seed}")
@@ -352,7 +358,8 @@ class Agency:
         retainer = rng.random() < (0.7 if p.ideal else 0.3)
         if retainer:
             fee = rng.choice((1500, 2000, 2500, 3000, 4000) if p.ideal else (800, 1000, 1200))
-            hours = fee // 150
+            # Most retainers include hours of work each month; some are a fee for a service alone.
+            hours = fee // 150 if rng.random() < (0.75 if p.ideal else 0.5) else 0
             deal = {"deal": "retainer", "fee": str(fee), "hours": str(hours), "rate": "150"}
         else:
             amount = rng.randrange(4, 25) * 500 if p.ideal else rng.randrange(2, 8) * 250
@@ -366,7 +373,8 @@ class Agency:
         if rng.random() > (0.6 if p.ideal else 0.35):
             at(day, "lose", reason=rng.choice(("price", "timing", "went with a competitor", "no decision")))
             return out
-        if not at(day, "win"):
+        # Most clients accept the estimate through its link; the rest sign with a person.
+        if not at(day, "win", link=rng.random() < 0.6):
             return out
         # The deposit: mostly within the week, some late, a few never (the deal then goes nowhere).
         roll = rng.random()
@@ -378,6 +386,11 @@ class Agency:
             return out
         if deal["deal"] == "project":
             done = day + rng.randrange(20, 60)
+            if not p.ideal and rng.random() < 0.25:
+                # A project from hell: a milestone billed, then ended as a loss.
+                at(done - 10, "milestone", share="0.3")
+                at(done, "write_off", reason=rng.choice(("project from hell", "client vanished")))
+                return out
             at(done, "final_invoice")
             if rng.random() < 0.9:
                 at(done + rng.randrange(3, 30), "pay_open", method="bank_transfer")
@@ -415,7 +428,9 @@ class Agency:
             if day < days:
                 out.append(_act(day, kind, p.no, **data))
 
-        monthly_churn = 0.03 if p.ideal else 0.08
+        # Calibrated to the agency's notes: retainer clients stay about half a year (SEO clients
+        # 4-6 months), and included hours keep them about four months longer.
+        monthly_churn = (0.06 if p.ideal else 0.12) * (1.0 if included else 2.5)
         heavy = rng.random() < 0.3  # uses more hours than included
         card = rng.random() < 0.7
         # The day of the price increase, for a client who leaves because of it.
@@ -433,7 +448,7 @@ class Agency:
             if first >= days or (leaves_at is not None and first > leaves_at):
                 break
             # Hours in the month, twice: light users leave hours unused, heavy ones go over.
-            for offset in (8, 20):
+            for offset in (8, 20) if included else ():
                 hours = included * (rng.uniform(0.6, 0.9) if heavy else rng.uniform(0.15, 0.45))
                 at(first + offset, "hours", hours=f"{hours:.1f}")
             if rng.random() < (0.15 if not p.ideal else 0.08):
@@ -444,7 +459,8 @@ class Agency:
                     approve=rng.random() < 0.6,
                 )
             hesitant = effective is not None and first == effective and reaction == "hesitate"
-            late = hesitant or rng.random() < (0.1 if p.ideal else 0.3)
+            roll = rng.random()  # drawn whatever the reaction: the person's later draws stay the same
+            late = hesitant or roll < (0.1 if p.ideal else 0.3)
             pay_day = first + (rng.randrange(12, 24) if late else rng.randrange(1, 6))
             if card and rng.random() < (0.06 if p.ideal else 0.15):
                 decline = rng.choice(DECLINES)
@@ -453,24 +469,41 @@ class Agency:
                     expected["never_paid"] += 1
                     ended = True  # dunning takes it from here: billing ends the subscription
                     break
-                at(first + 2 + rng.randrange(2, 9), "pay_open", method="card", hesitant=hesitant)
+                at(first + 2 + rng.randrange(2, 9), "pay_open", method="card", hesitant=hesitant, month=first)
             else:
-                at(pay_day, "pay_open", method="card" if card else "bank_transfer", hesitant=hesitant)
+                at(pay_day, "pay_open", method="card" if card else "bank_transfer", hesitant=hesitant, month=first)
             if rng.random() < 0.04:
                 at(first + rng.randrange(5, 25), "refer")
+            if not p.ideal and rng.random() < 0.05:
+                # The agency ends it: a client who abuses scope or mistreats the staff is fired.
+                at(
+                    first + rng.randrange(5, 20),
+                    "terminate",
+                    reason=rng.choice(("fired", "scope_abuse", "mistreats_staff")),
+                    notice_days=14,
+                )
+                ended = True
+                break
             if rng.random() < monthly_churn:
+                # Few leave over poor results (the leak the agency keeps under 5%).
+                reason = rng.choices(
+                    ("budget_cut", "not_using", "switching_provider", "price", "poor_results"), (8, 5, 5, 5, 1)
+                )[0]
                 at(
                     first + rng.randrange(5, 25),
                     "cancel",
-                    reason=rng.choice(("budget_cut", "not_using", "poor_results", "switching_provider")),
-                    accept=rng.random() < 0.35,
+                    reason=reason,
+                    # A discount or a smaller plan keeps more clients than a pause does.
+                    accept=rng.random() < (0.6 if reason in ("price", "not_using") else 0.35),
                 )
                 ended = True
                 break
         if leaves_at is not None and not ended:
-            at(leaves_at + rng.randrange(1, 5), "cancel", reason="price", accept=False)
+            at(leaves_at + rng.randrange(1, 5), "cancel", reason="price", accept=False, after_increase=True)
         # A client who leaves does nothing more for us after that day but settle what is open.
-        gone = min((a.day for a in out if a.kind == "cancel" and not a.get("accept")), default=None)
+        gone = min(
+            (a.day for a in out if (a.kind == "cancel" and not a.get("accept")) or a.kind == "terminate"), default=None
+        )
         if gone is not None:
             out = [a for a in out if a.day <= gone or a.kind == "pay_open"]
         return out
@@ -497,6 +530,9 @@ _ORDER = {
     "feedback": 24,
     "refer": 25,
     "cancel": 26,
+    "milestone": 27,
+    "write_off": 28,
+    "terminate": 29,
 }
 
 
@@ -541,6 +577,11 @@ class Person:
     seen: set[str] = field(default_factory=set)
     unsubscribed: bool = False
     left: bool = False
+    acceptance_url: str | None = None
+    signed_via: str | None = None
+    offer: tuple[str, datetime] | None = None  # a discount or downgrade taken, and when
+    written_off: bool = False
+    terminated: tuple[str, datetime] | None = None  # the reason, and when it takes effect
 
 
 def _sign(body: bytes, secret: str, timestamp: int) -> str:
@@ -569,6 +610,7 @@ class Driver:
         }
         self.public = httpx.AsyncClient(timeout=30, follow_redirects=False)
         self.team = SalesTeam(self, tag=f"s{seed}-{plan.start:%Y%m}", currency=CURRENCY)
+        self.agreements = Agreements(self)
 
     async def close(self) -> None:
         await self.team.close()
@@ -682,7 +724,7 @@ class Driver:
                 )
 
     async def perform(self, action: Action, key: str) -> None:
-        handler = getattr(self, f"do_{action.kind}")
+        handler = getattr(self, f"do_{action.kind}", None) or getattr(self.agreements, f"do_{action.kind}")
         done = await handler(action, key)
         self.counts[action.kind if done else f"{action.kind}_skipped"] += 1
 
@@ -779,7 +821,7 @@ class Driver:
                 "kind": "retainer",
                 "currency": CURRENCY,
                 "monthly_fee": action.get("fee"),
-                "included_hours": action.get("hours"),
+                "included_hours": action.get("hours") if action.get("hours") != "0" else None,
                 "hourly_rate": action.get("rate"),
             }
         else:
@@ -801,6 +843,7 @@ class Driver:
             self.problems.append(f"estimate for lead {prospect.no} refused: {r.status_code} {r.text[:200]}")
             return False
         person.deal_id, person.deal_kind = r.json()["deal_id"], action.get("deal")
+        person.acceptance_url = r.json().get("acceptance_url")
         return True
 
     async def do_red_flag(self, action: Action, key: str) -> bool:
@@ -820,10 +863,13 @@ class Driver:
         prospect, person = self.person(action)
         if not person.deal_id:
             return False
+        if action.get("link") and person.acceptance_url:
+            return await self.agreements.accept_by_link(prospect, person)
         r = await self.call(
             "leads", "POST", f"/deals/{person.deal_id}/won", key, json={"signed_by": prospect.lead["name"]}
         )
         person.won = r.status_code == 200
+        person.signed_via = "staff" if person.won else None
         return person.won
 
     async def do_lose(self, action: Action, key: str) -> bool:
@@ -1047,6 +1093,10 @@ class Driver:
                 "retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/accept", f"{key}:a"
             )
             self.counts["cancel_saved" if r.status_code == 200 else "cancel_save_refused"] += 1
+            kind = cancellation["offer"]["kind"]
+            if r.status_code == 200 and kind in ("discount", "downgrade"):
+                person.offer = (kind, self.now)
+                self.counts[f"saved_with_{kind}"] += 1
             return r.status_code == 200
         r = await self.call(
             "retention", "POST", f"/cancellations/{cancellation['cancellation_id']}/confirm", f"{key}:c"
@@ -1096,12 +1146,14 @@ class Driver:
                     person.unsubscribed = True
                     break
 
-    async def follow(self, url: str, method: str = "GET") -> httpx.Response:
-        # The link's own host may be a public name (NURTURE_PUBLIC_URL); the simulator reaches
-        # nurture where it was told to, with the link's signed path and query unchanged.
+    async def follow(self, url: str, method: str = "GET", service: str = "nurture", **kwargs: Any) -> httpx.Response:
+        # The link's own host may be a public name (NURTURE_PUBLIC_URL, LEADS_PUBLIC_URL); the
+        # simulator reaches the service where it was told to, with the link's signed path and
+        # query unchanged.
         parts = urlsplit(url)
-        target = self.targets.nurture.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
-        return await self.public.request(method, target)
+        base = self.targets.urls()[service]
+        target = base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+        return await self.public.request(method, target, **kwargs)
 
     # ------------------------------------------------------------------ the end
 
@@ -1176,6 +1228,7 @@ class Driver:
                 [f"{lead_id} confirmed its cancellation but retention does not show it churned" for lead_id in missing],
             ),
             *await self.team.checks(self.plan.start, self.now.date() + timedelta(days=1)),
+            *await self.agreements.checks(),
             ("no request answered 5xx", sum(self.counts.values()), list(self.problems_5xx())),
             (
                 "no signed webhook was refused",
@@ -1201,6 +1254,45 @@ def _fig(value: Any, suffix: str = "") -> str:
     except ArithmeticError:
         return str(value)
     return f"{number:,.2f}{suffix}" if number != number.to_integral_value() or suffix else f"{number:,.0f}"
+
+
+def figures_table(e: dict[str, Any], title: str) -> Table:
+    """The figures the agency's notes judge it by, each beside what the notes expect."""
+    table = Table(title=title)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("the notes expect")
+    for channel, c in sorted((e.get("channels") or {}).items()):
+        table.add_row(
+            f"ROI {channel}",
+            _fig(c["roi"]),
+            f"spend {_fig(c['spend'])}, first-year revenue {_fig(c['first_year_revenue'])}, "
+            f"per lead {_fig(c['cost_per_lead'])}, per qualified {_fig(c['cost_per_qualified_lead'])}",
+        )
+    year = e.get("yearly_revenue_retention") or {}
+    table.add_row("revenue retention over a year", _fig(year.get("ratio")), "about 1.30 (130% from a retention year)")
+    life = e.get("lifetime") or {}
+    table.add_row(
+        "median client lifetime (months)",
+        _fig(e.get("median_lifetime_months")),
+        f"SEO clients 4-6 months; {life.get('clients_left', 0)} left, {life.get('clients_running', 0)} still running",
+    )
+    leak = e.get("leak") or {}
+    table.add_row(
+        "leak (left unhappy)",
+        _fig(leak.get("share")),
+        f"under {_fig(leak.get('goal'))}: {'met' if leak.get('goal_met') else 'missed'}"
+        f" ({leak.get('unhappy', 0)} of {leak.get('clients', 0)})",
+    )
+    hours = e.get("included_hours") or {}
+    with_h, without = hours.get("with_hours") or {}, hours.get("without_hours") or {}
+    table.add_row(
+        "included hours: months longer",
+        _fig(hours.get("months_longer")),
+        f"about 4 (with hours {_fig(with_h.get('average_lifetime_months'))} months, {with_h.get('clients', 0)} clients;"
+        f" without {_fig(without.get('average_lifetime_months'))}, {without.get('clients', 0)})",
+    )
+    return table
 
 
 def economics_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:
@@ -1299,6 +1391,9 @@ async def simulate(
             f"active subscriptions {overall['active_subscriptions']}, paused {overall['paused_subscriptions']}, "
             f"revenue {_fig(overall['revenue'])}, leaked revenue {_fig(overall['leaked_revenue'])}, "
             f"exit reasons {json.dumps(overall['exit_reasons'])}"
+        )
+        console.print(
+            figures_table(overall, f"The agency's figures {plan.start} to {driver.now:%Y-%m-%d} ({CURRENCY})")
         )
         counts = Table(title="What happened (planned / done)")
         counts.add_column("action")

@@ -159,6 +159,17 @@ class LeadCaptured(Payload):
     first_touch_due_at: AwareDatetime | None = Field(
         default=None, description="when the owner must have reached the lead"
     )
+    account_id: uuid.UUID | None = Field(
+        default=None,
+        description="the company account the person belongs to (same work domain and company name); null: none",
+    )
+    account_name: str | None = Field(default=None, description="the company account's name, if any")
+    consent_wording: str | None = Field(
+        default=None, max_length=40, description="the version of the consent wording the person saw, if given"
+    )
+    capture_source: str | None = Field(
+        default=None, max_length=40, description="how the lead came in: form, import or referral (consent's source)"
+    )
 
 
 class LeadQualified(Payload):
@@ -233,6 +244,23 @@ class DealProposed(Payload):
     )
     owner_id: uuid.UUID | None = Field(default=None, description="the rep who proposed it (the lead's owner)")
     submission_deadline: Moment | None = Field(default=None, description="a tender's deadline for the proposal")
+    version: Count | None = Field(default=None, description="the estimate's version: 1 at first, one more per revision")
+    digest: str | None = Field(
+        default=None, max_length=64, description="SHA-256 (hex) of the version's content as canonical JSON"
+    )
+    valid_until: Moment | None = Field(default=None, description="until when the client may accept this version")
+    acceptance_url: str | None = Field(
+        default=None, max_length=2000, description="the signed public link where the client reads and accepts it"
+    )
+
+
+class DealRevised(DealProposed):
+    """A proposed estimate was revised: the deal keeps its id, this is its new content and version
+    (earlier versions are kept; their links no longer accept)."""
+
+    version: Count = Field(description="the new version (2 for the first revision)")
+    digest: str = Field(max_length=64, description="SHA-256 (hex) of the new version's content as canonical JSON")
+    valid_until: Moment = Field(description="until when the client may accept this version")
 
 
 class DealWon(DealProposed):
@@ -245,6 +273,12 @@ class DealWon(DealProposed):
     fit_score: int | None = Field(default=None, description="the lead's fit score when it was signed, 0-100")
     channel: str | None = Field(default=None, description="acquisition channel of the lead")
     tier: Tier | None = Field(default=None, description="the client's tier when it was signed, if it has one")
+    signed_via: Literal["link", "staff"] | None = Field(
+        default=None, description="link: the client accepted through the acceptance link; staff: a person recorded it"
+    )
+    signed_ip: str | None = Field(
+        default=None, max_length=64, description="the address the client accepted from (link only)"
+    )
 
 
 class DealLost(Payload):
@@ -481,6 +515,23 @@ class SubscriptionCancelled(Payload):
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of the fee")
 
 
+class SubscriptionPriceChanged(Payload):
+    """A save offer that bills changed a subscription's fee for the periods from `effective_at`
+    (a discount or a downgrade, until `until`), or the offer ended and the fee returned."""
+
+    subscription_id: uuid.UUID = Field(description="the subscription whose fee changes")
+    reason: Literal["discount", "downgrade", "offer_ended"] = Field(
+        description="discount or downgrade (a save offer taken), offer_ended (the full fee returns)"
+    )
+    old_fee: Amount = Field(description="the monthly fee billed before")
+    new_fee: Amount = Field(description="the monthly fee billed from `effective_at`")
+    currency: CurrencyCode = Field(description="ISO 4217 code of the fees")
+    discount_percent: Bounded | None = Field(default=None, description="the discount, for a discount")
+    included_hours: Bounded | None = Field(default=None, description="hours included a month from `effective_at`")
+    effective_at: Moment = Field(description="the first period billed at `new_fee` starts here")
+    until: Moment | None = Field(default=None, description="when the offer ends and the full fee returns")
+
+
 class PriceChangeScheduled(Payload):
     """A price change was announced for a subscription, with the dates its notices go out."""
 
@@ -569,6 +620,9 @@ class SaveOffer(Payload):
     months: BoundedInt | None = Field(default=None, description="how many months the offer lasts")
     currency: CurrencyCode | None = Field(default=None, description="ISO 4217 code of `fee`")
     description: str = Field(default="", description="the offer in words, as shown to the client")
+    included_hours: Bounded | None = Field(
+        default=None, description="hours included a month during a downgrade (the smaller plan)"
+    )
 
 
 class CancellationRequested(Payload):
@@ -604,6 +658,26 @@ class CancellationCompleted(Payload):
     effective_at: AwareDatetime = Field(description="when the cancellation takes effect")
 
 
+TerminationReason = Literal["fired", "non_payment", "scope_abuse", "mistreats_staff", "other"]
+TERMINATION_REASONS: tuple[str, ...] = ("fired", "non_payment", "scope_abuse", "mistreats_staff", "other")
+
+
+class ClientTerminated(Payload):
+    """The agency ended the relationship (not the client): billing ends every running
+    subscription at ``effective_at`` (reason ``terminated:<reason>``) and issues a final
+    invoice, nurture sends the offboarding notice, leads marks the person and their company
+    so a later lead from them is flagged ``terminated_before`` and quoted with a surcharge."""
+
+    termination_id: uuid.UUID = Field(description="the termination id")
+    reason: TerminationReason = Field(description="why the agency ends it", examples=["fired"])
+    comment: str | None = Field(default=None, max_length=2000, description="free text (may name people)")
+    notice_days: BoundedInt = Field(ge=0, le=365, description="days of notice given", examples=[30])
+    effective_at: AwareDatetime = Field(description="when the relationship ends (now + notice_days)")
+    subscription_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=100, description="the client's running subscriptions it ends"
+    )
+
+
 # --------------------------------------------------------------------------- retention topic
 
 
@@ -622,6 +696,20 @@ class ClientTierChanged(Payload):
     from_tier: Tier | None = Field(description="the tier before; null for a new client")
     to_tier: Tier = Field(description="the tier now")
     reasons: list[str] = Field(default_factory=list, description="why the client is in this tier")
+    computed_tier: Tier | None = Field(
+        default=None, description="what the tier rules give; differs from `to_tier` while a manual tier is in force"
+    )
+    manual: bool | None = Field(default=None, description="`to_tier` was set by hand (PUT /clients/{lead_id}/tier)")
+
+
+class ClientTierSetManually(Payload):
+    """An admin set a client's tier by hand (it wins over the computed tier until `until`), or
+    removed it (`tier` null). The record of it, so a replay rebuilds the manual tier."""
+
+    tier: Tier | None = Field(description="the tier set by hand; null when the manual tier was removed")
+    reason: str | None = Field(default=None, max_length=1000, description="why (required when set)")
+    until: Day | None = Field(default=None, description="the manual tier holds until this day (exclusive)")
+    set_by: str | None = Field(default=None, max_length=200, description="who set or removed it (the actor's id)")
 
 
 class ChurnRiskRaised(Payload):
@@ -757,6 +845,27 @@ class TokenState(Payload):
     revision: int = Field(ge=1, description="grows with every change; a follower keeps the highest")
 
 
+class ExchangeRateSet(Payload):
+    """An exchange rate set as data: what one unit of `currency` is worth in `quote` from
+    `valid_from` on (the economics convert with it)."""
+
+    currency: CurrencyCode = Field(description="ISO 4217 code of the currency converted")
+    quote: CurrencyCode = Field(description="ISO 4217 code it is converted into")
+    valid_from: Moment = Field(description="the rate holds from this moment until the pair's next rate")
+    rate: Bounded = Field(examples=["0.92"], description="units of `quote` for one unit of `currency`")
+
+
+class ClientHoursUnderused(Payload):
+    """A retainer client used under the underuse share of their included hours two months
+    running: they get a nudge and their account owner a task (included hours keep clients longer
+    only when they are used)."""
+
+    months: BoundedInt = Field(description="months running under the share")
+    used_hours: Bounded = Field(description="hours used in the last month reported")
+    included_hours: Bounded = Field(description="hours included a month")
+    share: Bounded = Field(examples=["0.5"], description="the underuse share (RETENTION_RISK_UNDERUSED_SHARE)")
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -788,6 +897,7 @@ EVENT_TYPES: dict[str, EventType] = {
         ("deal.won", DealWon),
         ("deal.lost", DealLost),
         ("deal.change_requested", DealChangeRequested),
+        ("deal.revised", DealRevised),
     ),
     **_t(
         topics.ENGAGEMENT,
@@ -818,20 +928,25 @@ EVENT_TYPES: dict[str, EventType] = {
         ("hours.usage_reported", HoursUsageReported),
         ("credit_note.issued", CreditNoteIssued),
         ("deal.written_off", DealWrittenOff),
+        ("subscription.price_changed", SubscriptionPriceChanged),
     ),
     **_t(
         topics.CANCELLATIONS,
         ("cancellation.requested", CancellationRequested),
         ("cancellation.saved", CancellationSaved),
         ("cancellation.completed", CancellationCompleted),
+        ("client.terminated", ClientTerminated),
     ),
     **_t(
         topics.RETENTION,
         ("client.health_changed", ClientHealthChanged),
         ("client.tier_changed", ClientTierChanged),
+        ("client.tier_set_manually", ClientTierSetManually),
         ("churn_risk.raised", ChurnRiskRaised),
         ("referral.made", ReferralMade),
         ("loyalty.points_awarded", LoyaltyPointsAwarded),
+        ("exchange_rate.set", ExchangeRateSet),
+        ("client.hours_underused", ClientHoursUnderused),
     ),
     **_t(
         topics.PEOPLE,

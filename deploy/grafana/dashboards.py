@@ -120,7 +120,8 @@ BUSINESS = dashboard(
     "clientflow-business",
     "Clientflow: business",
     "Funnel and conversion by channel, revenue and MRR movements, NRR and GRR, churn, dunning, tiers and the "
-    "let-go list, CAC and LTV by channel, leaked revenue.",
+    "let-go list, CAC and LTV by channel, leaked revenue, ROI and lead cost by channel, the year's revenue "
+    "retention, client lifetime, the leak against its goal and what included hours are worth.",
     [
         panel("Funnel: leads in each stage", ("clientflow_leads_stage", "{{stage}}"), kind="bargauge", width=8),
         panel(
@@ -201,6 +202,43 @@ BUSINESS = dashboard(
             width=12,
         ),
         panel("Days sales outstanding", ("clientflow_billing_days_sales_outstanding", "{{currency}}"), width=12),
+        panel(
+            "ROI by channel (first-year revenue of new clients vs spend)",
+            (econ("roi"), "{{channel}}"),
+            unit="percentunit",
+            width=8,
+        ),
+        panel(
+            "Cost per lead and per qualified lead",
+            (econ("cost_per_lead"), "{{channel}} per lead"),
+            (econ("cost_per_qualified_lead"), "{{channel}} per qualified lead"),
+            width=8,
+        ),
+        panel(
+            "Revenue retention over a year (goal about 130%)",
+            (econ("yearly_revenue_retention", '="all"'), "retention year"),
+            unit="percentunit",
+            width=8,
+        ),
+        panel(
+            "Median client lifetime (months), by channel",
+            (econ("median_lifetime_months"), "{{channel}}"),
+            (econ("median_lifetime_months", '="all"'), "all"),
+            width=8,
+        ),
+        panel(
+            "Leak: clients who left unhappy (goal under 5%)",
+            (econ("leak", '="all"'), "leak"),
+            ("vector(0.05)", "goal"),
+            unit="percentunit",
+            width=8,
+        ),
+        panel(
+            "Included hours: months longer a client stays with them",
+            (econ("included_hours_months_longer", '="all"'), "months longer"),
+            kind="stat",
+            width=8,
+        ),
     ],
 )
 

@@ -22,6 +22,18 @@ async def set_tier(tx: UnitOfWork, lead_id: uuid.UUID | None, *, tier: str) -> N
     account.updated_at = tx.now()
 
 
+async def set_company_account(tx: UnitOfWork, lead_id: uuid.UUID | None, *, account_id: uuid.UUID | None) -> None:
+    """Leads linked the person to a company account (``lead.captured``): their invoices are
+    listed with the account's (``GET /invoices?account_id=``). A capture without one changes
+    nothing (and makes no row for a lead that never becomes a client)."""
+    if lead_id is None or account_id is None:
+        return
+    account = await record.account(tx, lead_id)
+    if account.account_id != account_id:
+        account.account_id = account_id
+        account.updated_at = tx.now()
+
+
 async def set_takeover(tx: UnitOfWork, lead_id: uuid.UUID | None, *, active: bool) -> None:
     """A human handles the client: dunning reminders wait until they are done."""
     if lead_id is None:

@@ -38,6 +38,7 @@ from services.billing.schemas import (
     PriceChangeOut,
     ProjectInvoiceIn,
     ScheduledPriceOut,
+    SubscriptionOfferOut,
     SubscriptionOut,
     TimeEntryIn,
     TimeEntryOut,
@@ -120,6 +121,18 @@ def subscription_out(s: Subscription) -> SubscriptionOut:
         current_period_end=s.current_period_end,
         paused_fee=quantize(s.paused_fee) if s.paused_fee is not None else None,
         paused_until=s.paused_until,
+        offer=(
+            SubscriptionOfferOut(
+                kind=s.offer_kind,
+                fee=quantize(s.offer_fee) if s.offer_fee is not None else None,
+                discount_percent=s.offer_percent,
+                included_hours=s.offer_included_hours,
+                starts_at=s.offer_from,
+                ends_at=s.offer_until,
+            )
+            if s.offer_kind is not None
+            else None
+        ),
         cancelled_at=s.cancelled_at,
         dunning_state=s.dunning_state,
         service_blocked=domain.service_blocked(s.dunning_state),
@@ -156,13 +169,17 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
         response: Response,
         lead_id: uuid.UUID | None = None,
         status: Literal["open", "paid", "void"] | None = None,
+        account_id: uuid.UUID | None = None,
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> list[InvoiceOut]:
-        """A client's invoices (or all), in number order; `X-Total-Count` says how many match."""
+        """A client's invoices (or a company account's, or all), in number order; `X-Total-Count`
+        says how many match."""
 
         async def read(tx: UnitOfWork) -> tuple[list[InvoiceOut], int]:
-            rows, total = await invoices.list_invoices(tx, lead_id=lead_id, status=status, limit=limit, offset=offset)
+            rows, total = await invoices.list_invoices(
+                tx, lead_id=lead_id, status=status, limit=limit, offset=offset, account_id=account_id
+            )
             received = await invoices.invoice_payments(tx, [r.id for r in rows])
             return [invoice_out(r, received[r.id]) for r in rows], total
 

@@ -10,7 +10,16 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.billing import api, dunning, reports, stripe_api, subscribers, subscriptions, write_off_api
+from services.billing import (
+    api,
+    dunning,
+    reports,
+    stripe_api,
+    subscribers,
+    subscriptions,
+    terminations,
+    write_off_api,
+)
 from services.billing.context import Billing
 from services.billing.gateway import CardGateway, NoGateway
 from services.billing.metrics import BillingMetrics
@@ -53,7 +62,9 @@ def create_app(
     subscribers.register(runtime, ctx)
 
     async def cycle(_now: datetime) -> None:
-        """Retainer periods due, then dunning (one record failing stops neither: shared.jobs)."""
+        """Relationships whose notice ran out (first: no period after their end is billed),
+        retainer periods due, then dunning (one record failing stops neither: shared.jobs)."""
+        await terminations.end_due(runtime.uow, ctx, runtime.clock.now())
         await subscriptions.bill_due_subscriptions(runtime.uow, ctx, runtime.clock.now())
         await dunning.run(runtime.uow, ctx, runtime.clock.now())
 

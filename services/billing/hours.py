@@ -103,7 +103,11 @@ async def report_usage(
     if billed is not None and billed.usage_reported_at is not None:
         return Decimal(0), []
     used = await _hours_in(tx, subscription, period_start=period[0])
-    over, cost = domain.overage(used=used, included=subscription.included_hours, rate=subscription.hourly_rate)
+    # A downgraded period included fewer hours than the subscription's plan.
+    included = subscription.included_hours
+    if billed is not None and billed.included_hours is not None:
+        included = billed.included_hours
+    over, cost = domain.overage(used=used, included=included, rate=subscription.hourly_rate)
     if billed is not None:
         billed.usage_reported_at = tx.now()
     tx.emit(
@@ -112,12 +116,12 @@ async def report_usage(
             subscription_id=subscription.id,
             period_start=period[0],
             period_end=period[1],
-            included_hours=subscription.included_hours,
+            included_hours=included,
             used_hours=used,
             overage_hours=over,
             overage_amount=cost,
             currency=subscription.currency,
-            utilisation=domain.utilisation(used=used, included=subscription.included_hours),
+            utilisation=domain.utilisation(used=used, included=included),
         ),
         lead_id=subscription.lead_id,
     )
@@ -128,7 +132,7 @@ async def report_usage(
             description=domain.overage_text(
                 period=domain.describe_period(period),
                 over=over,
-                included=subscription.included_hours,
+                included=included,
                 rate=subscription.hourly_rate,
             ),
             quantity=over,

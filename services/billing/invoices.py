@@ -13,7 +13,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from services.billing import domain, dunning, store
-from services.billing.store import Invoice, InvoiceLine, Payment
+from services.billing.store import Account, Invoice, InvoiceLine, Payment
 from shared import events as ev
 from shared.errors import NotFound
 from shared.money import quantize
@@ -94,12 +94,21 @@ async def get_invoice(tx: UnitOfWork, invoice_id: uuid.UUID) -> Invoice:
 
 
 async def list_invoices(
-    tx: UnitOfWork, *, lead_id: uuid.UUID | None, status: str | None, limit: int, offset: int
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    account_id: uuid.UUID | None = None,
 ) -> tuple[list[Invoice], int]:
-    """A client's invoices (or everyone's), in number order, one page of them and how many match."""
+    """A client's invoices (or a company account's, or everyone's), in number order, one page of
+    them and how many match."""
     query = select(Invoice)
     if lead_id is not None:
         query = query.where(Invoice.lead_id == lead_id)
+    if account_id is not None:
+        query = query.where(Invoice.lead_id.in_(select(Account.lead_id).where(Account.account_id == account_id)))
     if status is not None:
         query = query.where(Invoice.status == status)
     total = await tx.session.scalar(select(func.count()).select_from(query.subquery()))

@@ -132,6 +132,17 @@ class AuthorizationOut(BaseModel):
     currency: str
 
 
+class SubscriptionOfferOut(BaseModel):
+    """A save offer that bills: the periods starting in [starts_at, ends_at) are billed at `fee`."""
+
+    kind: str = Field(description="discount or downgrade")
+    fee: DecimalStr | None = Field(description="the monthly fee during the offer")
+    discount_percent: DecimalStr | None = Field(default=None, description="the discount, for a discount")
+    included_hours: DecimalStr | None = Field(default=None, description="hours included a month, for a downgrade")
+    starts_at: datetime | None = Field(description="the first period at the offer's fee starts here")
+    ends_at: datetime | None = Field(description="the full fee returns for periods starting here")
+
+
 class SubscriptionOut(BaseModel):
     subscription_id: uuid.UUID
     lead_id: uuid.UUID
@@ -146,6 +157,9 @@ class SubscriptionOut(BaseModel):
     current_period_end: datetime | None
     paused_fee: DecimalStr | None
     paused_until: datetime | None
+    offer: SubscriptionOfferOut | None = Field(
+        default=None, description="a discount or downgrade in force or ahead (a save offer that bills)"
+    )
     cancelled_at: datetime | None
     dunning_state: str | None = Field(default=None, description="worst dunning state of its unpaid invoices")
     service_blocked: bool = Field(default=False, description="dunning reached `blocked`: hold the work")

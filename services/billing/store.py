@@ -39,6 +39,8 @@ class Account(Base):
     tier: Mapped[str | None] = mapped_column(String(20), default=None)
     # From nurture's takeover.started/ended: a human handles the client, reminders wait.
     takeover_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # From leads' lead.captured: the company account the client belongs to (GET /invoices?account_id=).
+    account_id: Mapped[uuid.UUID | None] = mapped_column(index=True, default=None)
 
 
 class InvoiceCounter(Base):
@@ -193,6 +195,14 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The worst dunning state of its unpaid invoices (None: nothing to chase).
     dunning_state: Mapped[str | None] = mapped_column(String(12), default=None)
+    # A save offer that bills (a discount or a downgrade) for the periods starting in
+    # [offer_from, offer_until): its kind, the fee then, the percent off and the hours included.
+    offer_kind: Mapped[str | None] = mapped_column(String(12), default=None)
+    offer_fee: Mapped[Decimal | None] = mapped_column(Money(), default=None)
+    offer_percent: Mapped[Decimal | None] = mapped_column(Money(), default=None)
+    offer_included_hours: Mapped[Decimal | None] = mapped_column(Money(), default=None)
+    offer_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    offer_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class BilledPeriod(Base):
@@ -208,6 +218,8 @@ class BilledPeriod(Base):
     fee: Mapped[Decimal] = mapped_column(Money())
     status: Mapped[str] = mapped_column(String(12))  # the subscription's status when billed
     usage_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Hours included in this period when they differ from the subscription's (a downgrade).
+    included_hours: Mapped[Decimal | None] = mapped_column(Money(), default=None)
 
 
 class TimeEntry(Base):
@@ -353,6 +365,22 @@ class ScheduledPrice(Base):
 
 
 # --------------------------------------------------------------------------- immutability
+
+
+class Termination(Base):
+    """The agency ended a client's relationship (``client.terminated``): at ``effective_at`` every
+    running subscription ends and the final invoice is issued (services/billing/terminations.py)."""
+
+    __tablename__ = "terminations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)  # notice | ended
+    final_invoice_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class ImmutableInvoice(RuntimeError):

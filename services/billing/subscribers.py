@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.billing import accounts, deposits, projects, record, subscriptions
+from services.billing import accounts, deposits, projects, record, subscriptions, terminations
 from services.billing.context import Billing
 from shared import events as ev
 from shared.events import Envelope
@@ -32,6 +32,9 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
             subscription_id=payload.subscription_id,
         )
 
+    async def client_terminated(tx: UnitOfWork, event: Envelope, payload: ev.ClientTerminated) -> None:
+        await terminations.client_terminated(tx, ctx, lead_id=event.lead_id, terminated=payload)
+
     async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
         await accounts.set_tier(tx, event.lead_id, tier=payload.to_tier)
 
@@ -40,6 +43,9 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
 
     async def takeover_ended(tx: UnitOfWork, event: Envelope, _payload: ev.TakeoverEnded) -> None:
         await accounts.set_takeover(tx, event.lead_id, active=False)
+
+    async def lead_captured(tx: UnitOfWork, event: Envelope, payload: ev.LeadCaptured) -> None:
+        await accounts.set_company_account(tx, event.lead_id, account_id=payload.account_id)
 
     async def lead_erased(tx: UnitOfWork, event: Envelope, _payload: ev.LeadErased) -> None:
         await accounts.erase_contact(tx, event.lead_id)
@@ -51,9 +57,11 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
             "cancellation.saved": cancellation_saved,
             "cancellation.completed": cancellation_completed,
             "client.tier_changed": tier_changed,
+            "client.terminated": client_terminated,
             "takeover.started": takeover_started,
             "takeover.ended": takeover_ended,
             "lead.erased": lead_erased,
+            "lead.captured": lead_captured,
         },
         prefetch=record.prefetch,
     )

@@ -102,10 +102,9 @@ async def cancel_subscriptions(
             # Never started, never in MRR: it is closed so a late deposit cannot start it,
             # but announcing a cancellation would count churn that never was.
             continue
+        fee = current_fee(subscription, at=subscription.current_period_start or now)
         if was == "active":
-            ctx.metrics.mrr_movement(
-                tx, movement="churn", currency=subscription.currency, amount=subscription.monthly_fee
-            )
+            ctx.metrics.mrr_movement(tx, movement="churn", currency=subscription.currency, amount=fee)
         await _close_last_period(tx, ctx, subscription, effective_at=effective_at)
         tx.emit(
             "subscription.cancelled",
@@ -113,7 +112,7 @@ async def cancel_subscriptions(
                 subscription_id=subscription.id,
                 reason=reason,
                 effective_at=effective_at,
-                monthly_fee=subscription.monthly_fee,
+                monthly_fee=fee,
                 currency=subscription.currency,
             ),
             lead_id=lead_id,
@@ -171,9 +170,13 @@ async def apply_save_offer(
 ) -> list[Subscription]:
     """A client who wanted to leave took a save offer. A pause keeps the subscription at the
     offer's (low) fee, from its next period, until the offer's months run out
-    (``subscription.paused``); a paused subscription is not churn and not in MRR. Discounts
-    and downgrades change the price: not billed here yet."""
-    if lead_id is None or offer.kind != "pause":
+    (``subscription.paused``); a paused subscription is not churn and not in MRR. A discount
+    or a downgrade changes the fee of the periods it covers (``apply_price_offer``)."""
+    if lead_id is None:
+        return []
+    if offer.kind in domain.PRICE_OFFER_KINDS:
+        return await apply_price_offer(tx, ctx, lead_id=lead_id, offer=offer, subscription_id=subscription_id)
+    if offer.kind != "pause":
         return []
     now = tx.now()
     fee = quantize(offer.fee or Decimal(0))
@@ -203,16 +206,144 @@ async def apply_save_offer(
     return paused
 
 
+async def apply_price_offer(
+    tx: UnitOfWork,
+    ctx: Billing,
+    *,
+    lead_id: uuid.UUID,
+    offer: ev.SaveOffer,
+    subscription_id: uuid.UUID | None = None,
+) -> list[Subscription]:
+    """A discount or a downgrade taken instead of leaving: the periods that start in the next
+    ``months`` are billed at the offer's fee (a discount as its own line, a downgrade as the
+    smaller plan with its hours), announced as ``subscription.price_changed`` so retention
+    counts the contraction; when it runs out the full fee returns (``offer_ended``)."""
+    now = tx.now()
+    changed: list[Subscription] = []
+    for subscription in await _subscriptions_in(tx, lead_id, ("active",), only=subscription_id):
+        if offer.currency is not None and offer.currency != subscription.currency:
+            raise Invalid(
+                f"offer.currency: {offer.currency} for subscription {subscription.id} billed in {subscription.currency}"
+            )
+        await bill_due_periods(tx, ctx, subscription, until=now)
+        assert subscription.current_period_end is not None
+        terms = domain.price_offer(
+            kind=offer.kind,
+            monthly_fee=subscription.monthly_fee,
+            fee=offer.fee,
+            percent=offer.discount_percent,
+            months=offer.months,
+            included_hours=offer.included_hours,
+            next_period=subscription.current_period_end,
+        )
+        subscription.offer_kind, subscription.offer_fee = terms.kind, terms.fee
+        subscription.offer_percent, subscription.offer_included_hours = terms.percent, terms.included_hours
+        subscription.offer_from, subscription.offer_until = terms.starts, terms.ends
+        subscription.updated_at = now
+        ctx.metrics.mrr_movement(
+            tx, movement="contraction", currency=subscription.currency, amount=subscription.monthly_fee - terms.fee
+        )
+        tx.emit(
+            "subscription.price_changed",
+            ev.SubscriptionPriceChanged(
+                subscription_id=subscription.id,
+                reason=terms.kind,
+                old_fee=quantize(subscription.monthly_fee),
+                new_fee=terms.fee,
+                currency=subscription.currency,
+                discount_percent=terms.percent,
+                included_hours=terms.included_hours,
+                effective_at=terms.starts,
+                until=terms.ends,
+            ),
+            lead_id=lead_id,
+        )
+        changed.append(subscription)
+    return changed
+
+
+def _end_price_offer(tx: UnitOfWork, ctx: Billing, subscription: Subscription, *, period_start: datetime) -> None:
+    """The offer ran out: the full fee is billed again from this period (``offer_ended``)."""
+    old = subscription.offer_fee or Decimal(0)
+    subscription.offer_kind = subscription.offer_fee = subscription.offer_percent = None
+    subscription.offer_included_hours = subscription.offer_from = subscription.offer_until = None
+    if subscription.status != "active":
+        return  # a paused one is out of MRR; it comes back at its full fee when resumed
+    ctx.metrics.mrr_movement(
+        tx, movement="expansion", currency=subscription.currency, amount=subscription.monthly_fee - old
+    )
+    tx.emit(
+        "subscription.price_changed",
+        ev.SubscriptionPriceChanged(
+            subscription_id=subscription.id,
+            reason="offer_ended",
+            old_fee=quantize(old),
+            new_fee=quantize(subscription.monthly_fee),
+            currency=subscription.currency,
+            included_hours=subscription.included_hours,
+            effective_at=period_start,
+        ),
+        lead_id=subscription.lead_id,
+    )
+
+
+def current_fee(subscription: Subscription, *, at: datetime) -> Decimal:
+    """The monthly fee the subscription brings at ``at``: the offer's while one is in force."""
+    if subscription.offer_fee is not None and domain.offer_applies(
+        starts=subscription.offer_from, ends=subscription.offer_until, period_start=at
+    ):
+        return subscription.offer_fee
+    return subscription.monthly_fee
+
+
 async def resume_subscription(tx: UnitOfWork, ctx: Billing, subscription_id: uuid.UUID) -> Subscription:
-    """A paused subscription runs again at its full fee from its next period
-    (``subscription.resumed``); it is back in MRR."""
+    """A paused subscription runs again at its full fee (``subscription.resumed``); it is back
+    in MRR. Resumed in the middle of a period billed at the low pause fee, the rest of that
+    period is billed at once: the difference to the full fee, prorated by the second."""
     subscription = await tx.session.scalar(
         select(Subscription).where(Subscription.id == subscription_id).with_for_update()
     )
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}")
-    await bill_due_periods(tx, ctx, subscription, until=tx.now())
+    now = tx.now()
+    await bill_due_periods(tx, ctx, subscription, until=now)
+    paused_fee = subscription.paused_fee
     _resume(tx, ctx, subscription)
+    start, end = subscription.current_period_start, subscription.current_period_end
+    billed = await tx.session.get(BilledPeriod, (subscription.id, start)) if start is not None else None
+    if start is None or end is None or billed is None or billed.status != "paused" or paused_fee is None:
+        return subscription
+    owed = domain.resume_catch_up(
+        monthly_fee=subscription.monthly_fee,
+        paused_fee=billed.fee,
+        period=(start, end),
+        at=now,
+        calendar_aligned=ctx.settings.calendar_months,
+    )
+    if owed > 0:
+        days = Decimal((end - now).total_seconds() / 86400).quantize(Decimal("0.1"))
+        await invoices.issue_invoice(
+            tx,
+            lead_id=subscription.lead_id,
+            kind="subscription",
+            currency=subscription.currency,
+            lines=[
+                ev.InvoiceLine(
+                    description=(
+                        f"Retainer resumed {now:%d %b %Y}: full fee for the rest of {domain.describe_period((start, end))}"
+                        f" ({days} days, prorated; {quantize(billed.fee)} paid while paused)"
+                    ),
+                    quantity=Decimal(1),
+                    amount=owed,
+                )
+            ],
+            due_in_days=ctx.settings.invoice_due_days,
+            deal_id=subscription.deal_id,
+            subscription_id=subscription.id,
+            period=(now, end),
+        )
+        billed.fee = subscription.monthly_fee  # the rest of the period is paid at the full fee
+        billed.status = "active"
     return subscription
 
 
@@ -265,15 +396,37 @@ async def bill_period(
         paused_until=subscription.paused_until, period_start=start
     ):
         _resume(tx, ctx, subscription)
+    if subscription.offer_kind is not None and domain.offer_over(ends=subscription.offer_until, period_start=start):
+        _end_price_offer(tx, ctx, subscription, period_start=start)
     await price_changes.apply_scheduled_prices(tx, ctx, subscription, period_start=start)
 
-    fee = domain.billed_fee(
-        status=subscription.status, monthly_fee=subscription.monthly_fee, paused_fee=subscription.paused_fee
-    )
-    text, amount = domain.period_line(
-        status=subscription.status, fee=fee, period=(start, end), calendar_aligned=settings.calendar_months
-    )
-    lines = [ev.InvoiceLine(description=text, quantity=Decimal(1), amount=amount)]
+    included = subscription.included_hours
+    if (
+        subscription.status == "active"
+        and subscription.offer_kind is not None
+        and subscription.offer_fee is not None
+        and domain.offer_applies(starts=subscription.offer_from, ends=subscription.offer_until, period_start=start)
+    ):
+        fee, priced = domain.offer_lines(
+            kind=subscription.offer_kind,
+            monthly_fee=subscription.monthly_fee,
+            fee=subscription.offer_fee,
+            percent=subscription.offer_percent,
+            included_hours=subscription.offer_included_hours,
+            period=(start, end),
+            calendar_aligned=settings.calendar_months,
+        )
+        if subscription.offer_kind == "downgrade" and subscription.offer_included_hours is not None:
+            included = subscription.offer_included_hours
+        lines = [ev.InvoiceLine(description=text, quantity=Decimal(1), amount=amount) for text, amount in priced]
+    else:
+        fee = domain.billed_fee(
+            status=subscription.status, monthly_fee=subscription.monthly_fee, paused_fee=subscription.paused_fee
+        )
+        text, amount = domain.period_line(
+            status=subscription.status, fee=fee, period=(start, end), calendar_aligned=settings.calendar_months
+        )
+        lines = [ev.InvoiceLine(description=text, quantity=Decimal(1), amount=amount)]
 
     used: Decimal | None = None
     if previous[0] is not None and previous[1] is not None and previous[0] != start:
@@ -318,6 +471,7 @@ async def bill_period(
             invoice_id=invoice.id,
             fee=fee,
             status=subscription.status,
+            included_hours=included if included != subscription.included_hours else None,
         )
     )
     await tx.session.flush()

@@ -97,6 +97,7 @@ def lead_out(
         legal_basis=lead.legal_basis,
         referred_by=lead.referred_by,
         referrals=lead.referrals or 0,
+        surcharge=lead.surcharge,
         tier_reasons=lead.tier_reasons or [],
         qualification=lead.qualification,
         merged_into=lead.merged_into,
@@ -110,13 +111,16 @@ def lead_out(
         account_owner_id=lead.account_owner_id,
         first_touch_due_at=lead.first_touch_due_at,
         first_touched_at=lead.first_touched_at,
+        account_id=lead.account_id,
     )
 
 
-def deal_out(deal: Deal, requests: list[ChangeRequest] | None = None) -> DealOut:
-    """A deal as answered, with its change requests when they were read."""
+def deal_out(deal: Deal, requests: list[ChangeRequest] | None = None, *, link: str | None = None) -> DealOut:
+    """A deal as answered, with its change requests when they were read and its acceptance link
+    (``deals.acceptance_link``) while it is open."""
     out = DealOut.model_validate(deal)
     out.change_requests = [ChangeRequestOut.model_validate(r) for r in requests or []]
+    out.acceptance_url = link
     return out
 
 
@@ -359,13 +363,14 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     async def create_deal(lead_id: uuid.UUID, body: DealIn) -> DealOut:
         """Write an estimate (scope lines; a retainer has a monthly fee and included hours)."""
         async with uow() as tx:
-            return deal_out(await deals.propose_deal(tx, ctx, lead_id, body))
+            deal = await deals.propose_deal(tx, ctx, lead_id, body)
+            return deal_out(deal, link=deals.acceptance_link(ctx, deal))
 
     @api.get("/deals/{deal_id}", dependencies=[need(P.LEADS_READ, person=True)], response_model=DealOut, tags=["deals"])
     async def read_deal(deal_id: uuid.UUID) -> DealOut:
         async with uow() as tx:
             deal = await deals.get_deal(tx, deal_id)
-            return deal_out(deal, await deals.change_requests_of(tx, deal_id))
+            return deal_out(deal, await deals.change_requests_of(tx, deal_id), link=deals.acceptance_link(ctx, deal))
 
     @api.post("/deals/{deal_id}/won", dependencies=[need(P.DEALS_WRITE)], response_model=DealOut, tags=["deals"])
     async def won(deal_id: uuid.UUID, body: WonIn) -> DealOut:

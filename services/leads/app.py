@@ -9,7 +9,19 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.leads import api, deposits, people_api, sales, sales_api, speed, subscribers, team
+from services.leads import (
+    accounts_api,
+    api,
+    deposits,
+    estimates_api,
+    people_api,
+    returning,
+    sales,
+    sales_api,
+    speed,
+    subscribers,
+    team,
+)
 from services.leads.context import Context
 from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
@@ -78,6 +90,12 @@ def create_app(
     # Stage gauges come from the database: at start, when scraped, after commits that move
     # stages (once a second at most) and now and then.
     runtime.every("leads-gauges", refresh_gauges, 60.0)
+
+    async def returning_clients(_now: object) -> None:
+        await returning.refresh(runtime.uow)
+
+    # The clients the agency let go, in memory for captures (services/leads/returning.py).
+    runtime.every("leads-returning", returning_clients, returning.REFRESH_S)
     runtime.scrape_refreshers.append(ctx.metrics.refresh)
     subscribers.register(runtime, ctx)
     return runtime.http_app(
@@ -89,6 +107,8 @@ def create_app(
         ),
         routers=[
             api.router(runtime, ctx),
+            accounts_api.router(runtime, ctx),
+            estimates_api.router(runtime, ctx),
             sales_api.router(runtime, ctx),
             people_api.router(runtime, runtime.authenticator, on_changed=person_changed),
         ],

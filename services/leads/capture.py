@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.leads import domain, sales
+from services.leads import accounts, domain, returning, sales
 from services.leads.commands import LeadIn
 from services.leads.context import Context
 from services.leads.funnel import follow, move_stage
@@ -19,7 +19,7 @@ from services.leads.record import (
     lead_with_key,
     remember_captured,
 )
-from services.leads.store import Lead, LeadRedFlag, StageChange, Touch
+from services.leads.store import Account, Lead, LeadRedFlag, StageChange, Touch
 from services.leads.timeline import log_activity
 from shared import events as ev
 from shared.consumer import RejectEvent
@@ -82,6 +82,9 @@ async def capture_lead(
     intake = data.intake()
     fit = domain.fit_score(intake, icp)
     flags = domain.intake_red_flags(intake)
+    flags, surcharge = await returning.flag_returning(tx, ctx, data, flags)
+    # A second person of the same company joins its account (a new person, never merged).
+    account = await accounts.account_for(tx, email=data.email, company=data.company)
     lead = Lead(
         id=uuid.uuid4(),
         email=data.email,
@@ -114,6 +117,8 @@ async def capture_lead(
         engagement_score=0,
         red_flags=[{"name": f.name, "evidence": f.evidence, "source": "intake", "at": now.isoformat()} for f in flags],
         referrals=0,
+        surcharge=surcharge,
+        account_id=account.id if account is not None else None,
         created_at=now,
         updated_at=now,
     )
@@ -137,7 +142,11 @@ async def capture_lead(
         owner_id=assignment.owner_id,
         assigned=assignment.reason,
     )
-    tx.emit("lead.captured", _captured(lead, fit.score, duplicate=False), lead_id=lead.id)
+    tx.emit(
+        "lead.captured",
+        _captured(lead, fit.score, duplicate=False, account=account, wording=data.consent_wording, source=source),
+        lead_id=lead.id,
+    )
     if data.referred_by is not None:
         await _credit_referrer(tx, referrer_id=data.referred_by, referred_id=lead.id, cause=referral_cause)
     return Captured(lead_id=lead.id, fit_score=fit.score, red_flags=[f.name for f in flags], stage="awareness")
@@ -151,6 +160,9 @@ def _captured(
     channel: str | None = None,
     campaign: str | None = None,
     consent: bool | None = None,
+    account: Account | None = None,
+    wording: str | None = None,
+    source: str | None = None,
 ) -> ev.LeadCaptured:
     return ev.LeadCaptured(
         name=lead.name or "",
@@ -181,7 +193,44 @@ def _captured(
         duplicate=duplicate,
         owner_id=lead.owner_id,
         first_touch_due_at=lead.first_touch_due_at if not duplicate else None,
+        account_id=account.id if account is not None else None,
+        account_name=account.name if account is not None else None,
+        consent_wording=wording,
+        capture_source=CONSENT_SOURCES.get(source or "", source),
     )
+
+
+# How a capture came in, as nurture's consent history names its source.
+CONSENT_SOURCES = {"api": "form", "import": "import", "referral.made": "referral"}
+
+# What a person's new touch may fill on their lead when still empty (never overwriting).
+FILLABLE = ("name", "company", "job_title", "industry", "employees", "country", "timeline", "brief")
+
+
+def fill_empty(lead: Lead, data: LeadIn) -> list[str]:
+    """The same person submitted the form again: fill what their lead still lacks from it, never
+    overwriting what it holds. Amounts come only with their currency (or the lead's own).
+    Returns the names of the fields filled."""
+    filled: list[str] = []
+    for name in FILLABLE:
+        given = getattr(data, name)
+        if given not in (None, "") and getattr(lead, name) in (None, ""):
+            setattr(lead, name, given)
+            filled.append(name)
+    if not lead.needs and data.needs:
+        lead.needs = list(data.needs)
+        filled.append("needs")
+    for name in ("budget", "annual_revenue"):
+        given = getattr(data, name)
+        if given is None or getattr(lead, name) is not None:
+            continue
+        if lead.currency is None and data.currency is not None:
+            lead.currency = data.currency
+            filled.append("currency")
+        if lead.currency is not None and lead.currency == data.currency:
+            setattr(lead, name, given)
+            filled.append(name)
+    return filled
 
 
 async def _touch_again(
@@ -207,14 +256,33 @@ async def _touch_again(
     if same_person and data.consent_marketing and not lead.consent_marketing:
         lead.consent_marketing = True
         lead.legal_basis = data.legal_basis or lead.legal_basis
+    filled = fill_empty(lead, data) if same_person else []
+    account = await accounts.link(tx, lead)
     lead.updated_at = now
     log_activity(
-        tx, lead.id, "lead.touched", channel=data.channel, campaign=data.campaign, matched_by=matched_by, source=source
+        tx,
+        lead.id,
+        "lead.touched",
+        channel=data.channel,
+        campaign=data.campaign,
+        matched_by=matched_by,
+        source=source,
+        filled=filled or None,
     )
     await follow(tx, lead, "lead.returned")
     tx.emit(
         "lead.captured",
-        _captured(lead, lead.fit_score, duplicate=True, channel=data.channel, campaign=data.campaign, consent=consent),
+        _captured(
+            lead,
+            lead.fit_score,
+            duplicate=True,
+            channel=data.channel,
+            campaign=data.campaign,
+            consent=consent,
+            account=account,
+            wording=data.consent_wording if same_person else None,
+            source=source,
+        ),
         lead_id=lead.id,
     )
     # Counted here, not from the event: lead.captured does not say what matched.

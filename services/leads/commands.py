@@ -44,6 +44,13 @@ class LeadIn(BaseModel):
     timeline: str | None = Field(default=None, max_length=500)
     needs: list[str] = Field(default_factory=list, max_length=50)
     consent_marketing: bool = False
+    consent_wording: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=r"^[\w.\-]+$",
+        description="version of the consent wording the form showed (nurture's consent history keeps it)",
+        examples=["2026-01"],
+    )
     legal_basis: str | None = Field(default=None, max_length=100)
     referred_by: uuid.UUID | None = None
 
@@ -143,6 +150,10 @@ class DealIn(BaseModel):
     submission_deadline: Moment | None = Field(
         default=None, description="a tender: when the proposal must be submitted (a reminder task comes before it)"
     )
+    valid_until: Moment | None = Field(
+        default=None,
+        description="until when the client may accept the estimate (in the future; default LEADS_ESTIMATE_VALID_DAYS days)",
+    )
 
     @field_validator("monthly_fee", "hourly_rate")
     @classmethod
@@ -175,6 +186,17 @@ class DealIn(BaseModel):
     def total(self) -> Decimal:
         lines = sum((line.amount for line in self.lines), Decimal(0))
         return lines if self.kind == "project" else (self.monthly_fee or Decimal(0)) + lines
+
+
+class RevisionIn(DealIn):
+    """A proposed estimate revised: the same fields as an estimate; ``kind`` may be left out
+    (the deal's own is kept)."""
+
+    kind: Literal["project", "retainer"] | None = None  # type: ignore[assignment]  # optional here only
+
+    def as_deal(self, kind: str) -> DealIn:
+        """The revision as a whole estimate of ``kind`` (``ValueError`` when it is not one)."""
+        return DealIn.model_validate(self.model_dump() | {"kind": self.kind or kind})
 
 
 class QualificationIn(BaseModel):

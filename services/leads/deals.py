@@ -4,18 +4,20 @@ or lost, and the change requests on a signed deal."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 
 from services.leads import domain, sales
 from services.leads.commands import ChangeRequestIn, DealIn
 from services.leads.context import Context
+from services.leads.domain import estimates as estimate_rules
 from services.leads.funnel import follow
 from services.leads.qualification import raise_red_flag
 from services.leads.record import get_lead, lead_for_event
-from services.leads.store import ChangeRequest, Deal
+from services.leads.store import ChangeRequest, Deal, EstimateVersion
 from services.leads.timeline import log_activity
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
@@ -38,7 +40,73 @@ def _deal_fields(deal: Deal) -> dict[str, Any]:
         "hourly_rate": deal.hourly_rate,
         "owner_id": deal.owner_id,
         "submission_deadline": deal.submission_deadline,
+        "version": deal.version,
+        "digest": deal.digest,
+        "valid_until": deal.valid_until,
     }
+
+
+# The fields every deal event carries (deal.proposed, deal.revised, deal.won).
+deal_fields = _deal_fields
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How an estimate was signed: by staff (a name typed in on the client's behalf) or by the
+    client through the acceptance link, from an address, on one version and its digest."""
+
+    via: Literal["staff", "link"] = "staff"
+    ip: str | None = None
+    version: int | None = None
+    digest: str | None = None
+
+
+STAFF = Signing()
+
+
+def acceptance_link(ctx: Context, deal: Deal) -> str | None:
+    """The signed public link of the deal's latest version while it is proposed (None for a deal
+    written before links, or no longer open)."""
+    if deal.valid_until is None or deal.status != "proposed":
+        return None
+    return estimate_rules.acceptance_url(
+        ctx.settings.public_url,
+        secret=ctx.settings.secret_key.get_secret_value(),
+        deal_id=deal.id,
+        version=deal.version,
+        expires_at=deal.valid_until,
+    )
+
+
+def write_version(tx: UnitOfWork, ctx: Context, deal: Deal, *, valid_until: datetime | None) -> EstimateVersion:
+    """Give the deal's current content its expiry (the one asked, in the future, or the default)
+    and digest, and keep it as version ``deal.version``."""
+    try:
+        deal.valid_until = estimate_rules.valid_until_for(valid_until, now=tx.now(), policy=ctx.settings.estimate)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    content = estimate_rules.content_of(
+        title=deal.title,
+        kind=deal.kind,
+        currency=deal.currency,
+        lines=deal.lines,
+        total=deal.total,
+        monthly_fee=deal.monthly_fee,
+        included_hours=deal.included_hours,
+        hourly_rate=deal.hourly_rate,
+        valid_until=deal.valid_until,
+    )
+    deal.digest = estimate_rules.digest_of(content)
+    row = EstimateVersion(
+        deal_id=deal.id,
+        version=deal.version,
+        content=content,
+        digest=deal.digest,
+        created_at=tx.now(),
+        valid_until=deal.valid_until,
+    )
+    tx.session.add(row)
+    return row
 
 
 async def get_deal(tx: UnitOfWork, deal_id: uuid.UUID) -> Deal:
@@ -72,6 +140,9 @@ async def propose_deal(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, data: D
         raise Conflict(f"lead {lead_id} was erased; a deal needs a person")
     if lead.merged_into is not None:
         raise Conflict(f"lead {lead_id} was merged into {lead.merged_into}; write the estimate there")
+    from services.leads import returning  # the returning-client surcharge (one hook: deals.py is shared)
+
+    data = await returning.apply_surcharge(lead, data)
     deal = Deal(
         id=uuid.uuid4(),
         lead_id=lead.id,
@@ -87,11 +158,17 @@ async def propose_deal(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, data: D
         created_at=tx.now(),
         owner_id=lead.owner_id,
         submission_deadline=data.submission_deadline,
+        version=1,
     )
     if data.submission_deadline is not None and data.submission_deadline <= tx.now():
         raise Invalid("submission_deadline: a tender's deadline must be in the future")
     tx.session.add(deal)
-    tx.emit("deal.proposed", ev.DealProposed(**_deal_fields(deal)), lead_id=lead.id)
+    write_version(tx, ctx, deal, valid_until=data.valid_until)
+    tx.emit(
+        "deal.proposed",
+        ev.DealProposed(**_deal_fields(deal), acceptance_url=acceptance_link(ctx, deal)),
+        lead_id=lead.id,
+    )
     log_activity(
         tx, lead.id, "deal.proposed", deal_id=deal.id, title=deal.title, total=deal.total, currency=deal.currency
     )
@@ -100,10 +177,18 @@ async def propose_deal(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, data: D
 
 
 async def win_deal(
-    tx: UnitOfWork, ctx: Context, deal_id: uuid.UUID, *, signed_by: str, signed_at: datetime | None
+    tx: UnitOfWork,
+    ctx: Context,
+    deal_id: uuid.UUID,
+    *,
+    signed_by: str,
+    signed_at: datetime | None,
+    signing: Signing = STAFF,
 ) -> Deal:
     """A signed estimate becomes a won deal (``deal.won``) with the deposit share its risk asks
-    (``domain.deposit``): no signature, no deal. A client's second won deal is a repeat deal."""
+    (``domain.deposit``): no signature, no deal. ``signing`` says how: staff recording it, or the
+    client through the acceptance link (the version and digest of what they read). An estimate
+    past its ``valid_until`` is revised before it is won. A client's second won deal is a repeat deal."""
     deal = await get_deal(tx, deal_id)
     if deal.status == "won":
         return deal
@@ -112,6 +197,11 @@ async def win_deal(
     if not signed_by.strip():
         raise Invalid("signed_by is required: no signature, no deal")
     now = tx.now()
+    if deal.valid_until is not None and now > deal.valid_until:
+        raise Conflict(
+            f"valid_until: the estimate expired on {deal.valid_until.isoformat()}; revise it first "
+            f"(POST /deals/{deal_id}/revisions)"
+        )
     if signed_at is not None and signed_at > now + SIGNED_AT_TOLERANCE:
         raise Invalid(f"signed_at {signed_at.isoformat()} is in the future; an estimate is won once it is signed")
     lead = await get_lead(tx, deal.lead_id)
@@ -125,6 +215,10 @@ async def win_deal(
     deal.signed_by = signed_by.strip()
     deal.signed_at = signed_at or now
     deal.deposit_share = share
+    deal.signed_via = signing.via
+    deal.signed_ip = signing.ip
+    deal.accepted_version = signing.version or deal.version
+    deal.accepted_digest = signing.digest or deal.digest
     tx.emit(
         "deal.won",
         ev.DealWon(
@@ -136,6 +230,8 @@ async def win_deal(
             fit_score=lead.fit_score,
             channel=lead.channel,
             tier=lead.tier,
+            signed_via=signing.via,
+            signed_ip=signing.ip,
         ),
         lead_id=lead.id,
     )
@@ -145,6 +241,8 @@ async def win_deal(
         "deal.won",
         deal_id=deal.id,
         signed_by=deal.signed_by,
+        signed_via=signing.via,
+        version=deal.accepted_version,
         deposit_share=share,
         total=deal.total,
         currency=deal.currency,

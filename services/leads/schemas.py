@@ -10,7 +10,15 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from services.leads.commands import ChangeRequestIn, DealIn, LeadIn, QualificationIn, ScopeLineIn, SpendIn
+from services.leads.commands import (
+    ChangeRequestIn,
+    DealIn,
+    LeadIn,
+    QualificationIn,
+    RevisionIn,
+    ScopeLineIn,
+    SpendIn,
+)
 from services.leads.domain import RED_FLAGS, STAGES
 from shared.bounds import Moment
 from shared.money import DecimalStr
@@ -38,12 +46,14 @@ __all__ = [
     "QualificationIn",
     "QualificationOut",
     "RedFlagIn",
+    "RevisionIn",
     "ScopeLineIn",
     "SpendIn",
     "SpendOut",
     "StageEntry",
     "StageIn",
     "TouchOut",
+    "VersionOut",
     "WonIn",
 ]
 
@@ -122,6 +132,9 @@ class LeadOut(BaseModel):
     legal_basis: str | None = None
     referred_by: uuid.UUID | None = None
     referrals: int = 0
+    surcharge: DecimalStr | None = Field(
+        default=None, description="a client the agency once let go: every estimate is multiplied by this"
+    )
     tier_reasons: list[str] = Field(default_factory=list)
     qualification: dict[str, Any] | None = None
     merged_into: uuid.UUID | None = None
@@ -137,6 +150,46 @@ class LeadOut(BaseModel):
     account_owner_id: uuid.UUID | None = Field(default=None, description="once a client: who looks after them")
     first_touch_due_at: datetime | None = Field(default=None, description="when someone must have reached the lead")
     first_touched_at: datetime | None = Field(default=None, description="the first call, meeting or e-mail logged")
+    account_id: uuid.UUID | None = Field(
+        default=None, description="the company account the person belongs to (GET /accounts/{account_id})"
+    )
+
+
+class AccountDeal(BaseModel):
+    """One deal of one of the account's people."""
+
+    deal_id: uuid.UUID = Field(validation_alias=AliasChoices("deal_id", "id"))
+    title: str
+    kind: str
+    status: str = Field(description="proposed, won, lost, written_off...")
+    currency: str
+    total: DecimalStr
+    monthly_fee: DecimalStr | None = None
+
+
+class AccountPerson(BaseModel):
+    """One person of the account, with their stage and deals."""
+
+    lead_id: uuid.UUID
+    name: str | None
+    email: str | None
+    job_title: str | None
+    stage: str
+    tier: str | None
+    owner_id: uuid.UUID | None
+    created_at: datetime
+    deals: list[AccountDeal] = Field(default_factory=list)
+
+
+class AccountOut(BaseModel):
+    """A company account: the people at one work domain with one company name (linked, never merged)."""
+
+    account_id: uuid.UUID
+    name: str
+    domain: str
+    created_at: datetime
+    people: list[AccountPerson] = Field(description="its people (leads), oldest first, erased ones left out")
+    stages: dict[str, int] = Field(description="how many of its people are at each funnel stage")
 
 
 class LeadList(BaseModel):
@@ -167,6 +220,32 @@ class DealOut(BaseModel):
     change_requests: list[ChangeRequestOut] = Field(default_factory=list)
     owner_id: uuid.UUID | None = Field(default=None, description="the rep who proposed it (won value and commission)")
     submission_deadline: datetime | None = Field(default=None, description="a tender's deadline")
+    version: int = Field(default=1, description="the estimate's version: 1 at first, one more per revision")
+    digest: str | None = Field(default=None, description="SHA-256 of the latest version's canonical content")
+    valid_until: datetime | None = Field(default=None, description="until when the client may accept it")
+    acceptance_url: str | None = Field(
+        default=None,
+        description="signed public link where the client reads the estimate and accepts it (form field name)",
+    )
+    signed_via: Literal["link", "staff"] | None = Field(
+        default=None, description="how it was won: the client through the link, or staff"
+    )
+    signed_ip: str | None = Field(default=None, description="the address the client accepted from (link)")
+    accepted_version: int | None = Field(default=None, description="the version that was accepted")
+    accepted_digest: str | None = Field(default=None, description="the digest of exactly what was accepted")
+
+
+class VersionOut(BaseModel):
+    """One version of an estimate as it was written."""
+
+    model_config = ConfigDict(from_attributes=True)  # read from its row
+
+    deal_id: uuid.UUID
+    version: int
+    digest: str = Field(description="SHA-256 (hex) of the content's canonical JSON")
+    content: dict[str, Any] = Field(description="the version's full content (what the digest covers)")
+    created_at: datetime
+    valid_until: datetime | None
 
 
 class WonIn(BaseModel):

@@ -7,6 +7,7 @@ the names these settings had before they were nested."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.leads.domain import DepositPolicy, EngagementPolicy, QualificationPolicy
 from services.leads.domain.assignment import SalesPolicy
+from services.leads.domain.estimates import EstimatePolicy
 from shared.settings import ServiceSettings
 
 DEFAULT_ICP_FILE = Path(__file__).parent / "icp.yaml"
@@ -51,6 +53,17 @@ class Settings(ServiceSettings):
     # The currencies the agency sells in (LEADS_CURRENCIES='["EUR","USD"]'): quotas and the
     # commission plan must use one of them.
     currencies: tuple[str, ...] = ("EUR", "USD", "GBP")
+
+    # Estimates the client signs: how long one may be accepted (LEADS_ESTIMATE_VALID_DAYS), and
+    # the base of the public acceptance links (LEADS_PUBLIC_URL, as NURTURE_PUBLIC_URL for nurture's).
+    estimate: EstimatePolicy = Field(default_factory=EstimatePolicy)
+    public_url: str = Field(default="http://127.0.0.1:8001", description="base of public links (estimate acceptance)")
+
+    # A client the agency let go who comes back: every estimate is multiplied by this
+    # (LEADS_RETURNING_SURCHARGE, 2 to 10; refused at start-up otherwise).
+    returning_surcharge: Decimal = Field(
+        default=Decimal(3), ge=2, le=10, description="estimate multiplier for a returning terminated client"
+    )
 
     # The ICP a fresh database starts from (PUT /icp replaces it; versions are kept in the database).
     icp_file: Path = DEFAULT_ICP_FILE

@@ -60,6 +60,8 @@ class Lead(Base):
     qualified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     merged_into: Mapped[uuid.UUID | None] = mapped_column(index=True)
     referrals: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # A returning client the agency once let go: every estimate is multiplied by this (returning.py).
+    surcharge: Mapped[Decimal | None] = mapped_column(Money())
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -71,6 +73,8 @@ class Lead(Base):
     first_touch_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     first_touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The company account the person belongs to (accounts.py); None: free mail or no company.
+    account_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
 
     @property
     def red_flag_names(self) -> list[str]:
@@ -133,8 +137,49 @@ class Deal(Base):
     # A tender: the deadline the proposal must be submitted by, and when its reminder went.
     submission_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The estimate the client signs: its version (1 at first, one more per revision), the digest
+    # of that version's content, and until when it may be accepted (None: written before links).
+    version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    digest: Mapped[str | None] = mapped_column(String(64))
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How it was signed: staff (a name typed in) or link (the client, from the acceptance link),
+    # from which address, and the version and digest of exactly what was accepted.
+    signed_via: Mapped[str | None] = mapped_column(String(10))
+    signed_ip: Mapped[str | None] = mapped_column(String(64))
+    accepted_version: Mapped[int | None]
+    accepted_digest: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_deals_status", "status"),)
+
+
+class EstimateVersion(Base):
+    """Every version of an estimate as it was written (the deal row holds the latest): its full
+    content as JSON and the SHA-256 of that content's canonical JSON (``domain.estimates``)."""
+
+    __tablename__ = "estimate_versions"
+
+    deal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("deals.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class TerminatedClient(Base):
+    """A client the agency let go (``client.terminated``): the person, their company's domain and
+    normalised name, so a later lead from them is flagged ``terminated_before`` (returning.py)."""
+
+    __tablename__ = "terminated_clients"
+
+    termination_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    # SHA-256 of the normalised e-mail: who it was is matched, not kept (an erasure leaves it).
+    email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    domain: Mapped[str | None] = mapped_column(String(255), index=True)  # none for free mail
+    company: Mapped[str | None] = mapped_column(String(200), index=True)  # normalised
+    reason: Mapped[str] = mapped_column(String(40))
+    terminated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class LeadRedFlag(Base):
@@ -298,3 +343,16 @@ class PendingDeposit(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # cleared or voided
     flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Account(Base):
+    """A company: the people at the same work domain with the same company name (accounts.py)."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("domain", "name_key", name="uq_accounts_domain_name_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # as the first person wrote it
+    domain: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(200))  # normalised (domain.accounts.account_key)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

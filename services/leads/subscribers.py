@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.leads import capture, deals, deposits, engagement, funnel, record, team
+from services.leads import capture, deals, deposits, engagement, funnel, record, returning, team
 from services.leads.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch
@@ -52,6 +52,9 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
     async def tier_changed(tx: UnitOfWork, event: Envelope, payload: ev.ClientTierChanged) -> None:
         await deals.tier_changed(tx, event, payload)
 
+    async def terminated(tx: UnitOfWork, event: Envelope, payload: ev.ClientTerminated) -> None:
+        await returning.client_terminated(tx, event, payload)
+
     async def referral(tx: UnitOfWork, event: Envelope, payload: ev.ReferralMade) -> None:
         await capture.referral_made(tx, ctx, event, payload)
 
@@ -70,6 +73,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         "cancellation.completed": moves_stage,
         "client.tier_changed": tier_changed,
         "referral.made": referral,
+        "client.terminated": terminated,
     }
     consumed |= {name: replied for name in REPLY_TYPES if name in EVENT_TYPES}
     return consumed

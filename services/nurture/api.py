@@ -17,10 +17,11 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from services.nurture import catalog, domain, sending, tracking
+from services.nurture import catalog, consent, domain, sending, tracking
 from services.nurture import replies as reply_cases
-from services.nurture.content import Renderer
+from services.nurture.content import PAGE_FONTS, RTL_LANGUAGES, Renderer, page_language, page_text
 from services.nurture.metrics import NurtureMetrics
+from services.nurture.record import known_contact
 from services.nurture.schemas import (
     BounceIn,
     FeedbackIn,
@@ -37,6 +38,7 @@ from services.nurture.store import Message
 from shared.access import policy as P
 from shared.access.rules import need, public, refusal
 from shared.errors import Invalid, NotFound
+from shared.i18n import native_digits
 from shared.service import ServiceRuntime
 from shared.signing import SIGNATURE_HEADER, verify_signature
 
@@ -53,6 +55,7 @@ def message_out(message: Message) -> MessageOut:
         subject=message.subject,
         category=message.category,
         sent_at=message.sent_at,
+        language=message.language,
     )
 
 
@@ -85,10 +88,17 @@ def reply_out(outcome: reply_cases.ReplyOutcome) -> ReplyOut:
     )
 
 
-def page(title: str, body: str) -> HTMLResponse:
+def page(title: str, body: str, language: str = "en") -> HTMLResponse:
+    """A public page in ``language``: ``lang`` and ``dir`` set, fonts that have its script."""
+    lang = page_language(language)
+    rtl = lang in RTL_LANGUAGES
+    direction = ";direction:rtl;text-align:right" if rtl else ""
     return HTMLResponse(
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-        f'<body style="font-family:sans-serif;max-width:36em;margin:3em auto">{body}</body></html>'
+        f'<!DOCTYPE html><html lang="{lang}" dir="{"rtl" if rtl else "ltr"}"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>"
+        f'<body style="font-family:{PAGE_FONTS.get(lang, "")}sans-serif;max-width:36em;margin:3em auto{direction}">'
+        f"{body}</body></html>",
+        headers={"Content-Language": lang},
     )
 
 
@@ -182,6 +192,12 @@ def router(
             raise NotFound("no such link")
         return RedirectResponse(u, status_code=302)
 
+    async def _language(lead_id: uuid.UUID) -> str:
+        """The person's language, for the pages they open from an e-mail (English if unknown)."""
+        async with uow() as tx:
+            contact = await known_contact(tx, lead_id)
+        return page_language(contact.language if contact is not None else None)
+
     def _unsubscriber(token: str) -> uuid.UUID:
         lead_id = domain.verify_unsubscribe_token(secret, token)
         if lead_id is None:
@@ -191,13 +207,14 @@ def router(
     @api.get("/unsubscribe", dependencies=[public()], tags=["tracking"], response_class=HTMLResponse)
     async def unsubscribe_page(token: str = Query(..., max_length=200), m: str | None = Query(None)) -> HTMLResponse:
         """Asks to confirm (a link scanner opening the link must not unsubscribe anybody)."""
-        _unsubscriber(token)
+        lang = await _language(_unsubscriber(token))
         action = html.escape(f"/unsubscribe?token={token}" + (f"&m={m}" if m else ""))
         return page(
-            "Unsubscribe",
-            f"<p>Stop {html.escape(settings.brand_name)}'s marketing emails? Invoices and messages about "
-            f'your account still arrive.</p><form method="post" action="{action}">'
-            '<button type="submit">Unsubscribe</button></form>',
+            page_text(lang, "unsubscribe_title"),
+            f"<p>{page_text(lang, 'unsubscribe_question', brand=html.escape(settings.brand_name))}</p>"
+            f'<form method="post" action="{action}">'
+            f'<button type="submit">{page_text(lang, "unsubscribe_button")}</button></form>',
+            lang,
         )
 
     @api.post("/unsubscribe", dependencies=[public()], tags=["tracking"], response_class=HTMLResponse)
@@ -213,9 +230,12 @@ def router(
             tracked = await tracking.unsubscribe(
                 tx, lead_id=lead_id, message_id=message_id, builtin=builtin, metrics=metrics
             )
+            if tracked is not None and tracked.first:
+                consent.withdrawn(tx, lead_id, source="unsubscribe_link")  # the consent history
         if tracked is None:
             raise NotFound("no such link")
-        return page("Unsubscribed", "<p>You will get no more marketing emails from us.</p>")
+        lang = await _language(lead_id)
+        return page(page_text(lang, "unsubscribed_title"), f"<p>{page_text(lang, 'unsubscribed')}</p>", lang)
 
     # ------------------------------------------------------------------ surveys and feedback
 
@@ -233,26 +253,26 @@ def router(
         asked = await _survey(token)
         async with uow() as tx:
             earlier = await tracking.feedback_of(tx, lead_id=asked.lead_id, survey=asked.survey)
+            contact = await known_contact(tx, asked.lead_id)
+        lang = page_language(contact.language if contact is not None else None)
         chosen = score if score is not None else (earlier.score if earlier is not None else None)
         choices = "".join(
             f'<label style="margin-right:.6em"><input type="radio" name="score" value="{n}"'
-            f"{' checked' if n == chosen else ''} required> {n}</label>"
+            f"{' checked' if n == chosen else ''} required> {native_digits(str(n), lang)}</label>"
             for n in range(11)
         )
-        note = (
-            f"<p><em>You answered {earlier.score if earlier.score is not None else '-'}/10 before; "
-            "sending again replaces that answer.</em></p>"
-            if earlier is not None
-            else ""
-        )
+        before = native_digits(str(earlier.score), lang) if earlier is not None and earlier.score is not None else "-"
+        note = f"<p><em>{page_text(lang, 'survey_before', score=before)}</em></p>" if earlier is not None else ""
         return page(
-            "How likely are you to recommend us?",
-            "<h1>How likely are you to recommend us to a friend or colleague?</h1>"
+            page_text(lang, "survey_title"),
+            f"<h1>{page_text(lang, 'survey_question')}</h1>"
             f'{note}<form method="post" action="/feedback">'
             f'<input type="hidden" name="token" value="{html.escape(token)}">'
-            f"<p>0 = not at all, 10 = extremely</p><p>{choices}</p>"
-            '<p><label>Anything we should know? <textarea name="comment" rows="4" cols="40"></textarea></label></p>'
-            '<button type="submit">Send</button></form>',
+            f"<p>{page_text(lang, 'survey_scale')}</p><p>{choices}</p>"
+            f"<p><label>{page_text(lang, 'survey_comment')} "
+            '<textarea name="comment" rows="4" cols="40"></textarea></label></p>'
+            f'<button type="submit">{page_text(lang, "survey_send")}</button></form>',
+            lang,
         )
 
     @api.post(
@@ -308,8 +328,13 @@ def router(
             )
         if body.token and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             # The person's own browser sent the survey form: a page, not JSON.
-            score = f"{saved.score}/10" if saved.score is not None else "your comment"
-            return page("Thank you", f"<p>Thank you! We have {score}.</p>")  # type: ignore[return-value]
+            lang = await _language(lead_id)
+            thanks = (
+                page_text(lang, "thanks_score", score=native_digits(str(saved.score), lang))
+                if saved.score is not None
+                else page_text(lang, "thanks_comment")
+            )
+            return page(page_text(lang, "thanks_title"), f"<p>{thanks}</p>", lang)  # type: ignore[return-value]
         return FeedbackOut.model_validate(saved)
 
     # ------------------------------------------------------------------ provider webhooks

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.nurture import api, subscribers, takeover, takeover_api, tasks, tasks_api
+from services.nurture import api, consent, consent_api, subscribers, takeover, takeover_api, tasks, tasks_api
 from services.nurture.content import Renderer, load_catalog
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.sender import Sender
@@ -38,6 +38,7 @@ def create_app(
     catalog = load_catalog(settings.sequences_dir)
     renderer = Renderer(settings.templates_dir, fallback=settings.default_language)
     renderer.check(catalog.templates())
+    renderer.check({consent.TEMPLATE})  # the consent confirmation, sent outside any sequence
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
@@ -73,6 +74,8 @@ def create_app(
         task_policy=settings.tasks,
         wake_sender=job.wake,
         forget_mail=forget_mail,
+        consent_wording=settings.consent_wording_version,
+        confirm_url=lambda request_id: consent_api.confirm_link(settings, request_id),
     )
 
     async def refresh_task_gauges(now: datetime | None = None) -> None:
@@ -98,6 +101,7 @@ def create_app(
             api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics),
             tasks_api.router(runtime),
             takeover_api.router(runtime, builtin=catalog),
+            consent_api.router(runtime, settings),
         ],
     )
     app.state.sender = sender

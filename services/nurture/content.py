@@ -35,7 +35,10 @@ A template is three files per language: ``<template>.<lang>.subject.j2`` (one li
 three exist, else the fallback language (``en``). Templates see ``name``, ``first_name``,
 ``brand``, ``language``, ``unsubscribe_url``, ``data`` (the trigger's payload), ``days_before``
 (for 'before' steps), ``click(url)`` (a tracked link), ``survey_url(score)`` (a one-click
-survey answer), ``payment_update_url`` and ``booking_url``.
+survey answer), ``payment_update_url`` and ``booking_url``; the filters ``money(currency)``,
+``date``, ``number`` and ``digits`` write them the way the template's language does
+(shared/i18n.py: Bengali and Persian digits, the language's separators and month names).
+Every template exists in every language (tests/unit/test_templates_languages.py).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 from services.nurture import domain
-from shared import safe_yaml, topics
+from shared import i18n, safe_yaml, topics
 from shared.events import EVENT_TYPES, types_on
 
 # The topics nurture reads; their event types are the triggers a sequence may use.
@@ -113,6 +116,8 @@ class Renderer:
             undefined=StrictUndefined,  # a typo in a template fails loudly, not as an empty hole
             keep_trailing_newline=True,
         )
+        # money, date, number and digits: written in the template's language (shared/i18n.py).
+        self.env.filters.update(i18n.jinja_filters())
         self._listed: tuple[float, frozenset[str]] | None = None
 
     def _names(self) -> frozenset[str]:
@@ -148,3 +153,78 @@ class Renderer:
                 # A header is one line: a template's stray newlines must not break it.
                 return Rendered(lang, " ".join(subject.split()), text, html)
         raise TemplateNotFound(f"{template} has no {self.fallback!r} version")
+
+
+# --------------------------------------------------------------------------- public pages
+
+# What the public pages (unsubscribe, the survey, its thank-you) say, in each language a
+# template exists in; ``{brand}`` and ``{score}`` are filled in (escaped) by the page.
+PAGE_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "unsubscribe_title": "Unsubscribe",
+        "unsubscribe_question": "Stop {brand}'s marketing emails? Invoices and messages about your account still arrive.",
+        "unsubscribe_button": "Unsubscribe",
+        "unsubscribed_title": "Unsubscribed",
+        "unsubscribed": "You will get no more marketing emails from us.",
+        "survey_title": "How likely are you to recommend us?",
+        "survey_question": "How likely are you to recommend us to a friend or colleague?",
+        "survey_before": "You answered {score}/10 before; sending again replaces that answer.",
+        "survey_scale": "0 = not at all, 10 = extremely",
+        "survey_comment": "Anything we should know?",
+        "survey_send": "Send",
+        "thanks_title": "Thank you",
+        "thanks_score": "Thank you! We have {score}/10.",
+        "thanks_comment": "Thank you! We have your comment.",
+    },
+    "bn": {
+        "unsubscribe_title": "আনসাবস্ক্রাইব",
+        "unsubscribe_question": "{brand}-এর মার্কেটিং ইমেইল বন্ধ করবেন? ইনভয়েস ও আপনার অ্যাকাউন্ট সংক্রান্ত বার্তা আগের মতোই আসবে।",
+        "unsubscribe_button": "আনসাবস্ক্রাইব করুন",
+        "unsubscribed_title": "আনসাবস্ক্রাইব করা হয়েছে",
+        "unsubscribed": "আমাদের কাছ থেকে আপনি আর কোনো মার্কেটিং ইমেইল পাবেন না।",
+        "survey_title": "আমাদের কথা অন্যকে সুপারিশ করার সম্ভাবনা কতটুকু?",
+        "survey_question": "কোনো বন্ধু বা সহকর্মীকে আমাদের কথা সুপারিশ করার সম্ভাবনা আপনার কতটুকু?",
+        "survey_before": "আপনি আগে {score}/১০ দিয়েছিলেন; আবার পাঠালে আগের উত্তরটি বদলে যাবে।",
+        "survey_scale": "০ = একেবারেই না, ১০ = অবশ্যই",  # noqa: RUF001
+        "survey_comment": "আমাদের আর কিছু জানানোর আছে?",
+        "survey_send": "পাঠান",
+        "thanks_title": "ধন্যবাদ",
+        "thanks_score": "ধন্যবাদ! আপনার দেওয়া {score}/১০ আমরা পেয়েছি।",
+        "thanks_comment": "ধন্যবাদ! আপনার মন্তব্য আমরা পেয়েছি।",
+    },
+    "fa": {
+        "unsubscribe_title": "لغو اشتراک",
+        "unsubscribe_question": "ایمیل‌های تبلیغاتی {brand} قطع شود؟ صورتحساب‌ها و پیام‌های مربوط به حساب شما همچنان می‌رسند.",  # noqa: RUF001
+        "unsubscribe_button": "لغو اشتراک",
+        "unsubscribed_title": "اشتراک لغو شد",
+        "unsubscribed": "دیگر ایمیل تبلیغاتی از ما دریافت نمی‌کنید.",
+        "survey_title": "چقدر احتمال دارد ما را پیشنهاد کنید؟",
+        "survey_question": "چقدر احتمال دارد ما را به یک دوست یا همکار پیشنهاد کنید؟",
+        "survey_before": "پیش‌تر {score} از ۱۰ پاسخ داده بودید؛ ارسال دوباره جای آن پاسخ را می‌گیرد.",  # noqa: RUF001
+        "survey_scale": "۰ = اصلاً، ۱۰ = حتماً",  # noqa: RUF001
+        "survey_comment": "چیز دیگری هست که باید بدانیم؟",
+        "survey_send": "ارسال",
+        "thanks_title": "سپاسگزاریم",
+        "thanks_score": "سپاسگزاریم! نمرهٔ {score} از ۱۰ شما به دست ما رسید.",  # noqa: RUF001
+        "thanks_comment": "سپاسگزاریم! نظر شما به دست ما رسید.",
+    },
+}
+RTL_LANGUAGES = frozenset({"fa", "ar", "he", "ur"})
+# The fonts a page names first for its script (the e-mails' _layout.html.j2 names the same).
+PAGE_FONTS = {
+    "bn": "'Noto Sans Bengali','Hind Siliguri',Vrinda,'Shonar Bangla',",
+    "fa": "Vazirmatn,'Noto Naskh Arabic',Tahoma,'Segoe UI',",
+}
+
+
+def page_language(language: str | None) -> str:
+    """The language a public page answers in: the person's, if the pages speak it, else English."""
+    lang = i18n.language_of(language)
+    return lang if lang in PAGE_TEXTS else "en"
+
+
+def page_text(language: str, key: str, **values: str) -> str:
+    """One sentence of a public page in ``language`` (values are given escaped, numbers in
+    the language's digits)."""
+    text = PAGE_TEXTS[page_language(language)][key]
+    return text.format(**values) if values else text

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from services.nurture import domain, tasks
 from services.nurture.catalog import current_catalog
+from services.nurture.domain import consent as consent_rules
 from services.nurture.metrics import NurtureMetrics
 from services.nurture.record import active_enrollments, chunks, contact_for_event, enrollments_of, known_contact
 from services.nurture.store import Contact, Enrollment, ScheduledMessage
@@ -43,7 +44,13 @@ def _update_profile(contact: Contact, payload: Any, now: datetime) -> None:
             contact.industry, contact.channel = payload.industry, payload.channel
             contact.stage = payload.stage
             contact.owner_id = payload.owner_id or contact.owner_id
-        contact.consent_marketing = domain.merged_consent(contact.consent_marketing, payload.consent_marketing)
+        # After an unsubscribe or a bounce a ticked box is only a request: the person confirms
+        # it through the link consent.py e-mails them (double opt-in).
+        contact.consent_marketing = consent_rules.merged_consent(
+            current=contact.consent_marketing,
+            incoming=payload.consent_marketing,
+            withdrawn=contact.unsubscribed_at is not None or contact.bounced_at is not None,
+        )
     elif isinstance(payload, ev.LeadStageChanged):
         contact.stage = payload.to_stage
     elif isinstance(payload, ev.ClientTierChanged):

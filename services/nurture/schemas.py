@@ -22,6 +22,7 @@ class MessageOut(BaseModel):
     subject: str | None
     category: Literal["marketing", "transactional"]
     sent_at: datetime
+    language: str | None = Field(default=None, description="the language it was written in", examples=["fa"])
     body_text: str | None = Field(
         default=None, description="the text part as sent, with its signed links; only for a caller with the API key"
     )

@@ -130,6 +130,11 @@ class TaskPolicy(PolicyGroup):
     tasks_let_go_due_hours: float = Field(
         default=domain.DUE_HOURS["let_go_review"], gt=0, description="a client moved to tier fire, reviewed"
     )
+    tasks_hours_underused_due_hours: float = Field(
+        default=domain.DUE_HOURS["hours_underused"],
+        gt=0,
+        description="included hours left unused two months running, planned with the client",
+    )
 
     def due_in(self, kind: str) -> timedelta:
         hours = {
@@ -138,6 +143,7 @@ class TaskPolicy(PolicyGroup):
             "churn_risk": self.tasks_churn_risk_due_hours,
             "dunning_blocked": self.tasks_dunning_due_hours,
             "let_go_review": self.tasks_let_go_due_hours,
+            "hours_underused": self.tasks_hours_underused_due_hours,
         }
         return domain.TaskDue(hours).due_in(kind)
 
@@ -198,6 +204,12 @@ class Settings(ServiceSettings):
         default="https://billing.clientflow.example/update-card", description="where a client updates a card"
     )
     booking_url: str = Field(default="https://clientflow.example/book", description="link to book a call")
+    consent_wording_version: str = Field(
+        default="2026-01",
+        min_length=1,
+        max_length=40,
+        description="version of the consent wording the forms show (kept with each grant; a capture may name its own)",
+    )
 
     # SMTP is used when a host is set; otherwise messages are files under data_dir/mail/nurture.
     smtp_host: str | None = None

@@ -205,3 +205,19 @@ class Task(Base):
     snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     closed_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+class ConsentRecord(Base):
+    """One grant, request or withdrawal of a person's marketing consent: when, from where, and
+    the wording version they saw (the history ``GET /leads/{lead_id}/consent`` lists)."""
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # grant | request | withdrawal
+    source: Mapped[str] = mapped_column(String(40))  # form | import | referral | unsubscribe_link | ...
+    wording: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A request: when its link was confirmed (the grant that followed is its own record).
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from services.nurture import content, domain, enrollment, erasure, record, tasks
+from services.nurture import consent, content, domain, enrollment, erasure, offboarding, record, tasks
 from services.nurture.metrics import NurtureMetrics
 from shared.consumer import Handler
-from shared.events import Envelope, TaskClosed, TaskRaised
+from shared.events import Envelope, LeadCaptured, TaskClosed, TaskRaised
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
@@ -22,6 +22,8 @@ def register(
     task_policy: domain.TaskPolicy,
     wake_sender: Callable[[], None],
     forget_mail: Callable[[list[uuid.UUID]], None] | None = None,
+    consent_wording: str = "2026-01",
+    confirm_url: Callable[[uuid.UUID], str] | None = None,
 ) -> None:
     """Consume every event type of the topics nurture reads, each into one use case: an
     erasure into ``erasure.erase_person``, a task raised or closed elsewhere into
@@ -35,6 +37,31 @@ def register(
             payload=payload,
             metrics=metrics,
             task_policy=task_policy,
+            on_scheduled=wake_sender,
+        )
+
+    async def terminated(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
+        await offboarding.client_terminated(
+            tx,
+            builtin=catalog,
+            event=event,
+            payload=payload,
+            metrics=metrics,
+            task_policy=task_policy,
+            on_scheduled=wake_sender,
+        )
+
+    async def captured(tx: UnitOfWork, event: Envelope, payload: LeadCaptured) -> None:
+        # Consent kept honest: a grant, or after an unsubscribe a request to confirm (consent.py).
+        before = await consent.prior(tx, event.lead_id)
+        await happened(tx, event, payload)
+        await consent.after_capture(
+            tx,
+            event=event,
+            payload=payload,
+            before=before,
+            default_wording=consent_wording,
+            confirm_url=confirm_url or (lambda request_id: f"/consent/confirm?request={request_id}"),
             on_scheduled=wake_sender,
         )
 
@@ -54,6 +81,9 @@ def register(
     # through the API later, and several keep the person's profile (stage, tier, owners) current.
     consumed: dict[str, Handler] = dict.fromkeys(sorted(content.triggers()), happened)
     consumed["lead.erased"] = erased
+    consumed["lead.captured"] = captured
+    # The agency ended the relationship: marketing stops, offboarding starts.
+    consumed["client.terminated"] = terminated
     # The tasks topic (not a trigger of sequences): nurture keeps every task, whoever raised it.
     consumed["task.raised"] = task_raised
     consumed["task.closed"] = task_closed

@@ -95,7 +95,8 @@ async def on_client_event(
 ) -> Task | None:
     """The task an event about a client asks of a person, if any: a churn risk is a founder's
     check-in; dunning moving into a state that holds the client's work is a call about it;
-    a client moved to tier fire is a let-go review."""
+    included hours left unused two months running are a plan for them with the client; a
+    client moved to tier fire is a let-go review."""
     name = contact.name or "this client"
     detail: str | None
     if isinstance(payload, ev.ChurnRiskRaised):
@@ -109,6 +110,10 @@ async def on_client_event(
         detail = f"dunning {payload.from_state or 'none'} -> {payload.to_state}" + (
             f": {payload.reason}" if payload.reason else ""
         )
+    elif isinstance(payload, ev.ClientHoursUnderused):
+        kind, source = "hours_underused", f"hours_underused:{event.event_id}"
+        title = f"Plan the unused hours with {name}: under half used {payload.months} months running"
+        detail = f"{payload.used_hours} of {payload.included_hours} hours used last month"
     elif isinstance(payload, ev.ClientTierChanged) and domain.lets_go(payload.to_tier):
         if payload.from_tier is not None and domain.lets_go(payload.from_tier):
             return None

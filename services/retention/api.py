@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import TypeAdapter, ValidationError
 
-from services.retention import cancellations, domain, economics, loyalty, tiers, views
+from services.retention import cancellations, domain, economics, loyalty, notes_api, termination_api, tiers, views
 from services.retention.context import Context
 from services.retention.schemas import (
     CancellationIn,
@@ -24,6 +24,7 @@ from services.retention.schemas import (
     FactorOut,
     LogoChurnOut,
     MoneyOut,
+    OfferIn,
     ReferralIn,
     ReferralOut,
     ReviewOut,
@@ -102,6 +103,8 @@ def client_out(view: views.ClientView) -> ClientOut:
         referred_by=client.referred_by,
         owner_id=client.owner_id,
         account_owner_id=client.account_owner_id,
+        computed_tier=client.computed_tier,
+        account_id=client.account_id,
     )
 
 
@@ -167,6 +170,7 @@ def client_summary(client: Client) -> ClientSummary:
         became_client_at=client.became_client_at,
         owner_id=client.owner_id,
         account_owner_id=client.account_owner_id,
+        account_id=client.account_id,
     )
 
 
@@ -180,6 +184,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         tier: Literal["best", "good", "tolerable", "fire"] | None = None,
         band: Literal["red", "yellow", "green"] | None = None,
         owner: str | None = Query(None, max_length=60, description="account owner: me, none (nobody's) or a person id"),
+        account_id: uuid.UUID | None = None,
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=MAX_COUNT),
     ) -> ClientList:
@@ -196,6 +201,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                 limit=limit,
                 offset=offset,
                 account_owner=None if owned is None else (owned.person_id or "none"),
+                account_id=account_id,
             )
             return ClientList(items=[client_summary(r) for r in rows], total=total, limit=limit, offset=offset)
 
@@ -210,7 +216,8 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
     async def read_client(lead_id: uuid.UUID) -> ClientOut:
         """Health score, band, tier and the factors behind the score, with revenue and MRR."""
         async with uow() as tx:
-            return client_out(await views.client_view(tx, ctx, lead_id))
+            out = await termination_api.with_termination(tx, client_out(await views.client_view(tx, ctx, lead_id)))
+            return await notes_api.with_manual_tier(tx, out)
 
     @api.post(
         "/clients/{lead_id}/cancellation",
@@ -249,6 +256,26 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
             cancellation = await cancellations.accept_offer(tx, ctx, cancellation_id)
         return CancellationOut.model_validate(cancellation)
 
+    @api.put(
+        "/cancellations/{cancellation_id}/offer",
+        dependencies=[need(P.CANCELLATIONS_WRITE)],
+        response_model=CancellationOut,
+        tags=["cancellations"],
+    )
+    async def tailor(cancellation_id: uuid.UUID, body: OfferIn) -> CancellationOut:
+        """Replace the save offer of an open cancellation with one tailored for the client."""
+        async with uow() as tx:
+            cancellation = await cancellations.tailor_offer(
+                tx,
+                cancellation_id,
+                kind=body.kind,
+                discount_percent=body.discount_percent,
+                fee=body.fee,
+                months=body.months,
+                included_hours=body.included_hours,
+            )
+        return CancellationOut.model_validate(cancellation)
+
     @api.post(
         "/cancellations/{cancellation_id}/confirm",
         dependencies=[need(P.CANCELLATIONS_WRITE)],
@@ -277,10 +304,15 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         to: str | None = Query(None, description=f"end (exclusive), date or RFC 3339 ({DATE_RANGE}); default: now"),
         channel: str | None = Query(None, description="one acquisition channel"),
         currency: str | None = Query(None, min_length=3, max_length=3, description="money figures in this currency"),
+        convert: bool = Query(
+            False, description="convert amounts in other currencies at the exchange rates set (PUT /exchange-rates)"
+        ),
     ) -> EconomicsOut:
         """Leads, conversion at each stage, CAC, ARPA, LTV, LTV:CAC, payback, logo and revenue
-        churn, MRR movements, NRR, GRR, share of fire clients, leaked revenue and a cohort table
-        of the period; an empty or inverted period is refused (422)."""
+        churn, MRR movements, NRR, GRR, share of fire clients, leaked revenue, a cohort table, ROI
+        and lead cost per channel, the year's revenue retention, client lifetime, the leak, the
+        included-hours comparison and new against old clients, of the period; an empty or
+        inverted period is refused (422)."""
         now = runtime.clock.now()
         end = _moment(to, name="to") or now
         start = _moment(from_, name="from") or end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -292,11 +324,13 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
                 raise HTTPException(422, f"currency: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
         async def read(tx: UnitOfWork) -> EconomicsOut:
-            figures = await economics.economics(tx, ctx, start=start, end=end, channel=channel, currency=currency)
+            figures = await economics.economics(
+                tx, ctx, start=start, end=end, channel=channel, currency=currency, convert=convert
+            )
             return economics_out(figures, await economics.snapshot(tx))
 
         # The query as asked (a default "now" is the moment the shared computation started).
-        return await runtime.reads.run(read, key=("economics", from_, to, channel, currency))
+        return await runtime.reads.run(read, key=("economics", from_, to, channel, currency, convert))
 
     @api.get("/reviews/latest", dependencies=[need(P.CLIENTS_READ)], response_model=ReviewOut, tags=["tiers"])
     async def latest_review() -> ReviewOut:

@@ -9,7 +9,18 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.retention import api, economics, schedule, subscribers, tiers
+from services.retention import (
+    api,
+    economics,
+    manual_tier,
+    notes_api,
+    rates_api,
+    schedule,
+    subscribers,
+    termination,
+    termination_api,
+    tiers,
+)
 from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
@@ -49,6 +60,9 @@ def create_app(
         # One job, in order: two passes that lock client rows (SKIP LOCKED) running side by
         # side would skip each other's rows.
         await schedule.review_health(runtime.uow, ctx, now)
+        await termination.end_due(runtime.uow, ctx, now)
+        # A manual tier whose day has come ends (the computed tier is in force again).
+        await manual_tier.expire_due(runtime.uow, ctx, now)
         # Polled often, acts once per period (monthly by default) on the business clock.
         await tiers.review_tiers(runtime.uow, ctx, now)
         await economics.publish_trailing(runtime.reads, ctx, now)
@@ -57,5 +71,10 @@ def create_app(
     return runtime.http_app(
         title="Clientflow retention",
         description="Client health, tiers, cancellations and save offers, and unit economics.",
-        routers=[api.router(runtime, ctx)],
+        routers=[
+            api.router(runtime, ctx),
+            termination_api.router(runtime, ctx),
+            rates_api.router(runtime, ctx),
+            notes_api.router(runtime, ctx),
+        ],
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 
@@ -16,7 +17,7 @@ from services.retention import domain, record
 from services.retention.context import Context
 from services.retention.store import Cancellation, Client, Subscription
 from shared import events as ev
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.uow import UnitOfWork
 
 
@@ -28,6 +29,7 @@ def _offer_payload(offer: domain.Offer) -> ev.SaveOffer:
         months=offer.months,
         currency=offer.currency,
         description=offer.description,
+        included_hours=offer.included_hours,
     )
 
 
@@ -63,6 +65,7 @@ async def request_cancellation(
         monthly_fee=subscription.monthly_fee,
         currency=subscription.currency,
         policy=ctx.settings.offers,
+        included_hours=client.hours_included,
     )
     payload = _offer_payload(offer)
     cancellation = Cancellation(
@@ -95,6 +98,46 @@ async def get_cancellation(tx: UnitOfWork, cancellation_id: uuid.UUID, *, lock: 
     cancellation = await tx.session.get(Cancellation, cancellation_id, with_for_update=lock)
     if cancellation is None:
         raise NotFound(f"no cancellation {cancellation_id}")
+    return cancellation
+
+
+async def tailor_offer(
+    tx: UnitOfWork,
+    cancellation_id: uuid.UUID,
+    *,
+    kind: str,
+    discount_percent: Decimal | None,
+    fee: Decimal | None,
+    months: int,
+    included_hours: Decimal | None,
+) -> Cancellation:
+    """A person replaces the save offer of an open cancellation with one tailored for the client
+    (a counter-offer), before the client answers. It travels in ``cancellation.saved`` once
+    accepted (billing bills what was accepted; a replay rebuilds it from there)."""
+    cancellation = await get_cancellation(tx, cancellation_id, lock=True)
+    if cancellation.status != "requested":
+        raise Conflict(f"cancellation {cancellation_id} is {cancellation.status}; only an open one takes a new offer")
+    subscription = (
+        await tx.session.get(Subscription, cancellation.subscription_id) if cancellation.subscription_id else None
+    )
+    if subscription is None or subscription.status != "active":
+        raise Conflict(f"cancellation {cancellation_id}: the subscription is not active; a tailored offer needs one")
+    client = await tx.session.get(Client, cancellation.lead_id)
+    try:
+        offer = domain.tailored_offer(
+            kind=kind,
+            monthly_fee=subscription.monthly_fee,
+            currency=subscription.currency,
+            discount_percent=discount_percent,
+            fee=fee,
+            months=months,
+            included_hours=included_hours if included_hours is not None else None,
+        )
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+    if offer.kind == "downgrade" and offer.included_hours is None and client is not None and client.hours_included:
+        raise Invalid("included_hours: a downgrade of a retainer with included hours names the smaller plan's hours")
+    cancellation.offer = _offer_payload(offer).model_dump(mode="json")
     return cancellation
 
 
@@ -224,3 +267,5 @@ async def replay_cancellation(tx: UnitOfWork, lead_id: uuid.UUID, event_type: st
     if cancellation is not None and cancellation.status != status:
         cancellation.status = status
         cancellation.decided_at = record.when(tx)
+    if cancellation is not None and isinstance(p, ev.CancellationSaved):
+        cancellation.offer = p.offer.model_dump(mode="json")  # the offer taken (maybe a tailored one)

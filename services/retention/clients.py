@@ -267,11 +267,22 @@ async def record_dunning(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, to
 async def record_hours(
     tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, *, used: Decimal, included: Decimal | None, overage: Decimal
 ) -> None:
-    """A retainer period closed: hours used against those included (the under-use rule)."""
+    """A retainer period closed: hours used against those included (the under-use rule). A
+    client under the underuse share two months running gets a nudge and their account owner a
+    task (``client.hours_underused``, once per run of such months)."""
     client = await record.client(tx, lead_id)
     client.hours_used = used
     client.hours_included = included if included is not None else client.hours_included
     record.timeline(tx, client, "hours.usage_reported", used=used, included=included, overage=overage)
+    share = ctx.settings.risk.underused_share
+    months = domain.underused_months(client.underused_months or 0, used=used, included=included, share=share)
+    client.underused_months = months
+    if months == domain.NUDGE_AFTER_MONTHS and included:
+        tx.emit(
+            "client.hours_underused",
+            ev.ClientHoursUnderused(months=months, used_hours=used, included_hours=included, share=share),
+            lead_id=lead_id,
+        )
     await changed(tx, ctx, client)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,14 +14,18 @@ from sqlalchemy import func, select
 
 from services.retention import domain
 from services.retention.context import Context
+from services.retention.domain import figures as figures_rules
+from services.retention.domain import rates as rates_rules
 from services.retention.store import (
     Cancellation,
     ChannelSpend,
     Client,
     ClientEvent,
     ClientMoney,
+    ExchangeRate,
     MrrMovement,
     Subscription,
+    Termination,
 )
 from shared.errors import Invalid
 from shared.reads import ReadPool
@@ -57,12 +61,21 @@ def _leaked(detail: object) -> Decimal | None:
 
 
 async def economics(
-    tx: UnitOfWork, ctx: Context, *, start: datetime, end: datetime, channel: str | None, currency: str | None
+    tx: UnitOfWork,
+    ctx: Context,
+    *,
+    start: datetime,
+    end: datetime,
+    channel: str | None,
+    currency: str | None,
+    convert: bool = False,
 ) -> dict[str, Any]:
     """Unit economics of [start, end), optionally of one acquisition channel, money in one
-    currency (the reporting currency unless asked): the figures of ``domain.economics`` with
-    the period, channel, currency and margin they are of. Money is summed in Python: SQLite
-    keeps exact decimals as text, where SUM would be a float."""
+    currency (the reporting currency unless asked): the figures of ``domain.economics`` and
+    ``domain.figures`` with the period, channel, currency and margin they are of. Amounts in
+    other currencies are left out, or with ``convert`` converted at the exchange rates set as
+    data (``domain.rates``; a missing rate is named in ``reasons``). Money is summed in Python:
+    SQLite keeps exact decimals as text, where SUM would be a float."""
     if end <= start:
         raise Invalid(f"empty or inverted period: from {start.isoformat()} is not before to {end.isoformat()}")
     policy = ctx.settings.economics
@@ -138,6 +151,65 @@ async def economics(
     exits = [
         (c.decided_at, c.reason) for c in await session.execute(ended) if c.lead_id in ids and c.decided_at is not None
     ]
+    # Terminations (the agency ended it) and exits dunning decided (involuntary) are split from
+    # the churn the agency is judged on (domain.split_lost).
+    ended_by_agency = select(Termination.lead_id, Termination.effective_at, Termination.reason)
+    terminations = [
+        (t.effective_at, t.lead_id, t.reason) for t in await session.execute(ended_by_agency) if t.lead_id in ids
+    ]
+    involuntary = [
+        (c.decided_at, c.lead_id)
+        for c in await session.execute(ended.where(Cancellation.reason == "non_payment"))
+        if c.lead_id in ids and c.decided_at is not None
+    ]
+    timeline = select(ClientEvent.lead_id, ClientEvent.at, ClientEvent.type, ClientEvent.detail).where(
+        ClientEvent.type.in_(("payment.succeeded", "invoice.issued", "feedback.received"))
+    )
+    payments: list[figures_rules.Money] = []
+    invoices: list[figures_rules.Money] = []
+    signals: list[figures_rules.Signal] = []
+    for e in await session.execute(timeline):
+        if e.lead_id not in ids:
+            continue
+        if e.type == "feedback.received":
+            score = e.detail.get("score")
+            signals.append(figures_rules.Signal(e.lead_id, e.at, "feedback", int(score) if score is not None else None))
+            if e.detail.get("complaint"):
+                signals.append(figures_rules.Signal(e.lead_id, e.at, "complaint"))
+        elif (money := _money(e.lead_id, e.at, e.detail)) is not None:
+            (payments if e.type == "payment.succeeded" else invoices).append(money)
+    unhappy_exits = select(Cancellation.lead_id, Cancellation.created_at).where(Cancellation.reason == "poor_results")
+    signals += [
+        figures_rules.Signal(c.lead_id, c.created_at, "poor_results")
+        for c in await session.execute(unhappy_exits)
+        if c.lead_id in ids
+    ]
+    hours = select(Client.lead_id, Client.hours_included).where(Client.hours_included.is_not(None))
+    with_hours = frozenset(c.lead_id for c in await session.execute(hours) if c.hours_included and c.lead_id in ids)
+    retainers = frozenset(
+        lead_id for lead_id in await session.scalars(select(Subscription.lead_id).distinct()) if lead_id in ids
+    )
+    missing: str | None = None
+    if convert:
+        rates = [
+            rates_rules.Rate(r.currency, r.quote, r.valid_from, r.rate)
+            for r in await session.scalars(select(ExchangeRate))
+        ]
+        into = rates_rules.Converter(cur, rates)
+        movements = [
+            domain.Movement(m.lead_id, m.at, m.kind, amount, cur, m.logo)
+            for m in movements
+            if (amount := into.convert(m.amount, m.currency, m.at)) is not None
+        ]
+        spends = [
+            domain.Spend(s.channel, s.start, s.end, amount, cur)
+            for s in spends
+            if (amount := into.convert(s.amount, s.currency, _day(s.start))) is not None
+        ]
+        leaked = [(t, amount, cur) for t, a, c in leaked if (amount := into.convert(a, c, t)) is not None]
+        payments = [m for p in payments if (m := _converted(into, p)) is not None]
+        invoices = [m for i in invoices if (m := _converted(into, i)) is not None]
+        missing = into.reason()
     figures = domain.economics(
         domain.EconomicsInput(
             start=start,
@@ -149,14 +221,66 @@ async def economics(
             spends=spends,
             leaked=leaked,
             exits=exits,
+            terminations=terminations,
+            involuntary=involuntary,
         )
     )
-    figures.update({"from": start, "to": end, "channel": channel, "currency": cur, "gross_margin": policy.gross_margin})
+    figures.update(
+        figures_rules.figures(
+            figures_rules.FiguresInput(
+                start=start,
+                end=end,
+                currency=cur,
+                leads=leads,
+                movements=movements,
+                spends=spends,
+                payments=payments,
+                invoices=invoices,
+                signals=signals,
+                with_hours=with_hours,
+                retainer_clients=retainers,
+            )
+        )
+    )
+    figures.update(
+        {
+            "from": start,
+            "to": end,
+            "channel": channel,
+            "currency": cur,
+            "gross_margin": policy.gross_margin,
+            "converted": convert,
+        }
+    )
+    if missing:
+        figures["reasons"]["exchange_rates"] = missing
     if not clients:
         figures["reasons"]["period"] = (
             f"no lead or client from channel {channel!r}" if channel else "no lead or client recorded yet"
         )
     return figures
+
+
+def _money(lead_id: Any, at: datetime, detail: object) -> figures_rules.Money | None:
+    """A payment or invoice the timeline records, or None when it reads as no amount."""
+    if not isinstance(detail, dict) or detail.get("amount") is None or not detail.get("currency"):
+        return None
+    try:
+        amount = Decimal(str(detail["amount"]))
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+    if not _readable(amount, "a payment or invoice"):
+        return None
+    return figures_rules.Money(lead_id, at, amount, str(detail["currency"]))
+
+
+def _converted(into: rates_rules.Converter, m: figures_rules.Money) -> figures_rules.Money | None:
+    amount = into.convert(m.amount, m.currency, m.at)
+    return None if amount is None else figures_rules.Money(m.lead_id, m.at, amount, into.reporting)
+
+
+def _day(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

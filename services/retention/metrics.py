@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 # The events counted when committed (``cancellation.saved`` does not carry the reason its count
 # is labelled with: ``cancellations.accept_offer`` counts it after its commit).
 _COUNTED = frozenset(
-    {"cancellation.requested", "cancellation.completed", "churn_risk.raised", "loyalty.points_awarded", "referral.made"}
+    {
+        "cancellation.requested",
+        "cancellation.completed",
+        "churn_risk.raised",
+        "loyalty.points_awarded",
+        "referral.made",
+        "client.terminated",
+    }
 )
 
 
@@ -75,6 +82,12 @@ class RetentionMetrics:
             ["kind", "channel", "currency"],
             registry=registry,
         )
+        self.terminations = Counter(
+            "clientflow_retention_terminations_total",
+            "Relationships the agency ended (POST /clients/{lead_id}/termination), by reason",
+            ["reason"],
+            registry=registry,
+        )
         self._mrr_currencies: set[str] = set()
         self._running: asyncio.Task[None] | None = None
         self._again = False
@@ -97,6 +110,8 @@ class RetentionMetrics:
             self.loyalty_points.inc(p.points)
         elif isinstance(p, ev.ReferralMade):
             self.referrals.labels("made").inc()
+        elif isinstance(p, ev.ClientTerminated):
+            self.terminations.labels(p.reason).inc()
 
     def refresh_after_commit(self, tx: UnitOfWork) -> None:
         """Refresh the gauges once ``tx`` has committed (never on a rollback)."""
@@ -171,6 +186,18 @@ class RetentionMetrics:
         currency = figures["currency"]
         for name in self.ECONOMICS_FIGURES:
             value = figures.get(name)
+            self.economics.labels(name, channel, currency).set(float("nan") if value is None else float(value))
+        # The agency's own figures (domain/figures.py), flattened into the same gauge.
+        derived = {
+            "roi": figures.get("roi"),
+            "cost_per_lead": figures.get("cost_per_lead"),
+            "cost_per_qualified_lead": figures.get("cost_per_qualified_lead"),
+            "yearly_revenue_retention": (figures.get("yearly_revenue_retention") or {}).get("ratio"),
+            "median_lifetime_months": figures.get("median_lifetime_months"),
+            "leak": (figures.get("leak") or {}).get("share"),
+            "included_hours_months_longer": (figures.get("included_hours") or {}).get("months_longer"),
+        }
+        for name, value in derived.items():
             self.economics.labels(name, channel, currency).set(float("nan") if value is None else float(value))
         for step in figures["funnel"]:
             rate = step["from_leads"]

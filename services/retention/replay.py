@@ -5,6 +5,11 @@ what it decided), is read from offset 0 up to the end offsets seen at the start,
 business order of the events (``occurred_at``), into a fresh database through the same
 handlers the live consumer uses, with the clock set to each event's time. The events the
 handlers emit on the way were published the first time: the rebuilt outbox is marked sent.
+
+Notes on clients are written over HTTP and their text is never published (it is personal
+data), so no topic holds them: the replay copies them from the store it rebuilds
+(``settings.database_url``) when that is another database (``copy_notes``). Manual tiers come
+back from ``client.tier_set_manually``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
 
 from services.retention import subscribers
 from services.retention.app import MIGRATIONS
 from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
-from services.retention.store import Client
+from services.retention.store import Client, ClientNote
 from shared.broker import read_to_end, topic_partitions
 from shared.clock import SimulatedClock
 from shared.db import OutboxRow, create_engine
@@ -44,6 +49,7 @@ class ReplayReport:
     skipped: int = 0
     rejected: list[str] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)
+    notes: int = 0  # copied from the store rebuilt (notes are never published)
 
 
 QUIET_S = 1.0
@@ -113,9 +119,32 @@ async def replay(
             await session.execute(
                 update(OutboxRow).where(OutboxRow.sent_at.is_(None)).values(sent_at=_last(usable) or clock.now())
             )
+        if settings.database_url != database_url:
+            report.notes = await copy_notes(settings.database_url, uow)
     finally:
         await engine.dispose()
     return report
+
+
+async def copy_notes(source_url: str, uow: UnitOfWorkFactory) -> int:
+    """Copy the notes of the clients the rebuild knows from the store at ``source_url`` (notes
+    come over HTTP and are never published). Returns how many were copied."""
+    source = create_engine(source_url)
+    try:
+        async with source.connect() as conn:
+            if not await conn.run_sync(lambda sync: inspect(sync).has_table(ClientNote.__tablename__)):
+                return 0
+            rows = (await conn.execute(select(ClientNote.__table__))).mappings().all()
+    finally:
+        await source.dispose()
+    copied = 0
+    async with uow.sessions() as session, session.begin():
+        known = set(await session.scalars(select(Client.lead_id)))
+        for row in rows:
+            if row["lead_id"] in known and await session.get(ClientNote, row["id"]) is None:
+                session.add(ClientNote(**dict(row)))
+                copied += 1
+    return copied
 
 
 def _last(usable: list) -> datetime | None:

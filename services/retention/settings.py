@@ -72,6 +72,11 @@ class Settings(ServiceSettings):
         default_factory=EconomicsPolicy, description="unit economics (domain/economics.py)"
     )
 
+    # The agency ending a relationship: the notice given when the request names none.
+    termination_notice_days: int = Field(
+        default=30, ge=0, le=365, description="default notice of POST /clients/{lead_id}/termination, in days"
+    )
+
     # Health is re-assessed on a schedule too: tenure grows with time, not with events.
     review_interval_s: float = Field(default=600.0, gt=0)
 

@@ -73,6 +73,9 @@ class Client(Base):
     overdue_invoices: Mapped[list[str]] = mapped_column(JSON, default=list)
     hours_used: Mapped[Decimal | None] = mapped_column(Money())  # last month reported
     hours_included: Mapped[Decimal | None] = mapped_column(Money())
+    # Months running the client used under the underuse share of their included hours (the
+    # nudge goes at the second).
+    underused_months: Mapped[int] = mapped_column(default=0)
     price_increase_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Churn risk: one episode open at a time; raised once per episode.
     churn_risk_open: Mapped[bool] = mapped_column(default=False)
@@ -89,6 +92,38 @@ class Client(Base):
     account_owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The company account the person belongs to (leads' lead.captured): GET /clients?account_id=.
+    account_id: Mapped[uuid.UUID | None] = mapped_column(index=True, default=None)
+    # What the tier rules say (the review's own finding); ``tier`` is the effective one, which a
+    # manual tier (``manual_tiers``) overrides while in force. None: not reviewed since.
+    computed_tier: Mapped[str | None] = mapped_column(String(20), default=None)
+
+
+class ClientNote(Base):
+    """A note staff kept on a client, with tags from a fixed list (personal data: the text is
+    never published, and the notes go with the person on erasure)."""
+
+    __tablename__ = "client_notes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    author_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ManualTierRow(Base):
+    """A tier an admin set by hand: it wins over the computed tier until ``until`` (exclusive)."""
+
+    __tablename__ = "manual_tiers"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    until: Mapped[date] = mapped_column(index=True)
+    set_by: Mapped[str | None] = mapped_column(String(200))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ClientMoney(Base):
@@ -147,6 +182,23 @@ class Cancellation(Base):
     __table_args__ = (Index("ix_cancellations_status", "status"),)
 
 
+class Termination(Base):
+    """The agency ended the relationship (not the client): why, the notice given, when it ends."""
+
+    __tablename__ = "terminations"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clients.lead_id"), index=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    comment: Mapped[str | None] = mapped_column(Text)  # free text may name people: erased with the client
+    notice_days: Mapped[int]
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # notice | ended
+    subscription_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 _ID = BigInteger().with_variant(Integer, "sqlite")
 
 
@@ -178,6 +230,24 @@ class MrrMovement(Base):
     amount: Mapped[Decimal] = mapped_column(Money())
     currency: Mapped[str] = mapped_column(String(3))
     logo: Mapped[int] = mapped_column(default=0)
+
+
+class ExchangeRate(Base):
+    """What one unit of ``currency`` is worth in ``quote`` from ``valid_from`` on (set as data,
+    ``PUT /exchange-rates``; announced as ``exchange_rate.set`` so a replay rebuilds it)."""
+
+    __tablename__ = "exchange_rates"
+
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    quote: Mapped[str] = mapped_column(String(3), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    # Text, exactly as given: a rate needs more places than money's four.
+    rate_text: Mapped[str] = mapped_column(String(40))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    @property
+    def rate(self) -> Decimal:
+        return Decimal(self.rate_text)
 
 
 class ChannelSpend(Base):

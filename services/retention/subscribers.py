@@ -5,7 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from services.retention import cancellations, clients, loyalty, record, subscriptions, tiers
+from services.retention import (
+    accounts,
+    cancellations,
+    clients,
+    loyalty,
+    manual_tier,
+    notes,
+    rates,
+    record,
+    subscriptions,
+    termination,
+    tiers,
+)
 from services.retention.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch, RejectEvent
@@ -35,6 +47,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
             referred_by=p.referred_by,
             owner_id=p.owner_id,
         )
+        await accounts.fold_account(tx, _person(event), account_id=p.account_id, duplicate=p.duplicate)
 
     async def assigned(tx: UnitOfWork, event: Envelope, p: ev.LeadAssigned) -> None:
         await clients.record_assignment(tx, _person(event), owner_id=p.owner_id, role=p.role)
@@ -168,6 +181,19 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
             effective_at=p.effective_at,
         )
 
+    async def price_changed(tx: UnitOfWork, event: Envelope, p: ev.SubscriptionPriceChanged) -> None:
+        await subscriptions.change_fee(
+            tx,
+            ctx,
+            _person(event),
+            subscription_id=p.subscription_id,
+            reason=p.reason,
+            old_fee=p.old_fee,
+            new_fee=p.new_fee,
+            currency=p.currency,
+            effective_at=p.effective_at,
+        )
+
     async def change_requested(tx: UnitOfWork, event: Envelope, p: ev.DealChangeRequested) -> None:
         await clients.record_change_request(
             tx, ctx, _person(event), in_scope=p.in_scope, amount=p.amount, hours=p.hours, currency=p.currency
@@ -186,6 +212,9 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
 
     async def erased(tx: UnitOfWork, event: Envelope, p: ev.LeadErased) -> None:
         await clients.erase_client(tx, ctx, _person(event), requested_at=p.requested_at)
+        await termination.erase_comment(tx, _person(event))
+        await notes.erase_notes(tx, _person(event))
+        await manual_tier.erase_reason(tx, _person(event))
 
     return {
         "lead.captured": captured,
@@ -216,6 +245,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         "subscription.resumed": resumed,
         "subscription.cancelled": cancelled,
         "price.change_scheduled": price_change,
+        "subscription.price_changed": price_changed,
     }
 
 
@@ -224,7 +254,7 @@ def own_handlers() -> dict[str, Handler]:
     gave, referrals, points, cancellations); a rebuild reads them back instead of re-deciding."""
 
     async def tier(tx: UnitOfWork, event: Envelope, p: ev.ClientTierChanged) -> None:
-        await tiers.replay_tier(tx, _person(event), to_tier=p.to_tier, reasons=p.reasons)
+        await tiers.replay_tier(tx, _person(event), to_tier=p.to_tier, reasons=p.reasons, computed_tier=p.computed_tier)
 
     async def referral(tx: UnitOfWork, event: Envelope, p: ev.ReferralMade) -> None:
         await loyalty.replay_referral(tx, _person(event), p)
@@ -235,7 +265,19 @@ def own_handlers() -> dict[str, Handler]:
     async def cancellation(tx: UnitOfWork, event: Envelope, p: Any) -> None:
         await cancellations.replay_cancellation(tx, _person(event), event.type, p)
 
+    async def terminated(tx: UnitOfWork, event: Envelope, p: ev.ClientTerminated) -> None:
+        await termination.replay_termination(tx, _person(event), p)
+
+    async def rate(tx: UnitOfWork, event: Envelope, p: ev.ExchangeRateSet) -> None:
+        await rates.replay_rate(tx, p)
+
+    async def set_manually(tx: UnitOfWork, event: Envelope, p: ev.ClientTierSetManually) -> None:
+        await manual_tier.replay_manual(tx, _person(event), p)
+
     return {
+        "client.tier_set_manually": set_manually,
+        "exchange_rate.set": rate,
+        "client.terminated": terminated,
         "client.tier_changed": tier,
         "referral.made": referral,
         "loyalty.points_awarded": points,

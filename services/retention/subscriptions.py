@@ -187,7 +187,15 @@ async def cancel_subscription(
             await tx.session.delete(later)
         if was == "new":
             _move(tx, sub, kind="new", amount=Decimal(0), at=effective_at, logo=1)
-        if await _others_running(tx, sub):
+        if domain.ended_by_termination(reason):
+            # The agency let the client go: neither churn nor a cancellation (termination.py).
+            from services.retention import termination
+
+            running = await _others_running(tx, sub)
+            _move(tx, sub, kind=domain.TERMINATED, amount=lost, at=effective_at, logo=0 if running else -1)
+            if not running:
+                await termination.mark_ended(tx, sub.lead_id, at=effective_at)
+        elif await _others_running(tx, sub):
             _move(tx, sub, kind="contraction", amount=lost, at=effective_at)
         else:
             _move(tx, sub, kind="churn", amount=lost, at=effective_at, logo=-1)
@@ -237,6 +245,39 @@ async def schedule_price_change(
     if increase:
         client.price_increase_at = effective_at
     record.timeline(tx, client, "price.change_scheduled", effective_at=effective_at, increase=increase)
+    await changed(tx, ctx, client)
+
+
+async def change_fee(
+    tx: UnitOfWork,
+    ctx: Context,
+    lead_id: uuid.UUID,
+    *,
+    subscription_id: uuid.UUID,
+    reason: str,
+    old_fee: Decimal,
+    new_fee: Decimal,
+    currency: str,
+    effective_at: datetime,
+) -> None:
+    """A save offer that bills (a discount or a downgrade) lowered the fee from ``effective_at``,
+    or the offer ran out and the full fee returned: a ``contraction`` (or the ``expansion``
+    back) dated then, counted in NRR and GRR like any other; the fee itself changes then."""
+    client = await record.client(tx, lead_id)
+    sub = await _subscription(tx, lead_id=lead_id, subscription_id=subscription_id)
+    sub.currency = sub.currency or currency
+    if sub.monthly_fee is None:
+        sub.monthly_fee = old_fee
+    diff = new_fee - old_fee
+    if sub.status == "active" and diff:
+        _move(tx, sub, kind="expansion" if diff > 0 else "contraction", amount=abs(diff), at=effective_at)
+    if effective_at <= tx.now():
+        sub.monthly_fee = new_fee
+    else:
+        sub.pending_fee, sub.pending_at = new_fee, effective_at
+    sub.updated_at = tx.now()
+    record.timeline(tx, client, "subscription.price_changed", reason=reason, new_fee=new_fee, effective_at=effective_at)
+    await _summarise(tx, client)
     await changed(tx, ctx, client)
 
 

@@ -1,6 +1,10 @@
 """The tier review: every client classified by the tier rules (domain/tiers.py) once per period
 on the business clock, a change published, and the clients to let go listed with the revenue
-at stake."""
+at stake.
+
+The computed tier counts the notes' tags too (``mistreats_staff`` or ``blames_us`` twice in 90
+days: ``fire``), and is kept on the client (``computed_tier``); a tier set by hand
+(manual_tier.py) wins while in force, and the review lists it (``manual``) with its reason."""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.retention import domain, record
+from services.retention import domain, manual_tier, notes, record
 from services.retention.context import Context
+from services.retention.domain.tiers import effective_tier, let_go_from_notes, with_notes
 from services.retention.store import Client, ClientEvent, TierReview
 from shared import events as ev
 from shared.db import StateRow
@@ -63,18 +68,44 @@ class _Classified:
     tier: str
     change: dict[str, object] | None
     let_go: dict[str, object] | None
+    manual: dict[str, object] | None = None
 
 
 async def _classify(tx: UnitOfWork, ctx: Context, client: Client, *, now: datetime) -> _Classified:
     """Classify one client by the tier rules; a change is published (``client.tier_changed``)."""
     evidence = await _tier_evidence(tx, client)
-    tier, reasons = domain.classify_tier(evidence, ctx.settings.tiers)
+    computed, computed_reasons = domain.classify_tier(evidence, ctx.settings.tiers)
+    # Notes tagged mistreats_staff or blames_us, twice in 90 days: a let-go candidate.
+    computed, computed_reasons = with_notes(
+        computed, computed_reasons, let_go_from_notes(await notes.recent_tags(tx, client.lead_id, now), now)
+    )
+    client.computed_tier = computed
+    # A tier set by hand wins while in force; the review keeps the computed one beside it.
+    row = await manual_tier.manual_of(tx, client.lead_id)
+    tier, reasons, by_hand = effective_tier(computed, computed_reasons, manual_tier.as_rule(row), now)
+    manual: dict[str, object] | None = None
+    if by_hand and row is not None:
+        manual = {
+            "lead_id": str(client.lead_id),
+            "tier": row.tier,
+            "reason": row.reason,
+            "until": row.until.isoformat(),
+            "set_by": row.set_by,
+            "computed_tier": computed,
+            "computed_reasons": computed_reasons,
+        }
     change: dict[str, object] | None = None
     if tier != client.tier:
         change = {"lead_id": str(client.lead_id), "from_tier": client.tier, "to_tier": tier, "reasons": reasons}
         tx.emit(
             "client.tier_changed",
-            ev.ClientTierChanged(from_tier=client.tier, to_tier=tier, reasons=reasons),
+            ev.ClientTierChanged(
+                from_tier=client.tier,
+                to_tier=tier,
+                reasons=reasons,
+                computed_tier=computed,
+                manual=by_hand,
+            ),
             lead_id=client.lead_id,
         )
         client.tier, client.tier_changed_at = tier, now
@@ -94,8 +125,10 @@ async def _classify(tx: UnitOfWork, ctx: Context, client: Client, *, now: dateti
                 for c, a in (await record.revenue_of(tx, client.lead_id)).items()
             ],
             "subscription_status": client.subscription_status,
+            "computed_tier": computed,
+            "manual_tier": manual,
         }
-    return _Classified(tier, change, let_go)
+    return _Classified(tier, change, let_go, manual)
 
 
 def _summary(classified: Iterable[_Classified], into: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -103,11 +136,13 @@ def _summary(classified: Iterable[_Classified], into: dict[str, Any] | None = No
     counts = dict.fromkeys(domain.TIERS, 0) | dict((into or {}).get("tiers", {}))
     changes = list((into or {}).get("changes", []))
     let_go = list((into or {}).get("let_go", []))
+    manual = list((into or {}).get("manual", []))
     for c in classified:
         counts[c.tier] = counts.get(c.tier, 0) + 1
         changes += [c.change] if c.change else []
         let_go += [c.let_go] if c.let_go else []
-    return {"tiers": counts, "changes": changes, "let_go": let_go}
+        manual += [c.manual] if c.manual else []
+    return {"tiers": counts, "changes": changes, "let_go": let_go, "manual": manual}
 
 
 async def review_tiers(
@@ -196,7 +231,11 @@ async def latest_review(tx: UnitOfWork) -> TierReview:
     return review
 
 
-async def replay_tier(tx: UnitOfWork, lead_id: uuid.UUID, *, to_tier: str, reasons: list[str]) -> None:
-    """Rebuild: the tier a review gave (its event is the record of it)."""
+async def replay_tier(
+    tx: UnitOfWork, lead_id: uuid.UUID, *, to_tier: str, reasons: list[str], computed_tier: str | None = None
+) -> None:
+    """Rebuild: the tier a review gave, or a manual tier put in force (its event is the record of it)."""
     client = await record.client(tx, lead_id)
     client.tier, client.tier_reasons, client.tier_changed_at = to_tier, reasons, record.when(tx)
+    if computed_tier is not None:
+        client.computed_tier = computed_tier

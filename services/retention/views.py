@@ -70,6 +70,7 @@ async def list_clients(
     limit: int,
     offset: int,
     account_owner: uuid.UUID | Literal["none"] | None = None,
+    account_id: uuid.UUID | None = None,
 ) -> tuple[list[Client], int]:
     """Clients (prospects are not listed), oldest first, with the total for paging;
     ``account_owner``: only one person's clients, or (``"none"``) those with no account owner.
@@ -79,6 +80,8 @@ async def list_clients(
         query = query.where(Client.tier == tier)
     if band:
         query = query.where(Client.band == band)
+    if account_id is not None:
+        query = query.where(Client.account_id == account_id)
     if account_owner == "none":
         query = query.where(Client.account_owner_id.is_(None))
     elif account_owner is not None:

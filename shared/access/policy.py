@@ -79,12 +79,22 @@ CHANGE_ORDERS_WRITE = _p("change_orders.write", [SALES, FINANCE], "approve, reje
 TIME_WRITE = _p("time.write", [FINANCE, SUCCESS], "log hours against a retainer")
 PRICES_WRITE = _p("prices.write", [FINANCE], "announce a price change")
 MONEY_REPORTS_READ = _p("money_reports.read", [FINANCE], "revenue leaked per client (names clients)")
+RATES_WRITE = _p("rates.write", [FINANCE], "set the exchange rates the economics convert with")
 
 # Retention.
 CLIENTS_READ = _p("clients.read", STAFF, "read clients: health, tier, cancellations, the latest review")
 CANCELLATIONS_WRITE = _p("cancellations.write", [SUCCESS], "run the cancellation flow and its save offers")
 REVIEWS_WRITE = _p("reviews.write", [SUCCESS], "run a tier review")
 REFERRALS_WRITE = _p("referrals.write", [SUCCESS], "record a referral")
+TERMINATIONS_WRITE = _p(
+    "terminations.write", [SUCCESS], "end a relationship on the agency's side (notice, offboarding, final invoice)"
+)
+NOTES_READ = _p("notes.read", [SUCCESS, SALES], "read the notes kept on a client (personal data)")
+NOTES_WRITE = _p("notes.write", [SUCCESS, SALES], "add a note (with tags) on a client")
+TIERS_WRITE = _p("tiers.write", [], "set or remove a client's tier by hand")
+
+# Consent (nurture).
+CONSENT_READ = _p("consent.read", [SUCCESS], "read a person's consent history")
 
 # Every service.
 AUDIT_READ = _p("audit.read", [], "read the audit trail")

@@ -26,6 +26,7 @@ class System:
     bootstrap: str
     process: subprocess.Popen[bytes]
     data_dir: Path
+    console: str = ""  # the web console's URL
 
     def client(self, service: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -43,12 +44,14 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     data_dir = tmp_path_factory.mktemp("clientflow")
     kafka_port = free_port()
     ports = {name: free_port() for name in SERVICES}
+    console_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env |= {
         "CLIENTFLOW_DATA_DIR": str(data_dir),
         "CLIENTFLOW_API_KEY": API_KEY,
         "CLIENTFLOW_KAFKA_PORT": str(kafka_port),
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "CONSOLE_PORT": str(console_port),
     }
     # The embedded default, as `make run` has it: one SQLite file per service.
     for name in SERVICES:
@@ -70,7 +73,13 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         time.sleep(0.3)
     children = _children(process.pid)
     try:
-        yield System(urls=urls, bootstrap=f"127.0.0.1:{kafka_port}", process=process, data_dir=data_dir)
+        yield System(
+            urls=urls,
+            bootstrap=f"127.0.0.1:{kafka_port}",
+            process=process,
+            data_dir=data_dir,
+            console=f"http://127.0.0.1:{console_port}",
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -221,8 +221,12 @@ async def test_pause_resume_and_cancel_mid_period(kafka_bootstrap: str, database
         as_json(await pay(svc, april["invoice_id"], "49.00"))
         resumed = as_json(await svc.client.post(f"/subscriptions/{sub['subscription_id']}/resume"))
         assert resumed["status"] == "active"
+        # Resumed on April 2: the rest of April at the full fee less the pause fee, (900 - 49) x 29/30.
+        catch_up = (await eventually(await count(4)))[3]
+        assert catch_up["amount"] == "822.63"
+        as_json(await pay(svc, catch_up["invoice_id"], "822.63"))
         clock.advance_to(datetime(2031, 5, 1, 1, tzinfo=UTC))
-        may = (await eventually(await count(4)))[3]
+        may = (await eventually(await count(5)))[4]
         assert may["amount"] == "900.00"
         # Cancelled on May 11, 00:00: the 21 unused days of 31 come back by credit note.
         leaving = event(

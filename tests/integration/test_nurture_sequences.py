@@ -234,17 +234,18 @@ async def test_client_lifecycle_sequences_over_smtp(
         await send(kafka_bootstrap, price)
         await applied(svc, price)
         clock.advance_to(T0 + timedelta(days=10, minutes=2))  # 30 days before
-        await eventually(lambda: has_subject(inbox, person.email, "30 days"))
+        await eventually(lambda: has_subject(inbox, person.email, "۳۰ روز"))  # Persian digits
         clock.advance_to(T0 + timedelta(days=33, minutes=2))  # 7 days before
-        await eventually(lambda: has_subject(inbox, person.email, "7 days"))
+        await eventually(lambda: has_subject(inbox, person.email, "۷ روز"))  # noqa: RUF001
 
         done = ev.CancellationCompleted(cancellation_id=uuid.uuid4(), reason="budget", effective_at=clock.now())
         cancelled = event("cancellation.completed", done, lead_id=lead_id, producer_name="retention")
         await send(kafka_bootstrap, cancelled)
         await applied(svc, cancelled)
         clock.advance_to(T0 + timedelta(days=33, hours=2))
-        survey = await eventually(lambda: has_subject(inbox, person.email, "Sorry to see you go"))
-        survey_link = re.search(r"10: (\S+)", survey.get_body(("plain",)).get_content()).group(1)
+        # "Sorry to see you go", in Persian: the person's language, with Persian digits.
+        survey = await eventually(lambda: has_subject(inbox, person.email, "از رفتنتان متأسفیم"))
+        survey_link = re.search(r"۱۰: (\S+)", survey.get_body(("plain",)).get_content()).group(1)  # noqa: RUF001
         clock.advance_to(T0 + timedelta(days=80))
         await eventually(lambda: rows_are(svc, lead_id, "winback", 0, "suppressed"))
         assert (await rows(svc, lead_id, "winback"))[0][2] == "no_consent"
@@ -262,7 +263,7 @@ async def test_client_lifecycle_sequences_over_smtp(
             form = {"token": token, "score": "10", "comment": ""}
             answered = await public.post(f"{svc.url}/feedback", data=form)
             again = await public.post(f"{svc.url}/feedback", data=form | {"score": "3", "comment": "slow"})
-        assert answered.status_code == 200 and "10/10" in answered.text and "3/10" in again.text
+        assert answered.status_code == 200 and "نمرهٔ ۱۰ از ۱۰" in answered.text and "نمرهٔ ۳ از ۱۰" in again.text  # noqa: RUF001
         async with svc.runtime.uow.sessions() as session:
             answers = list(await session.execute(select(Feedback.score, Feedback.comment)))
             complaint_tasks = await session.scalar(

@@ -182,7 +182,7 @@ async def test_redelivered_payment_counts_once(retention, kafka_bootstrap: str) 
 async def test_cancellation_offers_a_pause_and_accepting_saves_the_client(retention, kafka_bootstrap: str) -> None:
     lead_id, _ = await subscribed_client(retention, kafka_bootstrap, fee="1000", currency="EUR")
     answer = await retention.client.post(
-        f"/clients/{lead_id}/cancellation", json={"reason": "not_using", "comment": "quiet season"}
+        f"/clients/{lead_id}/cancellation", json={"reason": "budget_cut", "comment": "quiet season"}
     )
     assert answer.status_code == 201, answer.text
     requested = answer.json()
@@ -194,6 +194,7 @@ async def test_cancellation_offers_a_pause_and_accepting_saves_the_client(retent
         "months": 2,
         "currency": "EUR",
         "description": "",
+        "included_hours": None,
     }
     cancellation_id = requested["cancellation_id"]
 
@@ -212,7 +213,7 @@ async def test_cancellation_offers_a_pause_and_accepting_saves_the_client(retent
         (saved,) = await reader.wait_for("cancellation.saved", lead_id=lead_id)
     request_payload = ev.CancellationRequested.model_validate(req.data)
     assert (request_payload.reason, request_payload.offer.kind, request_payload.offer.fee) == (
-        "not_using",
+        "budget_cut",
         "pause",
         Decimal("200.00"),
     )

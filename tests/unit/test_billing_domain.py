@@ -194,3 +194,113 @@ def test_add_months_clamps_to_the_end_of_the_month() -> None:
     assert domain.add_months(datetime(2028, 1, 31, tzinfo=UTC), 1) == datetime(2028, 2, 29, tzinfo=UTC)
     assert domain.add_months(datetime(2026, 11, 15, 8, tzinfo=UTC), 3) == datetime(2027, 2, 15, 8, tzinfo=UTC)
     assert domain.add_months(NOW, 12) == NOW.replace(year=2027)
+
+
+# --------------------------------------------------------------------------- offers that bill
+
+
+def test_a_discount_offer_starts_next_period_and_runs_its_months() -> None:
+    terms = domain.price_offer(
+        kind="discount",
+        monthly_fee=Decimal(1000),
+        fee=None,
+        percent=Decimal(20),
+        months=2,
+        included_hours=None,
+        next_period=datetime(2031, 4, 1, tzinfo=UTC),
+    )
+    assert (terms.fee, terms.percent, terms.starts, terms.ends) == (
+        Decimal("800.00"),
+        Decimal(20),
+        datetime(2031, 4, 1, tzinfo=UTC),
+        datetime(2031, 6, 1, tzinfo=UTC),
+    )
+    inside = [
+        domain.offer_applies(starts=terms.starts, ends=terms.ends, period_start=datetime(2031, m, 1, tzinfo=UTC))
+        for m in (3, 4, 5, 6)
+    ]
+    assert inside == [False, True, True, False]
+    assert domain.offer_over(ends=terms.ends, period_start=datetime(2031, 6, 1, tzinfo=UTC))
+
+
+def test_offer_terms_are_refused_by_field() -> None:
+    def terms(**kw: object) -> domain.PriceOffer:
+        base: dict[str, object] = {
+            "kind": "discount",
+            "monthly_fee": Decimal(1000),
+            "fee": None,
+            "percent": Decimal(20),
+            "months": 2,
+            "included_hours": None,
+            "next_period": datetime(2031, 4, 1, tzinfo=UTC),
+        }
+        return domain.price_offer(**{**base, **kw})  # type: ignore[arg-type]
+
+    for kw, field in (
+        ({"percent": Decimal(150)}, "offer.discount_percent"),
+        ({"months": 0}, "offer.months"),
+        ({"months": None}, "offer.months"),
+        ({"kind": "downgrade", "percent": None}, "offer.fee"),
+        ({"fee": Decimal(1200)}, "offer.fee"),
+        ({"kind": "pause"}, "offer.kind"),
+    ):
+        with pytest.raises(Invalid, match=field):
+            terms(**kw)
+
+
+def test_a_discounted_period_shows_the_discount_as_its_own_line_and_prorates_it() -> None:
+    april = (datetime(2031, 4, 1, tzinfo=UTC), datetime(2031, 5, 1, tzinfo=UTC))
+    fee, lines = domain.offer_lines(
+        kind="discount",
+        monthly_fee=Decimal(1000),
+        fee=Decimal(800),
+        percent=Decimal(20),
+        included_hours=None,
+        period=april,
+        calendar_aligned=True,
+    )
+    assert fee == Decimal(800)
+    assert lines == [
+        ("Retainer, 01 Apr 2031 - 30 Apr 2031", Decimal(1000)),
+        ("Save offer: 20% off, 01 Apr 2031 - 30 Apr 2031", Decimal(-200)),
+    ]
+    half = (datetime(2031, 4, 16, tzinfo=UTC), datetime(2031, 5, 1, tzinfo=UTC))
+    _, partial = domain.offer_lines(
+        kind="discount",
+        monthly_fee=Decimal(1000),
+        fee=Decimal(800),
+        percent=Decimal(20),
+        included_hours=None,
+        period=half,
+        calendar_aligned=True,
+    )
+    assert [amount for _, amount in partial] == [Decimal("500.00"), Decimal("-100.00")]  # 15 of 30 days
+    _, plan = domain.offer_lines(
+        kind="downgrade",
+        monthly_fee=Decimal(1000),
+        fee=Decimal(600),
+        percent=None,
+        included_hours=Decimal(5),
+        period=april,
+        calendar_aligned=True,
+    )
+    assert plan == [("Retainer, downgraded plan, 5 hours included, 01 Apr 2031 - 30 Apr 2031", Decimal(600))]
+
+
+def test_resuming_mid_period_owes_the_rest_at_the_full_fee_less_the_pause_fee() -> None:
+    april = (datetime(2031, 4, 1, tzinfo=UTC), datetime(2031, 5, 1, tzinfo=UTC))
+    owed = domain.resume_catch_up(
+        monthly_fee=Decimal(900),
+        paused_fee=Decimal(60),
+        period=april,
+        at=datetime(2031, 4, 21, tzinfo=UTC),
+        calendar_aligned=True,
+    )
+    assert owed == Decimal("280.00")  # (900 - 60) x 10/30
+    assert domain.resume_catch_up(
+        monthly_fee=Decimal(900),
+        paused_fee=Decimal(60),
+        period=april,
+        at=datetime(2031, 5, 1, tzinfo=UTC),
+        calendar_aligned=True,
+    ) == Decimal(0)

@@ -30,9 +30,27 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 # Types added since the first contract (docs/design.md lists them with the rest; extend, never rename).
 ADDED = {
-    "payments": {"invoice.voided", "hours.usage_reported", "credit_note.issued", "deal.written_off"},
+    "payments": {
+        "invoice.voided",
+        "hours.usage_reported",
+        "credit_note.issued",
+        "deal.written_off",
+        # Save offers that bill: a discount or a downgrade, and the full fee back.
+        "subscription.price_changed",
+    },
     # The sales department: owners (a new lead's owner travels in lead.captured) and activities.
     "leads": {"lead.assigned", "lead.activity_logged"},
+    # Estimates the client signs: a revision keeps the deal and adds a version.
+    "deals": {"deal.revised"},
+    # The agency ends a relationship itself (issue 18, part 4).
+    "cancellations": {"client.terminated"},
+    # A client's tier set by hand (issue 19, item 8): the record a replay reads back.
+    "retention": {
+        "client.tier_set_manually",
+        # Exchange rates set as data (issue 19, item 6) and the nudge of hours left unused (item 4).
+        "exchange_rate.set",
+        "client.hours_underused",
+    },
 }
 
 

@@ -133,10 +133,21 @@ OFFERS = OfferPolicy(pause_fee_share=Decimal("0.2"), pause_months=2, discount_pe
 
 
 def offer(
-    *, tier: str | None = "good", band: str | None = "green", reason: str = "not_using", fee: str = "1000"
+    *,
+    tier: str | None = "good",
+    band: str | None = "green",
+    reason: str = "budget_cut",
+    fee: str = "1000",
+    hours: str | None = None,
 ) -> domain.Offer:
     return domain.choose_offer(
-        tier=tier, band=band, reason=reason, monthly_fee=Decimal(fee), currency="EUR", policy=OFFERS
+        tier=tier,
+        band=band,
+        reason=reason,
+        monthly_fee=Decimal(fee),
+        currency="EUR",
+        policy=OFFERS,
+        included_hours=Decimal(hours) if hours is not None else None,
     )
 
 
@@ -150,7 +161,7 @@ def test_tolerable_client_in_poor_health_gets_no_offer_but_a_healthier_one_does(
     assert offer(tier="tolerable", band="yellow").kind == "pause"
 
 
-@pytest.mark.parametrize("reason", [r for r in domain.CANCELLATION_REASONS if r != "price"])
+@pytest.mark.parametrize("reason", [r for r in domain.CANCELLATION_REASONS if r not in ("price", "not_using")])
 def test_most_reasons_get_a_pause_at_a_low_fee(reason: str) -> None:
     made = offer(reason=reason)
     assert (made.kind, made.fee, made.months, made.currency) == ("pause", Decimal("200.00"), 2, "EUR")
@@ -166,6 +177,49 @@ def test_price_gets_a_discount() -> None:
         3,
     )
     assert "20% off for 3 months" in made.description
+
+
+def test_not_using_gets_a_smaller_plan_for_some_months() -> None:
+    made = offer(reason="not_using", hours="10")
+    # By hand with the defaults: 60% of 1000 for half of the 10 hours, 3 months.
+    assert (made.kind, made.fee, made.included_hours, made.months) == (
+        "downgrade",
+        Decimal("600.00"),
+        Decimal("5.00"),
+        3,
+    )
+    assert made.description == "smaller plan for 3 months: 600.00 EUR a month, 5 hours included"
+    assert offer(reason="not_using").included_hours is None  # no hours on the plan: a smaller fee alone
+    assert offer(reason="not_using", fee="0").kind == "pause"  # nothing smaller than free
+
+
+def test_a_tailored_offer_names_the_field_that_is_wrong() -> None:
+    def tailored(**kw: object) -> domain.Offer:
+        base: dict[str, object] = {
+            "kind": "discount",
+            "monthly_fee": Decimal(1000),
+            "currency": "EUR",
+            "discount_percent": Decimal(25),
+            "fee": None,
+            "months": 2,
+            "included_hours": None,
+        }
+        return domain.tailored_offer(**{**base, **kw})  # type: ignore[arg-type]
+
+    assert tailored().fee == Decimal("750.00")
+    assert tailored(discount_percent=Decimal(100)).fee == Decimal("0.00")  # a free month is a discount too
+    for kw, field in (
+        ({"discount_percent": Decimal("100.01")}, "discount_percent"),
+        ({"discount_percent": Decimal(0)}, "discount_percent"),
+        ({"months": 0}, "months"),
+        ({"months": 25}, "months"),
+        ({"kind": "downgrade", "fee": Decimal(1000)}, "fee"),
+        ({"kind": "gift"}, "kind"),
+    ):
+        with pytest.raises(ValueError, match=f"^{field}:"):
+            tailored(**kw)
+    small = tailored(kind="downgrade", fee=Decimal("499.999"), included_hours=Decimal(4))
+    assert (small.fee, small.included_hours) == (Decimal("500.00"), Decimal(4))
 
 
 def test_offer_fee_is_rounded_to_cents() -> None:

@@ -23,6 +23,7 @@ DUE_HOURS: Mapping[str, float] = {
     "churn_risk": 48,
     "dunning_blocked": 24,
     "let_go_review": 72,
+    "hours_underused": 48,
 }
 DEFAULT_DUE_HOURS = 24.0  # a kind without its own setting
 
@@ -39,6 +40,7 @@ ASSIGNEES: Mapping[str, Assignee] = {
     "reply": "owner",
     "complaint": "account",
     "churn_risk": "account",
+    "hours_underused": "account",
     "dunning_blocked": "account_only",
     "let_go_review": "account",
     "takeover_ending": "owner_first",

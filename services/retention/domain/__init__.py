@@ -24,6 +24,8 @@ from services.retention.domain.churn_risk import (
 from services.retention.domain.economics import (
     FUNNEL,
     MOVEMENT_KINDS,
+    TERMINATED,
+    ChurnSplit,
     EconomicsInput,
     EconomicsPolicy,
     LeadFacts,
@@ -43,7 +45,10 @@ from services.retention.domain.economics import (
     revenue_churn,
     running_at,
     spend_in,
+    split_lost,
+    terminations_line,
 )
+from services.retention.domain.figures import NUDGE_AFTER_MONTHS, underused_months
 from services.retention.domain.health import (
     ASSESSED_TYPES,
     BANDS,
@@ -75,6 +80,7 @@ from services.retention.domain.offers import (
     Offer,
     OfferPolicy,
     choose_offer,
+    tailored_offer,
 )
 from services.retention.domain.subscriptions import (
     RUNNING,
@@ -85,6 +91,14 @@ from services.retention.domain.subscriptions import (
     new_fee,
     subscription_status,
 )
+from services.retention.domain.terminations import (
+    TERMINATED_PREFIX,
+    TERMINATION_REASONS,
+    TERMINATION_STATUSES,
+    ended_by_termination,
+    termination_status,
+)
+from services.retention.domain.terminations import effective_at as termination_effective_at
 from services.retention.domain.tiers import DEFAULT_TIER, TIERS, TierEvidence, TierPolicy, classify_tier, review_period
 
 __all__ = [
@@ -102,10 +116,16 @@ __all__ = [
     "FACTOR_EXPLANATIONS",
     "FUNNEL",
     "MOVEMENT_KINDS",
+    "NUDGE_AFTER_MONTHS",
     "OFFER_KINDS",
     "RUNNING",
     "SUBSCRIPTION_STATUSES",
+    "TERMINATED",
+    "TERMINATED_PREFIX",
+    "TERMINATION_REASONS",
+    "TERMINATION_STATUSES",
     "TIERS",
+    "ChurnSplit",
     "ClientRecord",
     "EconomicsInput",
     "EconomicsPolicy",
@@ -137,6 +157,7 @@ __all__ = [
     "cohort_table",
     "count_events",
     "economics",
+    "ended_by_termination",
     "engagement",
     "gross_revenue_retention",
     "health_evidence",
@@ -155,7 +176,13 @@ __all__ = [
     "risk_evidence",
     "running_at",
     "spend_in",
+    "split_lost",
     "subscription_status",
+    "tailored_offer",
     "tenure_days",
+    "termination_effective_at",
+    "termination_status",
+    "terminations_line",
     "trend",
+    "underused_months",
 ]

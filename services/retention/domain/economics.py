@@ -26,9 +26,13 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from shared.money import quantize
 
 MOVEMENT_KINDS = ("new", "expansion", "contraction", "churn", "pause", "resume")
+# The MRR a subscription took with it when the agency ended the relationship (a termination): a
+# movement of its own kind on the ledger, reported apart (``terminations_line``), never churn
+# (logo or revenue), NRR or GRR, so not one of the MOVEMENT_KINDS the figures sum.
+TERMINATED = "terminated"
 FUNNEL = ("leads", "qualified", "proposed", "won", "clients")
 
-_SIGN = {"new": 1, "expansion": 1, "resume": 1, "contraction": -1, "churn": -1, "pause": -1}
+_SIGN = {"new": 1, "expansion": 1, "resume": 1, "contraction": -1, "churn": -1, "pause": -1, TERMINATED: -1}
 _RATE = Decimal("0.0001")
 _MONTH = Decimal("0.01")
 
@@ -106,6 +110,10 @@ class EconomicsInput:
     spends: list[Spend]
     leaked: list[tuple[datetime, Decimal, str]] = field(default_factory=list)
     exits: list[tuple[datetime, str]] = field(default_factory=list)
+    # (effective_at, lead_id, reason) of every termination (the agency ended it).
+    terminations: list[tuple[datetime, Any, str]] = field(default_factory=list)
+    # (decided_at, lead_id) of every exit billing's dunning decided (non-payment: involuntary churn).
+    involuntary: list[tuple[datetime, Any]] = field(default_factory=list)
 
 
 def leaked_revenue(*, in_scope: bool, amount: Decimal, hours: Decimal | None, hourly_rate: Decimal | None) -> Decimal:
@@ -201,6 +209,68 @@ def revenue_churn(mrr_start: Decimal, moves: Mapping[str, Decimal]) -> Decimal |
     return ratio(moves["contraction"] + moves["churn"], mrr_start)
 
 
+@dataclass(frozen=True)
+class ChurnSplit:
+    """The clients who left in a period, by who ended it: the client (voluntary), billing's
+    dunning (involuntary: non-payment) or the agency (a termination, not churn)."""
+
+    voluntary: frozenset[Any]
+    involuntary: frozenset[Any]
+    terminated: frozenset[Any]
+
+    @property
+    def churned(self) -> frozenset[Any]:
+        """The churn the agency is judged on: voluntary and involuntary, never terminations."""
+        return self.voluntary | self.involuntary
+
+
+def split_lost(
+    lost: Iterable[Any],
+    by_client: Mapping[Any, list[Movement]],
+    *,
+    start: datetime,
+    end: datetime,
+    involuntary: Iterable[Any] = (),
+) -> ChurnSplit:
+    """Split the clients lost in [start, end): one whose last leaving movement (logo -1) in the
+    period is ``terminated`` was let go by the agency; of the others, those whose exit billing's
+    dunning decided are involuntary churn, the rest voluntary."""
+    terminated: set[Any] = set()
+    churned: set[Any] = set()
+    for client in lost:
+        leaving = [m for m in by_client.get(client, []) if m.logo < 0 and start <= m.at < end]
+        (terminated if leaving and leaving[-1].kind == TERMINATED else churned).add(client)
+    unpaid = churned & set(involuntary)
+    return ChurnSplit(frozenset(churned - unpaid), frozenset(unpaid), frozenset(terminated))
+
+
+def terminations_line(data: EconomicsInput, channels: Mapping[Any, str | None]) -> dict[str, Any]:
+    """Terminations effective in the period, their own line: how many, the MRR they took (the
+    ``terminated`` movements, in the period's currency), by reason and by channel."""
+    start, end, cur = data.start, data.end, data.currency
+    by_reason: dict[str, int] = {}
+    by_channel: dict[str, dict[str, Any]] = {}
+    count = 0
+    for moment, lead_id, reason in data.terminations:
+        if start <= moment < end:
+            count += 1
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            line = by_channel.setdefault(channels.get(lead_id) or "unknown", {"count": 0, "mrr": Decimal(0)})
+            line["count"] += 1
+    mrr = Decimal(0)
+    for m in data.movements:
+        if m.kind == TERMINATED and m.currency == cur and start <= m.at < end:
+            mrr += m.amount
+            line = by_channel.setdefault(channels.get(m.lead_id) or "unknown", {"count": 0, "mrr": Decimal(0)})
+            line["mrr"] += m.amount
+    return {
+        "count": count,
+        "mrr": quantize(mrr),
+        "by_reason": dict(sorted(by_reason.items())),
+        "by_channel": {ch: {"count": v["count"], "mrr": quantize(v["mrr"])} for ch, v in sorted(by_channel.items())},
+    }
+
+
 # --------------------------------------------------------------------------- the figures
 
 
@@ -252,7 +322,15 @@ def economics(data: EconomicsInput) -> dict[str, Any]:
 
     at_start = {c for c, ms in by_client.items() if running_at(ms, start)}
     at_end = {c for c, ms in by_client.items() if running_at(ms, end)}
-    lost = at_start - at_end
+    # Terminations are not churn: the agency let them go (see ``split_lost``).
+    split = split_lost(
+        at_start - at_end,
+        by_client,
+        start=start,
+        end=end,
+        involuntary=[c for t, c in data.involuntary if start <= t < end],
+    )
+    lost = set(split.churned)
     churn_rate = ratio(len(lost), len(at_start))
     months = months_between(start, end)
     monthly_churn = (
@@ -268,7 +346,7 @@ def economics(data: EconomicsInput) -> dict[str, Any]:
     moves = dict.fromkeys(MOVEMENT_KINDS, Decimal(0))
     from_start = dict.fromkeys(MOVEMENT_KINDS, Decimal(0))
     for m in data.movements:
-        if m.currency == cur and start <= m.at < end:
+        if m.currency == cur and start <= m.at < end and m.kind in moves:
             moves[m.kind] += m.amount
             if m.lead_id in at_start:
                 from_start[m.kind] += m.amount
@@ -326,6 +404,12 @@ def economics(data: EconomicsInput) -> dict[str, Any]:
         "fire_share": ratio(fire, len(at_end)),
         "leaked_revenue": leaked,
         "exit_reasons": dict(sorted(exits.items())),
+        "churn_split": {
+            "voluntary": len(split.voluntary),
+            "involuntary": len(split.involuntary),
+            "terminated": len(split.terminated),
+        },
+        "terminations": terminations_line(data, {lead.lead_id: lead.channel for lead in data.leads}),
         "cohorts": cohort_table(by_client, end=end, start=start),
         "reasons": reasons,
     }

@@ -7,8 +7,9 @@ has friction or is a one-off, everyone else is ``good``. The thresholds are ``Ti
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
@@ -121,3 +122,72 @@ def review_period(now: datetime, every: str) -> str:
     if every == "quarterly":
         return f"{now.year}-Q{(now.month - 1) // 3 + 1}"
     return f"{now.year}-{now.month:02d}"
+
+
+# --------------------------------------------------------------------------- notes and the manual tier
+#
+# **Notes** carry tags from a fixed list (``NOTE_TAGS``). Two of them say the client costs the
+# agency more than money: ``mistreats_staff`` and ``blames_us``. Either one noted on
+# ``LET_GO_NOTES`` (2) or more notes within ``LET_GO_WINDOW_DAYS`` (90) days before the review
+# makes the client a let-go candidate: the computed tier is ``fire`` with the reason
+# "mistreats_staff noted 2 times in 90 days" (the other rules' reasons kept when they said
+# ``fire`` too). Older notes, and the other tags, change no tier.
+#
+# **The manual tier**: an admin may set a client's tier by hand, with a reason, until a day
+# (``until``, exclusive: it ends at 00:00 UTC of that day). While in force it is the client's
+# tier (``effective_tier``), with the reason "set by hand: <reason>"; the review still computes
+# the tier from the evidence and shows both. Once ``until`` has come, the computed tier is the
+# tier again.
+
+NOTE_TAGS = ("blames_us", "mistreats_staff", "expectation_mismatch", "scope_creep", "slow_payer", "great_partner")
+LET_GO_TAGS = ("mistreats_staff", "blames_us")
+LET_GO_NOTES = 2
+LET_GO_WINDOW_DAYS = 90
+
+
+def let_go_from_notes(
+    notes: Iterable[tuple[datetime, Sequence[str]]],
+    now: datetime,
+    *,
+    window_days: int = LET_GO_WINDOW_DAYS,
+    threshold: int = LET_GO_NOTES,
+) -> list[str]:
+    """The let-go reasons the notes give: each of ``LET_GO_TAGS`` on ``threshold`` or more notes
+    written within ``window_days`` days before ``now`` (a note written later than ``now`` is not
+    counted). ``notes`` are (when written, its tags)."""
+    since = now - timedelta(days=window_days)
+    counts = dict.fromkeys(LET_GO_TAGS, 0)
+    for at, tags in notes:
+        if since <= at <= now:
+            for tag in set(tags) & set(LET_GO_TAGS):
+                counts[tag] += 1
+    return [f"{tag} noted {n} times in {window_days} days" for tag, n in counts.items() if n >= threshold]
+
+
+def with_notes(tier: str, reasons: list[str], note_reasons: list[str]) -> tuple[str, list[str]]:
+    """The computed tier once the notes are counted: ``fire`` when they give a let-go reason."""
+    if not note_reasons:
+        return tier, reasons
+    return "fire", (reasons if tier == "fire" else []) + note_reasons
+
+
+@dataclass(frozen=True)
+class ManualTier:
+    """A tier an admin set by hand: it wins over the computed one until ``until`` (exclusive)."""
+
+    tier: str
+    reason: str
+    until: date
+    set_by: str | None = None
+
+    def in_force(self, now: datetime) -> bool:
+        return now.date() < self.until
+
+
+def effective_tier(
+    computed: str, reasons: list[str], manual: ManualTier | None, now: datetime
+) -> tuple[str, list[str], bool]:
+    """The client's tier now, its reasons, and whether it is the manual one."""
+    if manual is not None and manual.in_force(now):
+        return manual.tier, [f"set by hand: {manual.reason}"], True
+    return computed, reasons, False
