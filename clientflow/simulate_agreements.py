@@ -40,7 +40,7 @@ class Agreements:
         if accepted.status_code != 200:
             d.problems.append(f"acceptance by prospect {prospect.no} refused: {accepted.status_code}")
             return False
-        person.won, person.signed_via = True, "link"
+        person.won, person.signed_via, person.link_deal_id = True, "link", person.deal_id
         d.counts["accepted_by_link"] += 1
         return True
 
@@ -72,6 +72,35 @@ class Agreements:
             self.driver.problems.append(f"write-off of deal {person.deal_id} refused: {r.status_code} {r.text[:160]}")
             return False
         person.written_off = True
+        return True
+
+    async def do_upsell(self, action: Action, key: str) -> bool:
+        """A loyal client buys a project on top of the retainer, signed by a person."""
+        d = self.driver
+        prospect, person = d.person(action)
+        if not person.lead_id or person.left or person.terminated:
+            return False
+        body = {
+            "title": f"{prospect.lead['company']} campaign project",
+            "kind": "project",
+            "currency": "EUR",
+            "lines": [
+                {"description": "a campaign on top", "hours": action.get("hours"), "amount": action.get("amount")}
+            ],
+        }
+        made = await d.call("leads", "POST", f"/leads/{person.lead_id}/deals", f"{key}:p", json=body)
+        if made.status_code != 201:
+            d.problems.append(
+                f"upsell estimate for prospect {action.who} refused: {made.status_code} {made.text[:160]}"
+            )
+            return False
+        deal_id = made.json()["deal_id"]
+        won = await d.call(
+            "leads", "POST", f"/deals/{deal_id}/won", f"{key}:w", json={"signed_by": prospect.lead["name"]}
+        )
+        if won.status_code != 200:
+            return False
+        person.deal_id, person.deal_kind = deal_id, "project"
         return True
 
     async def do_terminate(self, action: Action, key: str) -> bool:
@@ -109,10 +138,11 @@ class Agreements:
         by_link = [p for p in people if p.signed_via == "link"]
         link_failures = []
         for person in by_link:
-            deal = (await d.call("leads", "GET", f"/deals/{person.deal_id}")).json()
+            deal = (await d.call("leads", "GET", f"/deals/{person.link_deal_id}")).json()
             if deal.get("status") != "won" or deal.get("signed_via") != "link" or not deal.get("accepted_digest"):
                 link_failures.append(
-                    f"deal {person.deal_id} accepted by link is {deal.get('status')}, signed via {deal.get('signed_via')}"
+                    f"deal {person.link_deal_id} accepted by link is {deal.get('status')},"
+                    f" signed via {deal.get('signed_via')}"
                 )
 
         offers = [p for p in people if p.offer is not None and d.now - p.offer[1] > _NEXT_PERIOD]

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from console.backend import Backend, Reply
 from console.sessions import COOKIE, Session
@@ -80,8 +80,10 @@ async def _sign_in(request: Request, token: str, next_path: str) -> Response:
     return RedirectResponse(_safe_next(next_path), status_code=303)
 
 
-@router.get("/login", response_class=HTMLResponse)
-async def login_form(request: Request, next: str = "/pipeline") -> HTMLResponse:
+@router.get("/login", response_model=None)
+async def login_form(request: Request, next: str = "/pipeline") -> Response:
+    if session_of(request).signed_in:
+        return RedirectResponse(_safe_next(next), status_code=303)
     return render(request, "login.html.j2", error="", next=_safe_next(next))
 
 

@@ -375,7 +375,19 @@ async def review(request: Request) -> HTMLResponse:
     )
 
 
-METRICS = ("cac", "ltv", "ltv_cac", "payback_months", "nrr", "grr", "revenue_churn")
+METRICS = (
+    "cac",
+    "ltv",
+    "ltv_cac",
+    "payback_months",
+    "nrr",
+    "grr",
+    "revenue_churn",
+    "roi",
+    "cost_per_lead",
+    "cost_per_qualified_lead",
+    "median_lifetime_months",
+)
 
 
 @router.get("/economics", response_class=HTMLResponse)

@@ -22,6 +22,9 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE = "cf_console"
+# Every visitor gets a session at once (the sign-in form's CSRF token): past this many, the
+# oldest anonymous ones go first, so a flood of cookie-less requests cannot fill the memory.
+MAX_SESSIONS = 10_000
 
 
 @dataclass
@@ -91,6 +94,10 @@ class SessionStore:
 
     def new(self) -> Session:
         self._sweep()
+        if len(self._sessions) >= MAX_SESSIONS:
+            anonymous = sorted((s for s in self._sessions.values() if not s.signed_in), key=lambda s: s.seen)
+            for old in anonymous[: len(self._sessions) - MAX_SESSIONS + 1]:
+                del self._sessions[old.sid]
         session = Session(sid=secrets.token_urlsafe(32))
         self._sessions[session.sid] = session
         return session

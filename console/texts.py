@@ -42,6 +42,10 @@ METRIC_LABELS = {
     "nrr": "NRR",
     "grr": "GRR",
     "revenue_churn": "Revenue churn",
+    "roi": "ROI (first-year revenue vs spend)",
+    "cost_per_lead": "Cost per lead",
+    "cost_per_qualified_lead": "Cost per qualified lead",
+    "median_lifetime_months": "Median client lifetime (months)",
 }
 
 # What ?done=<key> says after an action went through.
@@ -188,6 +192,7 @@ _BN: dict[str, str] = {
     "Status": "অবস্থা",
     "Due": "বাকি",
     "Due date": "শেষ তারিখ",
+    "Due on": "নির্ধারিত সময়",
     "Health": "স্বাস্থ্য",
     "The client's page: health explained, subscriptions, cancellation": "ক্লায়েন্টের পাতা: স্বাস্থ্যের ব্যাখ্যা, সাবস্ক্রিপশন, বাতিল",
     "Human takeover": "মানুষের হাতে নেওয়া",
@@ -280,6 +285,12 @@ _BN: dict[str, str] = {
     "Retention by month": "মাসভিত্তিক ধরে রাখা",
     "Payback (months)": "খরচ ওঠার সময় (মাস)",
     "Revenue churn": "আয়ের চার্ন",
+    "ROI (first-year revenue vs spend)": "ROI (প্রথম বছরের আয় বনাম খরচ)",
+    "Cost per lead": "প্রতি লিডে খরচ",
+    "Cost per qualified lead": "প্রতি যোগ্য লিডে খরচ",
+    "Median client lifetime (months)": "ক্লায়েন্টের মধ্যমা আয়ুষ্কাল (মাস)",
+    "Revenue retention over a year": "এক বছরের আয় ধরে রাখা",
+    "Leak (left unhappy; goal under 5%)": "অসন্তুষ্ট হয়ে চলে যাওয়া (লক্ষ্য ৫%-এর নিচে)",
     "Logo churn": "ক্লায়েন্ট চার্ন",
     "punctuality": "সময়মতো পরিশোধ",
     "failures": "ব্যর্থ পরিশোধ",
@@ -473,6 +484,7 @@ _FA: dict[str, str] = {
     "Status": "وضعیت",
     "Due": "مانده",
     "Due date": "سررسید",
+    "Due on": "موعد",
     "Health": "سلامت",
     "The client's page: health explained, subscriptions, cancellation": "صفحه مشتری: توضیح سلامت، اشتراک‌ها، لغو",
     "Human takeover": "واگذاری به انسان",
@@ -561,6 +573,12 @@ _FA: dict[str, str] = {
     "Retention by month": "نگهداشت ماه به ماه",
     "Payback (months)": "بازگشت هزینه (ماه)",
     "Revenue churn": "ریزش درآمد",
+    "ROI (first-year revenue vs spend)": "بازده سرمایه (درآمد سال اول در برابر هزینه)",
+    "Cost per lead": "هزینه به ازای هر سرنخ",
+    "Cost per qualified lead": "هزینه به ازای هر سرنخ واجد شرایط",
+    "Median client lifetime (months)": "میانهٔ عمر مشتری (ماه)",
+    "Revenue retention over a year": "حفظ درآمد در یک سال",
+    "Leak (left unhappy; goal under 5%)": "ریزش ناراضیان (هدف: زیر ۵٪)",
     "Logo churn": "ریزش مشتری",
     "punctuality": "خوش‌حسابی",
     "failures": "پرداخت‌های ناموفق",
@@ -731,8 +749,8 @@ def clock(value: Any, lang: str) -> str:
     return native_digits(babel_dates.format_time(moment, format="short", locale=locale, tzinfo=None), lang)
 
 
-MONEY_METRICS = frozenset({"cac", "ltv", "arpa"})
-SHARE_METRICS = frozenset({"nrr", "grr", "revenue_churn", "rate"})
+MONEY_METRICS = frozenset({"cac", "ltv", "arpa", "cost_per_lead", "cost_per_qualified_lead"})
+SHARE_METRICS = frozenset({"nrr", "grr", "revenue_churn", "rate", "roi", "share"})
 
 
 def metric(value: Any, key: str, currency: str | None, lang: str) -> str:

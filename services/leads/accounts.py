@@ -8,7 +8,7 @@ existed were linked by the migration that made them (``e5c1a7f3b9d2_company_acco
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
@@ -26,12 +26,8 @@ async def account_for(tx: UnitOfWork, *, email: str | None, company: str | None)
     key = account_key(email, company)
     if key is None or company is None:
         return None
-    known: dict[AccountKey, Account] = tx.memo.setdefault(_ACCOUNTS, {})
-    if key in known:
-        return known[key]
-    account = await tx.session.scalar(
-        select(Account).where(Account.domain == key.domain, Account.name_key == key.name_key)
-    )
+    known: dict[AccountKey, Account | None] = tx.memo.setdefault(_ACCOUNTS, {})
+    account = known[key] if key in known else await _stored(tx, key)
     if account is None:
         # A concurrent first capture of the same company makes the commit fail on the unique
         # (domain, name_key): the capture is tried again and finds this one (api.create_lead).
@@ -41,6 +37,26 @@ async def account_for(tx: UnitOfWork, *, email: str | None, company: str | None)
         tx.session.add(account)
     known[key] = account
     return account
+
+
+async def _stored(tx: UnitOfWork, key: AccountKey) -> Account | None:
+    return await tx.session.scalar(
+        select(Account).where(Account.domain == key.domain, Account.name_key == key.name_key)
+    )
+
+
+async def prefetch(tx: UnitOfWork, people: Iterable[tuple[str | None, str | None]]) -> None:
+    """Read up front, in one query per 500 domains, the accounts a chunk of captures (an import)
+    belongs to, and remember which have none yet: each capture then asks nothing."""
+    keys = {k for email, company in people if (k := account_key(email, company)) is not None}
+    known: dict[AccountKey, Account | None] = tx.memo.setdefault(_ACCOUNTS, {})
+    wanted = sorted({k.domain for k in keys if k not in known})
+    for start in range(0, len(wanted), 500):
+        rows = await tx.session.scalars(select(Account).where(Account.domain.in_(wanted[start : start + 500])))
+        for account in rows:
+            known[AccountKey(account.domain, account.name_key)] = account
+    for key in keys:
+        known.setdefault(key, None)
 
 
 async def link(tx: UnitOfWork, lead: Lead) -> Account | None:

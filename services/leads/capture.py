@@ -356,6 +356,7 @@ async def import_rows(tx: UnitOfWork, ctx: Context, rows: list[tuple[int, LeadIn
     ``rows`` holds (row number, validated lead or the row's errors)."""
     icp = (await current_icp(tx, ctx)).profile
     report = ImportReport(rows=len(rows))
+    await accounts.prefetch(tx, [(item.email, item.company) for _, item in rows if not isinstance(item, list)])
     pause = Pauses()  # a file of thousands of rows must not hold the loop (health checks, batches)
     for number, item in rows:
         await pause()

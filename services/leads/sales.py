@@ -126,6 +126,7 @@ async def team(tx: UnitOfWork) -> dict[uuid.UUID, Rep]:
             capacity=rep.capacity if rep is not None else 1,
             open_leads=counts.get((p.id, "account" if p.role == "success" else "lead"), 0),
             last_assigned_at=rep.last_assigned_at if rep is not None else None,
+            email=p.email,
         )
     tx.memo[_TEAM] = known
     return known

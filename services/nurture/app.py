@@ -101,7 +101,7 @@ def create_app(
             api.router(runtime, settings, builtin=catalog, renderer=renderer, metrics=metrics),
             tasks_api.router(runtime),
             takeover_api.router(runtime, builtin=catalog),
-            consent_api.router(runtime, settings),
+            consent_api.router(runtime, settings, builtin=catalog, metrics=metrics),
         ],
     )
     app.state.sender = sender

@@ -169,6 +169,22 @@ async def confirm(tx: UnitOfWork, request_id: uuid.UUID) -> ConsentRecord:
     return row
 
 
+async def staff_grant(tx: UnitOfWork, lead_id: uuid.UUID, *, wording: str) -> ConsentRecord:
+    """Staff record consent the person gave them (a call, a signed form): marketing may go
+    again, recorded as a grant from ``staff`` (the audit trail names who). 404 for an unknown
+    person, 409 for an erased one or an address that bounced (no mail can reach it)."""
+    contact = await known_contact(tx, lead_id)
+    if contact is None or contact.email is None:
+        raise NotFound(f"no person {lead_id}")
+    if contact.erased_at is not None:
+        raise Conflict(f"person {lead_id} was erased")
+    if contact.bounced_at is not None:
+        raise Conflict(f"consent: the address of person {lead_id} bounced; no e-mail can reach it")
+    contact.consent_marketing = True
+    contact.updated_at = tx.now()
+    return record(tx, lead_id, kind="grant", source="staff", wording=wording)
+
+
 def withdrawn(tx: UnitOfWork, lead_id: uuid.UUID, *, source: str) -> None:
     """The person withdrew consent (the unsubscribe link): kept in the history."""
     record(tx, lead_id, kind="withdrawal", source=source, wording=None)

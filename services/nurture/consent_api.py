@@ -1,6 +1,6 @@
 """Nurture's consent routes: a person's consent history (staff), and the signed public link a
 person confirms a consent request with (``GET`` shows the page, only ``POST`` confirms: mail
-scanners open links)."""
+scanners open links); consent a person gave or withdrew to staff."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.nurture import consent
+from services.nurture import consent, domain, tracking
 from services.nurture.api import page
 from services.nurture.content import page_language
 from services.nurture.domain import consent as rules
+from services.nurture.metrics import NurtureMetrics
 from services.nurture.settings import Settings
 from shared.access import policy as P
 from shared.access.rules import need, public
@@ -32,6 +33,21 @@ class ConsentRecordOut(BaseModel):
     wording: str | None = Field(description="the version of the consent wording the person saw")
     at: datetime
     confirmed_at: datetime | None = Field(default=None, description="a request: when the person confirmed it")
+
+
+class ConsentIn(BaseModel):
+    """Consent the person gave or withdrew to staff (a call, a signed paper form)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    consent: bool = Field(description="true: the person consents to marketing e-mail; false: they withdrew it")
+    wording: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        pattern=r"^[\w.\-]+$",
+        description="the version of the consent wording they agreed to (default NURTURE_CONSENT_WORDING_VERSION)",
+    )
 
 
 class ConsentOut(BaseModel):
@@ -81,26 +97,14 @@ def confirm_link(settings: Settings, request_id: uuid.UUID) -> str:
     return f"{settings.public_url.rstrip('/')}/consent/confirm?token={token}"
 
 
-def router(runtime: ServiceRuntime, settings: Settings) -> APIRouter:
+def router(
+    runtime: ServiceRuntime, settings: Settings, *, builtin: domain.Catalog, metrics: NurtureMetrics
+) -> APIRouter:
     api = APIRouter()
     uow = runtime.uow
     secret = settings.secret_key.get_secret_value()
 
-    def _request_id(token: str) -> uuid.UUID:
-        request_id = rules.verify_confirm_token(secret, token)
-        if request_id is None:
-            raise NotFound("no such link")
-        return request_id
-
-    @api.get(
-        "/leads/{lead_id}/consent",
-        dependencies=[need(P.CONSENT_READ, person=True)],
-        response_model=ConsentOut,
-        tags=["consent"],
-    )
-    async def read_consent(lead_id: uuid.UUID) -> ConsentOut:
-        """The person's marketing consent now and every grant, request and withdrawal with its
-        time, source and wording version (404 for an unknown person, 409 for an erased one)."""
+    async def consent_out(lead_id: uuid.UUID) -> ConsentOut:
         async with uow() as tx:
             contact, rows = await consent.history(tx, lead_id)
             return ConsentOut(
@@ -122,6 +126,44 @@ def router(runtime: ServiceRuntime, settings: Settings) -> APIRouter:
                     for r in rows
                 ],
             )
+
+    def _request_id(token: str) -> uuid.UUID:
+        request_id = rules.verify_confirm_token(secret, token)
+        if request_id is None:
+            raise NotFound("no such link")
+        return request_id
+
+    @api.get(
+        "/leads/{lead_id}/consent",
+        dependencies=[need(P.CONSENT_READ, person=True)],
+        response_model=ConsentOut,
+        tags=["consent"],
+    )
+    async def read_consent(lead_id: uuid.UUID) -> ConsentOut:
+        """The person's marketing consent now and every grant, request and withdrawal with its
+        time, source and wording version (404 for an unknown person, 409 for an erased one)."""
+        return await consent_out(lead_id)
+
+    @api.post(
+        "/leads/{lead_id}/consent",
+        dependencies=[need(P.CONSENT_WRITE)],
+        response_model=ConsentOut,
+        tags=["consent"],
+    )
+    async def record_consent(lead_id: uuid.UUID, body: ConsentIn) -> ConsentOut:
+        """Record consent the person gave or withdrew to staff (source `staff`): a withdrawal
+        stops marketing as the unsubscribe link does (`lead.unsubscribed`)."""
+        async with uow() as tx:
+            if body.consent:
+                await consent.staff_grant(tx, lead_id, wording=body.wording or settings.consent_wording_version)
+            else:
+                await consent.history(tx, lead_id)  # 404 / 409 before anything changes
+                tracked = await tracking.unsubscribe(
+                    tx, lead_id=lead_id, message_id=None, builtin=builtin, metrics=metrics
+                )
+                if tracked is not None and tracked.first:
+                    consent.withdrawn(tx, lead_id, source="staff")
+        return await consent_out(lead_id)
 
     @api.get("/consent/confirm", dependencies=[public()], tags=["consent"], response_class=HTMLResponse)
     async def confirm_page(token: str = Query(..., max_length=200)) -> HTMLResponse:

@@ -10,9 +10,11 @@ A sequence is one YAML file in ``sequences/`` (one mapping per file), or the JSO
     when:                           # optional segment conditions on the person, all must hold:
       language: [en, bn]            #   stage, tier, industry, language, channel, segment
     segments: [ideal, default]      # optional shorthand for when: {segment: [...]}
+    match:                          # optional conditions on the trigger's payload, all must hold:
+      to_state: [warning, blocked]  #   a field of the trigger's payload -> the values that enroll
     category: transactional         # default of the steps: marketing (needs consent) or transactional
     anchor: effective_at            # optional: a time field of the trigger, for 'before' steps
-    reentry: {per: invoice_id}      # never (default) | always | {per: <trigger field>} | {after: 90d}
+    reentry: {per: invoice_id}      # never (default) | always | {per: <trigger field(s)>} | {after: 90d}
     steps:                          # step numbers are the positions, from 0
       - template: payment_failed    # templates/payment_failed.<lang>.{subject,txt,html}.j2
         delay: 0                    # after the previous step (step 0: after enrollment); seconds

@@ -98,7 +98,7 @@ async def on_event(
     if isinstance(payload, ev.LeadCaptured) and payload.duplicate:
         return []
     scheduled: list[ScheduledMessage] = []
-    for sequence in catalog.triggered_by(event.type, profile=profile(contact)):
+    for sequence in catalog.triggered_by(event.type, profile=profile(contact), data=data):
         scheduled += await enroll(tx, sequence=sequence, lead_id=lead_id, at=now, data=data)
     if scheduled and on_scheduled is not None:
         tx.after_commit(on_scheduled)

@@ -225,23 +225,23 @@ async def economics(
             involuntary=involuntary,
         )
     )
-    figures.update(
-        figures_rules.figures(
-            figures_rules.FiguresInput(
-                start=start,
-                end=end,
-                currency=cur,
-                leads=leads,
-                movements=movements,
-                spends=spends,
-                payments=payments,
-                invoices=invoices,
-                signals=signals,
-                with_hours=with_hours,
-                retainer_clients=retainers,
-            )
+    agency = figures_rules.figures(
+        figures_rules.FiguresInput(
+            start=start,
+            end=end,
+            currency=cur,
+            leads=leads,
+            movements=movements,
+            spends=spends,
+            payments=payments,
+            invoices=invoices,
+            signals=signals,
+            with_hours=with_hours,
+            retainer_clients=retainers,
         )
     )
+    figures["reasons"].update(agency.pop("figure_reasons"))
+    figures.update(agency)
     figures.update(
         {
             "from": start,

@@ -155,3 +155,6 @@ async def erase_reason(tx: UnitOfWork, lead_id: uuid.UUID) -> None:
     row = await manual_of(tx, lead_id)
     if row is not None:
         row.reason = "(erased)"
+    client = await record.locked_client(tx, lead_id)
+    if client is not None and any(r.startswith("set by hand: ") for r in client.tier_reasons or []):
+        client.tier_reasons = ["set by hand: (erased)"]

@@ -382,7 +382,8 @@ class LeakOut(BaseModel):
 
 class HoursGroupOut(BaseModel):
     clients: int
-    average_lifetime_months: DecimalStr | None
+    median_lifetime_months: DecimalStr | None = Field(default=None, description="product-limit median")
+    average_lifetime_months: DecimalStr | None = Field(description="to leaving, or so far for those still running")
     average_revenue: DecimalStr | None
 
 
@@ -392,6 +393,9 @@ class IncludedHoursOut(BaseModel):
     with_hours: HoursGroupOut
     without_hours: HoursGroupOut
     months_longer: DecimalStr | None = Field(description="how many months longer clients with included hours stay")
+    measured_by: str = Field(
+        default="median_lifetime_months", description="the lifetimes compared: the medians, else the averages so far"
+    )
 
 
 class AgeGroupOut(BaseModel):

@@ -95,6 +95,9 @@ TIERS_WRITE = _p("tiers.write", [], "set or remove a client's tier by hand")
 
 # Consent (nurture).
 CONSENT_READ = _p("consent.read", [SUCCESS], "read a person's consent history")
+CONSENT_WRITE = _p(
+    "consent.write", [SUCCESS], "record consent a person gave or withdrew to staff (source `staff`, audited)"
+)
 
 # Every service.
 AUDIT_READ = _p("audit.read", [], "read the audit trail")

@@ -106,7 +106,7 @@ async def test_a_viewer_reads_aggregates_and_never_a_person(tmp_path) -> None:
         "leads": {"GET /funnel", "GET /channels", "GET /me"},
         "nurture": {"GET /me"},
         "billing": {"GET /reports/summary", "GET /me"},
-        "retention": {"GET /economics", "GET /me"},
+        "retention": {"GET /economics", "GET /exchange-rates", "GET /me"},  # rates name no one
     }
 
 

@@ -25,3 +25,24 @@ def test_every_template_script_is_served_from_the_console_itself() -> None:
         text = template.read_text()
         assert "https://" not in text.replace("https://console", ""), template.name  # nothing from a CDN
         assert "<script>" not in text, f"{template.name}: inline script (the CSP forbids it)"
+
+
+def test_the_wheel_carries_every_template_and_static_file() -> None:
+    """The image installs the wheel (`pip install .`): each data file must match package-data."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any(pattern.startswith("console") for pattern in config["packages"]["find"]["include"])
+    patterns = config["package-data"]["console"]
+    package = root / "console"
+    files = [
+        p.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for p in (package / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)]
+    assert missing == []

@@ -123,3 +123,38 @@ def test_a_page_asked_signed_out_comes_back_after_sign_in() -> None:
         answer = client.get(f"/leads/{LEAD_ID}?x=1")
         assert answer.status_code == 303
         assert answer.headers["location"] == f"/login?next=/leads/{LEAD_ID}%3Fx%3D1"
+
+
+def test_a_flood_of_visitors_without_cookies_does_not_push_out_the_signed_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from console import sessions
+
+    monkeypatch.setattr(sessions, "MAX_SESSIONS", 5)
+    store = SessionStore("secret", idle_s=60, max_s=600)
+    person = store.new()
+    person.token = "tok"
+    for _ in range(20):
+        store.new()
+    assert len(store) == 5
+    assert store.from_cookie(store.cookie_value(person)) is person
+
+
+def test_a_page_that_fails_is_an_error_page_not_a_stack_trace() -> None:
+    import httpx
+
+    services = Services()
+    services.overrides[("leads", "GET", f"/leads/{LEAD_ID}")] = lambda r: httpx.Response(200, json={"lead_id": LEAD_ID})
+    client, _ = signed_in(services, "sales")
+    from fastapi.testclient import TestClient
+
+    safe = TestClient(client.app, base_url="http://console.test", follow_redirects=False, raise_server_exceptions=False)
+    safe.cookies = client.cookies
+    page = safe.get(f"/leads/{LEAD_ID}")
+    assert page.status_code == 500
+    assert "the console failed to show this page" in page.text and "Traceback" not in page.text
+    client.__exit__(None, None, None)
+
+
+def test_the_sign_in_page_of_someone_signed_in_goes_on_to_the_pipeline() -> None:
+    client, _ = signed_in(Services(), "sales")
+    assert client.get("/login").headers["location"] == "/pipeline"
+    client.__exit__(None, None, None)

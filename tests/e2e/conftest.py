@@ -52,6 +52,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         "CLIENTFLOW_KAFKA_PORT": str(kafka_port),
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         "CONSOLE_PORT": str(console_port),
+        # A busy test machine is not a service that is down (the console's default is 5 s).
+        "CONSOLE_SERVICE_TIMEOUT_S": "30",
     }
     # The embedded default, as `make run` has it: one SQLite file per service.
     for name in SERVICES:

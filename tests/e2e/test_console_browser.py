@@ -99,7 +99,8 @@ def capture_lead(system) -> str:
 
 
 def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(system, browser) -> None:
-    assert system.console, "clientflow run printed no console"
+    printed = (system.data_dir / "run.log").read_text(errors="replace")
+    assert f"console    {system.console}" in printed, printed[-1500:]
     tag = uuid.uuid4().hex[:6]
     tokens = {
         role: add(system, f"{role}-{tag}@agency.example", role) for role in ("sales", "finance", "success", "viewer")
@@ -186,7 +187,7 @@ def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(s
 
     # An admin edits a sequence: nurture's refusal shows in place, and the sequence is unchanged.
     page = sign_in(browser, system.console, API_KEY)
-    page.goto(f"{system.console}/sequences")
+    until_shown(page, f"{system.console}/sequences", "#seq-welcome")
     page.locator("#seq-welcome ~ details summary").click()
     editor = page.locator("#def-welcome")
     original = editor.input_value()
@@ -196,6 +197,11 @@ def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(s
     assert "no.such.event" in page.locator("#def-welcome").input_value()  # what was typed, kept
     page.goto(f"{system.console}/sequences")
     assert page.locator("#def-welcome").input_value() == original
+    # The let-go review, run from its page.
+    page.goto(f"{system.console}/review")
+    page.get_by_role("button", name="Run a review now").click()
+    page.wait_for_url(re.compile(r"done=review"))
+    assert "Review of" in page.inner_text("main")
     # The pipeline's filters update the board in place (htmx) and the address says what is shown.
     page.goto(f"{system.console}/pipeline")
     page.select_option("#f-channel", "referral")
@@ -235,7 +241,9 @@ def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(s
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(SHOTS / f"{name}-{lang}.png"))
         page.close()
-    login = browser.new_page(viewport={"width": 1280, "height": 900})
-    login.goto(f"{system.console}/login")
-    login.screenshot(path=str(SHOTS / "login-en.png"))
-    login.close()
+    for lang, locale in (("en", "en-GB"), ("fa", "fa-IR")):  # signed out: the browser's language
+        login = browser.new_page(viewport={"width": 1280, "height": 900}, locale=locale)
+        login.goto(f"{system.console}/login")
+        assert login.locator("html").get_attribute("lang") == lang
+        login.screenshot(path=str(SHOTS / f"login-{lang}.png"))
+        login.close()

@@ -99,6 +99,22 @@ async def test_people_of_one_company_share_an_account_and_are_never_merged(servi
         assert captured["account_id"] == account_id and captured["account_name"] == f"Acme {tag} Ltd"
         assert (await bus.wait_for("lead.captured", lead_id=carol_id))[0].data["account_id"] is None
 
+    # The CSV import links its rows the same way.
+    csv = (
+        "name,email,company,channel\n"
+        f"Eve Imported,eve@{domain},Acme {tag} Limited,event\n"
+        f"Fay Freemail,fay.{tag}@yahoo.com,Acme {tag},event\n"
+    )
+    report = as_json(
+        await leads.client.post("/leads/import", content=csv.encode(), headers={"content-type": "text/csv"})
+    )
+    assert report["accepted"] == 2, report
+    imported = {
+        item["email"]: item["account_id"]
+        for item in as_json(await leads.client.get("/leads", params={"q": tag, "limit": 50}))["items"]
+    }
+    assert imported[f"eve@{domain}"] == account_id and imported[f"fay.{tag}@yahoo.com"] is None
+
     # The same person again (same address): a touch, filling only what is still empty.
     again = await leads.client.post(
         "/leads",
@@ -123,10 +139,10 @@ async def test_people_of_one_company_share_an_account_and_are_never_merged(servi
     )
     account = as_json(await leads.client.get(f"/accounts/{account_id}"))
     assert account["name"] == f"Acme {tag} Ltd" and account["domain"] == domain
-    assert [p["lead_id"] for p in account["people"]] == [ada_id, bob_id]
+    assert [p["lead_id"] for p in account["people"]][:2] == [ada_id, bob_id] and len(account["people"]) == 3
     assert account["people"][0]["deals"][0]["deal_id"] == deal["deal_id"]
     assert account["people"][1]["deals"] == []
-    assert sum(account["stages"].values()) == 2
+    assert sum(account["stages"].values()) == 3
     missing = await leads.client.get(f"/accounts/{uuid.uuid4()}")
     assert missing.status_code == 404 and "account" in missing.text
     assert (await leads.client.get("/accounts/not-a-uuid")).status_code == 422

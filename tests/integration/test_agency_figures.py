@@ -157,16 +157,18 @@ async def test_the_agencys_figures_rates_and_a_missing_rate(kafka_bootstrap: str
         # first year: a 12 x 1000 + 1300 x (payments before 10 Jan 2026: none) = 12000; b 500; u nothing; c is USD
         assert tender["first_year_revenue"] == "12500.00" and Decimal(tender["roi"]) == Decimal("5.25")
         assert tender["cost_per_lead"] == "500.00"  # 2000 over 4 leads
-        # A retention year as of 2027-01-01: a and b were clients a year before; a paid 15 600 in 2026
-        # against 12 000 in 2025, b nothing: 1.3.
+        # A retention year as of 2027-01-01: a and b were clients a year before. a paid 15 600 in
+        # 2026; in the year before, a paid 12 000 in its 355 days 14 hours as a client and b 500 in
+        # 353 days 14 hours, annualised: 12000 x 365/355.583 + 500 x 365/353.583 = 12 833.93.
         year = both["yearly_revenue_retention"]
         assert (year["revenue_this_year"], year["revenue_year_before"], Decimal(year["ratio"])) == (
             "15600.00",
-            "12500.00",
-            Decimal("1.248"),
+            "12833.93",
+            Decimal("1.2155"),
         )
-        # b stayed 3 months (Jan 12 - Apr 12) and left unhappy (feedback 2 three weeks before).
-        assert both["median_lifetime_months"] == "3.00"
+        # One of four has left: the median lifetime is still ahead (and says so).
+        assert both["median_lifetime_months"] is None and both["lifetime"]["median_of_those_who_left"] == "3.00"
+        assert "fewer than half of the clients have left (1 of 4)" in both["reasons"]["median_lifetime_months"]
         assert both["leak"]["unhappy"] == 1 and both["leak"]["goal"] == "0.05"
         hours = both["included_hours"]
         assert (hours["with_hours"]["clients"], hours["without_hours"]["clients"]) == (2, 2)  # a, u; b, c

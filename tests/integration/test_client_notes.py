@@ -201,7 +201,7 @@ async def test_notes_let_go_and_a_manual_tier_that_ends(kafka_bootstrap: str, da
 
         await eventually(notes_gone)
         erased = as_json(await retention.client.get(f"/clients/{lead_id}"))
-        assert erased["manual_tier"]["reason"] == "(erased)"
+        assert erased["manual_tier"]["reason"] == "(erased)" and erased["tier_reasons"] == ["set by hand: (erased)"]
         refused = await retention.client.post(notes_url, json={"text": "more"})
         assert refused.status_code == 409
 

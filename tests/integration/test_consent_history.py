@@ -141,6 +141,40 @@ async def test_consent_after_an_unsubscribe_comes_back_only_through_the_link(ser
     assert as_json(await leads.client.get(f"/leads/{lead_id}"))["job_title"] == "Art director"
     assert (await nurture.client.get(f"/leads/{uuid.uuid4()}/consent")).status_code == 404
 
+    # Staff record what the person told them: source staff; bad input names the field.
+    bad = await nurture.client.post(url, json={"consent": "perhaps"})
+    assert bad.status_code == 422 and "consent" in bad.text
+    bad = await nurture.client.post(url, json={"consent": False, "wording": "no spaces allowed"})
+    assert bad.status_code == 422 and "wording" in bad.text
+    assert len(as_json(await nurture.client.get(url))["history"]) == 4
+    assert (await nurture.client.post(f"/leads/{uuid.uuid4()}/consent", json={"consent": True})).status_code == 404
+    off = as_json(await nurture.client.post(url, json={"consent": False}))
+    assert off["consent_marketing"] is False and off["history"][-1]["source"] == "staff"
+    on = as_json(await nurture.client.post(url, json={"consent": True, "wording": "phone-2026"}))
+    assert on["consent_marketing"] is True
+    assert (on["history"][-1]["kind"], on["history"][-1]["source"], on["history"][-1]["wording"]) == (
+        "grant",
+        "staff",
+        "phone-2026",
+    )
+
+    # An imported row with consent is a grant from the import.
+    imported_address = f"rahim-{uuid.uuid4().hex[:8]}@dhaka-works.example"
+    csv = f"name,email,channel,language,consent_marketing\nRahim,{imported_address},event,bn,yes\n"
+    report = as_json(
+        await leads.client.post("/leads/import", content=csv.encode(), headers={"content-type": "text/csv"})
+    )
+    assert report["accepted"] == 1
+    rahim = as_json(await leads.client.get("/leads", params={"q": imported_address}))["items"][0]["lead_id"]
+
+    async def imported() -> list:
+        found = await nurture.client.get(f"/leads/{rahim}/consent")
+        return found.json()["history"] if found.status_code == 200 and found.json()["history"] else []
+
+    assert [(h["kind"], h["source"], h["wording"]) for h in await eventually(imported)] == [
+        ("grant", "import", "2026-01")
+    ]
+
 
 async def _async(value):  # type: ignore[no-untyped-def]
     return value

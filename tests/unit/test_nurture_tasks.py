@@ -69,8 +69,11 @@ def test_due_hours_are_settings_with_defaults(monkeypatch: pytest.MonkeyPatch) -
         "churn_risk": timedelta(hours=48),
         "dunning_blocked": timedelta(hours=24),
         "let_go_review": timedelta(hours=72),
+        "hours_underused": timedelta(hours=48),
     }
     assert domain.DEFAULT_TASKS.due_in("churn_risk") == timedelta(hours=48)
+    monkeypatch.setenv("NURTURE_TASKS_HOURS_UNDERUSED_DUE_HOURS", "12")
+    assert Settings().tasks.due_in("hours_underused") == timedelta(hours=12)
     monkeypatch.setenv("NURTURE_TASKS_DUNNING_DUE_HOURS", "2")
     monkeypatch.setenv("NURTURE_TASKS_LET_GO_DUE_HOURS", "100")
     changed = Settings(tasks_reply_due_hours=1).tasks

@@ -72,7 +72,7 @@ def test_roi_and_lead_cost_per_channel() -> None:
 
 def test_a_retention_year_is_this_years_revenue_of_last_years_clients_over_theirs_before() -> None:
     at = d(2027, 1, 1)
-    since = {"old": d(2025, 6, 1), "older": d(2025, 1, 1), "young": d(2026, 6, 1)}
+    since = {"old": d(2024, 6, 1), "older": d(2024, 1, 1), "young": d(2026, 6, 1)}
     payments = [
         paid("old", d(2025, 7, 1), "5000"),  # the year before: 5000 + 5000
         paid("older", d(2025, 3, 1), "5000"),
@@ -150,15 +150,14 @@ def test_included_hours_clients_against_those_without() -> None:
     )
     assert out["with_hours"] == {
         "clients": 2,
+        "median_lifetime_months": Decimal(10),  # 1 of 2 left at 10 months: half stay
         "average_lifetime_months": Decimal("9.00"),
         "average_revenue": Decimal("9000.00"),
     }
-    assert out["without_hours"] == {
-        "clients": 2,
-        "average_lifetime_months": Decimal("5.00"),
-        "average_revenue": Decimal("1500.00"),
-    }
-    assert out["months_longer"] == Decimal("4.00")
+    # Without: left at 4 and 6 months (1/2 stay after 4): median 4, average 5.
+    assert out["without_hours"]["median_lifetime_months"] == Decimal(4)
+    assert out["without_hours"]["average_revenue"] == Decimal("1500.00")
+    assert (out["months_longer"], out["measured_by"]) == (Decimal(6), "median_lifetime_months")
 
 
 def test_new_clients_against_old_ones_per_month() -> None:
@@ -238,3 +237,21 @@ def test_the_median_lifetime_counts_clients_still_running_as_staying() -> None:
     assert f.median_survival(spans) == Decimal(12)
     # Censored at the same moment as a departure: still at risk then (the departure counts first).
     assert f.median_survival([(Decimal(2), True), (Decimal(2), False)]) == Decimal(2)
+
+
+def test_a_client_who_joined_during_the_year_before_is_annualised() -> None:
+    at = d(2027, 1, 1)  # a year ago: 2026-01-01; the year before that from 2025-01-01 (730 days)
+    since = {"half": d(2025, 7, 2), "late": d(2025, 12, 20)}  # 183 days of it; 12 days: too few
+    payments = [
+        paid("half", d(2025, 8, 1), "3000"),  # 3000 in 183 days: 3000 x 365/183 = 5983.61 a year
+        paid("half", d(2026, 5, 1), "6000"),
+        paid("late", d(2025, 12, 21), "900"),
+        paid("late", d(2026, 5, 1), "9000"),
+    ]
+    figure = f.yearly_revenue_retention(payments, since, at=at, currency="EUR")
+    assert (figure["clients"], figure["revenue_this_year"], figure["revenue_year_before"]) == (
+        1,
+        Decimal("6000.00"),
+        Decimal("5983.61"),
+    )
+    assert figure["ratio"] == Decimal("1.0027")

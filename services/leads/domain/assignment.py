@@ -94,6 +94,8 @@ class Rep:
     capacity: int
     open_leads: int = 0
     last_assigned_at: datetime | None = None
+    # Breaks the last ties the same way every time (ids are random; e-mails are the team's own).
+    email: str = ""
 
     @property
     def eligible(self) -> bool:
@@ -150,12 +152,13 @@ def choose(lead: LeadFacts, reps: Iterable[Rep], rules: AssignmentRules) -> Choi
 
 
 def least_loaded(reps: Sequence[Rep]) -> Rep:
-    """Open leads per unit of capacity, lowest first; then the longest since a lead, then id."""
+    """Open leads per unit of capacity, lowest first; then the longest since a lead, then the
+    e-mail address, then id."""
     epoch = datetime.min
 
-    def load(rep: Rep) -> tuple[Fraction, datetime, str]:
+    def load(rep: Rep) -> tuple[Fraction, datetime, str, str]:
         last = rep.last_assigned_at.replace(tzinfo=None) if rep.last_assigned_at else epoch
-        return Fraction(rep.open_leads, rep.capacity), last, str(rep.person_id)
+        return Fraction(rep.open_leads, rep.capacity), last, rep.email, str(rep.person_id)
 
     return min(reps, key=load)
 

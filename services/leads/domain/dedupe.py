@@ -5,7 +5,11 @@ without dots), else with the same email as written; else, for a work address, th
 same name at the same company domain: the person wrote from another address of their company.
 A colleague (another name) is a new lead of the same company, as a CRM keeps contacts, and
 free-mail domains say nothing of a company. An erased person who writes again is a new lead:
-we kept nothing of them to match."""
+we kept nothing of them to match.
+
+Dedupe never merges two different people: a colleague (another address and another name at the
+same company) stays a lead of their own, linked to the first by the company account
+(``accounts``: same work domain and same normalised company name), never merged into it."""
 
 from __future__ import annotations
 

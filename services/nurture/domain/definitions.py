@@ -53,15 +53,18 @@ def _reentry(raw: Any, name: str, fields: set[str] | None) -> Reentry:
         return Reentry("always")
     if isinstance(raw, Mapping) and len(raw) == 1 and "per" in raw:
         per = raw["per"]
-        if not isinstance(per, str) or (fields is not None and per not in fields):
-            raise SequenceError(f"{name}: reentry per {per!r} is not a field of the trigger's payload")
-        return Reentry("per", per=per)
+        # One field, or several (``per: [invoice_id, to_state]``: once per invoice and state).
+        names = per if isinstance(per, list) and per else [per]
+        for one in names:
+            if not isinstance(one, str) or "," in one or (fields is not None and one not in fields):
+                raise SequenceError(f"{name}: reentry per {one!r} is not a field of the trigger's payload")
+        return Reentry("per", per=",".join(names))
     if isinstance(raw, Mapping) and len(raw) == 1 and "after" in raw:
         try:
             return Reentry("after", after=parse_delay(raw["after"]))
         except SequenceError as exc:
             raise SequenceError(f"{name}: reentry after: {exc}") from None
-    raise SequenceError(f"{name}: reentry {raw!r}: use never, always, {{per: <field>}} or {{after: <delay>}}")
+    raise SequenceError(f"{name}: reentry {raw!r}: use never, always, {{per: <field or fields>}} or {{after: <delay>}}")
 
 
 def sequence_from_dict(
@@ -143,6 +146,18 @@ def sequence_from_dict(
         if not values or not all(isinstance(v, str) and v for v in values):
             raise SequenceError(f"{name}: when {key} must be a name or a list of names")
         when[key] = frozenset(v.lower() for v in values)
+    # ``match``, not ``on``: YAML 1.1 reads a bare ``on`` key as the boolean true.
+    match_raw = data.get("match") or {}
+    if not isinstance(match_raw, Mapping):
+        raise SequenceError(f"{name}: match must map fields of the trigger's payload to a value or a list")
+    match: dict[str, frozenset[str]] = {}
+    for key, value in match_raw.items():
+        if not isinstance(key, str) or (fields is not None and key not in fields):
+            raise SequenceError(f"{name}: match {key!r} is not a field of the trigger's payload")
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str | int) and str(v) for v in values):
+            raise SequenceError(f"{name}: match {key} must be a value or a list of values")
+        match[key] = frozenset(str(v).lower() for v in values)
     then = data.get("then")
     if then is not None and (not isinstance(then, str) or not _NAME.match(then)):
         raise SequenceError(f"{name}: then {then!r} must name a sequence")
@@ -160,5 +175,6 @@ def sequence_from_dict(
         reentry=_reentry(data.get("reentry"), name, fields),
         anchor=anchor,
         then=then,
+        match=match,
         source=dict(data),
     )

@@ -94,6 +94,8 @@ class Sequence:
     reentry: Reentry = Reentry()
     anchor: str | None = None
     then: str | None = None
+    # Conditions on the trigger's payload (field -> allowed values): ``match: {to_state: [warning]}``.
+    match: Mapping[str, frozenset[str]] = field(default_factory=dict)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def applies_to(self, segment: str | None = None, profile: Mapping[str, Any] | None = None) -> bool:
@@ -108,6 +110,11 @@ class Sequence:
             if value is None or str(value).lower() not in allowed:
                 return False
         return True
+
+    def matches(self, data: Mapping[str, Any] | None) -> bool:
+        """Whether the trigger's payload meets the sequence's ``match`` conditions."""
+        values = data or {}
+        return all(str(values.get(name, "")).lower() in allowed for name, allowed in self.match.items())
 
     @property
     def marketing(self) -> bool:
@@ -148,7 +155,7 @@ class Sequence:
     def key_for(self, data: Mapping[str, Any], *, now: datetime) -> str:
         """What makes an enrollment unique for the re-entry rule."""
         if self.reentry.mode == "per":
-            return str(data.get(self.reentry.per or "") or "")
+            return "|".join(str(data.get(one) or "") for one in (self.reentry.per or "").split(","))
         if self.reentry.mode in ("after", "always"):
             return now.isoformat()
         return ""
@@ -214,7 +221,14 @@ def exit_ends(sequence: Sequence | None, *, key: str, event_type: str, data: Map
     if sequence is None or event_type not in sequence.exit_on:
         return False
     per = sequence.reentry.per if sequence.reentry.mode == "per" else None
-    return not (per and data.get(per) is not None and str(data[per]) != key)
+    if not per:
+        return True
+    # Each field the exit carries must be the enrollment's own (a payment of another invoice
+    # ends nothing here); fields it does not carry match any.
+    return all(
+        data.get(one) is None or str(data[one]) == part
+        for one, part in zip(per.split(","), key.split("|"), strict=False)
+    )
 
 
 # An exit that stops even the immediate answer to what the person did (a welcome): a bounce, an
@@ -289,10 +303,20 @@ class Catalog:
         return Catalog.of([*(s for s in self.sequences.values() if s.name != sequence.name), sequence])
 
     def triggered_by(
-        self, event_type: str, *, segment: str | None = None, profile: Mapping[str, Any] | None = None
+        self,
+        event_type: str,
+        *,
+        segment: str | None = None,
+        profile: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> list[Sequence]:
-        """Sequences a person (segment, profile) is enrolled in when ``event_type`` happens."""
-        return [s for s in self.sequences.values() if s.trigger == event_type and s.applies_to(segment, profile)]
+        """Sequences a person (segment, profile) is enrolled in when ``event_type`` happens
+        (with ``data``, its payload: the sequence's ``match`` conditions must hold)."""
+        return [
+            s
+            for s in self.sequences.values()
+            if s.trigger == event_type and s.applies_to(segment, profile) and (data is None or s.matches(data))
+        ]
 
     def ended_by(self, event_type: str) -> list[Sequence]:
         return [s for s in self.sequences.values() if event_type in s.exit_on]

@@ -7,8 +7,9 @@
   **Cost per lead** and **per qualified lead**: the spend over the leads captured in the period
   (and over those of them qualified).
 - **Revenue retention over a year**, as of a moment: revenue in the year before it from the
-  clients who were already clients a year before it, over their revenue the year before that
-  (the notes' "130% revenue from a retention year"); its trend is that ratio at each month end.
+  clients who were already clients a year before it, over their revenue the year before that,
+  annualised for those who joined during it (the notes' "130% revenue from a retention year");
+  its trend is that ratio at each month end.
 - **Client lifetime**: months from becoming a client to leaving (the last running subscription
   ended, a termination included): the median by the product-limit estimate (clients still
   running count as staying so far, not as gone), and the distribution of the lifetimes that are
@@ -17,8 +18,8 @@
   cancellation for ``poor_results`` within the 60 days before they left) over the clients served
   in the period (there at its start or joined during it), against the goal of under 5%.
 - **Included hours**: retainer clients with included hours against those without: how many,
-  their average lifetime in months (to leaving, or to ``end`` for those still running) and their
-  average revenue.
+  their median lifetime (product-limit) and average lifetime so far in months, their average
+  revenue, and how many months longer the first stay (by the medians when both are known).
 - **New against old clients**, per month: average invoice and revenue per paying client of
   clients in their first six months against the older ones.
 
@@ -191,24 +192,34 @@ def totals(by_channel: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- a retention year
 
 
+# A client must have been one this long in the year before to annualise their revenue then.
+MIN_PRIOR_DAYS = 28
+
+
 def yearly_revenue_retention(
     payments: Iterable[Money], joined: Mapping[Any, datetime], *, at: datetime, currency: str
 ) -> dict[str, Any]:
     """As of ``at``: the revenue of the last year from clients who were clients a year before
-    ``at``, over their revenue in the year before that."""
+    ``at``, over their revenue in the year before that. A client who joined during that earlier
+    year had only part of it to pay in, so their revenue then is annualised (times 365 over the
+    days they were a client); one who had under four weeks of it is left out of both sums."""
     year_ago, two_years_ago = at - timedelta(days=365), at - timedelta(days=730)
-    kept = {c for c, since in joined.items() if since < year_ago}
+    share: dict[Any, Decimal] = {}
+    for client, since in joined.items():
+        days = (year_ago - max(since, two_years_ago)).total_seconds() / 86400
+        if since < year_ago and days >= MIN_PRIOR_DAYS:
+            share[client] = Decimal(365) / Decimal(str(min(days, 365.0)))
     this_year = prior = Decimal(0)
     for p in payments:
-        if p.currency != currency or p.lead_id not in kept:
+        if p.currency != currency or p.lead_id not in share:
             continue
         if year_ago <= p.at < at:
             this_year += p.amount
         elif two_years_ago <= p.at < year_ago:
-            prior += p.amount
+            prior += p.amount * share[p.lead_id]
     return {
         "ratio": ratio(this_year, prior),
-        "clients": len(kept),
+        "clients": len(share),
         "revenue_this_year": quantize(this_year),
         "revenue_year_before": quantize(prior),
     }
@@ -345,16 +356,22 @@ def included_hours_comparison(
         known = [c for c in members if c in spans]
         return {
             "clients": len(known),
+            "median_lifetime_months": median_survival(spans[c] for c in known),
             "average_lifetime_months": ratio(sum((spans[c][0] for c in known), Decimal(0)), len(known), _MONTH),
             "average_revenue": ratio(sum((revenue.get(c, Decimal(0)) for c in known), Decimal(0)), len(known), _MONTH),
         }
 
     with_group = group(set(retainers & with_hours))
     without_group = group(set(retainers - with_hours))
+    # The medians when both are known (lifetimes still running count as staying); else the
+    # averages so far, which understate whoever stays longer.
+    measure = "median_lifetime_months"
+    if with_group[measure] is None or without_group[measure] is None:
+        measure = "average_lifetime_months"
     longer = None
-    if with_group["average_lifetime_months"] is not None and without_group["average_lifetime_months"] is not None:
-        longer = with_group["average_lifetime_months"] - without_group["average_lifetime_months"]
-    return {"with_hours": with_group, "without_hours": without_group, "months_longer": longer}
+    if with_group[measure] is not None and without_group[measure] is not None:
+        longer = with_group[measure] - without_group[measure]
+    return {"with_hours": with_group, "without_hours": without_group, "months_longer": longer, "measured_by": measure}
 
 
 # A retainer client under the underuse share this many months running gets a nudge.
@@ -425,7 +442,22 @@ def figures(data: FiguresInput) -> dict[str, Any]:
     life = lifetime_figures(spans)
     yearly = yearly_revenue_retention(paid, joined, at=data.end, currency=data.currency)
     yearly["trend"] = retention_trend(paid, joined, start=data.start, end=data.end, currency=data.currency)
+    reasons: dict[str, str] = {}
+    if overall["roi"] is None:
+        reasons["roi"] = f"no {data.currency} spend in the period"
+    if yearly["ratio"] is None:
+        reasons["yearly_revenue_retention"] = (
+            f"nobody was a client a year before {data.end:%Y-%m-%d}"
+            if not yearly["clients"]
+            else "the clients of a year before paid nothing the year before that"
+        )
+    if life["median_lifetime_months"] is None:
+        reasons["median_lifetime_months"] = (
+            f"fewer than half of the clients have left ({life['clients_left']} of"
+            f" {life['clients_left'] + life['clients_running']}): the median is still ahead"
+        )
     return {
+        "figure_reasons": reasons,
         "roi": overall["roi"],
         "first_year_revenue": overall["first_year_revenue"],
         "cost_per_lead": overall["cost_per_lead"],
