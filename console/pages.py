@@ -281,12 +281,25 @@ async def client_context(request: Request, lead_id: str) -> dict[str, Any]:
         if session.may("invoices.read")
         else _none(),
     )
+    subs = parts["subscriptions"].data if parts["subscriptions"].ok else []
+    # Hours used per period, for each retainer (billing's GET /subscriptions/{id}/hours).
+    hours_replies = (
+        await gather(
+            **{f"h{i}": api.get("billing", f"/subscriptions/{s['subscription_id']}/hours") for i, s in enumerate(subs)}
+        )
+        if subs
+        else {}
+    )
+    hours = {
+        s["subscription_id"]: reply.data[:6] for s, reply in zip(subs, hours_replies.values(), strict=True) if reply.ok
+    }
     return {
         "lead_id": lead_id,
         "client": parts["client"].data if parts["client"].ok else None,
         "client_reply": parts["client"],
         "lead": parts["lead"].data if parts["lead"].ok else None,
-        "subscriptions": parts["subscriptions"].data if parts["subscriptions"].ok else [],
+        "hours": hours,
+        "subscriptions": subs,
         "invoices": parts["invoices"].data if parts["invoices"].ok else [],
         "down": down_notices(*parts.values()),
         "reasons": CANCEL_REASONS,

@@ -34,6 +34,7 @@ from services.billing.schemas import (
     LeakedRevenueOut,
     PaymentIn,
     PaymentOut,
+    PeriodHoursOut,
     PriceChangeIn,
     PriceChangeOut,
     ProjectInvoiceIn,
@@ -242,6 +243,20 @@ def router(runtime: ServiceRuntime, ctx: Billing) -> APIRouter:
     async def list_subscriptions(lead_id: uuid.UUID | None = None) -> list[SubscriptionOut]:
         async with uow() as tx:
             return [subscription_out(s) for s in await subscriptions.list_subscriptions(tx, lead_id)]
+
+    @api.get(
+        "/subscriptions/{subscription_id}/hours",
+        dependencies=[need(P.SUBSCRIPTIONS_READ)],
+        response_model=list[PeriodHoursOut],
+        tags=["subscriptions"],
+    )
+    async def hours_by_period(subscription_id: uuid.UUID) -> list[PeriodHoursOut]:
+        """Hours used per period against those included, newest first (the current period open)."""
+        async with uow() as tx:
+            return [
+                PeriodHoursOut.model_validate(p, from_attributes=True)
+                for p in await hours.hours_by_period(tx, subscription_id)
+            ]
 
     @api.post("/payments/webhook", dependencies=[public()], tags=["payments"])
     async def webhook(request: Request) -> dict[str, str]:

@@ -139,3 +139,50 @@ async def report_usage(
             amount=cost,
         )
     ]
+
+
+@dataclass(frozen=True)
+class PeriodHours:
+    """One period of a retainer: the hours worked against those it included."""
+
+    period_start: datetime
+    period_end: datetime | None
+    used_hours: Decimal
+    included_hours: Decimal | None
+    overage_hours: Decimal
+    current: bool
+
+
+async def hours_by_period(tx: UnitOfWork, subscription_id: uuid.UUID) -> list[PeriodHours]:
+    """Every period of the subscription, newest first: hours used (time entries), included (the
+    period's own when a downgrade changed them) and over; the current one is still open."""
+    subscription = await tx.session.get(Subscription, subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription {subscription_id}")
+    periods = {
+        p.period_start: p
+        for p in await tx.session.scalars(select(BilledPeriod).where(BilledPeriod.subscription_id == subscription.id))
+    }
+    used: dict[datetime, Decimal] = {}
+    for start, hours in await tx.session.execute(
+        select(TimeEntry.period_start, TimeEntry.hours).where(TimeEntry.subscription_id == subscription.id)
+    ):
+        used[start] = used.get(start, Decimal(0)) + hours
+    out = []
+    for start in sorted(set(periods) | set(used), reverse=True):
+        billed = periods.get(start)
+        included = billed.included_hours if billed is not None and billed.included_hours is not None else None
+        included = included if included is not None else subscription.included_hours
+        worked = used.get(start, Decimal(0))
+        over, _ = domain.overage(used=worked, included=included, rate=subscription.hourly_rate)
+        out.append(
+            PeriodHours(
+                period_start=start,
+                period_end=billed.period_end if billed is not None else None,
+                used_hours=worked,
+                included_hours=included,
+                overage_hours=over,
+                current=start == subscription.current_period_start,
+            )
+        )
+    return out

@@ -132,6 +132,17 @@ class AuthorizationOut(BaseModel):
     currency: str
 
 
+class PeriodHoursOut(BaseModel):
+    """One retainer period's hours: used against included, and over."""
+
+    period_start: datetime
+    period_end: datetime | None = Field(description="null for hours recorded in a period not billed yet")
+    used_hours: DecimalStr
+    included_hours: DecimalStr | None
+    overage_hours: DecimalStr
+    current: bool = Field(description="the period still running")
+
+
 class SubscriptionOfferOut(BaseModel):
     """A save offer that bills: the periods starting in [starts_at, ends_at) are billed at `fee`."""
 

@@ -136,6 +136,17 @@ async def test_a_downgrade_bills_the_smaller_plan_and_its_hours(kafka_bootstrap:
             ("Retainer, 01", "1000.00"),
             ("Overage 01 A", "240.00"),
         ], may["lines"]
+        # The hours per period, as the console shows them: April's smaller plan and its overage.
+        periods = as_json(await svc.client.get(f"/subscriptions/{sub['subscription_id']}/hours"))
+        april_hours = next(p for p in periods if p["period_start"].startswith("2031-04-01"))
+        assert (april_hours["used_hours"], april_hours["included_hours"], april_hours["overage_hours"]) == (
+            "7",
+            "5",
+            "2",
+        )
+        assert periods[0]["current"] is True and periods[0]["period_start"].startswith("2031-05-01")
+        missing = await svc.client.get(f"/subscriptions/{uuid.uuid4()}/hours")
+        assert missing.status_code == 404
         usage = await reader.wait_for("hours.usage_reported", lead_id=lead_id, count=2)
         april_usage = next(u for u in usage if u.data["period_start"].startswith("2031-04-01"))
         assert (april_usage.data["included_hours"], april_usage.data["overage_hours"]) == ("5", "2")
