@@ -86,4 +86,6 @@ def test_match_names_fields_of_the_triggers_payload() -> None:
             {**base, "match": {"state": "warning"}}, known_events=["dunning.state_changed"], payload_fields=fields
         )
     with pytest.raises(SequenceError, match="match must map"):
-        sequence_from_dict({**base, "match": ["warning"]}, known_events=["dunning.state_changed"], payload_fields=fields)
+        sequence_from_dict(
+            {**base, "match": ["warning"]}, known_events=["dunning.state_changed"], payload_fields=fields
+        )

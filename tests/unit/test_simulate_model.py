@@ -62,7 +62,10 @@ def test_a_year_has_the_whole_lifecycle() -> None:
     ):
         assert kinds[kind] > 0, kind
     assert any(a.get("link") for a in year.actions if a.kind == "win")  # estimates accepted by link
-    assert {a.get("reason") for a in year.actions if a.kind == "cancel"} >= {"price", "not_using"}  # discounts, smaller plans
+    assert {a.get("reason") for a in year.actions if a.kind == "cancel"} >= {
+        "price",
+        "not_using",
+    }  # discounts, smaller plans
     assert kinds["capture"] == 12 * 40 and kinds["spend"] == 12 * 5 and kinds["price_change"] == 1
     assert any(a.get("decline") == "expired_card" for a in year.actions if a.kind == "card_fails")
     assert year.expected["deposit_never"] > 0
