@@ -7,13 +7,13 @@ import logging
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 
 from services.leads.context import Context
 from services.leads.deals import deals_of
 from services.leads.qualification import raise_red_flag
 from services.leads.record import forget_dedupe_candidates, get_lead, live_lead
-from services.leads.store import Activity, Deal, Lead, Merge, Touch
+from services.leads.store import Account, Activity, Deal, Lead, Merge, Touch
 from services.leads.timeline import activity, log_activity
 from shared import events as ev
 from shared.errors import Conflict, Invalid
@@ -83,6 +83,17 @@ async def erase_lead(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Lead:
     await tx.session.execute(
         update(Deal).where(Deal.lead_id == lead.id, Deal.signed_by.is_not(None)).values(signed_by=ERASED)
     )
+    # The address an estimate was accepted from is the person's too (the digest and time stay).
+    await tx.session.execute(update(Deal).where(Deal.lead_id == lead.id).values(signed_ip=None))
+    # A company account that was only this person's goes with them (its name and domain are what
+    # they typed); one that colleagues still belong to stays theirs.
+    if lead.account_id is not None:
+        account_id, lead.account_id = lead.account_id, None
+        others = await tx.session.scalar(
+            select(func.count()).select_from(Lead).where(Lead.account_id == account_id, Lead.erased_at.is_(None))
+        )
+        if not others:
+            await tx.session.execute(delete(Account).where(Account.id == account_id))
     # Free text in the timeline may name the person (who signed, a deal's title, a campaign
     # named after them): keep what happened, drop what was said.
     for entry in await activity(tx, lead.id):

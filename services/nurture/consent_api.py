@@ -138,6 +138,7 @@ def router(
         dependencies=[need(P.CONSENT_READ, person=True)],
         response_model=ConsentOut,
         tags=["consent"],
+        responses={409: {"description": "the person was erased"}},
     )
     async def read_consent(lead_id: uuid.UUID) -> ConsentOut:
         """The person's marketing consent now and every grant, request and withdrawal with its
@@ -149,6 +150,7 @@ def router(
         dependencies=[need(P.CONSENT_WRITE)],
         response_model=ConsentOut,
         tags=["consent"],
+        responses={409: {"description": "the person was erased"}},
     )
     async def record_consent(lead_id: uuid.UUID, body: ConsentIn) -> ConsentOut:
         """Record consent the person gave or withdrew to staff (source `staff`): a withdrawal

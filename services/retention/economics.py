@@ -172,9 +172,11 @@ async def economics(
         if e.lead_id not in ids:
             continue
         if e.type == "feedback.received":
-            score = e.detail.get("score")
-            signals.append(figures_rules.Signal(e.lead_id, e.at, "feedback", int(score) if score is not None else None))
-            if e.detail.get("complaint"):
+            # One odd timeline entry (not a mapping, a score that is no number) must not break
+            # everyone's economics: it is read as what it can be read as.
+            detail = e.detail if isinstance(e.detail, dict) else {}
+            signals.append(figures_rules.Signal(e.lead_id, e.at, "feedback", _score(detail.get("score"))))
+            if detail.get("complaint") is True:
                 signals.append(figures_rules.Signal(e.lead_id, e.at, "complaint"))
         elif (money := _money(e.lead_id, e.at, e.detail)) is not None:
             (payments if e.type == "payment.succeeded" else invoices).append(money)
@@ -191,10 +193,7 @@ async def economics(
     )
     missing: str | None = None
     if convert:
-        rates = [
-            rates_rules.Rate(r.currency, r.quote, r.valid_from, r.rate)
-            for r in await session.scalars(select(ExchangeRate))
-        ]
+        rates = [rate for r in await session.scalars(select(ExchangeRate)) if (rate := _rate(r)) is not None]
         into = rates_rules.Converter(cur, rates)
         movements = [
             domain.Movement(m.lead_id, m.at, m.kind, amount, cur, m.logo)
@@ -261,6 +260,10 @@ async def economics(
     return figures
 
 
+# The contract's bound on money (shared/money.py): a stored amount beyond it was never valid.
+_MAX_MONEY = Decimal(10) ** 12
+
+
 def _money(lead_id: Any, at: datetime, detail: object) -> figures_rules.Money | None:
     """A payment or invoice the timeline records, or None when it reads as no amount."""
     if not isinstance(detail, dict) or detail.get("amount") is None or not detail.get("currency"):
@@ -269,9 +272,33 @@ def _money(lead_id: Any, at: datetime, detail: object) -> figures_rules.Money | 
         amount = Decimal(str(detail["amount"]))
     except (ArithmeticError, TypeError, ValueError):
         return None
-    if not _readable(amount, "a payment or invoice"):
+    if not _readable(amount, "a payment or invoice") or abs(amount) > _MAX_MONEY:
         return None
     return figures_rules.Money(lead_id, at, amount, str(detail["currency"]))
+
+
+def _rate(row: ExchangeRate) -> rates_rules.Rate | None:
+    """A stored rate, or None (logged) when it reads as no positive number."""
+    try:
+        rate = rates_rules.Rate(row.currency, row.quote, row.valid_from, Decimal(row.rate_text))
+        rates_rules.check_rate(rate)
+    except (ArithmeticError, TypeError, ValueError):
+        log.warning(
+            "left out of the economics: the exchange rate %s->%s from %s", row.currency, row.quote, row.valid_from
+        )
+        return None
+    return rate
+
+
+def _score(value: object) -> int | None:
+    """A survey score as stored (0-10), or None when it reads as no score."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        score = int(value)
+    except ValueError:
+        return None
+    return score if 0 <= score <= 10 else None
 
 
 def _converted(into: rates_rules.Converter, m: figures_rules.Money) -> figures_rules.Money | None:
