@@ -48,7 +48,24 @@ def _apply(tx: UnitOfWork, client: Client, manual: ManualTierRow | None, now: da
     tier, reasons, by_hand = effective_tier(computed or "good", kept, as_rule(manual), now)
     if not by_hand:
         reasons = [why, *reasons]
-    if tier != client.tier:
+    put_in_force(tx, client, tier=tier, reasons=reasons, computed=computed, by_hand=by_hand, now=now)
+    client.updated_at = now
+
+
+def put_in_force(
+    tx: UnitOfWork,
+    client: Client,
+    *,
+    tier: str,
+    reasons: list[str],
+    computed: str | None,
+    by_hand: bool,
+    now: datetime,
+) -> bool:
+    """Make ``tier`` the client's, with its reasons; a change is published
+    (``client.tier_changed``, saying whether a person set it). Returns whether it changed."""
+    changed = tier != client.tier
+    if changed:
         tx.emit(
             "client.tier_changed",
             ev.ClientTierChanged(
@@ -62,7 +79,7 @@ def _apply(tx: UnitOfWork, client: Client, manual: ManualTierRow | None, now: da
         )
         client.tier, client.tier_changed_at = tier, now
     client.tier_reasons = reasons
-    client.updated_at = now
+    return changed
 
 
 async def set_manual_tier(

@@ -21,7 +21,6 @@ from services.retention import domain, manual_tier, notes, record
 from services.retention.context import Context
 from services.retention.domain.tiers import effective_tier, let_go_from_notes, with_notes
 from services.retention.store import Client, ClientEvent, TierReview
-from shared import events as ev
 from shared.db import StateRow
 from shared.errors import NotFound
 from shared.money import quantize
@@ -97,19 +96,7 @@ async def _classify(tx: UnitOfWork, ctx: Context, client: Client, *, now: dateti
     change: dict[str, object] | None = None
     if tier != client.tier:
         change = {"lead_id": str(client.lead_id), "from_tier": client.tier, "to_tier": tier, "reasons": reasons}
-        tx.emit(
-            "client.tier_changed",
-            ev.ClientTierChanged(
-                from_tier=client.tier,
-                to_tier=tier,
-                reasons=reasons,
-                computed_tier=computed,
-                manual=by_hand,
-            ),
-            lead_id=client.lead_id,
-        )
-        client.tier, client.tier_changed_at = tier, now
-    client.tier_reasons = reasons
+    manual_tier.put_in_force(tx, client, tier=tier, reasons=reasons, computed=computed, by_hand=by_hand, now=now)
     let_go: dict[str, object] | None = None
     if tier == "fire":
         cur = client.mrr_currency

@@ -101,3 +101,17 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         ]
         assert alive == [], f"processes left behind: {alive}"
         assert process.returncode == 0, (data_dir / "run.log").read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture(scope="module")
+def simulated_system(request: pytest.FixtureRequest) -> Iterator[System]:
+    """The ``system`` fixture, started with CLIENTFLOW_CLOCK=simulated (one per test module)."""
+    saved = os.environ.get("CLIENTFLOW_CLOCK")
+    os.environ["CLIENTFLOW_CLOCK"] = "simulated"
+    try:
+        yield request.getfixturevalue("system")
+    finally:
+        if saved is None:
+            os.environ.pop("CLIENTFLOW_CLOCK", None)
+        else:
+            os.environ["CLIENTFLOW_CLOCK"] = saved

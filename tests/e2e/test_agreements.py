@@ -11,10 +11,8 @@ reported as a termination, not churn). Another client never pays the deposit: le
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -27,20 +25,6 @@ from tests.e2e.conftest import System
 from tests.support import TopicReader, as_json, eventually
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def simulated(request: pytest.FixtureRequest) -> Iterator[System]:
-    """The e2e ``system`` fixture, started with CLIENTFLOW_CLOCK=simulated."""
-    saved = os.environ.get("CLIENTFLOW_CLOCK")
-    os.environ["CLIENTFLOW_CLOCK"] = "simulated"
-    try:
-        yield request.getfixturevalue("system")
-    finally:
-        if saved is None:
-            os.environ.pop("CLIENTFLOW_CLOCK", None)
-        else:
-            os.environ["CLIENTFLOW_CLOCK"] = saved
 
 
 async def clock_now(system: System) -> datetime:
@@ -78,8 +62,8 @@ def next_month(moment: datetime) -> datetime:
     return (first + timedelta(days=32)).replace(day=1)
 
 
-async def test_accept_by_link_discount_then_fired_and_a_deposit_never_paid(simulated: System) -> None:
-    system = simulated
+async def test_accept_by_link_discount_then_fired_and_a_deposit_never_paid(simulated_system: System) -> None:
+    system = simulated_system
     tag = uuid.uuid4().hex[:8]
     async with (
         system.client("leads") as leads,

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,20 +18,6 @@ from tests.e2e.conftest import System
 from tests.support import API_KEY
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def simulated_system(request: pytest.FixtureRequest) -> Iterator[System]:
-    """The e2e ``system`` fixture, started with CLIENTFLOW_CLOCK=simulated."""
-    saved = os.environ.get("CLIENTFLOW_CLOCK")
-    os.environ["CLIENTFLOW_CLOCK"] = "simulated"
-    try:
-        yield request.getfixturevalue("system")
-    finally:
-        if saved is None:
-            os.environ.pop("CLIENTFLOW_CLOCK", None)
-        else:
-            os.environ["CLIENTFLOW_CLOCK"] = saved
 
 
 def test_two_months_of_an_agency(simulated_system: System) -> None:
