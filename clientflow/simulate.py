@@ -432,7 +432,7 @@ class Agency:
 
         # Calibrated to the agency's notes: retainer clients stay about half a year (SEO clients
         # 4-6 months), and included hours keep them about four months longer.
-        monthly_churn = (0.10 if p.ideal else 0.18) * (1.0 if included else 2.2)
+        monthly_churn = (0.10 if p.ideal else 0.18) * (1.0 if included else 2.8)
         heavy = rng.random() < 0.3  # uses more hours than included
         card = rng.random() < 0.7
         # The day of the price increase, for a client who leaves because of it.
@@ -441,7 +441,7 @@ class Agency:
         at(
             started + rng.randrange(20, 40),
             "feedback",
-            score=rng.randrange(3, 11) if not p.ideal else rng.randrange(6, 11),
+            score=rng.randrange(4, 11) if not p.ideal else rng.randrange(6, 11),
         )
         ended = False
         saved_until = -1  # a client who took a save offer stays through it (about three months)
@@ -498,7 +498,7 @@ class Agency:
             if first > saved_until and rng.random() < monthly_churn:
                 # Few leave over poor results (the leak the agency keeps under 5%).
                 reason = rng.choices(
-                    ("budget_cut", "not_using", "switching_provider", "price", "poor_results"), (8, 5, 5, 5, 1)
+                    ("budget_cut", "not_using", "switching_provider", "price", "poor_results"), (16, 10, 10, 10, 1)
                 )[0]
                 accept = rng.random() < (0.6 if reason in ("price", "not_using") else 0.35)
                 at(
@@ -1332,6 +1332,11 @@ def figures_table(e: dict[str, Any], title: str) -> Table:
         "revenue retention over a year",
         _fig(year.get("ratio")),
         "about 1.30 (130% from a retention year)" + (f"; {why} (a run of 13 months or more has them)" if why else ""),
+    )
+    table.add_row(
+        "  of the clients who stayed the year",
+        _fig(year.get("stayed_ratio")),
+        f"about 1.30 ({year.get('stayed_clients', 0)} of {year.get('clients', 0)} still clients)",
     )
     life = e.get("lifetime") or {}
     table.add_row(

@@ -349,6 +349,11 @@ class YearlyRetentionOut(BaseModel):
     clients: int = Field(description="clients who were clients a year before the end of the period")
     revenue_this_year: DecimalStr
     revenue_year_before: DecimalStr
+    stayed_ratio: DecimalStr | None = Field(
+        default=None,
+        description="the same ratio for the clients still clients at the end (what a kept client grows to)",
+    )
+    stayed_clients: int = Field(default=0, description="of the clients a year before, those still clients at the end")
     trend: list[YearlyRetentionPointOut] = Field(description="the ratio at the end of each month of the period")
 
 

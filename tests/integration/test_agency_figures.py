@@ -166,6 +166,8 @@ async def test_the_agencys_figures_rates_and_a_missing_rate(kafka_bootstrap: str
             "12833.93",
             Decimal("1.2155"),
         )
+        # Of those, a stayed (b left): 15 600 / (12 000 x 365/355.583 = 12 317.78) = 1.2665.
+        assert (Decimal(year["stayed_ratio"]), year["stayed_clients"]) == (Decimal("1.2665"), 1)
         # One of four has left: the median lifetime is still ahead (and says so).
         assert both["median_lifetime_months"] is None and both["lifetime"]["median_of_those_who_left"] == "3.00"
         assert "fewer than half of the clients have left (1 of 4)" in both["reasons"]["median_lifetime_months"]

@@ -81,6 +81,9 @@ def test_a_retention_year_is_this_years_revenue_of_last_years_clients_over_their
         paid("young", d(2026, 7, 1), "9000"),  # not a client a year ago: left out
     ]
     figure = f.yearly_revenue_retention(payments, since, at=at, currency="EUR")
+    # Had only "old" stayed: 7000 this year over 5000 the year before.
+    kept = f.yearly_revenue_retention(payments, since, at=at, currency="EUR", staying=frozenset({"old"}))
+    assert (kept["stayed_ratio"], kept["stayed_clients"]) == (Decimal("1.4000"), 1)
     assert figure == {
         "ratio": Decimal("1.3000"),
         "clients": 2,

@@ -197,7 +197,12 @@ MIN_PRIOR_DAYS = 28
 
 
 def yearly_revenue_retention(
-    payments: Iterable[Money], joined: Mapping[Any, datetime], *, at: datetime, currency: str
+    payments: Iterable[Money],
+    joined: Mapping[Any, datetime],
+    *,
+    at: datetime,
+    currency: str,
+    staying: frozenset[Any] | None = None,
 ) -> dict[str, Any]:
     """As of ``at``: the revenue of the last year from clients who were clients a year before
     ``at``, over their revenue in the year before that. A client who joined during that earlier
@@ -210,19 +215,29 @@ def yearly_revenue_retention(
         if since < year_ago and days >= MIN_PRIOR_DAYS:
             share[client] = Decimal(365) / Decimal(str(min(days, 365.0)))
     this_year = prior = Decimal(0)
+    kept_this = kept_prior = Decimal(0)  # the same, of those still clients at ``at``
     for p in payments:
         if p.currency != currency or p.lead_id not in share:
             continue
+        stays = staying is not None and p.lead_id in staying
         if year_ago <= p.at < at:
             this_year += p.amount
+            kept_this += p.amount if stays else 0
         elif two_years_ago <= p.at < year_ago:
             prior += p.amount * share[p.lead_id]
-    return {
+            kept_prior += p.amount * share[p.lead_id] if stays else 0
+    figure = {
         "ratio": ratio(this_year, prior),
         "clients": len(share),
         "revenue_this_year": quantize(this_year),
         "revenue_year_before": quantize(prior),
     }
+    if staying is not None:
+        # The revenue a retention year brings a client who stayed it (the notes' 130% read as
+        # what a kept client grows to), beside the whole cohort's, leavers included.
+        figure["stayed_ratio"] = ratio(kept_this, kept_prior)
+        figure["stayed_clients"] = len(set(share) & staying)
+    return figure
 
 
 def retention_trend(
@@ -440,7 +455,8 @@ def figures(data: FiguresInput) -> dict[str, Any]:
     overall = totals(returns)
     spans = lifetimes(by_client, end=data.end)
     life = lifetime_figures(spans)
-    yearly = yearly_revenue_retention(paid, joined, at=data.end, currency=data.currency)
+    staying = frozenset(c for c, ms in by_client.items() if running_at(ms, data.end))
+    yearly = yearly_revenue_retention(paid, joined, at=data.end, currency=data.currency, staying=staying)
     yearly["trend"] = retention_trend(paid, joined, start=data.start, end=data.end, currency=data.currency)
     reasons: dict[str, str] = {}
     if overall["roi"] is None:
