@@ -80,6 +80,10 @@ class Agreements:
         prospect, person = d.person(action)
         if not person.lead_id or person.left or person.terminated:
             return False
+        # Only a client still running a retainer buys on top (billing may have ended it: dunning).
+        subs = await d.call("billing", "GET", "/subscriptions", params={"lead_id": person.lead_id})
+        if subs.status_code != 200 or not any(s["status"] in ("active", "paused") for s in subs.json()):
+            return False
         body = {
             "title": f"{prospect.lead['company']} campaign project",
             "kind": "project",
