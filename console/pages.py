@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,18 +13,11 @@ from fastapi.responses import HTMLResponse
 
 from console.backend import Reply, gather
 from console.web import backend, down_notices, render, signed_in
+from shared.events import FUNNEL_STAGES
 
-STAGES = (
-    "awareness",
-    "interest",
-    "consideration",
-    "decision",
-    "action",
-    "retention",
-    "advocacy",
-    "churned",
-    "disqualified",
-)
+# The funnel's stages are the contract's; the cancellation reasons and payment methods are the
+# services' request vocabularies (tests/console/test_vocabulary.py keeps them equal).
+STAGES = FUNNEL_STAGES
 CANCEL_REASONS = ("price", "budget_cut", "not_using", "poor_results", "switching_provider", "project_done", "other")
 PAY_METHODS = ("bank_transfer", "card", "cash", "cheque", "direct_debit", "other", "paypal")
 
@@ -251,7 +245,7 @@ async def clients(
     rows = parts["clients"].data.get("items", []) if parts["clients"].ok else []
     keys = {
         "health": lambda r: (r.get("health_score") is None, r.get("health_score") or 0),
-        "mrr": lambda r: -float((r.get("mrr") or {}).get("amount") or 0),
+        "mrr": lambda r: -Decimal(str((r.get("mrr") or {}).get("amount") or 0)),
         "tier": lambda r: str(r.get("tier") or "~"),
         "since": lambda r: str(r.get("became_client_at") or "~"),
     }

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -229,3 +230,24 @@ async def database_state(engine: Any, metadata: Any, *, drop: dict[str, set[str]
             emitted.append((e.type, e.lead_id, e.causation_id, e.occurred_at, e.data))
         out["outbox"] = emitted
     return out
+
+
+def consumer_record(
+    value: Envelope | bytes, *, topic: str = "deals", offset: int = 0, key: bytes = b"k"
+) -> ConsumerRecord:
+    """A record as a consumer's fetch hands it over (partition 0), for tests of the consumer
+    without a broker: an envelope as JSON, or raw bytes (a message that is no envelope)."""
+    raw = value if isinstance(value, bytes) else value.model_dump_json().encode()
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=raw,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(raw),
+        headers=[],
+    )

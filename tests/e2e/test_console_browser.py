@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from tests.e2e.test_access import add
 from tests.support import API_KEY
@@ -24,14 +25,15 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+# Never skipped: `make test` installs Debian's chromium (`make tools`) and playwright is a pinned
+# test dependency, so a missing browser is a failed setup to see, not a test to pass over.
 if not Path(CHROMIUM).exists():  # pragma: no cover - `make tools` installs it
-    pytest.skip("Debian's chromium is not installed (make tools)", allow_module_level=True)
+    pytest.fail("Debian's chromium is not installed: run `make tools` (make test does)", pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             yield chromium

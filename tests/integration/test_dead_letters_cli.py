@@ -22,24 +22,13 @@ from shared import topics
 from shared.broker import ensure_topics
 from shared.consumer import DeadLetters
 from shared.metrics import PlumbingMetrics
+from tests.support import consumer_record
 
 pytestmark = pytest.mark.integration
 
 
 def record(topic: str, offset: int, value: bytes, key: bytes) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumer_record(value, topic=topic, offset=offset, key=key)
 
 
 async def read_from(bootstrap: str, topic: str, start: dict[int, int], *, want: int) -> list[ConsumerRecord]:

@@ -20,7 +20,7 @@ from aiokafka import ConsumerRecord
 from services.billing import domain as billing_domain
 from shared import events as ev
 from tests.access.support import build_app, migrate
-from tests.support import API_KEY
+from tests.support import API_KEY, consumer_record
 
 pytestmark = pytest.mark.integration
 
@@ -182,20 +182,7 @@ async def test_economics_over_a_period_out_of_range_answers_422_naming_it(databa
 
 
 def _record(envelope: ev.Envelope, offset: int = 0) -> ConsumerRecord:
-    value = envelope.model_dump_json().encode()
-    return ConsumerRecord(
-        topic="deals",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=value,
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    return consumer_record(envelope, offset=offset)
 
 
 def won(total: str = "3000") -> ev.Envelope:

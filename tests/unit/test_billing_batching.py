@@ -33,14 +33,14 @@ from shared.db import create_engine, statement_log
 from shared.events import Envelope, make_event, topic_of
 from shared.migrations import upgrade_async
 from shared.uow import UnitOfWorkFactory
-from tests.support import database_state
+from tests.support import consumer_record, database_state
 from tests.unit.test_outbox_inbox import FakeDeadLetters
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def record(value: bytes, topic: str, offset: int) -> ConsumerRecord:
-    return ConsumerRecord(topic, 0, offset, 0, 0, b"k", value, None, 1, len(value), [])
+    return consumer_record(value, topic=topic, offset=offset)
 
 
 def records(envelopes: list[Envelope]) -> list[ConsumerRecord]:

@@ -32,6 +32,7 @@ from shared.http import MAX_JSON_DEPTH, JsonGuardMiddleware
 from shared.metrics import PlumbingMetrics
 from shared.money import MAX_AMOUNT, Amount, in_currency, minor_units
 from shared.uow import UnitOfWorkFactory
+from tests.support import consumer_record
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 LEAD = {"name": "Ada Lovelace", "email": "ada@example.com", "channel": "website"}
@@ -246,20 +247,7 @@ class FakeDeadLetters:
 
 
 def _record(envelope: ev.Envelope, offset: int) -> ConsumerRecord:
-    value = envelope.model_dump_json().encode()
-    return ConsumerRecord(
-        topic="deals",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=value,
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    return consumer_record(envelope, offset=offset)
 
 
 async def test_a_consumer_dead_letters_an_event_past_the_bounds_with_the_reason(tmp_path) -> None:

@@ -21,6 +21,7 @@ from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine
 from shared.metrics import PlumbingMetrics
 from shared.relay import OutboxRelay
 from shared.uow import UnitOfWorkFactory
+from tests.support import consumer_record
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -104,20 +105,7 @@ async def test_relay_claims_unsent_rows_even_when_ids_committed_out_of_order(eng
 
 
 def record(event: ev.Envelope | bytes, offset: int = 0, topic: str = "deals") -> ConsumerRecord:
-    value = event if isinstance(event, bytes) else event.model_dump_json().encode()
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"k",
-        value=value,
-        checksum=None,
-        serialized_key_size=1,
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    return consumer_record(event, offset=offset, topic=topic)
 
 
 class FakeDeadLetters:
