@@ -276,9 +276,15 @@ def migrate(
 def create_topics(
     partitions: Annotated[int, typer.Option(envvar="CLIENTFLOW_TOPIC_PARTITIONS")] = 3,
     bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS")] = "127.0.0.1:9092",
+    dead_letter_retention_days: Annotated[
+        int, typer.Option(envvar="CLIENTFLOW_DEAD_LETTER_RETENTION_DAYS", min=1, max=3650)
+    ] = 30,
 ) -> None:
-    """Create every topic and its dead-letter topic (existing ones are left as they are)."""
-    created = asyncio.run(ensure_topics(bootstrap, partitions=partitions))
+    """Create every topic and its dead-letter topic, with their retention (existing ones keep
+    their partitions; their retention is set where the broker allows it)."""
+    created = asyncio.run(
+        ensure_topics(bootstrap, partitions=partitions, dead_letter_retention_days=dead_letter_retention_days)
+    )
     console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
 
 

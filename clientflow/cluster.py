@@ -33,6 +33,7 @@ from clientflow.services import SERVICES
 from shared.broker import ensure_topics
 from shared.embedded import EmbeddedBroker, free_port
 from shared.migrations import upgrade
+from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_NAMES: tuple[str, ...] = tuple(spec.name for spec in SERVICES)
@@ -165,8 +166,12 @@ class Launcher:
         return self.bootstrap
 
     async def create_topics(self, partitions: int) -> list[str]:
-        """Every topic and its dead-letter topic; returns the ones created now."""
-        return await ensure_topics(self.bootstrap, partitions=partitions)
+        """Every topic and its dead-letter topic (with their retention); returns the ones created now."""
+        days = self.env.get("CLIENTFLOW_DEAD_LETTER_RETENTION_DAYS")
+        default = ServiceSettings.model_fields["dead_letter_retention_days"].default
+        return await ensure_topics(
+            self.bootstrap, partitions=partitions, dead_letter_retention_days=int(days) if days else default
+        )
 
     # ------------------------------------------------------------------ processes
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,9 +25,11 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
 
 from shared import topics
+from shared.crypto import KeyRing, KeyUnavailable
 from shared.errors import DomainError
-from shared.events import EVENT_TYPES, Envelope, Payload
+from shared.events import EVENT_TYPES, Envelope, LeadErased, Payload
 from shared.jobs import infrastructure
+from shared.key_fold import KeyFold
 from shared.metrics import PlumbingMetrics
 from shared.pauses import Pauses
 from shared.uow import UnitOfWork, UnitOfWorkFactory
@@ -37,6 +40,11 @@ Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 # Loads what a batch's events will touch (say every lead they name) in a few queries before the
 # handlers run, so the handlers find it in the session instead of one query per event.
 Prefetch = Callable[[UnitOfWork, list[Envelope]], Awaitable[None]]
+
+
+# A key unknown once the keys topic is folded to its end is waited for this long before it is
+# taken as lost (its record may be published a moment after the event it seals arrived).
+KEY_GRACE_S = 2.0
 
 
 class RejectEvent(DomainError):
@@ -55,6 +63,7 @@ class _Item:
     record: ConsumerRecord
     event: Envelope
     payload: BaseModel
+    erase: uuid.UUID | None = None  # the person to treat as erased (their key is gone)
 
 
 class DeadLetters:
@@ -94,6 +103,9 @@ class BatchConsumer:
         metrics: PlumbingMetrics,
         max_attempts: int = 3,
         prefetch: Prefetch | None = None,
+        keyring: KeyRing | None = None,
+        on_shredded: Handler | None = None,
+        key_fold: KeyFold | None = None,
     ) -> None:
         unknown = set(handlers) - set(EVENT_TYPES)
         if unknown:
@@ -105,15 +117,44 @@ class BatchConsumer:
         self.metrics = metrics
         self.max_attempts = max_attempts
         self.prefetch = prefetch
+        # Opens sealed personal fields; an event whose person's key is gone is applied with
+        # placeholders, then ``on_shredded`` (the service's erasure) treats the person as erased.
+        self.keyring = keyring
+        self.on_shredded = on_shredded
+        self.key_fold = key_fold
 
     def _count(self, record: ConsumerRecord, event_type: str, outcome: str) -> None:
         self.metrics.events_consumed.labels(self.service, record.topic, event_type, outcome).inc()
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> None:
+        envelopes: list[tuple[ConsumerRecord, Envelope | ValidationError]] = []
+        for record in records:
+            try:
+                envelopes.append((record, Envelope.model_validate_json(record.value or b"")))
+            except ValidationError as exc:
+                envelopes.append((record, exc))
+        if self.keyring is not None:
+            sealed = [e for _, e in envelopes if isinstance(e, Envelope) and e.sealed is not None]
+            if sealed:
+                await self.keyring.load(self.uow.sessions, (e.sealed.key_id for e in sealed if e.sealed))
+                waiting = self.keyring.pending(sealed)
+                if waiting and self.key_fold is not None and await self.key_fold.caught_up():
+                    # The whole keys topic is folded and the key is not there: lost, not late
+                    # (after a short grace for a key published a moment before its event).
+                    waiting -= self.keyring.missing_for(waiting, KEY_GRACE_S)
+                if waiting:
+                    # Not folded yet: read the batch again shortly (FastStream rewinds), before
+                    # anything of it is dead-lettered or applied.
+                    self.metrics.key_waits.labels(self.service).inc()
+                    await asyncio.sleep(0.2)
+                    raise KeyUnavailable(waiting)
+        await self._apply_batch(envelopes)
+
+    async def _apply_batch(self, envelopes: list[tuple[ConsumerRecord, Envelope | ValidationError]]) -> None:
         items: list[_Item] = []
         pause = Pauses()
-        for record in records:
-            item = await self._parse(record)
+        for record, event in envelopes:
+            item = await self._parse(record, event)
             if item is not None:
                 items.append(item)
             await pause()
@@ -139,13 +180,12 @@ class BatchConsumer:
             self._count(item.record, item.event.type, outcome)
         self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
-    async def _parse(self, record: ConsumerRecord) -> _Item | None:
-        try:
-            event = Envelope.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            await self.dead_letters.send(record, reason="invalid_envelope", error=_short(exc))
+    async def _parse(self, record: ConsumerRecord, parsed: Envelope | ValidationError) -> _Item | None:
+        if isinstance(parsed, ValidationError):
+            await self.dead_letters.send(record, reason="invalid_envelope", error=_short(parsed))
             self._count(record, "invalid", "dead_lettered")
             return None
+        event = parsed
         known = EVENT_TYPES.get(event.type)
         if known is None or known.topic != record.topic:
             log.info("skipping unknown event type %r on %s", event.type, record.topic)
@@ -154,19 +194,34 @@ class BatchConsumer:
         if event.type not in self.handlers:
             self._count(record, event.type, "ignored")
             return None
+        erase: uuid.UUID | None = None
+        if event.sealed is not None and self.keyring is not None:
+            key_id = event.sealed.key_id
+            event = self.keyring.open(event)
+            if event.shredded:
+                subject = self.keyring.subject_of(key_id)
+                reason = "lost" if subject is None else "destroyed"
+                self.metrics.events_shredded.labels(self.service, reason).inc()
+                # A lost key is taken as the event's person's (a referral's key names someone else).
+                erase = subject if subject is not None else (event.lead_id if event.type != "referral.made" else None)
+                if erase != event.lead_id:
+                    erase = None
         try:
             payload: Payload = event.payload()
         except ValidationError as exc:
             await self.dead_letters.send(record, reason="invalid_payload", error=_short(exc))
             self._count(record, event.type, "dead_lettered")
             return None
-        return _Item(record, event, payload)
+        return _Item(record, event, payload, erase)
 
     async def _apply(self, tx: UnitOfWork, item: _Item) -> str:
         if await tx.already_applied(item.event.event_id):
             return "duplicate"
         tx.cause = item.event
         await self.handlers[item.event.type](tx, item.event, item.payload)
+        if item.erase is not None and self.on_shredded is not None:
+            # The person's key is gone here: whatever this event brought of them goes too.
+            await self.on_shredded(tx, item.event, LeadErased(requested_at=item.event.occurred_at))
         tx.mark_applied(item.event)
         return "applied"
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from shared import topics
 from shared.bounds import BoundedInt, Count, Day, Moment, TimeZoneKey
@@ -73,6 +73,20 @@ class Actor(BaseModel):
     role: Role | None = Field(default=None, description="the role the actor acted with (null for the system)")
 
 
+class Sealed(BaseModel):
+    """The personal fields of an event, encrypted with a key that belongs to one person (crypto-
+    shredding, docs/design.md "Personal data in the event log"). ``data`` holds placeholders at
+    those paths; whoever holds the person's key puts the values back. Once the key is destroyed
+    (the person was erased) no copy of the event can be read back, wherever it is kept."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key_id: str = Field(description="id of the person's data key (on the compacted `keys` topic)")
+    alg: Literal["A256GCM"] = Field(default="A256GCM", description="AES-256-GCM, authenticated")
+    fields: list[str] = Field(description="the paths sealed, e.g. `name`, `lines[].description`")
+    ciphertext: str = Field(description="base64url of the 12-byte nonce and the ciphertext with its tag")
+
+
 class Envelope(BaseModel):
     """The one envelope every message on every topic travels in."""
 
@@ -92,6 +106,17 @@ class Envelope(BaseModel):
     actor: Actor | None = Field(
         default=None, description="who caused it (absent in events of producers older than the field)"
     )
+    sealed: Sealed | None = Field(
+        default=None, description="the personal fields, encrypted with the person's key (absent: none in clear)"
+    )
+    # Set by the reader that opened the envelope: the person's key was destroyed (or is lost),
+    # so the personal fields hold ``ERASED`` placeholders and the person is to be treated as erased.
+    _shredded: bool = PrivateAttr(default=False)
+
+    @property
+    def shredded(self) -> bool:
+        """The person's key is gone: the personal fields are placeholders (the person was erased)."""
+        return self._shredded
 
     @field_validator("occurred_at")
     @classmethod
@@ -810,6 +835,31 @@ class ClockAdvanced(Payload):
     now: AwareDatetime = Field(description="the business time from now on")
 
 
+# --------------------------------------------------------------------------- keys topic
+# Every person's data key, wrapped with the master key, keyed by key id on a compacted topic
+# that each service folds into its own ``person_keys`` table. ``person_key.destroyed`` is the
+# last record of an erased person's key: compaction drops the wrapped key before it.
+
+
+class PersonKeyCreated(Payload):
+    """A new data key for one person (``subject_id``: the lead, or a referral before it is one)."""
+
+    key_id: str = Field(max_length=64, description="the key's id, carried by every event it seals")
+    subject_id: uuid.UUID = Field(description="whose key it is (the lead id, or a referral's id)")
+    kek_id: str = Field(max_length=64, description="which master key wraps it (CLIENTFLOW_MASTER_KEYS)")
+    wrapped: str = Field(max_length=200, description="base64url of the nonce and the key encrypted with the master key")
+    created_at: AwareDatetime = Field(description="when the key was made")
+
+
+class PersonKeyDestroyed(Payload):
+    """The person's key is gone for good: every event sealed with it is unreadable from now on."""
+
+    key_id: str = Field(max_length=64, description="the key destroyed")
+    subject_id: uuid.UUID = Field(description="whose key it was")
+    destroyed_at: AwareDatetime = Field(description="when")
+    reason: str = Field(default="erasure", max_length=100, description="erasure, or the data-retention job")
+
+
 # --------------------------------------------------------------------------- people topic
 # Every event carries the whole state of its person or token, keyed by that entity, so the
 # compacted topic keeps the last state of each and a follower rebuilds its table from it.
@@ -864,6 +914,41 @@ class ClientHoursUnderused(Payload):
     used_hours: Bounded = Field(description="hours used in the last month reported")
     included_hours: Bounded = Field(description="hours included a month")
     share: Bounded = Field(examples=["0.5"], description="the underuse share (RETENTION_RISK_UNDERUSED_SHARE)")
+
+
+# --------------------------------------------------------------------------- exports topic
+# A person's data gathered on request (right of access and portability, issue 21 part 3):
+# leads asks with ``export.requested``; nurture, billing and retention each answer with their
+# part in one or more ``export.part`` chunks (each well under a Kafka message's 1 MB).
+
+
+class ExportRequested(Payload):
+    """An admin asked for everything the services hold about the person (``POST
+    /leads/{lead_id}/export``): every service answers with its part (``export.part``)."""
+
+    export_id: uuid.UUID = Field(description="the export being gathered (GET /exports/{export_id})")
+    requested_at: AwareDatetime = Field(description="when it was asked for")
+
+
+class ExportMail(Payload):
+    """One sent e-mail as it went out (an .eml file), or a slice of one: slices of the same
+    ``filename`` in chunk order make the whole base64 text."""
+
+    filename: str = Field(max_length=200, examples=["2031-03-03T093000Z_welcome_0b7c2f7e.eml"])
+    content_base64: str = Field(description="base64 of the .eml file (or of a slice of its base64 text)")
+
+
+class ExportPart(Payload):
+    """One service's part of an export, or one chunk of it: ``part`` holds some of its sections
+    (a list section may be spread over chunks, in order), ``mail`` some of the e-mails sent
+    (nurture). Leads puts the chunks back together when it holds all ``chunks`` of them."""
+
+    export_id: uuid.UUID = Field(description="the export this answers")
+    service: str = Field(max_length=20, examples=["billing"], description="the service whose part this is")
+    chunk: int = Field(ge=1, le=100_000, description="this chunk's number, from 1")
+    chunks: int = Field(ge=1, le=100_000, description="how many chunks the service's part has")
+    part: dict[str, Any] = Field(default_factory=dict, description="sections of the part (personal data)")
+    mail: list[ExportMail] = Field(default_factory=list, description="sent e-mails (nurture; personal data)")
 
 
 # --------------------------------------------------------------------------- registry
@@ -958,7 +1043,51 @@ EVENT_TYPES: dict[str, EventType] = {
     ),
     **_t(topics.TASKS, ("task.raised", TaskRaised), ("task.closed", TaskClosed)),
     **_t(topics.CLOCK, ("clock.advanced", ClockAdvanced)),
+    **_t(topics.KEYS, ("person_key.created", PersonKeyCreated), ("person_key.destroyed", PersonKeyDestroyed)),
+    **_t(topics.EXPORTS, ("export.requested", ExportRequested), ("export.part", ExportPart)),
 }
+
+# Personal data in each event type's payload (crypto-shredding): the paths ``UnitOfWork.emit``
+# seals with the person's key. ``field`` is a top-level field; ``items[].field`` a field of
+# every item of a list. Amounts, dates, ids, codes and counts stay readable, so figures can
+# always be rebuilt; names, addresses, free text, signer names and IP addresses do not.
+PERSONAL: dict[str, tuple[str, ...]] = {
+    "lead.captured": (
+        "name",
+        "email",
+        "company",
+        "job_title",
+        "campaign",
+        "utm",
+        "timeline",
+        "needs",
+        "account_name",
+    ),
+    "lead.qualified": ("notes",),
+    "lead.activity_logged": ("outcome",),
+    "deal.proposed": ("title", "lines[].description"),
+    "deal.revised": ("title", "lines[].description"),
+    "deal.won": ("title", "lines[].description", "signed_by", "signed_ip"),
+    "deal.lost": ("reason",),
+    "deal.change_requested": ("description",),
+    "email.sent": ("subject",),
+    "email.clicked": ("url",),
+    "email.bounced": ("reason",),
+    "feedback.received": ("comment",),
+    "takeover.started": ("reason",),
+    "invoice.issued": ("lines[].description",),
+    "payment.succeeded": ("reference",),
+    "cancellation.requested": ("comment",),
+    "client.terminated": ("comment",),
+    "client.tier_set_manually": ("reason",),
+    "referral.made": ("name", "email", "company", "note"),
+    "task.raised": ("title", "detail"),
+    "export.part": ("part", "mail"),  # a person's whole record (exports topic)
+}
+for _type, _paths in PERSONAL.items():
+    _model = EVENT_TYPES[_type].model
+    for _path in _paths:
+        assert _path.split("[]")[0] in _model.model_fields, f"{_type}: no field {_path}"
 
 
 def topic_of(event_type: str) -> str:

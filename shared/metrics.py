@@ -36,6 +36,21 @@ class PlumbingMetrics:
             ["service", "topic", "type"],
             registry=registry,
         )
+        # Crypto-shredding (shared.crypto): events read whose person's key is gone (destroyed by an
+        # erasure, or lost: still unknown after CLIENTFLOW_KEY_WAIT_S), applied without their
+        # personal fields; and batches read again because a key had not arrived yet.
+        self.events_shredded = Counter(
+            "clientflow_events_shredded_total",
+            "Sealed events read without their person's key (reason: destroyed or lost), applied as erased",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.key_waits = Counter(
+            "clientflow_key_waits_total",
+            "Batches read again because a person's key had not reached this service yet",
+            ["service"],
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "clientflow_outbox_backlog", "Outbox rows not yet published", ["service"], registry=registry
         )
@@ -104,3 +119,24 @@ class PlumbingMetrics:
             ["service", "job"],
             registry=registry,
         )
+        # Retention of data (shared/data_retention.py, services/leads/data_retention.py): what the
+        # scheduled jobs erased or purged because it was kept long enough, and what they failed on.
+        self.data_retention_purged = Counter(
+            "clientflow_data_retention_purged_total",
+            "Rows deleted because their retention ended (what: audit_rows)",
+            ["service", "what"],
+            registry=registry,
+        )
+        self.data_retention_erased = Counter(
+            "clientflow_data_retention_erased_total",
+            "People erased because their retention ended (what: disqualified, lost), as DELETE /leads/{id} does",
+            ["service", "what"],
+            registry=registry,
+        )
+        self.data_retention_errors = Counter(
+            "clientflow_data_retention_errors_total",
+            "Records a retention job failed on (kept in job_failures and tried again; the rest went on)",
+            ["service", "what"],
+            registry=registry,
+        )
+        self.data_retention_purged.labels(service, "audit_rows")

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 
-from shared import topics
+from shared import data_retention, topics
 from shared.access import fold
 from shared.access.audit import AuditLog
 from shared.access.authn import Authenticator, Lockout
@@ -31,16 +31,18 @@ from shared.access.routes import access_router
 from shared.broker import ensure_topics, make_broker
 from shared.clock import Clock, make_clock
 from shared.consumer import BatchConsumer, DeadLetters, Handler, Prefetch
+from shared.crypto import KeyRing
 from shared.db import IdempotencyKeyRow, StateRow, create_engine
 from shared.docs import topic_schema
 from shared.events import ClockAdvanced, Envelope, topic_of
 from shared.http import IDEMPOTENCY_TTL, install_plumbing
+from shared.key_fold import KeyFold
 from shared.metrics import PlumbingMetrics
 from shared.migrations import upgrade_async
 from shared.reads import ReadPool
 from shared.relay import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.uow import UnitOfWorkFactory
+from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,18 @@ class ScheduledJob:
 
 
 _CLOCK_STATE = "clock.now"
+
+
+def _destroying_keys(erasure: Handler) -> Handler:
+    """``lead.erased`` as the service handles it, then the person's keys destroyed (here, and
+    announced on the keys topic for every other copy)."""
+
+    async def erased(tx: UnitOfWork, event: Envelope, payload: Any) -> None:
+        await erasure(tx, event, payload)
+        if event.lead_id is not None:
+            await tx.destroy_keys([event.lead_id])
+
+    return erased
 
 
 class ServiceRuntime:
@@ -88,6 +102,17 @@ class ServiceRuntime:
         self.clock = clock or make_clock(settings.clock)
         self.broker = broker or make_broker(settings, self.registry)
         self.uow = UnitOfWorkFactory(self.engine, producer=self.name, clock=self.clock)
+        # Crypto-shredding: every service seals the personal fields it emits with the person's
+        # key, folds the keys topic and may make a person's key, so it publishes there too.
+        self.keyring = KeyRing(settings.master_key_ring(), wait_s=settings.key_wait_s)
+        self.uow.keyring = self.keyring
+        self.key_fold = KeyFold(
+            settings.kafka_bootstrap_servers,
+            self.uow,
+            self.keyring,
+            fetch_max_wait_ms=min(settings.consumer_fetch_max_wait_ms, 100),
+        )
+        publishes_to = tuple(dict.fromkeys((*publishes_to, topics.KEYS)))
         self.publishers = {
             topic: self.broker.publisher(
                 topic,
@@ -137,6 +162,9 @@ class ServiceRuntime:
         self.reads = ReadPool(settings.database_url, producer=self.name, clock=self.clock, fallback=self.uow)
         self._jobs: list[ScheduledJob] = []
         self.every("idempotency-key-purge", self._purge_idempotency_keys, 900.0)
+        self.every("person-key-rewrap", self._rewrap_keys, 3600.0)
+        # Retention of data: audit rows past CLIENTFLOW_AUDIT_RETENTION_DAYS (shared/data_retention.py).
+        self.every("data-retention-purge", self._purge_expired_audit, 3600.0)
         self._consumer: BatchConsumer | None = None
         # Gauges read from the database when Prometheus scrapes; the relay's first (it may be
         # stuck on a frozen broker, so its own loop would not refresh the backlog).
@@ -159,6 +187,10 @@ class ServiceRuntime:
             raise RuntimeError("consume() is called once, with every handler of the service")
         if not self.people_owner:
             handlers = {**fold.handlers(self.authenticator), **handlers}
+        # The service's own erasure also runs for an event whose person's key is gone here.
+        own_erasure = handlers.get("lead.erased")
+        if own_erasure is not None:
+            handlers = {**handlers, "lead.erased": _destroying_keys(own_erasure)}
         consumer = BatchConsumer(
             service=self.name,
             uow=self.uow,
@@ -167,6 +199,9 @@ class ServiceRuntime:
             metrics=self.metrics,
             max_attempts=self.settings.max_attempts,
             prefetch=prefetch,
+            keyring=self.keyring,
+            on_shredded=own_erasure,
+            key_fold=self.key_fold,
         )
         subscribed = sorted({topic_of(event_type) for event_type in handlers})
 
@@ -231,6 +266,23 @@ class ServiceRuntime:
         """Forget Idempotency-Keys older than their TTL (a repeat after that runs for real)."""
         async with self.uow.sessions() as session, session.begin():
             await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < now - IDEMPOTENCY_TTL))
+
+    async def _purge_expired_audit(self, _now: datetime) -> None:
+        """Delete the audit rows older than their retention (aged on the real clock that stamps
+        them, as token expiry is: see ``shared.data_retention``)."""
+        await data_retention.purge_audit(
+            self.uow.sessions, retention_days=self.settings.audit_retention_days, metrics=self.metrics
+        )
+
+    async def _rewrap_keys(self, _now: datetime) -> None:
+        """After a master key rotation: wrap every live person key again with the new one."""
+        while True:
+            async with self.uow() as tx:
+                done = await self.keyring.rewrap(tx)
+            if done:
+                log.info("wrapped %d person keys again with master key %s", done, self.keyring.master.current_id)
+            else:
+                return
 
     def _subscribe_clock(self) -> None:
         # No group: every instance reads the whole (one-partition) clock topic and keeps the max.
@@ -298,9 +350,12 @@ class ServiceRuntime:
             with attempt:
                 if self.settings.create_topics_on_start:
                     await ensure_topics(
-                        self.settings.kafka_bootstrap_servers, partitions=self.settings.topic_partitions
+                        self.settings.kafka_bootstrap_servers,
+                        partitions=self.settings.topic_partitions,
+                        dead_letter_retention_days=self.settings.dead_letter_retention_days,
                     )
                 await self.broker.start()
+        self.key_fold.start()
         self.relay.start()
         self.audit.start()
         self.reads.start()
@@ -315,6 +370,7 @@ class ServiceRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.audit.stop()
+        await self.key_fold.stop()
         await asyncio.to_thread(self.reads.stop)
         await self.broker.stop()
         # Publish what was committed meanwhile is the next start's job: the outbox keeps it.

@@ -8,6 +8,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.crypto import MasterKeys
+
 DEV_API_KEY = "dev-api-key-change-me"
 DEV_SECRET = "dev-secret-change-me"
 
@@ -53,6 +55,25 @@ class ServiceSettings(BaseSettings):
     # Behind a reverse proxy: the client's address is the first of X-Forwarded-For.
     trust_forwarded_for: bool = Field(default=False, validation_alias=_shared("CLIENTFLOW_TRUST_FORWARDED_FOR"))
     token_cache_s: float = Field(default=1.0, ge=0, le=4, validation_alias=_shared("CLIENTFLOW_TOKEN_CACHE_S"))
+    # Crypto-shredding (shared.crypto): the master keys that wrap every person's data key,
+    # `id:base64url-32-bytes[,older-id:key...]` (the first wraps, all unwrap). Empty in
+    # development: one derived from CLIENTFLOW_SECRET_KEY. The same in every service.
+    master_keys: SecretStr = Field(default=SecretStr(""), validation_alias=_shared("CLIENTFLOW_MASTER_KEYS"))
+    # How long a consumer waits for a person's key that has not reached it yet before it treats
+    # the key as lost (the person as erased).
+    key_wait_s: float = Field(default=20.0, gt=0, le=3600, validation_alias=_shared("CLIENTFLOW_KEY_WAIT_S"))
+
+    # Retention of data (docs/design.md, "Retention of data"; the same in every service).
+    # Audit rows outlive a year of figures (the retention year, NRR and churn over twelve
+    # months) by the month it takes to close and review that year: 400 days. Dead letters wait
+    # 30 days on their `.dlq` topics for their cause to be fixed and replayed (the alert fires
+    # within minutes). Zero, or more than ten years, is refused at start-up.
+    audit_retention_days: int = Field(
+        default=400, ge=1, le=3650, validation_alias=_shared("CLIENTFLOW_AUDIT_RETENTION_DAYS")
+    )
+    dead_letter_retention_days: int = Field(
+        default=30, ge=1, le=3650, validation_alias=_shared("CLIENTFLOW_DEAD_LETTER_RETENTION_DAYS")
+    )
 
     # Service-specific, read with the service's prefix (LEADS_DATABASE_URL, LEADS_PORT, ...).
     database_url: str = ""
@@ -108,6 +129,11 @@ class ServiceSettings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
+    def master_key_ring(self) -> MasterKeys:
+        """The master keys from CLIENTFLOW_MASTER_KEYS, or the development one."""
+        text = self.master_keys.get_secret_value()
+        return MasterKeys.parse(text) if text.strip() else MasterKeys.derived(self.secret_key.get_secret_value())
+
     @model_validator(mode="after")
     def _defaults(self) -> ServiceSettings:
         if not self.database_url:
@@ -128,4 +154,7 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("CLIENTFLOW_API_KEY must be set outside development")
             if self.secret_key.get_secret_value() == DEV_SECRET:
                 raise ValueError("CLIENTFLOW_SECRET_KEY must be set outside development")
+            if not self.master_keys.get_secret_value():
+                raise ValueError("CLIENTFLOW_MASTER_KEYS must be set outside development")
+        self.master_key_ring()  # a malformed CLIENTFLOW_MASTER_KEYS is refused at start-up
         return self

@@ -11,11 +11,16 @@ CLOCK = "clock"
 PEOPLE = "people"
 # Work for a person, raised by any service and kept by nurture (the one task list).
 TASKS = "tasks"
+# Every person's data key, wrapped (crypto-shredding): compacted, folded by every service.
+KEYS = "keys"
+
+# A person's data gathered on request (right of access): leads asks, every service answers.
+EXPORTS = "exports"
 
 BUSINESS_TOPICS: tuple[str, ...] = (LEADS, DEALS, ENGAGEMENT, PAYMENTS, CANCELLATIONS, RETENTION)
-ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, TASKS, PEOPLE, CLOCK)
+ALL_TOPICS: tuple[str, ...] = (*BUSINESS_TOPICS, TASKS, PEOPLE, KEYS, EXPORTS, CLOCK)
 # Topics whose last event per key is the whole state (kept forever, compacted on real Kafka).
-COMPACTED_TOPICS: frozenset[str] = frozenset({PEOPLE})
+COMPACTED_TOPICS: frozenset[str] = frozenset({PEOPLE, KEYS})
 
 DLQ_SUFFIX = ".dlq"
 

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction, async_sessionmaker
@@ -16,19 +16,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransa
 from shared.access.context import CURRENT_ACTOR, system_actor
 from shared.clock import Clock
 from shared.db import InboxRow, OutboxRow
-from shared.events import Envelope, Payload, make_event, topic_of
+from shared.events import PERSONAL, Envelope, Payload, make_event, topic_of
+
+if TYPE_CHECKING:
+    from shared.crypto import KeyRing
 
 
 class UnitOfWork:
     """One database transaction. ``emit`` records an event in the outbox; it is published by
     the relay only after the commit, so nothing is published that was not committed."""
 
-    def __init__(self, session: AsyncSession, *, producer: str, clock: Clock, cause: Envelope | None = None) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        producer: str,
+        clock: Clock,
+        cause: Envelope | None = None,
+        keyring: KeyRing | None = None,
+    ) -> None:
         self.session = session
         self.producer = producer
         self.clock = clock
         self.cause = cause
+        self.keyring = keyring
         self.emitted: list[Envelope] = []
+        # With a key ring, outbox rows are written just before the commit, once the personal
+        # fields are sealed with their person's key (one key lookup per transaction).
+        self._outbox: list[tuple[Envelope, str, bytes, uuid.UUID | None]] = []
         self._applied: set[uuid.UUID] = set()
         self._checked: set[uuid.UUID] = set()
         # What a use case reads once per transaction rather than once per event of a batch
@@ -45,10 +60,22 @@ class UnitOfWork:
         """Now, from the one clock."""
         return self.clock.now()
 
-    def emit(self, event_type: str, payload: Payload, *, lead_id: uuid.UUID | None, key: str | None = None) -> Envelope:
+    def emit(
+        self,
+        event_type: str,
+        payload: Payload,
+        *,
+        lead_id: uuid.UUID | None,
+        key: str | None = None,
+        seal_for: uuid.UUID | None = None,
+        first: bool = False,
+    ) -> Envelope:
         """Record ``event_type`` in the outbox. Its ``actor`` is whoever acts now (the person of
         the HTTP request), else the system. ``key`` replaces the Kafka key (the person by default)
-        for events about something else, say one token on the compacted people topic."""
+        for events about something else, say one token on the compacted people topic. Personal
+        fields (``shared.events.PERSONAL``) are sealed with the key of ``seal_for`` (by default
+        the lead); ``first`` puts the row before the transaction's others (a key before what
+        it seals)."""
         event = make_event(
             event_type,
             payload,
@@ -58,18 +85,50 @@ class UnitOfWork:
             cause=self.cause,
             actor=CURRENT_ACTOR.get() or system_actor(self.producer),
         )
+        kafka_key = key.encode() if key is not None else event.key
+        subject = (seal_for or lead_id) if event_type in PERSONAL else None
+        if self.keyring is None:
+            self._write(event, kafka_key, event)
+        elif first:
+            self._outbox.insert(0, (event, event_type, kafka_key, subject))
+        else:
+            self._outbox.append((event, event_type, kafka_key, subject))
+        self.emitted.append(event)
+        return event
+
+    def _write(self, event: Envelope, kafka_key: bytes, wire: Envelope) -> None:
         self.session.add(
             OutboxRow(
                 event_id=event.event_id,
-                topic=topic_of(event_type),
-                event_type=event_type,
-                key=key.encode() if key is not None else event.key,
-                payload=event.model_dump_json().encode(),
+                topic=topic_of(event.type),
+                event_type=event.type,
+                key=kafka_key,
+                payload=wire.model_dump_json().encode(),
                 created_at=self.clock.now(),
             )
         )
-        self.emitted.append(event)
-        return event
+
+    async def flush_outbox(self) -> None:
+        """Seal the personal fields of what was emitted and write the outbox rows (called just
+        before the commit; an event about a person already erased loses its personal fields)."""
+        if not self._outbox:
+            return
+        assert self.keyring is not None
+        pending = [(event, subject) for event, _, _, subject in self._outbox if subject is not None]
+        wire: dict[uuid.UUID, Envelope] = {}
+        if pending:
+            # May emit person_key.created (at the front of the outbox) for a person without a key.
+            sealed = await self.keyring.seal_all(self, pending)
+            wire = {event.event_id: done for (event, _), done in zip(pending, sealed, strict=True)}
+        rows, self._outbox = self._outbox, []
+        for event, _type, kafka_key, _subject in rows:
+            self._write(event, kafka_key, wire.get(event.event_id, event))
+
+    async def destroy_keys(self, subjects: Iterable[uuid.UUID], *, reason: str = "erasure") -> list[str]:
+        """Destroy the people's data keys (erasure): every event sealed with them becomes unreadable."""
+        if self.keyring is None:
+            return []
+        return await self.keyring.destroy(self, subjects, reason=reason)
 
     async def load_applied(self, event_ids: Iterable[uuid.UUID]) -> None:
         """Read which of a batch's events were applied before, in one query per 500 ids rather
@@ -120,6 +179,8 @@ class UnitOfWorkFactory:
         self.clock = clock
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
         self.after_commit: list[Callable[[], None]] = []
+        # Seals personal fields in what is emitted (set by the service runtime).
+        self.keyring: KeyRing | None = None
         # The one way a service counts what happened: each committed event, once, whichever
         # path (HTTP, consumer, scheduled job) emitted it. Never called after a rollback.
         self.on_emitted: list[Callable[[Envelope], None]] = []
@@ -149,7 +210,13 @@ class _Scope:
         else:
             session = self.factory.sessions()
             await session.begin()
-        self.tx = UnitOfWork(session, producer=self.factory.producer, clock=self.factory.clock, cause=self.cause)
+        self.tx = UnitOfWork(
+            session,
+            producer=self.factory.producer,
+            clock=self.factory.clock,
+            cause=self.cause,
+            keyring=self.factory.keyring,
+        )
         return self.tx
 
     async def __aexit__(
@@ -162,6 +229,7 @@ class _Scope:
         session = self.tx.session
         try:
             if exc_type is None:
+                await self.tx.flush_outbox()
                 await session.commit()
             else:
                 await session.rollback()
@@ -190,6 +258,7 @@ class _Scope:
             await self.savepoint.rollback()
             return
         try:
+            await self.tx.flush_outbox()
             await self.savepoint.commit()
         except BaseException:
             await self.savepoint.rollback()

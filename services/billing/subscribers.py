@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.billing import accounts, deposits, projects, record, subscriptions, terminations
+from services.billing import accounts, deposits, export, projects, record, subscriptions, terminations
 from services.billing.context import Billing
 from shared import events as ev
 from shared.events import Envelope
@@ -50,6 +50,10 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
     async def lead_erased(tx: UnitOfWork, event: Envelope, _payload: ev.LeadErased) -> None:
         await accounts.erase_contact(tx, event.lead_id)
 
+    async def export_requested(tx: UnitOfWork, event: Envelope, payload: ev.ExportRequested) -> None:
+        if event.lead_id is not None and not event.shredded:
+            await export.export_person(tx, export_id=payload.export_id, lead_id=event.lead_id)
+
     runtime.consume(
         {
             "deal.won": deal_won,
@@ -62,6 +66,7 @@ def register(runtime: ServiceRuntime, ctx: Billing) -> None:
             "takeover.ended": takeover_ended,
             "lead.erased": lead_erased,
             "lead.captured": lead_captured,
+            "export.requested": export_requested,
         },
         prefetch=record.prefetch,
     )

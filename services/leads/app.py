@@ -12,8 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.leads import (
     accounts_api,
     api,
+    data_retention,
     deposits,
     estimates_api,
+    exports,
+    exports_api,
     people_api,
     returning,
     sales,
@@ -47,7 +50,7 @@ def create_app(
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
-        publishes_to=(topics.LEADS, topics.DEALS, topics.TASKS, topics.PEOPLE),
+        publishes_to=(topics.LEADS, topics.DEALS, topics.TASKS, topics.PEOPLE, topics.EXPORTS),
         broker=broker,
         engine=engine,
         clock=clock,
@@ -96,7 +99,20 @@ def create_app(
 
     # The clients the agency let go, in memory for captures (services/leads/returning.py).
     runtime.every("leads-returning", returning_clients, returning.REFRESH_S)
+
+    async def erase_expired(now: datetime) -> None:
+        # Retention of data: the disqualified and the lost, erased once kept long enough.
+        await data_retention.erase_expired(runtime.uow, ctx, now, metrics=runtime.metrics, audit=runtime.audit)
+
+    data_retention.expose(runtime.metrics)
+    runtime.every("leads-data-retention", erase_expired, 3600.0)
     runtime.scrape_refreshers.append(ctx.metrics.refresh)
+
+    async def purge_exports(now: datetime) -> None:
+        # Exports kept past LEADS_EXPORT_RETENTION_DAYS go (on the business clock).
+        await exports.purge_expired(runtime.uow, now)
+
+    runtime.every("leads-exports-purge", purge_exports, 3600.0)
     subscribers.register(runtime, ctx)
     return runtime.http_app(
         title="Clientflow leads",
@@ -111,5 +127,6 @@ def create_app(
             estimates_api.router(runtime, ctx),
             sales_api.router(runtime, ctx),
             people_api.router(runtime, runtime.authenticator, on_changed=person_changed),
+            exports_api.router(runtime, ctx),
         ],
     )

@@ -310,13 +310,19 @@ async def _credit_referrer(tx: UnitOfWork, *, referrer_id: uuid.UUID, referred_i
 
 async def referral_made(tx: UnitOfWork, ctx: Context, event: ev.Envelope, data: ev.ReferralMade) -> None:
     """A client referred someone: a new lead on channel ``referral``, credited to the referrer
-    (who moves to ``advocacy`` when a client). A person we already know gets a touch instead."""
+    (who moves to ``advocacy`` when a client). A person we already know gets a touch instead.
+    A referral whose key is gone (the referred person was erased) brings nobody."""
+    if event.shredded:
+        return
     referrer = await lead_for_event(tx, event.lead_id)
     try:
         body = LeadIn.from_referral(data, referred_by=referrer.id if referrer is not None else None)
     except ValueError as exc:
         raise RejectEvent(f"referral {data.referral_id} cannot become a lead: {exc}") from exc
     created = await capture_lead(tx, ctx, body, source="referral.made", referral_cause="referral.made")
+    if tx.keyring is not None:
+        # The referral's key holds this person's data: it is theirs now (erased with them).
+        await tx.keyring.reassign(tx, from_subject=data.referral_id, to_subject=created.lead_id)
     if not created.duplicate:
         log_activity(
             tx,

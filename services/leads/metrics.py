@@ -68,6 +68,15 @@ class LeadsMetrics:
             registry=registry,
         )
         self.erased = Counter("clientflow_leads_erased_total", "Leads erased on request", registry=registry)
+        # Exports on request (exports.py): asked for, and complete with every service's part.
+        self.exports_requested = Counter(
+            "clientflow_leads_exports_requested_total", "Exports of a person's data requested", registry=registry
+        )
+        self.exports_completed = Counter(
+            "clientflow_leads_exports_completed_total",
+            "Exports of a person's data complete (every service's part in)",
+            registry=registry,
+        )
         self.assigned = Counter(
             "clientflow_leads_assigned_total",
             "Owners given: role lead (sales) or account (success); outcome owner or pool (nobody could take it)",
@@ -138,6 +147,8 @@ class LeadsMetrics:
                 self.change_requests.labels("in" if data["in_scope"] else "out").inc()
             case "lead.erased":
                 self.erased.inc()
+            case "export.requested":
+                self.exports_requested.inc()
             case "lead.assigned":
                 self.assigned.labels(data["role"], "owner" if data["owner_id"] else "pool").inc()
             case "task.raised":

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from services.leads.context import Context
 from services.leads.deals import deals_of
+from services.leads.exports import forget_exports
 from services.leads.qualification import raise_red_flag
 from services.leads.record import forget_dedupe_candidates, get_lead, live_lead
 from services.leads.store import Account, Activity, Deal, Lead, Merge, Touch
@@ -99,8 +100,14 @@ async def erase_lead(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID) -> Lead:
     for entry in await activity(tx, lead.id):
         entry.detail = {k: v for k, v in (entry.detail or {}).items() if k not in ERASED_DETAIL}
     tx.session.add(Activity(lead_id=lead.id, type="lead.erased", at=now, detail={}))
+    # Exports of the person's data (issue 21, part 3): gone with them, parts and all.
+    await forget_exports(tx, lead.id)
     await forget_person(tx, lead.id)
     tx.emit("lead.erased", ev.LeadErased(requested_at=now), lead_id=lead.id)
+    # Their keys (and those of the duplicates merged into them) are destroyed: every event that
+    # carried their personal data, on every topic and in every copy, can no longer be read.
+    merged = list(await tx.session.scalars(select(Merge.merged_id).where(Merge.kept_id == lead.id)))
+    await tx.destroy_keys([lead.id, *merged])
     return lead
 
 

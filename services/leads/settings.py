@@ -65,6 +65,24 @@ class Settings(ServiceSettings):
         default=Decimal(3), ge=2, le=10, description="estimate multiplier for a returning terminated client"
     )
 
+    # Retention of data (services/leads/data_retention.py): a person disqualified, or whose every
+    # deal was lost without ever becoming a client, is erased this many days after it (counted
+    # from their last contact when they wrote again since). A year for the disqualified (a new
+    # budget often brings them back within one), two for the lost (a proposal declined is
+    # often reopened in the next year's budget). 1 to 3650; refused at start-up otherwise.
+    disqualified_retention_days: int = Field(
+        default=365, ge=1, le=3650, description="days a disqualified lead is kept before it is erased"
+    )
+    lost_retention_days: int = Field(
+        default=730, ge=1, le=3650, description="days a lead whose every deal was lost is kept before it is erased"
+    )
+
+    # Exports on request (exports.py): how long a gathered export is kept for its download
+    # (LEADS_EXPORT_RETENTION_DAYS); it holds a whole person, so not for long.
+    export_retention_days: int = Field(
+        default=7, ge=1, le=90, description="days an export of a person's data is kept for download"
+    )
+
     # The ICP a fresh database starts from (PUT /icp replaces it; versions are kept in the database).
     icp_file: Path = DEFAULT_ICP_FILE
 

@@ -356,3 +356,36 @@ class Account(Base):
     domain: Mapped[str] = mapped_column(String(255))
     name_key: Mapped[str] = mapped_column(String(200))  # normalised (domain.accounts.account_key)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --------------------------------------------------------------------------- exports (issue 21, part 3)
+
+
+class Export(Base):
+    """A person's data gathered on request (exports.py): who asked, when, and until when it is
+    kept; complete once every service's part is in (``export_chunks``)."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    requested_by: Mapped[dict[str, Any]] = mapped_column(JSON)  # the actor: kind, id, role
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ExportChunk(Base):
+    """One chunk of one service's part of an export, as it came (``export.part``; leads' own is
+    written at the request): sections of the part and, for nurture, the e-mails sent."""
+
+    __tablename__ = "export_chunks"
+
+    export_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("exports.id"), primary_key=True)
+    export: Mapped[Export] = relationship(lazy="raise")  # flush order only: see Touch.lead
+    service: Mapped[str] = mapped_column(String(20), primary_key=True)
+    chunk: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    chunks: Mapped[int]
+    part: Mapped[dict[str, Any]] = mapped_column(JSON)
+    mail: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())

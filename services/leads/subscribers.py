@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.leads import capture, deals, deposits, engagement, funnel, record, returning, team
+from services.leads import capture, deals, deposits, engagement, exports, funnel, record, returning, team
 from services.leads.context import Context
 from shared import events as ev
 from shared.consumer import Handler, Prefetch
@@ -58,6 +58,9 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
     async def referral(tx: UnitOfWork, event: Envelope, payload: ev.ReferralMade) -> None:
         await capture.referral_made(tx, ctx, event, payload)
 
+    async def export_part(tx: UnitOfWork, event: Envelope, payload: ev.ExportPart) -> None:
+        await exports.receive_part(tx, ctx, event, payload)
+
     consumed: dict[str, Handler] = {
         "email.opened": engaged,
         "email.clicked": engaged,
@@ -74,6 +77,7 @@ def handlers_for(ctx: Context) -> dict[str, Handler]:
         "client.tier_changed": tier_changed,
         "referral.made": referral,
         "client.terminated": terminated,
+        "export.part": export_part,
     }
     consumed |= {name: replied for name in REPLY_TYPES if name in EVENT_TYPES}
     return consumed

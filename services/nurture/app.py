@@ -42,7 +42,7 @@ def create_app(
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
-        publishes_to=(topics.ENGAGEMENT,),
+        publishes_to=(topics.ENGAGEMENT, topics.EXPORTS),
         broker=broker,
         engine=engine,
         clock=clock,
@@ -76,6 +76,9 @@ def create_app(
         forget_mail=forget_mail,
         consent_wording=settings.consent_wording_version,
         confirm_url=lambda request_id: consent_api.confirm_link(settings, request_id),
+        # An export carries the e-mails as they went out, from the mail store when it keeps them.
+        read_mail=getattr(transport, "read", None),
+        mail_from=settings.mail_from,
     )
 
     async def refresh_task_gauges(now: datetime | None = None) -> None:

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from services.nurture import consent, content, domain, enrollment, erasure, offboarding, record, tasks
+from services.nurture import consent, content, domain, enrollment, erasure, export, offboarding, record, tasks
 from services.nurture.metrics import NurtureMetrics
 from shared.consumer import Handler
-from shared.events import Envelope, LeadCaptured, TaskClosed, TaskRaised
+from shared.events import Envelope, ExportRequested, LeadCaptured, TaskClosed, TaskRaised
 from shared.service import ServiceRuntime
 from shared.uow import UnitOfWork
 
@@ -24,6 +24,8 @@ def register(
     forget_mail: Callable[[list[uuid.UUID]], None] | None = None,
     consent_wording: str = "2026-01",
     confirm_url: Callable[[uuid.UUID], str] | None = None,
+    read_mail: export.ReadMail | None = None,
+    mail_from: str = "Clientflow <hello@clientflow.example>",
 ) -> None:
     """Consume every event type of the topics nurture reads, each into one use case: an
     erasure into ``erasure.erase_person``, a task raised or closed elsewhere into
@@ -74,6 +76,12 @@ def register(
     async def task_closed(tx: UnitOfWork, event: Envelope, payload: TaskClosed) -> None:
         await tasks.close_raised(tx, payload)
 
+    async def export_requested(tx: UnitOfWork, event: Envelope, payload: ExportRequested) -> None:
+        if event.lead_id is not None and not event.shredded:
+            await export.export_person(
+                tx, export_id=payload.export_id, lead_id=event.lead_id, sender=mail_from, read_mail=read_mail
+            )
+
     async def prefetch(tx: UnitOfWork, events: list[Envelope]) -> None:
         await record.prefetch(tx, events, builtin=catalog)
 
@@ -87,4 +95,6 @@ def register(
     # The tasks topic (not a trigger of sequences): nurture keeps every task, whoever raised it.
     consumed["task.raised"] = task_raised
     consumed["task.closed"] = task_closed
+    # An export of the person's data (leads asks, nurture answers with its part).
+    consumed["export.requested"] = export_requested
     runtime.consume(consumed, prefetch=prefetch)

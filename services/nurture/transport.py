@@ -127,6 +127,13 @@ class FileTransport:
     async def send(self, message: EmailMessage) -> None:
         await asyncio.to_thread(self._write, message)
 
+    def read(self, message_id: uuid.UUID) -> bytes | None:
+        """The stored copy of a message as it went out (an export of the person), if kept."""
+        try:
+            return (self.directory / f"{message_id}.eml").read_bytes()
+        except FileNotFoundError:
+            return None
+
     def forget(self, message_ids: list[uuid.UUID]) -> None:
         """Delete the stored copies of these messages (their person was erased)."""
         for message_id in message_ids:

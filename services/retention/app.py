@@ -45,7 +45,7 @@ def create_app(
     runtime = ServiceRuntime(
         settings,
         migrations_dir=MIGRATIONS,
-        publishes_to=(topics.RETENTION, topics.CANCELLATIONS),
+        publishes_to=(topics.RETENTION, topics.CANCELLATIONS, topics.EXPORTS),
         broker=broker,
         engine=engine,
         clock=clock,

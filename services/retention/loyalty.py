@@ -183,6 +183,9 @@ async def make_referral(
         "referral.made",
         ev.ReferralMade(referral_id=referral.id, name=name, email=email, company=company, note=note),
         lead_id=referrer_id,
+        # The referred person's data is theirs, not the referrer's: sealed with a key of the
+        # referral, which leads gives to the lead it makes of them (erased with that lead).
+        seal_for=referral.id,
     )
     return referral
 

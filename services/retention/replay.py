@@ -30,10 +30,12 @@ from services.retention.context import Context
 from services.retention.metrics import RetentionMetrics
 from services.retention.settings import Settings
 from services.retention.store import Client, ClientNote
+from shared import topics
 from shared.broker import read_to_end, topic_partitions
 from shared.clock import SimulatedClock
+from shared.crypto import KeyRing
 from shared.db import OutboxRow, create_engine
-from shared.events import EVENT_TYPES, Envelope
+from shared.events import EVENT_TYPES, Envelope, PersonKeyCreated, PersonKeyDestroyed
 from shared.migrations import upgrade_async
 from shared.uow import UnitOfWorkFactory
 
@@ -50,6 +52,8 @@ class ReplayReport:
     rejected: list[str] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)
     notes: int = 0  # copied from the store rebuilt (notes are never published)
+    keys: int = 0  # person keys folded from the keys topic (live and destroyed)
+    shredded: int = 0  # events read without their person's key (erased people): no personal data
 
 
 QUIET_S = 1.0
@@ -75,6 +79,26 @@ async def read_history(bootstrap: str, topics: list[str]) -> list[tuple[str, int
     return records
 
 
+async def fold_keys(bootstrap: str, uow: UnitOfWorkFactory, keyring: KeyRing) -> int:
+    """Fold the ``keys`` topic into the rebuilt store as compaction leaves it: the last record
+    of each key id (a destroyed key stays destroyed). Returns how many key ids it holds."""
+    last: dict[str, Envelope] = {}
+    for _topic, _part, _offset, event in await read_history(bootstrap, [topics.KEYS]):
+        if event is None or event.type not in ("person_key.created", "person_key.destroyed"):
+            continue
+        key_id = str(event.data.get("key_id"))
+        if last.get(key_id) is None or last[key_id].type != "person_key.destroyed":
+            last[key_id] = event
+    async with uow() as tx:
+        for event in last.values():
+            if event.type == "person_key.created":
+                await keyring.fold_created(tx, PersonKeyCreated.model_validate(event.data))
+            else:
+                await keyring.fold_destroyed(tx, PersonKeyDestroyed.model_validate(event.data))
+    await keyring.load(uow.sessions, last)
+    return len(last)
+
+
 async def replay(
     settings: Settings, *, database_url: str, progress: Callable[[int, int], None] | None = None
 ) -> ReplayReport:
@@ -91,6 +115,12 @@ async def replay(
         ctx = Context(settings=settings, metrics=RetentionMetrics(CollectorRegistry(), uow.sessions))
         handlers = {**subscribers.handlers_for(ctx), **subscribers.own_handlers()}
         report.topics = sorted({EVENT_TYPES[t].topic for t in handlers})
+        # The people's keys first, as a compacted topic keeps them: the last record of each key
+        # id. An erased person's key is destroyed, so their events come back without their
+        # personal data (the rebuilt store never holds it) and with every amount and date.
+        keyring = KeyRing(settings.master_key_ring(), wait_s=0.0, make_keys=False)
+        uow.keyring = keyring  # what the handlers emit on the way is sealed (or stripped) too
+        report.keys = await fold_keys(settings.kafka_bootstrap_servers, uow, keyring)
         history = await read_history(settings.kafka_bootstrap_servers, report.topics)
         report.read = len(history)
         order = {topic: i for i, topic in enumerate(report.topics)}
@@ -104,6 +134,9 @@ async def replay(
         for index, (_topic, _part, _offset, event) in enumerate(usable):
             assert event is not None
             clock.advance_to(event.occurred_at)
+            if event.sealed is not None:
+                event = keyring.open(event)
+                report.shredded += event.shredded
             try:
                 async with uow(event) as tx:
                     if await tx.already_applied(event.event_id):

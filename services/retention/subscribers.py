@@ -9,6 +9,7 @@ from services.retention import (
     accounts,
     cancellations,
     clients,
+    export,
     loyalty,
     manual_tier,
     notes,
@@ -318,5 +319,11 @@ def prefetch_for(ctx: Context) -> Prefetch:
 
 
 def register(runtime: ServiceRuntime, ctx: Context) -> None:
-    """Consume every event type retention learns from, a batch a transaction."""
-    runtime.consume(handlers_for(ctx), prefetch=prefetch_for(ctx))
+    """Consume every event type retention learns from, a batch a transaction, and answer the
+    exports leads asks for (not in ``handlers_for``: a replay answers none)."""
+
+    async def export_requested(tx: UnitOfWork, event: Envelope, p: ev.ExportRequested) -> None:
+        if event.lead_id is not None and not event.shredded:
+            await export.export_person(tx, export_id=p.export_id, lead_id=event.lead_id)
+
+    runtime.consume({**handlers_for(ctx), "export.requested": export_requested}, prefetch=prefetch_for(ctx))

@@ -30,6 +30,8 @@ _DOCS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 # carry a name (hex and dashes: a UUID, a trace id) is taken; anything else gets a new one.
 _REQUEST_ID = re.compile(r"^[0-9A-Fa-f-]{8,64}$")
 _MAX_CAPTURE = 1 << 20
+# A route whose answer cannot name its person (a download) names them in ``request.state``.
+AUDIT_LEAD_ID = "audit_lead_id"
 
 
 async def answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -214,9 +216,13 @@ def _bearer(header: bytes | None) -> str | None:
 
 
 def _lead(path_params: dict[str, Any], scope: Scope, captured: list[bytes] | None) -> uuid.UUID | None:
-    """The person a request is about: in its path, its query, or the answer's ``lead_id``."""
+    """The person a request is about: in its path, its query, named by the route
+    (``AUDIT_LEAD_ID`` in ``request.state``), or the answer's ``lead_id``."""
     if "lead_id" in path_params:
         return _uuid(path_params["lead_id"])
+    named = scope.get("state", {}).get(AUDIT_LEAD_ID)
+    if named is not None:
+        return _uuid(named)
     query = scope.get("query_string", b"")
     if b"lead_id=" in query:
         values = parse_qs(query.decode("latin-1")).get("lead_id")

@@ -47,6 +47,9 @@ LEADS_IMPORT = _p("leads.import", [SALES], "import a CSV of leads")
 LEADS_READ = _p("leads.read", STAFF, "read leads and deals, with the people in them")
 LEADS_WRITE = _p("leads.write", [SALES], "qualify, flag, move, merge leads")
 LEADS_ERASE = _p("leads.erase", [], "erase a person everywhere")
+EXPORTS_RUN = _p(
+    "exports.run", [], "export everything the services hold about a person and download it (right of access)"
+)
 ICP_READ = _p("icp.read", STAFF, "read the ideal client profile")
 ICP_WRITE = _p("icp.write", [], "replace the ideal client profile")
 DEALS_WRITE = _p("deals.write", [SALES], "write estimates, mark deals won or lost, request changes")

@@ -180,6 +180,7 @@ def test_compose_takes_every_secret_from_the_env_file_and_the_example_documents_
     assert {
         "CLIENTFLOW_API_KEY",
         "CLIENTFLOW_SECRET_KEY",
+        "CLIENTFLOW_MASTER_KEYS",
         "BILLING_WEBHOOK_SECRET",
         "POSTGRES_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
@@ -187,3 +188,55 @@ def test_compose_takes_every_secret_from_the_env_file_and_the_example_documents_
     assert required <= example, f"undocumented: {required - example}"
     assert {v for v in optional if v.startswith("CLIENTFLOW_OIDC")} <= example
     assert "deploy/.env" in (ROOT / ".gitignore").read_text()
+
+
+def _default(value: str) -> int:
+    """The default of ``${NAME:-default}``."""
+    match = re.fullmatch(r"\$\{[A-Z_]+:-(\d+)\}", value)
+    assert match, f"{value!r} is not ${{NAME:-days}}"
+    return int(match.group(1))
+
+
+def test_retention_of_data_follows_the_design() -> None:
+    """Business topics a year (replay), dead letters, audit rows and leads as their settings say,
+    compacted topics compacted within about two hours, exports a week (docs/design.md,
+    "Retention of data")."""
+    from services.leads.settings import Settings as LeadsSettings
+    from shared import topics
+    from shared.broker import DAY_MS, topic_configs
+    from shared.settings import ServiceSettings
+
+    services = compose()["services"]
+    assert int(services["kafka"]["environment"]["KAFKA_LOG_RETENTION_HOURS"]) == 365 * 24
+    shared_days = {
+        "CLIENTFLOW_AUDIT_RETENTION_DAYS": ServiceSettings.model_fields["audit_retention_days"].default,
+        "CLIENTFLOW_DEAD_LETTER_RETENTION_DAYS": ServiceSettings.model_fields["dead_letter_retention_days"].default,
+    }
+    for name in ("topics", "leads", "nurture", "billing", "retention"):
+        environment = services[name]["environment"]
+        for variable, default in shared_days.items():
+            assert _default(environment[variable]) == default, (name, variable)
+    leads_days = {
+        "LEADS_DISQUALIFIED_RETENTION_DAYS": LeadsSettings.model_fields["disqualified_retention_days"].default,
+        "LEADS_LOST_RETENTION_DAYS": LeadsSettings.model_fields["lost_retention_days"].default,
+    }
+    for variable, default in leads_days.items():
+        assert _default(services["leads"]["environment"][variable]) == default, variable
+    example = (DEPLOY / ".env.example").read_text()
+    for variable, default in {**shared_days, **leads_days}.items():
+        assert f"\n{variable}={default}\n" in example, f"{variable} is not documented in .env.example"
+    # What the topics job (`clientflow create-topics`) creates them with.
+    assert services["topics"]["command"] == ["clientflow", "create-topics"]
+    dead_letter_days = shared_days["CLIENTFLOW_DEAD_LETTER_RETENTION_DAYS"]
+    for name in topics.all_topics_with_dlq():
+        configs = topic_configs(name, dead_letter_retention_days=dead_letter_days)
+        if name.endswith(topics.DLQ_SUFFIX):
+            assert configs == {"cleanup.policy": "delete", "retention.ms": str(dead_letter_days * DAY_MS)}, name
+        elif name in topics.COMPACTED_TOPICS:
+            assert configs["cleanup.policy"] == "compact", name
+            assert int(configs["segment.ms"]) + int(configs["max.compaction.lag.ms"]) <= 2 * 3_600_000, name
+            assert float(configs["min.cleanable.dirty.ratio"]) <= 0.01, name
+        elif name in topics.BUSINESS_TOPICS:
+            assert "retention.ms" not in configs, f"{name} keeps the broker's year"
+    assert {topics.PEOPLE, "keys"} <= topics.COMPACTED_TOPICS
+    assert topic_configs("exports")["retention.ms"] == str(7 * DAY_MS)

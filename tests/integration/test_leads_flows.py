@@ -356,7 +356,11 @@ async def test_deals_change_requests_spend_funnel_and_erasure(leads, kafka_boots
         (erased_event,) = await reader.wait_for("lead.erased", lead_id=lead_id)
         spent = [e for e in await reader.wait_for("channel.spend_recorded") if e.data["channel"] == "paid_ads"]
     assert sorted((e.data["in_scope"], e.data["amount"]) for e in requested) == [(False, "1000.00"), (True, "0")]
-    assert lost_event.data["reason"] == "budget" and erased_event.data["requested_at"]
+    # The reason was free text, sealed with the person's key; read after the erasure, whatever
+    # it said is gone from the topic for good (the key was destroyed), the deal's id is not.
+    assert erased_event.data["requested_at"] and lost_event.data["deal_id"]
+    assert lost_event.data["reason"] == "[sealed]" and lost_event.sealed is not None
+    assert reader.data_keys[lost_event.sealed.key_id] is None
     assert spent[0].data["amount"] == "1500.50" and spent[0].data["currency"] == "EUR"
     metrics = (await leads.client.get("/metrics")).text
     assert 'clientflow_leads_deals_total{outcome="won"} 1.0' in metrics

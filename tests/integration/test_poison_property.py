@@ -54,6 +54,7 @@ from services.retention.settings import Settings as RetentionSettings
 from services.retention.store import Client, ClientEvent, LoyaltyAward, TierReview
 from services.retention.store import Subscription as RetentionSubscription
 from shared import events as ev
+from shared import topics
 from shared.clock import SimulatedClock
 from shared.db import InboxRow, JobFailureRow, OutboxRow, create_engine
 from shared.errors import DomainError
@@ -190,10 +191,14 @@ class Service:
         return self.runtime.uow
 
     async def consume(self, values: list[tuple[str, bytes]]) -> None:
-        records = []
+        records, keys = [], []
         for topic, value in values:
             self.offset += 1
-            records.append(ConsumerRecord(topic, 0, self.offset, 0, 0, b"k", value, None, 1, len(value), []))
+            record = ConsumerRecord(topic, 0, self.offset, 0, 0, b"k", value, None, 1, len(value), [])
+            (keys if topic == topics.KEYS else records).append(record)
+        if keys:
+            # People's keys are folded by the service's key fold (no broker here: handed to it).
+            await self.runtime.key_fold._apply(keys, {})
         if records:
             await self.runtime._consumer.handle(records)
 

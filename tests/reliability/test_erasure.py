@@ -10,9 +10,11 @@ person's data (ids only), and its rows about the lead are all still there after 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,9 +23,14 @@ import pytest
 from sqlalchemy import MetaData, func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.retention.replay import replay
+from services.retention.settings import Settings as RetentionSettings
+from shared import topics
+from shared.settings import ServiceSettings
 from tests.reliability.cluster import SERVICES, Cluster
 from tests.reliability.lifecycle import Client, Driver
-from tests.support import API_KEY, until
+from tests.reliability.topic_scan import scan_topics
+from tests.support import API_KEY, TopicReader, producer, until
 
 pytestmark = pytest.mark.reliability
 
@@ -93,6 +100,22 @@ async def applied(url: str, event_type: str) -> int:
         await engine.dispose()
 
 
+async def person_keys(url: str, lead_id: str) -> list[bool]:
+    """Whether each of the person's keys in one service's ``person_keys`` table is destroyed."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            metadata = MetaData()
+            await connection.run_sync(metadata.reflect, only=["person_keys"])
+            keys = metadata.tables["person_keys"]
+            rows = await connection.execute(
+                select(keys.c.destroyed_at, keys.c.wrapped).where(keys.c.subject_id == uuid.UUID(lead_id))
+            )
+            return [destroyed is not None and wrapped is None for destroyed, wrapped in rows]
+    finally:
+        await engine.dispose()
+
+
 @dataclass
 class Scan:
     found: list[str] = field(default_factory=list)
@@ -144,6 +167,32 @@ async def audit_of(http: httpx.AsyncClient, url: str, lead_id: str) -> list[dict
         if page["next_after_id"] is None:
             return items
         after = page["next_after_id"]
+
+
+async def economics_of(settings: RetentionSettings, database_url: str, period: dict[str, str]) -> dict:
+    """``GET /economics`` as the rebuilt store answers it (the live one's figures, recomputed)."""
+    from prometheus_client import CollectorRegistry
+
+    from services.retention import economics
+    from services.retention.api import economics_out
+    from services.retention.context import Context
+    from services.retention.metrics import RetentionMetrics
+    from shared.clock import make_clock
+    from shared.db import create_engine
+    from shared.uow import UnitOfWorkFactory
+
+    engine = create_engine(database_url)
+    try:
+        uow = UnitOfWorkFactory(engine, producer="retention", clock=make_clock("system"))
+        ctx = Context(settings=settings, metrics=RetentionMetrics(CollectorRegistry(), uow.sessions))
+        start = datetime.fromisoformat(period["from"]).replace(tzinfo=UTC)
+        end = datetime.fromisoformat(period["to"]).replace(tzinfo=UTC)
+        async with uow() as tx:
+            figures = await economics.economics(tx, ctx, start=start, end=end, channel=None, currency="EUR")
+        snap = economics.Snapshot(0, 0, 0, {}, {}, datetime.now(UTC))
+        return json.loads(economics_out(figures, snap).model_dump_json(by_alias=True))
+    finally:
+        await engine.dispose()
 
 
 def leaks(haystack: str, wanted: dict[str, str]) -> list[str]:
@@ -264,8 +313,44 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
             assert await until(cancelled, timeout=60), "the cancellation did not reach billing and leads"
             invoices_before = (await http.get(f"{url('billing')}/invoices", params={"lead_id": lead_id})).json()
 
+            # They asked for a copy of their data: every service's part crossed the exports topic.
+            asked_export = await http.post(
+                f"{url('leads')}/leads/{lead_id}/export", headers={"Idempotency-Key": f"export-{p['tag']}"}
+            )
+            assert asked_export.status_code == 202, asked_export.text
+            export_id = asked_export.json()["export_id"]
+
+            async def exported() -> bool:
+                answer = await http.get(f"{url('leads')}/exports/{export_id}")
+                return answer.status_code == 200 and answer.json()["status"] == "complete"
+
+            assert await until(exported, timeout=60), "the export did not complete"
+            document = (await http.get(f"{url('leads')}/exports/{export_id}/download")).text
+            assert p["email"] in document and p["phone"] in document
+
+            # A copy of their capture that no service can apply (its fit score broken, its sealed
+            # fields intact): each consumer dead-letters it, so the dead-letter topic holds them too.
+            bootstrap = cluster.broker.bootstrap_servers if cluster.broker else ""
+            async with TopicReader(bootstrap, topics.LEADS) as reader:
+                (capture,) = await reader.wait_for("lead.captured", lead_id=lead_id)
+                (wire,) = reader.events("lead.captured", lead_id=lead_id, sealed=True)
+            assert wire.sealed is not None and capture.data["name"] == p["name"]
+            poison = wire.model_copy(update={"data": {**wire.data, "fit_score": "high"}})
+            async with producer(bootstrap) as kafka:
+                await kafka.send_and_wait(topics.LEADS, poison.model_dump_json().encode(), key=lead_id.encode())
+
+            async def dead_lettered() -> bool:
+                async with TopicReader(bootstrap, topics.dlq(topics.LEADS)) as dlq:
+                    await dlq._poll()
+                    await dlq._poll()
+                    return len(dlq.events("lead.captured", lead_id=lead_id, sealed=True)) >= 3
+
+            assert await until(dead_lettered, timeout=30), "the poison copy was not dead-lettered by the consumers"
+
             # The scan finds the person before the erasure (so finding nothing after means something).
             before = await scan(cluster, tmp_path, needles(p))
+            master = ServiceSettings().master_key_ring()
+            topics_before = await scan_topics(bootstrap, needles(p), master)
             trails_before = {s: await audit_of(http, url(s), lead_id) for s in SERVICES}
 
             erased_at = time.monotonic()
@@ -284,6 +369,26 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
             propagated = time.monotonic() - erased_at
             await asyncio.sleep(1.0)  # what the erasures emitted is published (outbox marked sent)
 
+            async def keys_destroyed() -> bool:
+                keys = [await person_keys(cluster.database_urls[s], lead_id) for s in SERVICES]
+                return all(rows and all(destroyed for destroyed in rows) for rows in keys)
+
+            assert await until(keys_destroyed, timeout=60), "the destroyed keys did not reach every service"
+            topics_after = await scan_topics(bootstrap, needles(p), master)
+            # Replay after the erasure: the same figures, none of the person.
+            rebuilt_url = f"sqlite+aiosqlite:///{tmp_path / 'retention-rebuilt.db'}"
+            replay_settings = RetentionSettings(
+                kafka_bootstrap_servers=bootstrap,
+                database_url=cluster.database_urls["retention"],
+                api_key=API_KEY,
+                environment="test",
+            )
+            replayed = await replay(replay_settings, database_url=rebuilt_url)
+            today = datetime.now(UTC).date()
+            period = {"from": f"{today.replace(day=1)}", "to": f"{today + timedelta(days=2)}", "currency": "EUR"}
+            live_figures = (await http.get(f"{url('retention')}/economics", params=period)).json()
+            rebuilt_figures = await economics_of(replay_settings, rebuilt_url, period)
+
             invoices = (await http.get(f"{url('billing')}/invoices", params={"lead_id": lead_id})).json()
             view = (await http.get(f"{url('retention')}/clients/{lead_id}")).json()
             # What each service's audit trail says about the lead, once the erasure is over.
@@ -291,6 +396,11 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
 
         after = await scan(cluster, tmp_path, needles(p))
         found = after.found
+        rebuilt_found = [
+            f"rebuilt retention.{table}.{column}: {what}"
+            for table, column, value in await dump_database(rebuilt_url)
+            for what in leaks(value, needles(p))
+        ]
         paid = sum(Decimal(i["amount_paid"]) for i in invoices)
         revenue = sum(Decimal(r["amount"]) for r in view.get("revenue", []))
         figures = {
@@ -298,7 +408,28 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
             "time for lead.erased to be applied in nurture, billing, retention (s)": round(propagated, 1),
             "values scanned in the four databases": after.values,
             "mail files / log files scanned (after)": f"{after.mail_files} / {after.log_files}",
-            "places holding personal data before / after the erasure": f"{len(before.found)} / {len(found)}",
+            "places holding personal data before / after the erasure (databases, mail, logs)": (
+                f"{len(before.found)} / {len(found)}"
+            ),
+            "records read on every topic and dead-letter topic (before / after)": (
+                f"{topics_before.records} / {topics_after.records} on {topics_after.topics} topics"
+            ),
+            "records holding the person in any decodable form, before / after": (
+                f"{len(topics_before.found)} / {len(topics_after.found)}"
+            ),
+            "topics and dead-letter topics where the person was before (now unreadable)": ", ".join(
+                sorted({f.split("[")[0] for f in topics_before.found})
+            ),
+            "sealed events opened before / after (with the keys the keys topic keeps)": (
+                f"{topics_before.opened} of {topics_before.sealed} / {topics_after.opened} of {topics_after.sealed}"
+            ),
+            "person keys destroyed (wrapped keys superseded, dropped by compaction)": (
+                f"{topics_after.destroyed_keys} ({topics_after.superseded})"
+            ),
+            "replay of retention after the erasure: events applied, read without the person's key": (
+                f"{replayed.applied}, {replayed.shredded}"
+            ),
+            "places holding the person in the rebuilt retention store": len(rebuilt_found),
             "where it was before (now gone)": ", ".join(
                 sorted({f.split(":")[0].rsplit(".", 1)[0] for f in before.found if not f.startswith("mail ")})
             )
@@ -316,6 +447,23 @@ async def test_erasure(tmp_path: Path, databases, report) -> None:
         }
         report.add("Erasure (one person after a full lifecycle)", figures)
         assert found == [], "\n".join(sorted(set(found))[:60])
+        # The topics: before, a key holder reads the person in the leads, deals, engagement and
+        # dead-letter topics; after, in no form on any topic.
+        assert topics_before.found and any(".dlq" in f for f in topics_before.found), topics_before.found
+        assert {f.split("[")[0] for f in topics_before.found} >= {
+            "leads",
+            "deals",
+            "engagement",
+            "exports",
+            "leads.dlq",
+        }
+        assert topics_after.found == [], "\n".join(topics_after.found[:60])
+        assert topics_after.sealed >= topics_before.sealed > 0 and topics_after.unreadable >= topics_before.sealed
+        # Replay after the erasure: the same figures, and nothing of the person in the rebuilt store.
+        assert rebuilt_found == [], rebuilt_found
+        assert replayed.shredded > 0 and not replayed.rejected, replayed.rejected
+        same = ("new_clients", "logo_churn", "revenue_churn", "nrr", "grr", "ltv", "cac", "churn_split")
+        assert {k: rebuilt_figures.get(k) for k in same} == {k: live_figures.get(k) for k in same}
         # The audit trails: scanned, never holding the person (ids only), and still telling who
         # did what to the lead, the capture and the erasure included.
         assert all(after.audit_values[s] > 0 for s in SERVICES), after.audit_values

@@ -48,4 +48,12 @@ def test_settings_defaults_and_production_refuses_default_secrets(monkeypatch: p
         _Svc()
     monkeypatch.setenv("CLIENTFLOW_API_KEY", "k" * 32)
     monkeypatch.setenv("CLIENTFLOW_SECRET_KEY", "s" * 32)
+    # The master keys that wrap every person's data key: set, and well formed.
+    with pytest.raises(ValueError, match="CLIENTFLOW_MASTER_KEYS must be set"):
+        _Svc()
+    monkeypatch.setenv("CLIENTFLOW_MASTER_KEYS", "2026-12:" + "A" * 40)
+    with pytest.raises(ValueError, match="must be 32 bytes"):
+        _Svc()
+    monkeypatch.setenv("CLIENTFLOW_MASTER_KEYS", "2026-12:" + "A" * 43)
     assert _Svc().environment == "production"
+    assert _Svc().master_key_ring().current_id == "2026-12"

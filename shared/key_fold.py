@@ -1,0 +1,132 @@
+"""Each service instance folds the compacted ``keys`` topic into its own ``person_keys`` table
+(shared.crypto), with the position it reached kept in the same database and written in the
+same transaction as the keys: not in a consumer group. So a store always holds every key up to
+the position it says (a fresh or restored database reads the topic from where it stands, from
+the start if new), and a consumer that meets a key it does not know can tell "not folded yet"
+(the fold is behind the topic's end) from "lost" (the fold has read the whole topic)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from shared import topics
+from shared.broker import topic_partitions
+from shared.crypto import KeyRing
+from shared.db import StateRow
+from shared.events import Envelope, PersonKeyCreated, PersonKeyDestroyed
+from shared.uow import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+_OFFSETS = "keys.offsets"
+
+
+class KeyFold:
+    def __init__(
+        self, bootstrap: str, uow: UnitOfWorkFactory, keyring: KeyRing, *, fetch_max_wait_ms: int = 100
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.uow = uow
+        self.keyring = keyring
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.folded = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="keys-fold")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def caught_up(self) -> bool:
+        """Whether the fold has read the ``keys`` topic to its end as the broker sees it now."""
+        consumer = self._consumer
+        if consumer is None or not self._ready.is_set():
+            return False
+        try:
+            ends = await consumer.end_offsets(self._partitions)
+            positions = [await consumer.position(tp) for tp in self._partitions]
+            return all(position >= ends[tp] for position, tp in zip(positions, self._partitions, strict=True))
+        except Exception:  # the broker is away: not known to be caught up
+            return False
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("keys fold: %s; starting again in %.1fs", exc, delay)
+                self._ready.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            client_id="clientflow-keys-fold",
+        )
+        await consumer.start()
+        try:
+            self._partitions = await topic_partitions(consumer, topics.KEYS)
+            consumer.assign(self._partitions)
+            stored = await self._stored()
+            for tp in self._partitions:
+                if tp.partition in stored:
+                    consumer.seek(tp, stored[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            self._consumer = consumer
+            self._ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+                records = [r for batch in batches.values() for r in batch]
+                if records:
+                    await self._apply(records, {tp: await consumer.position(tp) for tp in self._partitions})
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _stored(self) -> dict[int, int]:
+        async with self.uow.sessions() as session:
+            value = await session.scalar(select(StateRow.value).where(StateRow.name == _OFFSETS))
+        return {int(p): int(o) for p, o in json.loads(value).items()} if value else {}
+
+    async def _apply(self, records: list, positions: dict[TopicPartition, int]) -> None:
+        async with self.uow() as tx:
+            for record in records:
+                try:
+                    event = Envelope.model_validate_json(record.value or b"")
+                    if event.type == "person_key.created":
+                        await self.keyring.fold_created(tx, PersonKeyCreated.model_validate(event.data))
+                    elif event.type == "person_key.destroyed":
+                        await self.keyring.fold_destroyed(tx, PersonKeyDestroyed.model_validate(event.data))
+                    else:
+                        continue
+                    self.folded += 1
+                except ValueError as exc:
+                    log.warning("keys fold: skipping %s[%s]@%s: %s", record.topic, record.partition, record.offset, exc)
+            row = await tx.session.get(StateRow, _OFFSETS)
+            value = json.dumps({str(tp.partition): offset for tp, offset in positions.items()})
+            if row is None:
+                tx.session.add(StateRow(name=_OFFSETS, value=value))
+            else:
+                row.value = value
