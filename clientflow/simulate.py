@@ -176,7 +176,7 @@ def _add_months(day: date, months: int) -> date:
 class Agency:
     """The agency and its market; ``plan()`` is a pure function of the constructor's values."""
 
-    def __init__(self, *, seed: int, months: int, leads_per_month: int, start: date, price_percent: int = 12) -> None:
+    def __init__(self, *, seed: int, months: int, leads_per_month: int, start: date, price_percent: int = 15) -> None:
         self.seed = seed
         self.months = months
         self.leads_per_month = leads_per_month
@@ -430,9 +430,18 @@ class Agency:
             if day < days:
                 out.append(_act(day, kind, p.no, **data))
 
-        # Calibrated to the agency's notes: retainer clients stay about half a year (SEO clients
-        # 4-6 months), and included hours keep them about four months longer.
-        monthly_churn = (0.10 if p.ideal else 0.18) * (1.0 if included else 2.8)
+        # Calibrated to the agency's notes (issue 19), measured on the plan alone over 150 seeds
+        # of 18 months at 25 leads a month: median lifetime 5.1 months (SEO clients 4-6), included
+        # hours 4.0 months longer by the medians (about 4), a retention year of 1.31 for the
+        # clients who stayed it (about 1.30), leak 3% (under 5%). One run is a small sample (some
+        # 45 clients with hours, 18 without, 16 a year old of whom 3 stay it): half of the seeds
+        # give "months longer" between 2.7 and 5.7 and the retention year between 1.2 and 1.4.
+        # The chance a client asks to leave in a month. About half of those who ask take a save
+        # offer and stay through it (three months), so asking more often hardly shortens a stay:
+        # a client without included hours asks twice as often and, with no hours of work to
+        # keep, takes a save offer half as often (that, not the asking, is what keeps the gap).
+        asks_to_leave = (0.16 if p.ideal else 0.26) * (1.0 if included else 2.0)
+        takes_offer = 1.0 if included else 0.5
         heavy = rng.random() < 0.3  # uses more hours than included
         card = rng.random() < 0.7
         # The day of the price increase, for a client who leaves because of it.
@@ -441,7 +450,8 @@ class Agency:
         at(
             started + rng.randrange(20, 40),
             "feedback",
-            score=rng.randrange(4, 11) if not p.ideal else rng.randrange(6, 11),
+            # Good fits start happy (7-10); a poor fit may be a detractor (6 or less) from the start.
+            score=rng.randrange(4, 11) if not p.ideal else rng.randrange(7, 11),
         )
         ended = False
         saved_until = -1  # a client who took a save offer stays through it (about three months)
@@ -452,7 +462,7 @@ class Agency:
                 break
             # A client of six months or more sometimes buys a project on top: the expansion a
             # retention year brings (the notes' 130%).
-            if first - started >= 180 and rng.random() < (0.12 if p.ideal else 0.06):
+            if first - started >= 180 and rng.random() < (0.15 if p.ideal else 0.08):
                 amount = rng.randrange(4, 16) * 500
                 at(first + 3, "upsell", amount=str(amount), hours=str(max(1, amount // 120)))
                 at(first + 6, "pay_open", method="bank_transfer", month=first + 3)
@@ -495,12 +505,12 @@ class Agency:
                 )
                 ended = True
                 break
-            if first > saved_until and rng.random() < monthly_churn:
+            if first > saved_until and rng.random() < asks_to_leave:
                 # Few leave over poor results (the leak the agency keeps under 5%).
                 reason = rng.choices(
                     ("budget_cut", "not_using", "switching_provider", "price", "poor_results"), (16, 10, 10, 10, 1)
                 )[0]
-                accept = rng.random() < (0.6 if reason in ("price", "not_using") else 0.35)
+                accept = rng.random() < (0.6 if reason in ("price", "not_using") else 0.35) * takes_offer
                 at(
                     first + rng.randrange(5, 25),
                     "cancel",

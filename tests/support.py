@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -16,6 +17,7 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from cryptography.exceptions import InvalidTag
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -164,7 +166,9 @@ class TopicReader:
         if event.type == "person_key.created":
             created = PersonKeyCreated.model_validate(event.data)
             if self.data_keys.get(created.key_id, b"") is not None:
-                self.data_keys[created.key_id] = self.master.unwrap(created.kek_id, created.key_id, created.wrapped)
+                # Another system's master key (KeyError, InvalidTag): its events stay sealed.
+                with contextlib.suppress(KeyError, InvalidTag):
+                    self.data_keys[created.key_id] = self.master.unwrap(created.kek_id, created.key_id, created.wrapped)
         elif event.type == "person_key.destroyed":
             self.data_keys[PersonKeyDestroyed.model_validate(event.data).key_id] = None
 

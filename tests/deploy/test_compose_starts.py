@@ -38,7 +38,8 @@ def env_file() -> dict[str, str]:
     for line in (DEPLOY / ".env.example").read_text().splitlines():
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
-            values[key] = secrets.token_urlsafe(32) if value == "change-me" else value
+            # As `make secrets` does: every `change-me` becomes a fresh secret (the master key's too).
+            values[key] = value.replace("change-me", secrets.token_urlsafe(32))
     return values
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.crypto import MasterKeys
 from shared.embedded import free_port
 from tests.support import API_KEY
 
@@ -27,6 +28,12 @@ class System:
     process: subprocess.Popen[bytes]
     data_dir: Path
     console: str = ""  # the web console's URL
+
+    @property
+    def master(self) -> MasterKeys:
+        """The master key `clientflow run` gave the services (derived from its saved secret key):
+        what a test's topic reader needs to open the personal fields of events."""
+        return MasterKeys.derived((self.data_dir / "secret-key").read_text().strip())
 
     def client(self, service: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -71,7 +71,7 @@ async def test_accept_by_link_discount_then_fired_and_a_deposit_never_paid(simul
         system.client("billing") as billing,
         system.client("retention") as retention,
         httpx.AsyncClient(timeout=30) as browser,
-        TopicReader(system.bootstrap, "deals", "payments", "cancellations") as bus,
+        TopicReader(system.bootstrap, "deals", "payments", "cancellations", master=system.master) as bus,
     ):
         start = await clock_now(system)
         await advance(system, start.replace(hour=9, minute=0, second=0, microsecond=0) + timedelta(days=1))

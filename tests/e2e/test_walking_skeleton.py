@@ -22,7 +22,7 @@ async def test_lead_to_client_to_churn(system) -> None:
         system.client("nurture") as nurture,
         system.client("billing") as billing,
         system.client("retention") as retention,
-        TopicReader(system.bootstrap, *topics.BUSINESS_TOPICS) as bus,
+        TopicReader(system.bootstrap, *topics.BUSINESS_TOPICS, master=system.master) as bus,
     ):
         # 1. capture -> lead.captured -> nurture enrolls and sends a first email -> email.sent
         created = await leads.post(
