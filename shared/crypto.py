@@ -58,6 +58,9 @@ from shared.events import (
 
 log = logging.getLogger(__name__)
 
+# People's keys kept unwrapped in memory at most (each about 200 bytes with its entry).
+MAX_CACHED = 20_000
+
 SEALED = "[sealed]"
 ERASED = "[erased]"
 NONCE_BYTES = 12
@@ -308,9 +311,18 @@ class KeyRing:
             except (KeyError, InvalidTag, ValueError):
                 log.error("person key %s: cannot unwrap with master key %r; treated as lost", row.key_id, row.kek_id)
         known = _Known(row.subject_id, data_key, time.monotonic())
-        self._by_id[row.key_id] = known
+        self._keep(row.key_id, known)
         self._missing_since.pop(row.key_id, None)
         return known
+
+    def _keep(self, key_id: str, known: _Known) -> None:
+        """Cache ``known``; the cache holds at most ``MAX_CACHED`` keys (the oldest go first),
+        so a service's memory does not grow with the number of people it ever met."""
+        self._by_id.pop(key_id, None)
+        self._by_id[key_id] = known
+        for cache in (self._by_id, self._current, self._missing_since):
+            while len(cache) > MAX_CACHED:
+                del cache[next(iter(cache))]
 
     def forget(self, key_ids: Iterable[str] = (), subjects: Iterable[uuid.UUID] = ()) -> None:
         for key_id in key_ids:
@@ -389,7 +401,7 @@ class KeyRing:
             key=key_id,
             first=True,
         )
-        self._by_id[key_id] = _Known(subject, data_key, time.monotonic())
+        self._keep(key_id, _Known(subject, data_key, time.monotonic()))
         return key_id, data_key
 
     async def destroy(self, tx: Any, subjects: Iterable[uuid.UUID], *, reason: str = "erasure") -> list[str]:

@@ -263,3 +263,15 @@ def _dev_raw(secret: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"clientflow-master-key", info=b"dev").derive(
         secret.encode()
     )
+
+
+def test_the_key_cache_keeps_a_bounded_number_of_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.crypto.MAX_CACHED", 50)
+    master = MasterKeys.derived("test-secret")
+    ring = KeyRing(master, wait_s=0.0)
+    for n in range(200):
+        key_id = f"pk_{n:04d}"
+        kek, wrapped = master.wrap(key_id, os.urandom(32))
+        row = PersonKeyRow(key_id=key_id, subject_id=uuid.uuid4(), kek_id=kek, wrapped=wrapped.encode(), created_at=T0)
+        ring._remember(row)
+    assert len(ring._by_id) == 50 and "pk_0199" in ring._by_id and "pk_0000" not in ring._by_id
