@@ -260,6 +260,11 @@ class PersonKeyRow(PlumbingBase):
     __table_args__ = (Index("ix_person_keys_subject", "subject_id", "created_at"),)
 
 
+def _trim(cache: dict[Any, Any]) -> None:
+    while len(cache) > MAX_CACHED:
+        del cache[next(iter(cache))]
+
+
 @dataclass
 class _Known:
     subject_id: uuid.UUID
@@ -320,9 +325,9 @@ class KeyRing:
         so a service's memory does not grow with the number of people it ever met."""
         self._by_id.pop(key_id, None)
         self._by_id[key_id] = known
-        for cache in (self._by_id, self._current, self._missing_since):
-            while len(cache) > MAX_CACHED:
-                del cache[next(iter(cache))]
+        _trim(self._by_id)
+        _trim(self._current)
+        _trim(self._missing_since)
 
     def forget(self, key_ids: Iterable[str] = (), subjects: Iterable[uuid.UUID] = ()) -> None:
         for key_id in key_ids:
