@@ -149,6 +149,18 @@ async def erase(request: Request, lead_id: str) -> Response:
     return await _lead_action(request, lead_id, "erase", reply, form, "erased")
 
 
+@router.post("/leads/{lead_id}/export")
+async def export(request: Request, lead_id: str) -> Response:
+    """Everything the services hold about the person (right of access): leads gathers it over the
+    wire; the export's page shows each service's progress and, once complete, the downloads."""
+    signed_in(request, "exports.run")
+    form = await posted(request)
+    reply = await backend(request).post("leads", f"/leads/{lead_id}/export")
+    if reply.ok:
+        return RedirectResponse(f"/exports/{reply.data['export_id']}", status_code=303)
+    return await _lead_failed(request, lead_id, "export", reply, form)
+
+
 @router.post("/invoices/{invoice_id}/payment")
 async def payment(request: Request, invoice_id: str) -> Response:
     signed_in(request, "payments.write")

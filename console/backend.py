@@ -116,6 +116,16 @@ class Backend:
             return Reply(service, down=True)
         return reply_from(service, response, fields)
 
+    async def download(self, service: str, path: str) -> httpx.Response | None:
+        """A file as the service sends it (a download passed on to the browser), or None when
+        the service does not answer."""
+        try:
+            return await self.client.get(
+                f"{self.urls[service]}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=self.timeout
+            )
+        except httpx.HTTPError:
+            return None
+
     async def get(self, service: str, path: str, **params: Any) -> Reply:
         return await self.call(service, "GET", path, params=params)
 

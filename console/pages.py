@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from console.backend import Reply, gather
 from console.web import backend, down_notices, render, signed_in
@@ -217,6 +217,42 @@ async def lead_page(request: Request, lead_id: str) -> HTMLResponse:
     if not reply.ok and not reply.down:
         return render(request, "error.html.j2", status=reply.status or 404, message=reply.message, down=[])
     return render(request, "lead.html.j2", errors={}, values={}, **context)
+
+
+@router.get("/exports/{export_id}", response_class=HTMLResponse)
+async def export_page(request: Request, export_id: str) -> HTMLResponse:
+    """An export of a person's data: each service's progress, then the downloads."""
+    signed_in(request, "exports.run")
+    reply = await backend(request).get("leads", f"/exports/{export_id}")
+    status = 200 if reply.ok else (reply.status if 400 <= reply.status < 500 else 503)
+    return render(
+        request,
+        "export.html.j2",
+        status=status,
+        export=reply.data if reply.ok else None,
+        export_id=export_id,
+        refused=reply.message if not reply.ok and not reply.down else "",
+        down=down_notices(reply),
+    )
+
+
+@router.get("/exports/{export_id}/{name}")
+async def export_download(request: Request, export_id: str, name: str) -> Response:
+    """The export's JSON document or its zip of e-mails, passed on from leads (the person's token
+    never reaches the browser)."""
+    signed_in(request, "exports.run")
+    if name not in ("download", "mail.zip"):
+        return render(request, "error.html.j2", status=404, message="no such download", down=[])
+    answer = await backend(request).download("leads", f"/exports/{export_id}/{name}")
+    if answer is None or answer.status_code >= 500:
+        return render(request, "error.html.j2", status=503, message="the leads service did not answer", down=["leads"])
+    if not answer.is_success:
+        detail = (
+            answer.json().get("detail") if answer.headers.get("content-type", "").startswith("application/json") else ""
+        )
+        return render(request, "error.html.j2", status=answer.status_code, message=str(detail or answer.text), down=[])
+    headers = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "content-disposition")}
+    return Response(answer.content, status_code=200, headers=headers)
 
 
 @router.get("/clients", response_class=HTMLResponse)

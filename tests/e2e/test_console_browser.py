@@ -204,6 +204,17 @@ def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(s
     page.get_by_role("button", name="Run a review now").click()
     page.wait_for_url(re.compile(r"done=review"))
     assert "Review of" in page.inner_text("main")
+    # The person asks for their data: the admin exports it, watches every service send its part,
+    # and downloads the document through the console.
+    page.goto(f"{system.console}/leads/{lead_id}")
+    page.locator(f"form[action='/leads/{lead_id}/export'] button").click()
+    page.wait_for_url(re.compile(r"/exports/[0-9a-f-]+$"))
+    export_url = page.url
+    until_shown(page, export_url, "h2", text="4/4")
+    document = page.request.get(f"{export_url}/download")
+    assert document.ok and lead_id in document.text() and '"nurture"' in document.text()
+    mail = page.request.get(f"{export_url}/mail.zip")
+    assert mail.ok and mail.body()[:2] == b"PK"
     # The pipeline's filters update the board in place (htmx) and the address says what is shown.
     page.goto(f"{system.console}/pipeline")
     page.select_option("#f-channel", "referral")
@@ -233,6 +244,7 @@ def test_a_lead_from_capture_to_a_paid_deposit_and_a_save_offer_in_the_browser(s
         "economics": "/economics",
         "tasks": "/tasks",
         "sequences": "/sequences",
+        "export": export_url.removeprefix(system.console),
     }
     for lang in ("en", "fa"):
         page = sign_in(browser, system.console, API_KEY, lang=lang)
