@@ -25,7 +25,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ValidationError
 
 from shared import topics
-from shared.crypto import KeyRing, KeyUnavailable
+from shared.crypto import KeyRing
 from shared.errors import DomainError
 from shared.events import EVENT_TYPES, Envelope, LeadErased, Payload
 from shared.jobs import infrastructure
@@ -134,21 +134,32 @@ class BatchConsumer:
             except ValidationError as exc:
                 envelopes.append((record, exc))
         if self.keyring is not None:
-            sealed = [e for _, e in envelopes if isinstance(e, Envelope) and e.sealed is not None]
-            if sealed:
-                await self.keyring.load(self.uow.sessions, (e.sealed.key_id for e in sealed if e.sealed))
-                waiting = self.keyring.pending(sealed)
-                if waiting and self.key_fold is not None and await self.key_fold.caught_up():
-                    # The whole keys topic is folded and the key is not there: lost, not late
-                    # (after a short grace for a key published a moment before its event).
-                    waiting -= self.keyring.missing_for(waiting, KEY_GRACE_S)
-                if waiting:
-                    # Not folded yet: read the batch again shortly (FastStream rewinds), before
-                    # anything of it is dead-lettered or applied.
-                    self.metrics.key_waits.labels(self.service).inc()
-                    await asyncio.sleep(0.2)
-                    raise KeyUnavailable(waiting)
+            await self._await_keys([e for _, e in envelopes if isinstance(e, Envelope) and e.sealed is not None])
         await self._apply_batch(envelopes)
+
+    async def _await_keys(self, sealed: list[Envelope]) -> None:
+        """Wait until the people's keys of ``sealed`` are folded (the keys fold runs on its own),
+        at most ``CLIENTFLOW_KEY_WAIT_S``; once the fold has read the keys topic to its end, a
+        key still unknown after a short grace is lost (``KeyRing.open`` then shreds the event)."""
+        if not sealed or self.keyring is None:
+            return
+        key_ids = {e.sealed.key_id for e in sealed if e.sealed is not None}
+        await self.keyring.load(self.uow.sessions, key_ids)
+        waiting = self.keyring.pending(sealed)
+        counted = False
+        while waiting:
+            if self.key_fold is not None and await self.key_fold.caught_up():
+                # The whole keys topic is folded and the key is not there: lost, not late
+                # (after a short grace for a key published a moment before its event).
+                waiting -= self.keyring.missing_for(waiting, KEY_GRACE_S)
+                if not waiting:
+                    return
+            if not counted:
+                self.metrics.key_waits.labels(self.service).inc()
+                counted = True
+            await asyncio.sleep(0.1)
+            await self.keyring.load(self.uow.sessions, waiting)
+            waiting = self.keyring.pending(sealed)
 
     async def _apply_batch(self, envelopes: list[tuple[ConsumerRecord, Envelope | ValidationError]]) -> None:
         items: list[_Item] = []

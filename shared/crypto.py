@@ -18,8 +18,8 @@ in the topics, the dead letters, a replay and any backup of them.
 - A reader that meets a sealed event opens it with the key from its table. A key destroyed, or a
   key still unknown after ``CLIENTFLOW_KEY_WAIT_S`` (lost: a deleted row), means the person is
   erased: the fields get ``ERASED`` placeholders and the event is applied without them; it is
-  never dead-lettered. A key not yet folded (the ``keys`` record arrives after the event it
-  seals) makes the consumer read the batch again shortly, until it arrives or the wait is over.
+  never dead-lettered. A key not yet folded (the fold behind the ``keys`` topic) makes the
+  consumer wait for it before the batch is applied, until it arrives or the wait is over.
 """
 
 from __future__ import annotations
@@ -76,14 +76,6 @@ def b64e(raw: bytes) -> str:
 
 def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class KeyUnavailable(Exception):
-    """A sealed event whose key this reader has not folded yet (read the batch again)."""
-
-    def __init__(self, key_ids: Iterable[str]) -> None:
-        self.key_ids = sorted(key_ids)
-        super().__init__(f"person keys not folded yet: {', '.join(self.key_ids[:5])}")
 
 
 # --------------------------------------------------------------------------- master keys
