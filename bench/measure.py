@@ -403,12 +403,17 @@ async def lead_step(
     intended: dict[str, float] = {}
     failed = 0
 
+    refused: list[float] = []  # seconds from the planned send to a 503 with Retry-After
+
     async def send(i: int, planned: float) -> None:
         nonlocal failed
         try:
             response = await http.post(
                 f"{leads.url}/leads", json=_lead_body(i, tag), headers={"Idempotency-Key": f"bench-{tag}-{i}"}
             )
+            if response.status_code == 503 and "retry-after" in response.headers:
+                refused.append(time.monotonic() - planned)  # refused fast: the overload's excess
+                return
             if response.status_code >= 400:
                 failed += 1
                 return
@@ -420,7 +425,12 @@ async def lead_step(
     await asyncio.gather(*tasks)
     await watcher.wait_for("email.sent", list(intended), drain_s)
     done = {lead: watcher.seen[("email.sent", lead)] for lead in intended if ("email.sent", lead) in watcher.seen}
-    return _summary(rate, seconds, t0, intended, done, failed)
+    summary = _summary(rate, seconds, t0, intended, done, failed)
+    summary["refused"] = len(refused)
+    summary["refused_p99_ms"] = _percentile([r * 1000 for r in refused], 99) if refused else None
+    summary["accepted"] = len(intended)
+    summary["lost"] = len(intended) - len(done)  # accepted (201) but no e-mail within the drain
+    return summary
 
 
 async def prepare_invoices(

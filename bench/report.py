@@ -9,6 +9,12 @@ from pathlib import Path
 SERVICES = ("leads", "nurture", "billing", "retention")
 
 
+def _refused(step: dict) -> str:
+    """How many were refused at once (503 with Retry-After) and how fast (p99), if any."""
+    count = step.get("refused") or 0
+    return f"{count} (p99 {_f(step['refused_p99_ms'])} ms)" if count else "0"
+
+
 def _f(value: float | None, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -110,8 +116,9 @@ def write_markdown(result: dict, out: Path) -> Path:
             )
         lines += [
             "",
-            "| path | offered/s | achieved/s | sent | done | failed | p50 ms | p95 ms | p99 ms | p99 1st/2nd half | held |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| path | offered/s | achieved/s | sent | done | refused (503) | failed | p50 ms | p95 ms | p99 ms "
+            "| p99 1st/2nd half | held |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for route, steps in (
             ("POST /leads -> email.sent", rnd["latency"]["leads"]),
@@ -120,7 +127,7 @@ def write_markdown(result: dict, out: Path) -> Path:
             for s in steps:
                 lines.append(
                     f"| {route} | {_f(s['offered_per_s'])} | {_f(s['achieved_per_s'], 1)} | {s['sent']} | "
-                    f"{s['completed']} | {s['failed_requests']} | {_f(s['p50_ms'])} | {_f(s['p95_ms'])} | "
+                    f"{s['completed']} | {_refused(s)} | {s['failed_requests']} | {_f(s['p50_ms'])} | {_f(s['p95_ms'])} | "
                     f"{_f(s['p99_ms'])} | {_f(s['p99_first_half_ms'])} / {_f(s['p99_second_half_ms'])} | "
                     f"{'yes' if s['held'] else 'no'} |"
                 )

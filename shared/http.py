@@ -294,6 +294,56 @@ class ObserveMiddleware:
             metrics.http_seconds.labels(metrics.service, method, path).observe(time.perf_counter() - started)
 
 
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AdmissionMiddleware:
+    """Past its capacity a service refuses the excess at once instead of queueing it: at most
+    ``max_writes`` writes are in progress; one more gets 503 with ``Retry-After`` before any work
+    (nothing stored, so a retry with the same Idempotency-Key runs for real). Reads, health and
+    metrics are never refused here. Without it an overload made every request slower (each
+    waited behind all the others for the one SQLite writer and the event loop) until the whole
+    pipeline collapsed; with it the accepted writes keep their latency and the rest are told
+    when to come back."""
+
+    def __init__(self, app: ASGIApp, *, metrics: PlumbingMetrics, max_writes: int, retry_after_s: int = 1) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_writes = max_writes
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in WRITES:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_writes:
+            self.metrics.http_shed.labels(self.metrics.service).inc()
+            body = json.dumps(
+                {
+                    "detail": f"busy: {self.in_flight} writes are in progress here; "
+                    f"nothing was done, retry after {self.retry_after_s} s with the same Idempotency-Key"
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", str(self.retry_after_s).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return None
+        self.in_flight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
 # Answers that say nothing about the request itself are not kept: a retry after fixing the
@@ -505,8 +555,10 @@ def install_plumbing(
     protect_metrics: bool = False,
     trust_forwarded_for: bool = False,
     before_scrape: Callable[[], Awaitable[None]] | None = None,
+    max_writes_in_flight: int = 64,
 ) -> None:
-    """Health, metrics, access, error mapping, idempotency and body limit on a service's app."""
+    """Health, metrics, admission, access, error mapping, idempotency and body limit on a
+    service's app."""
 
     def business_clock() -> dict[str, str]:
         return {"kind": "simulated" if getattr(clock, "simulated", False) else "system", "now": clock.now().isoformat()}
@@ -542,8 +594,9 @@ def install_plumbing(
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, exc.status)
 
-    # Starlette runs the last added first: request metrics, then access (nothing before it looks
-    # at the request but the metrics), then the body limit, the JSON guard (depth, lone
+    # Starlette runs the last added first: request metrics, admission (the excess of writes is
+    # refused before any work), then access (nothing before it looks at the request but those
+    # two), then the body limit, the JSON guard (depth, lone
     # surrogates), then the Idempotency-Key.
     app.add_middleware(IdempotencyMiddleware, sessions=sessions, clock=clock, ttl=IDEMPOTENCY_TTL)
     app.add_middleware(JsonGuardMiddleware)
@@ -558,5 +611,6 @@ def install_plumbing(
         protect_metrics=protect_metrics,
         trust_forwarded_for=trust_forwarded_for,
     )
+    app.add_middleware(AdmissionMiddleware, metrics=metrics, max_writes=max_writes_in_flight)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     declare_error_responses(app)

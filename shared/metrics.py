@@ -75,6 +75,12 @@ class PlumbingMetrics:
             ["service", "method", "route", "status"],
             registry=registry,
         )
+        self.http_shed = Counter(
+            "clientflow_http_shed_total",
+            "Writes refused at once with 503 and Retry-After because as many were already in progress",
+            ["service"],
+            registry=registry,
+        )
         self.http_seconds = Histogram(
             "clientflow_http_request_seconds",
             "HTTP request latency",

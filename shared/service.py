@@ -422,6 +422,7 @@ class ServiceRuntime:
             protect_metrics=self.settings.protect_metrics,
             trust_forwarded_for=self.settings.trust_forwarded_for,
             before_scrape=self._before_scrape,
+            max_writes_in_flight=self.settings.http_max_writes_in_flight,
         )
         if self.settings.allowed_hosts != ["*"]:
             # Outermost: a request for a Host this service is not reached by gets 400 at once.

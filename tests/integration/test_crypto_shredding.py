@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
-from services.nurture.app import create_app
+from services.nurture.app import MIGRATIONS, create_app
 from services.nurture.settings import Settings
 from services.nurture.store import Contact
 from shared import events as ev
 from shared import topics
 from shared.crypto import PersonKeyRow, seal
+from shared.db import StateRow, create_engine
 from shared.events import make_event
+from shared.migrations import upgrade_async
 from tests.integration.test_nurture_service import ManualClock, captured
 from tests.support import eventually, producer, publish, run_service, service_settings
 
@@ -127,3 +129,29 @@ async def test_a_sealed_event_waits_for_its_key_and_a_lost_key_is_an_erasure(
         later = await eventually(lambda: contact(nurture, after), timeout=30)
         assert later.name == "Ada Lovelace"
     assert await dead_letters_about(kafka_bootstrap, lost) == 0
+
+
+async def test_a_store_that_read_further_than_a_restarted_broker_holds_reads_the_keys_again(
+    settings: Settings, kafka_bootstrap: str
+) -> None:
+    """The embedded broker restarts empty while the services keep their stores: a keys fold
+    that had reached offset 100,000 reads the topic from its start again, so new people's keys
+    are found (and nobody is taken for erased)."""
+    await upgrade_async(MIGRATIONS, settings.database_url)
+    engine = create_engine(settings.database_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(StateRow.__table__).values(name="keys.offsets", value='{"0": 100000, "1": 100000, "2": 100000}')
+        )
+    await engine.dispose()
+    app = create_app(settings, clock=ManualClock(T0))
+    async with run_service(app, settings.port) as nurture, producer(kafka_bootstrap) as kafka:
+        lead = uuid.uuid4()
+        key = (f"pk_{uuid.uuid4().hex}", AESGCM.generate_key(bit_length=256))
+        await publish(kafka, key_event(lead, *key, settings))
+        person = captured()
+        await publish(kafka, sealed_capture(lead, *key, person))
+        found = await eventually(lambda: contact(nurture, lead), timeout=30)
+        assert found.email == person.email and found.erased_at is None
+        metrics = nurture.runtime.metrics.registry
+        assert not metrics.get_sample_value("clientflow_events_shredded_total", {"service": "nurture", "reason": "lost"})

@@ -59,6 +59,11 @@ class Driver:
                 last = "in progress"
                 await asyncio.sleep(0.2)
                 continue
+            if response.status_code == 503 and "retry-after" in response.headers:
+                # Busy: nothing was done; come back when told, with the same Idempotency-Key.
+                last = "busy"
+                await asyncio.sleep(min(float(response.headers["retry-after"]), 2.0))
+                continue
             (self.accepted if response.status_code < 400 else self.refused)[f"{service} {path.split('/')[1]}"] += 1
             if response.status_code >= 400:
                 self.refusals.append(f"{response.status_code} {path}: {response.text[:200]}")
