@@ -453,6 +453,11 @@ class Agency:
             # Good fits start happy (7-10); a poor fit may be a detractor (6 or less) from the start.
             score=rng.randrange(4, 11) if not p.ideal else rng.randrange(7, 11),
         )
+        # The first period's invoice (prorated, less the deposit) comes when the work starts and is
+        # due two weeks later: paid within days, not with the next month's (paid late, that left
+        # it three weeks overdue and dunning ended the retainer: 7 of the 13 non-payment exits of
+        # the 18-month seed-42 run).
+        at(started + rng.randrange(1, 6), "pay_open", method="card" if card else "bank_transfer", month=started)
         ended = False
         saved_until = -1  # a client who took a save offer stays through it (about three months)
         for first in starts:

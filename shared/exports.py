@@ -20,9 +20,9 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import inspect, select
 
-from shared.access.audit import AuditItem
+from shared.access.audit import audit_item
 from shared.db import AuditRow
-from shared.events import Actor, ExportMail, ExportPart
+from shared.events import ExportMail, ExportPart
 from shared.uow import UnitOfWork
 
 # Who contributes a part, in the document's order; leads owns the request and adds its own.
@@ -56,19 +56,7 @@ def jsonable(value: Any) -> Any:
 async def audit_rows(tx: UnitOfWork, lead_id: uuid.UUID) -> list[dict[str, Any]]:
     """This service's audit trail about the person: who read or changed their record, when."""
     found = await tx.session.scalars(select(AuditRow).where(AuditRow.lead_id == lead_id).order_by(AuditRow.id))
-    return [
-        AuditItem(
-            id=r.id,
-            at=r.at,
-            actor=Actor(kind=r.actor_kind, id=r.actor_id, role=r.actor_role),
-            action=r.action,
-            lead_id=r.lead_id,
-            request_id=r.request_id,
-            outcome=r.outcome,
-            status=r.status,
-        ).model_dump(mode="json")
-        for r in found
-    ]
+    return [audit_item(r).model_dump(mode="json") for r in found]
 
 
 def answer(

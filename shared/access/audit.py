@@ -137,6 +137,20 @@ class AuditLog:
                 self._idle.set()
 
 
+def audit_item(r: AuditRow) -> AuditItem:
+    """One row of the trail as ``GET /audit`` (and an export) shows it."""
+    return AuditItem(
+        id=r.id,
+        at=r.at,
+        actor=Actor(kind=r.actor_kind, id=r.actor_id, role=r.actor_role),
+        action=r.action,
+        lead_id=r.lead_id,
+        request_id=r.request_id,
+        outcome=r.outcome,
+        status=r.status,
+    )
+
+
 async def read_audit(
     sessions: async_sessionmaker,
     *,
@@ -160,17 +174,5 @@ async def read_audit(
         rows = list(await session.scalars(query.order_by(AuditRow.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [
-        AuditItem(
-            id=r.id,
-            at=r.at,
-            actor=Actor(kind=r.actor_kind, id=r.actor_id, role=r.actor_role),
-            action=r.action,
-            lead_id=r.lead_id,
-            request_id=r.request_id,
-            outcome=r.outcome,
-            status=r.status,
-        )
-        for r in rows
-    ]
+    items = [audit_item(r) for r in rows]
     return AuditPage(items=items, next_after_id=rows[-1].id if more and rows else None)

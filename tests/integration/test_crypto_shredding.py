@@ -25,8 +25,9 @@ from shared.crypto import PersonKeyRow, seal
 from shared.db import StateRow, create_engine
 from shared.events import make_event
 from shared.migrations import upgrade_async
+from tests.integration.test_nurture_sequences import settings_for
 from tests.integration.test_nurture_service import ManualClock, captured
-from tests.support import eventually, producer, publish, run_service, service_settings
+from tests.support import eventually, producer, publish, run_service
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +36,9 @@ T0 = datetime(2031, 6, 2, 10, 0, tzinfo=UTC)
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
-    return service_settings(
-        Settings,
-        bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        data_dir=tmp_path,
-        send_interval_s=0.1,
-        quiet_hours_start=0,
-        quiet_hours_end=0,
-        key_wait_s=3.0,
-        group_id=f"nurture-shred-{uuid.uuid4().hex[:6]}",
+    # A short wait for a key that never comes, and a group of its own (other tests' leftovers).
+    return settings_for(
+        kafka_bootstrap, database_url, tmp_path, key_wait_s=3.0, group_id=f"nurture-shred-{uuid.uuid4().hex[:6]}"
     )
 
 
