@@ -148,4 +148,6 @@ async def test_a_store_that_read_further_than_a_restarted_broker_holds_reads_the
         found = await eventually(lambda: contact(nurture, lead), timeout=30)
         assert found.email == person.email and found.erased_at is None
         metrics = nurture.runtime.metrics.registry
-        assert not metrics.get_sample_value("clientflow_events_shredded_total", {"service": "nurture", "reason": "lost"})
+        assert not metrics.get_sample_value(
+            "clientflow_events_shredded_total", {"service": "nurture", "reason": "lost"}
+        )
