@@ -19,6 +19,10 @@ from rich.table import Table
 
 from services.leads.domain.commission import CommissionPlan, Paid, commission
 
+# Idle connections are dropped before the services close them (CLIENTFLOW_HTTP_KEEP_ALIVE_S, 5 s):
+# a request sent on a connection the server is closing at that moment fails with a ReadError.
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
 if TYPE_CHECKING:
     from clientflow.simulate import Driver
 
@@ -59,7 +63,10 @@ class SalesTeam:
                 person_id, token = token_answer.json()["person_id"], token_answer.json()["token"]
             await d.call("leads", "PUT", f"/team/reps/{person_id}", json={"capacity": capacity})
             client = httpx.AsyncClient(
-                base_url=d.targets.urls()["leads"], headers={"Authorization": f"Bearer {token}"}, timeout=30
+                base_url=d.targets.urls()["leads"],
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+                limits=LIMITS,
             )
             self.reps[person_id] = (name, client)
         await d.call("leads", "PUT", "/team/commission-plan", json={"currency": self.currency, **PLAN})
