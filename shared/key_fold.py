@@ -39,7 +39,6 @@ class KeyFold:
         self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._past_end: set[TopicPartition] = set()
         self.folded = 0
 
     def start(self) -> None:
@@ -60,8 +59,8 @@ class KeyFold:
         try:
             ends = await consumer.end_offsets(self._partitions)
             positions = [await consumer.position(tp) for tp in self._partitions]
-            # Past the end is not caught up: the broker lost what it held, the fold reads it again.
-            return all(position == ends[tp] for position, tp in zip(positions, self._partitions, strict=True))
+            # At or past the end the broker reports (Tansu's high watermark can lag a fetch).
+            return all(position >= ends[tp] for position, tp in zip(positions, self._partitions, strict=True))
         except Exception:  # the broker is away: not known to be caught up
             return False
 
@@ -100,34 +99,20 @@ class KeyFold:
                 if at is None or at > ends[tp]:
                     # New, or the broker holds less than this store read (a broker that restarted
                     # empty, as the embedded one does): read what the topic holds from its start.
+                    # (A high watermark that lags makes it read again what it had: only slower.)
                     await consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, at)
             self._consumer = consumer
             self._ready.set()
-            checked = asyncio.get_running_loop().time()
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
                 records = [r for batch in batches.values() for r in batch]
                 if records:
                     await self._apply(records, {tp: await consumer.position(tp) for tp in self._partitions})
-                elif asyncio.get_running_loop().time() - checked > 2.0:
-                    checked = asyncio.get_running_loop().time()
-                    await self._rewind_past_end(consumer)
         finally:
             self._consumer = None
             await consumer.stop()
-
-    async def _rewind_past_end(self, consumer: AIOKafkaConsumer) -> None:
-        """A position past the topic's end means the broker lost what it held (restarted empty):
-        read the topic again from its start rather than wait for offsets that will never come."""
-        ends = await consumer.end_offsets(self._partitions)
-        past = {tp for tp in self._partitions if await consumer.position(tp) > ends[tp]}
-        # Seen twice in a row (a high watermark can lag a moment behind what a fetch returned).
-        for tp in past & self._past_end:
-            log.warning("keys fold: %s is past the end of the topic (%d); reading it from the start", tp, ends[tp])
-            await consumer.seek_to_beginning(tp)
-        self._past_end = past - self._past_end
 
     async def _stored(self) -> dict[int, int]:
         async with self.uow.sessions() as session:
