@@ -194,10 +194,6 @@ def _aad(event: Envelope, key_id: str) -> bytes:
     return f"{event.event_id}|{event.type}|{key_id}".encode()
 
 
-def has_personal(event: Envelope) -> bool:
-    return bool(PERSONAL.get(event.type)) and event.sealed is None
-
-
 def seal(event: Envelope, key_id: str, data_key: bytes) -> Envelope:
     """A copy of ``event`` with its personal fields sealed with ``data_key``."""
     data, taken = _take(event.type, event.data, SEALED)

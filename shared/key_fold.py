@@ -39,7 +39,6 @@ class KeyFold:
         self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self.folded = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="keys-fold")
@@ -130,7 +129,6 @@ class KeyFold:
                         await self.keyring.fold_destroyed(tx, PersonKeyDestroyed.model_validate(event.data))
                     else:
                         continue
-                    self.folded += 1
                 except ValueError as exc:
                     log.warning("keys fold: skipping %s[%s]@%s: %s", record.topic, record.partition, record.offset, exc)
             row = await tx.session.get(StateRow, _OFFSETS)
