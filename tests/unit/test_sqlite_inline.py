@@ -4,11 +4,13 @@ waited for without blocking the loop, and transactions still commit or roll back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 
 from shared import sqlite_inline
 from shared.db import create_engine
@@ -91,6 +93,48 @@ async def test_a_held_write_lock_is_waited_for_while_the_loop_keeps_running(tmp_
     assert order == ["first", "second"]
     assert waited >= 0.2  # it really waited for the first commit
     assert ticks >= 20  # and the loop was free meanwhile (a blocking wait would allow about one)
+
+
+async def test_writers_of_one_process_take_turns_in_order_without_polling_the_lock(tmp_path: Path) -> None:
+    """Eight write transactions at once on one file: each starts the moment the one before
+    commits, in the order they asked, and none meets SQLITE_BUSY (no back-off, no retries);
+    a rollback and a failed statement hand the turn on as well."""
+    import sqlite3
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'inline.db'}")
+    busy: list[str] = []
+    original = sqlite_inline._busy
+
+    def counting(exc: sqlite3.OperationalError) -> bool:
+        busy.append(str(exc))
+        return original(exc)
+
+    sqlite_inline._busy = counting  # type: ignore[assignment]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who INTEGER UNIQUE)"))
+        asked: list[int] = []
+
+        async def writer(n: int) -> None:
+            await asyncio.sleep(0.001 * n)
+            asked.append(n)
+            with contextlib.suppress(RuntimeError, IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO t (who) VALUES (:n)"), {"n": n})
+                    await asyncio.sleep(0.01)  # other writers queue meanwhile
+                    if n == 3:
+                        raise RuntimeError("rolled back")
+                    if n == 5:
+                        await conn.execute(text("INSERT INTO t (who) VALUES (:n)"), {"n": n})  # fails
+
+        await asyncio.wait_for(asyncio.gather(*(writer(n) for n in range(8))), 10)
+        async with engine.connect() as conn:
+            order = (await conn.execute(text("SELECT who FROM t ORDER BY id"))).scalars().all()
+    finally:
+        sqlite_inline._busy = original  # type: ignore[assignment]
+        await engine.dispose()
+    assert order == [n for n in asked if n not in (3, 5)]
+    assert busy == []
 
 
 async def test_the_wait_for_the_lock_gives_up_after_its_timeout(tmp_path: Path) -> None:
