@@ -25,6 +25,8 @@ in the topics, the dead letters, a replay and any backup of them.
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ import time
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,13 +149,26 @@ def _allows_none(annotation: Any) -> bool:
     return annotation is type(None)
 
 
-def _placeholder(model: type[Payload], name: str, text: str) -> Any:
+@functools.cache
+def _placeholder_of(model: type[Payload], name: str) -> tuple[str, Any]:
+    """How a personal field is left in clear: its default, None, or the marker text (worked
+    out once per field: pydantic's ``get_default`` inspects the factory on every call, which
+    was a tenth of a consumed event's time)."""
     info = model.model_fields[name]
     if not info.is_required():
-        return info.get_default(call_default_factory=True)
+        if info.default_factory is not None:
+            return "factory", info.default_factory
+        return "default", info.default
     if _allows_none(info.annotation):
-        return None
-    return text
+        return "default", None
+    return "text", None
+
+
+def _placeholder(model: type[Payload], name: str, text: str) -> Any:
+    kind, value = _placeholder_of(model, name)
+    if kind == "factory":
+        return value()
+    return text if kind == "text" else copy.copy(value)
 
 
 def _take(event_type: str, data: dict[str, Any], text: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -282,6 +297,7 @@ class KeyRing:
         self.cache_s = cache_s
         self._by_id: dict[str, _Known] = {}
         self._current: dict[uuid.UUID, tuple[str, float]] = {}
+        self._keys_of: dict[uuid.UUID, set[str]] = {}  # subject -> key ids cached (an index of _by_id)
         self._missing_since: dict[str, float] = {}
         self._on_missing = on_missing  # called with a key id given up as lost
 
@@ -313,8 +329,10 @@ class KeyRing:
         so a service's memory does not grow with the number of people it ever met."""
         self._by_id.pop(key_id, None)
         self._by_id[key_id] = known
+        self._keys_of.setdefault(known.subject_id, set()).add(key_id)
         _trim(self._by_id)
         _trim(self._current)
+        _trim(self._keys_of)
         _trim(self._missing_since)
 
     def forget(self, key_ids: Iterable[str] = (), subjects: Iterable[uuid.UUID] = ()) -> None:
@@ -322,10 +340,12 @@ class KeyRing:
             self._by_id.pop(key_id, None)
         for subject in subjects:
             self._current.pop(subject, None)
-        gone = set(subjects)
-        if gone:
-            for key_id in [k for k, v in self._by_id.items() if v.subject_id in gone]:
-                del self._by_id[key_id]
+            # The subject's cached keys through the index, not a scan of the whole cache (a
+            # referral forgets two subjects: a scan of 20,000 keys each was most of its time).
+            for key_id in self._keys_of.pop(subject, ()):
+                known = self._by_id.get(key_id)
+                if known is not None and known.subject_id == subject:
+                    del self._by_id[key_id]
 
     # ---------------------------------------------------------------- sealing (writers)
 
@@ -436,34 +456,55 @@ class KeyRing:
 
     # ---------------------------------------------------------------- the keys topic (fold)
 
-    async def fold_created(self, tx: Any, p: PersonKeyCreated) -> None:
-        row = await tx.session.get(PersonKeyRow, p.key_id)
-        if row is None:
-            tx.session.add(
-                PersonKeyRow(
-                    key_id=p.key_id,
-                    subject_id=p.subject_id,
-                    kek_id=p.kek_id,
-                    wrapped=p.wrapped.encode(),
-                    created_at=p.created_at,
-                )
+    async def fold(self, tx: Any, records: Sequence[PersonKeyCreated | PersonKeyDestroyed]) -> None:
+        """Fold a batch of the ``keys`` topic's records, in order, into this service's table:
+        the rows they name are read in one query per 500 (a fresh store folds every key the
+        topic holds before it can tell a late key from a lost one: one query per key made a
+        fold of 3,000 keys take 1.6 s on SQLite and 2.5 s on PostgreSQL)."""
+        if not records:
+            return
+        wanted = list(dict.fromkeys(r.key_id for r in records))
+        rows: dict[str, PersonKeyRow] = {}
+        for start in range(0, len(wanted), 500):
+            found = await tx.session.scalars(
+                select(PersonKeyRow).where(PersonKeyRow.key_id.in_(wanted[start : start + 500]))
             )
-        elif row.destroyed_at is None and (row.kek_id, row.wrapped) != (p.kek_id, p.wrapped.encode()):
-            row.kek_id, row.wrapped = p.kek_id, p.wrapped.encode()  # wrapped again (master key rotation)
-        tx.after_commit(lambda: self.forget([p.key_id]))
+            rows.update((row.key_id, row) for row in found)
+        folded: list[str] = []
+        erased: list[uuid.UUID] = []
+        for p in records:
+            row = rows.get(p.key_id)
+            if isinstance(p, PersonKeyCreated):
+                if row is None:
+                    rows[p.key_id] = row = PersonKeyRow(
+                        key_id=p.key_id,
+                        subject_id=p.subject_id,
+                        kek_id=p.kek_id,
+                        wrapped=p.wrapped.encode(),
+                        created_at=p.created_at,
+                    )
+                    tx.session.add(row)
+                elif row.destroyed_at is None and (row.kek_id, row.wrapped) != (p.kek_id, p.wrapped.encode()):
+                    row.kek_id, row.wrapped = p.kek_id, p.wrapped.encode()  # wrapped again (master key rotation)
+            else:
+                if row is None:
+                    rows[p.key_id] = row = PersonKeyRow(
+                        key_id=p.key_id, subject_id=p.subject_id, created_at=p.destroyed_at, destroyed_at=p.destroyed_at
+                    )
+                    tx.session.add(row)
+                elif row.destroyed_at is None:
+                    row.wrapped, row.kek_id, row.destroyed_at = None, None, p.destroyed_at
+                erased.append(p.subject_id)
+            folded.append(p.key_id)
+        if erased:
+            self.forget([p.key_id for p in records if isinstance(p, PersonKeyDestroyed)], erased)
+        tx.after_commit(lambda: self.forget(folded, erased))
+
+    async def fold_created(self, tx: Any, p: PersonKeyCreated) -> None:
+        await self.fold(tx, [p])
 
     async def fold_destroyed(self, tx: Any, p: PersonKeyDestroyed) -> None:
-        row = await tx.session.get(PersonKeyRow, p.key_id)
-        if row is None:
-            tx.session.add(
-                PersonKeyRow(
-                    key_id=p.key_id, subject_id=p.subject_id, created_at=p.destroyed_at, destroyed_at=p.destroyed_at
-                )
-            )
-        elif row.destroyed_at is None:
-            row.wrapped, row.kek_id, row.destroyed_at = None, None, p.destroyed_at
-        self.forget([p.key_id], [p.subject_id])
-        tx.after_commit(lambda: self.forget([p.key_id], [p.subject_id]))
+        await self.fold(tx, [p])
 
     # ---------------------------------------------------------------- opening (readers)
 
