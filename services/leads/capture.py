@@ -15,8 +15,7 @@ from services.leads.qualification import current_icp
 from services.leads.record import (
     company_leads,
     lead_for_event,
-    lead_with_email,
-    lead_with_key,
+    lead_with_key_or_email,
     remember_captured,
 )
 from services.leads.store import Account, Lead, LeadRedFlag, StageChange, Touch
@@ -42,9 +41,7 @@ class Captured:
 
 async def find_duplicate(tx: UnitOfWork, data: LeadIn) -> tuple[Lead, domain.MatchedBy] | None:
     """The known lead this capture is about, and what matched it (see ``domain.dedupe``)."""
-    found = await lead_with_key(tx, domain.normalise_email(data.email))
-    if found is None:
-        found = await lead_with_email(tx, data.email)
+    found = await lead_with_key_or_email(tx, domain.normalise_email(data.email), data.email)
     matched_by: domain.MatchedBy = "email"
     if found is None:
         company = domain.company_domain(data.email)

@@ -147,6 +147,18 @@ async def lead_with_email(tx: UnitOfWork, email: str) -> Lead | None:
     return await _lead_where(tx, Lead.email, email, known.by_email if known else None)
 
 
+async def lead_with_key_or_email(tx: UnitOfWork, key: str, email: str) -> Lead | None:
+    """The lead whose dedupe key is ``key``, else the one whose email is ``email``: one query
+    for both when the batch's known leads cover neither (a capture's usual case)."""
+    known: KnownLeads | None = tx.memo.get(_KNOWN)
+    if known is not None and (key in known.by_key or email in known.by_email):
+        return await lead_with_key(tx, key) or await lead_with_email(tx, email)
+    found = list(await tx.session.scalars(select(Lead).where(or_(Lead.email_key == key, Lead.email == email))))
+    return next((lead for lead in found if lead.email_key == key), None) or next(
+        (lead for lead in found if lead.email == email), None
+    )
+
+
 async def _lead_where(tx: UnitOfWork, column: Any, value: str, known: dict[str, Lead | None] | None) -> Lead | None:
     """The lead whose (unique) ``column`` is ``value``: from ``known`` when it covers the value."""
     if known is not None and value in known:

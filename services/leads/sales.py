@@ -172,14 +172,16 @@ async def assign_new(tx: UnitOfWork, ctx: Context, lead: Lead) -> Assignment:
     """Choose the owner of a lead being captured and start its first-touch clock (both travel in
     ``lead.captured``, which the caller emits)."""
 
-    choice = choose(
-        LeadFacts(channel=lead.channel, country=lead.country, language=lead.language),
-        (await team(tx)).values(),
-        await rules_in_force(tx),
-    )
     now = tx.now()
     policy = ctx.settings.sales
     lead.first_touch_due_at = policy.business_hours().add(now, policy.first_touch_hours, zone(lead.timezone))
+    # The team and the rules are read without flushing the lead first (it owns nothing yet), so
+    # it is inserted once with its owner and clock rather than inserted, then updated.
+    with tx.session.no_autoflush:
+        people, rules = await team(tx), await rules_in_force(tx)
+    choice = choose(
+        LeadFacts(channel=lead.channel, country=lead.country, language=lead.language), people.values(), rules
+    )
     if choice.person_id is not None:
         lead.owner_id, lead.assigned_at = choice.person_id, now
         await _took_one(tx, choice.person_id)
