@@ -555,7 +555,7 @@ def install_plumbing(
     protect_metrics: bool = False,
     trust_forwarded_for: bool = False,
     before_scrape: Callable[[], Awaitable[None]] | None = None,
-    max_writes_in_flight: int = 64,
+    max_writes_in_flight: int = 16,
 ) -> None:
     """Health, metrics, admission, access, error mapping, idempotency and body limit on a
     service's app."""
