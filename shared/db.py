@@ -297,7 +297,7 @@ class JobFailureRow(PlumbingBase):
     given_up: Mapped[bool] = mapped_column(default=False)
 
 
-async def ensure_row(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> None:
+async def ensure_row(session: AsyncSession, model: Any, values: dict[str, Any]) -> None:
     """Insert the row unless its key exists, in one statement and without failing the
     transaction on a race (two instances creating the same counter row at once, an event
     applied again): SQLite's and PostgreSQL's ``ON CONFLICT DO NOTHING``."""
@@ -305,7 +305,7 @@ async def ensure_row(session: AsyncSession, model: type[Any], values: dict[str, 
 
 
 @functools.cache
-def _insert_ignoring(dialect: str, model: type[Any]) -> Any:
+def _insert_ignoring(dialect: str, model: Any) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for ``model``, built once (its values come as
     parameters: building the statement with its values was half of a call's time)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
