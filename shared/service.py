@@ -214,6 +214,8 @@ class ServiceRuntime:
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=self.settings.consumer_heartbeat_interval_ms,
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+            max_partition_fetch_bytes=self.settings.consumer_max_partition_fetch_bytes,
+            fetch_max_bytes=16 * self.settings.consumer_max_partition_fetch_bytes,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"{self.name}:{','.join(subscribed)}",
