@@ -29,6 +29,7 @@ driver therefore gives the loop a turn (``asyncio.sleep(0)``) once it has run in
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -36,6 +37,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
+
+log = logging.getLogger(__name__)
 
 BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # How long inline calls may run before the loop gets a turn.
@@ -87,7 +90,25 @@ async def _retry_busy(call: Callable[[], Any], timeout_s: float) -> Any:
 
 
 # The write gates, per event loop (a lock belongs to its loop) and database file.
-_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]] = weakref.WeakKeyDictionary()
+
+# How often a writer waiting at the gate checks that the one holding it is still writing.
+GATE_CHECK_S = 1.0
+
+
+class _Gate(asyncio.Lock):
+    """An asyncio lock that knows which connection holds it."""
+
+    holder: weakref.ref[InlineConnection] | None = None
+
+    def held_by_a_writer(self) -> bool:
+        """False when the holder is gone or no longer in a transaction: a connection dropped
+        without its commit or rollback (garbage-collected, say) must not keep every other
+        writer of the process waiting."""
+        holder = self.holder() if self.holder is not None else None
+        if holder is None or holder._conn is None:
+            return False
+        return holder._beginning or holder._conn.in_transaction
 
 
 class WriteGate:
@@ -95,12 +116,12 @@ class WriteGate:
     order they asked (an asyncio lock)."""
 
     @staticmethod
-    def of(database: str) -> asyncio.Lock:
+    def of(database: str) -> _Gate:
         loop = asyncio.get_running_loop()
         gates = _GATES.setdefault(loop, {})
         gate = gates.get(database)
         if gate is None:
-            gate = gates[database] = asyncio.Lock()
+            gate = gates[database] = _Gate()
         return gate
 
 
@@ -125,12 +146,16 @@ class InlineCursor:
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         args = () if parameters is None else parameters
         if _begins_write(sql):
-            await self._connection._enter_gate()
+            connection = self._connection
+            await connection._enter_gate()
+            connection._beginning = True  # another process may hold SQLite's lock meanwhile
             try:
-                await _retry_busy(lambda: self._cursor.execute(sql, args), self._connection.busy_timeout_s)
+                await _retry_busy(lambda: self._cursor.execute(sql, args), connection.busy_timeout_s)
             except BaseException:
-                self._connection._leave_gate()
+                connection._leave_gate()
                 raise
+            finally:
+                connection._beginning = False
             return self
         await _retry_busy(lambda: self._cursor.execute(sql, args), self._connection.busy_timeout_s)
         return self
@@ -206,22 +231,40 @@ class InlineConnection:
         self.database = database
         self.busy_timeout_s = busy_timeout_s
         self._tx = _Immediate()
-        self._gate: asyncio.Lock | None = None  # held from BEGIN IMMEDIATE to commit or rollback
+        self._gate: _Gate | None = None
+        self._beginning = False  # held from BEGIN IMMEDIATE to commit or rollback
 
     async def _enter_gate(self) -> None:
         if self._gate is not None:
             return
         gate = WriteGate.of(self.database)
-        try:
-            await asyncio.wait_for(gate.acquire(), self.busy_timeout_s)
-        except TimeoutError:
-            # What SQLite itself says when its lock is not free in time.
-            raise sqlite3.OperationalError("database is locked (waited for this process's other writers)") from None
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: on 3.11 a wait_for that times out just as the
+                # lock is granted can leave it taken by nobody.
+                async with asyncio.timeout(min(GATE_CHECK_S, max(0.0, deadline - time.monotonic()))):
+                    await gate.acquire()
+                break
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    # What SQLite itself says when its lock is not free in time.
+                    raise sqlite3.OperationalError(
+                        "database is locked (waited for this process's other writers)"
+                    ) from None
+                if gate.locked() and not gate.held_by_a_writer():
+                    log.warning("sqlite write gate of %s was held by a connection no longer writing", self.database)
+                    gate.holder = None
+                    gate.release()
+        gate.holder = weakref.ref(self)
         self._gate = gate
 
     def _leave_gate(self) -> None:
         gate, self._gate = self._gate, None
-        if gate is not None:
+        # Only if still ours (a gate taken back from a connection that stopped writing may be
+        # another writer's by now).
+        if gate is not None and gate.locked() and gate.holder is not None and gate.holder() is self:
+            gate.holder = None
             gate.release()
 
     @property

@@ -137,6 +137,25 @@ async def test_writers_of_one_process_take_turns_in_order_without_polling_the_lo
     assert busy == []
 
 
+async def test_a_gate_left_by_a_connection_that_stopped_writing_is_taken_back(tmp_path: Path) -> None:
+    """A connection whose transaction ended behind the driver's back (dropped without its
+    commit or rollback) does not keep the process's other writers waiting for the timeout."""
+    path = str(tmp_path / "inline.db")
+    left = await sqlite_inline.creator(path, busy_timeout_s=10)()
+    await left.cursor().execute("BEGIN IMMEDIATE")
+    assert left._conn is not None
+    left._conn.rollback()  # the transaction is over; the gate was never handed back
+    writer = await sqlite_inline.creator(path, busy_timeout_s=10)()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await writer.cursor().execute("BEGIN IMMEDIATE")
+    waited = loop.time() - started
+    await writer.commit()
+    await writer.close()
+    await left.close()
+    assert waited < sqlite_inline.GATE_CHECK_S * 3  # not the 10 s timeout
+
+
 async def test_the_wait_for_the_lock_gives_up_after_its_timeout(tmp_path: Path) -> None:
     import sqlite3
 
