@@ -39,6 +39,8 @@ class KeyFold:
         self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._applied = asyncio.Event()  # set (and replaced) each time the fold commits a batch
+        self._folding = False  # records read from the topic and not committed yet
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="keys-fold")
@@ -53,7 +55,7 @@ class KeyFold:
     async def caught_up(self) -> bool:
         """Whether the fold has read the ``keys`` topic to its end as the broker sees it now."""
         consumer = self._consumer
-        if consumer is None or not self._ready.is_set():
+        if consumer is None or not self._ready.is_set() or self._folding:
             return False
         try:
             ends = await consumer.end_offsets(self._partitions)
@@ -108,7 +110,13 @@ class KeyFold:
                 batches = await consumer.getmany(timeout_ms=200, max_records=1000)
                 records = [r for batch in batches.values() for r in batch]
                 if records:
-                    await self._apply(records, {tp: await consumer.position(tp) for tp in self._partitions})
+                    # Read but not yet in the table: not caught up until they are (the
+                    # consumer's position already counts them).
+                    self._folding = True
+                    try:
+                        await self._apply(records, {tp: await consumer.position(tp) for tp in self._partitions})
+                    finally:
+                        self._folding = False
         finally:
             self._consumer = None
             await consumer.stop()
@@ -119,21 +127,41 @@ class KeyFold:
         return {int(p): int(o) for p, o in json.loads(value).items()} if value else {}
 
     async def _apply(self, records: list, positions: dict[TopicPartition, int]) -> None:
+        folded: list[PersonKeyCreated | PersonKeyDestroyed] = []
+        for record in records:
+            try:
+                event = Envelope.model_validate_json(record.value or b"")
+                if event.type == "person_key.created":
+                    folded.append(PersonKeyCreated.model_validate(event.data))
+                elif event.type == "person_key.destroyed":
+                    folded.append(PersonKeyDestroyed.model_validate(event.data))
+            except ValueError as exc:
+                log.warning("keys fold: skipping %s[%s]@%s: %s", record.topic, record.partition, record.offset, exc)
         async with self.uow() as tx:
-            for record in records:
-                try:
-                    event = Envelope.model_validate_json(record.value or b"")
-                    if event.type == "person_key.created":
-                        await self.keyring.fold_created(tx, PersonKeyCreated.model_validate(event.data))
-                    elif event.type == "person_key.destroyed":
-                        await self.keyring.fold_destroyed(tx, PersonKeyDestroyed.model_validate(event.data))
-                    else:
-                        continue
-                except ValueError as exc:
-                    log.warning("keys fold: skipping %s[%s]@%s: %s", record.topic, record.partition, record.offset, exc)
+            await self.keyring.fold(tx, folded)
             row = await tx.session.get(StateRow, _OFFSETS)
             value = json.dumps({str(tp.partition): offset for tp, offset in positions.items()})
             if row is None:
                 tx.session.add(StateRow(name=_OFFSETS, value=value))
             else:
                 row.value = value
+        self._pulse()
+
+    def _pulse(self) -> None:
+        """Wake whoever waits in :meth:`progress` (a new event for the next wait)."""
+        applied, self._applied = self._applied, asyncio.Event()
+        applied.set()
+
+    async def progress(self, timeout: float) -> bool:  # noqa: ASYNC109 - a bounded wait is the point
+        """Wait until the fold next commits a batch of what it read from the keys topic, at
+        most ``timeout`` seconds; True if it did. A consumer waiting for a key wakes the moment
+        the key is in the table instead of polling for it."""
+        applied = self._applied
+        try:
+            # asyncio.timeout, not wait_for: wait_for (3.11) returns instead of raising when the
+            # caller is cancelled the moment the event is set, and a consumer must stop.
+            async with asyncio.timeout(timeout):
+                await applied.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from shared import events as ev
@@ -254,6 +255,60 @@ async def test_rotation_wraps_every_live_key_again_with_the_new_master_key(uow: 
     only_new = KeyRing(MasterKeys([("new", base64.urlsafe_b64decode(new_raw))]), wait_s=0.0)
     await only_new.load(uow.sessions, [sent[0].data["key_id"]])
     assert only_new.open(sent[1]).data["name"] == "Zeynab Haghighi"
+
+
+async def test_a_batch_of_the_keys_topic_folds_in_order_with_one_query_per_500_keys(uow: UnitOfWorkFactory) -> None:
+    master = MasterKeys.derived("test-secret")
+    ring = KeyRing(master, wait_s=0.0)
+    raw = {name: os.urandom(32) for name in ("a", "b", "old")}
+
+    def created(key_id: str, data_key: bytes, subject: uuid.UUID) -> ev.PersonKeyCreated:
+        kek_id, wrapped = master.wrap(key_id, data_key)
+        return ev.PersonKeyCreated(key_id=key_id, subject_id=subject, kek_id=kek_id, wrapped=wrapped, created_at=T0)
+
+    def destroyed(key_id: str, subject: uuid.UUID) -> ev.PersonKeyDestroyed:
+        return ev.PersonKeyDestroyed(key_id=key_id, subject_id=subject, destroyed_at=T0, reason="erasure")
+
+    ada, bob, cy = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with uow() as tx:
+        await ring.fold(tx, [created("pk_old", raw["old"], cy)])  # folded by an earlier batch
+    many = [created(f"pk_many_{n}", os.urandom(32), uuid.uuid4()) for n in range(1200)]
+    batch = [
+        created("pk_a", os.urandom(32), ada),
+        created("pk_b", raw["b"], bob),
+        created("pk_a", raw["a"], ada),  # the same key wrapped again (rotation): the last wins
+        destroyed("pk_b", bob),  # made and destroyed within one batch
+        destroyed("pk_old", cy),
+        destroyed("pk_never_seen", uuid.uuid4()),  # a destroyed marker for a key never folded
+        *many,
+    ]
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "person_keys" in statement:
+            selects.append(statement)
+
+    sync_engine = uow.engine.sync_engine
+    sa_event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        async with uow() as tx:
+            await ring.fold(tx, batch)
+    finally:
+        sa_event.remove(sync_engine, "before_cursor_execute", count)
+    assert len(selects) == 3  # 1,203 key ids, 500 per query
+
+    async with uow.sessions() as session:
+        rows = {r.key_id: r for r in await session.scalars(select(PersonKeyRow))}
+    assert len(rows) == 4 + len(many)
+    assert rows["pk_b"].destroyed_at is not None and rows["pk_b"].wrapped is None
+    assert rows["pk_old"].destroyed_at is not None and rows["pk_old"].wrapped is None
+    assert rows["pk_never_seen"].destroyed_at is not None
+    assert rows["pk_a"].destroyed_at is None
+    await ring.load(uow.sessions, ["pk_a", "pk_b", "pk_old", "pk_many_7"])
+    assert ring.pending([seal(captured(), "pk_a", raw["a"])]) == set()
+    assert ring.open(seal(captured(), "pk_a", raw["a"])).data["name"] == "Zeynab Haghighi"
+    assert ring.open(seal(captured(), "pk_b", raw["b"])).shredded
+    assert ring.open(seal(captured(), "pk_old", raw["old"])).shredded
 
 
 def _dev_raw(secret: str) -> bytes:
