@@ -115,7 +115,9 @@ reliability: tools
 # Throughput, latency, memory and growth against the raw broker and database limits, measured
 # in one run (about ten minutes); reports/bench/bench.{json,md,png}. `--quick` for a short run.
 bench: install
-	$(BIN)/python -m bench --out reports/bench
+	BENCH_POSTGRES_URL="$${BENCH_POSTGRES_URL-postgresql+asyncpg://postgres@127.0.0.1:5432/test}" \
+	  $(BIN)/python -m bench --out reports/bench
+	@echo "publish: cp reports/bench/bench.json reports/bench/bench.md reports/bench/bench.png reports/bench/flame-*.svg docs/bench/"
 
 docs: tools
 	$(BIN)/clientflow docs

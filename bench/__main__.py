@@ -1,6 +1,12 @@
-"""``python -m bench``: measure Clientflow against the raw limits of its broker and database.
+"""``python -m bench``: measure Clientflow against the raw limits of its broker and database,
+every target of issue 22 in one run: each service's backlog (SQLite, and PostgreSQL when
+``--postgres-url`` / ``BENCH_POSTGRES_URL`` reaches a server) beside the raw broker round trip,
+``POST /leads`` and ``POST /payments`` latency at fixed offered loads, CPU per lead, overload,
+memory, and the same with 100x history; flame graphs of each service.
 
-The default run takes about ten minutes on two cores; ``--quick`` is a small smoke run.
+The default run takes under 30 minutes on two cores; ``--quick`` is a smoke run (under five).
+Everything lands in ``--out`` (default reports/bench); to publish, copy it as it is:
+``cp reports/bench/bench.* reports/bench/flame-*.svg docs/bench/``.
 """
 
 from __future__ import annotations
@@ -13,16 +19,17 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from bench import measure, report, workloads
+from bench import history, measure, report, workloads
 from bench.cluster import API_KEY, SERVICES, Databases, Instance, migrate, start_broker
 
 console = Console()
@@ -37,43 +44,77 @@ class Config:
         *,
         quick: bool,
         events: int | None,
+        seconds: float | None,
         growth: int,
+        history_rows: int | None,
         loads: list[float],
         step_s: float | None,
+        target_rate: float,
+        target_s: float | None,
         payments: int | None,
+        payment_rate: float,
+        overload_s: float | None,
         database_url: str | None,
+        postgres_url: str | None,
+        flames: bool,
     ) -> None:
         self.quick = quick
-        self.events = events or (150 if quick else 800)
+        # At least 20,000 events and 30 s per service (issue 22): a shorter round is mostly start-up.
+        self.events = events or (1000 if quick else 20_000)
+        self.seconds = seconds if seconds is not None else (3.0 if quick else 30.0)
+        self.history = 50  # consumed before the measured burst, so the group has joined
+        self.known_leads = 50 if quick else 500
         self.growth = growth
-        self.loads = loads or ([10.0, 30.0] if quick else [10.0, 25.0, 50.0, 100.0, 300.0, 1000.0])
+        self.history_rows = history_rows or (20_000 if quick else 1_000_000)
+        self.loads = loads or ([10.0] if quick else [10.0, 25.0, 50.0, 100.0, 200.0])
         self.step_s = step_s or (4.0 if quick else 10.0)
-        self.payments = payments or (20 if quick else 200)
-        self.payment_rate = 10.0 if quick else 20.0
+        self.target_rate = target_rate
+        self.target_s = target_s or (2.0 if quick else 60.0)
+        self.payment_rate = payment_rate
+        self.payments = payments or (50 if quick else int(payment_rate * 10))
+        self.overload_s = overload_s or (2.0 if quick else 20.0)
         self.drain_s = 20.0
+        self.overload_drain_s = 20.0 if quick else 60.0
+        # Waiting for the services to go idle between steps: a saturated step leaves a queue.
+        self.settle_s = 30.0 if quick else 180.0
         self.database_url = database_url
+        self.postgres_url = postgres_url
+        self.flames = flames
 
     def as_dict(self, databases: Databases) -> dict:
         return {
             "quick": self.quick,
             "events": self.events,
+            "seconds": self.seconds,
             "growth": self.growth,
+            "history_rows": self.history_rows,
             "loads": self.loads,
             "step_seconds": self.step_s,
+            "target_rate": self.target_rate,
+            "target_seconds": self.target_s,
             "payments": self.payments,
             "payment_rate": self.payment_rate,
+            "overload_seconds": self.overload_s,
             "database": databases.kind,
+            "postgres": bool(self.postgres_url),
             "partitions": PARTITIONS,
         }
 
 
-def _workload(service: str, total: int, lead_ids: list) -> list[workloads.Message]:
-    rng = measure.rng(len(service) * 7919 + total)
+def _maker(service: str, lead_ids: list) -> Callable[[int], list[workloads.Message]]:
+    """``make(n)``: n new events of the service's workload (a new random stream per service)."""
+    rng = measure.rng(len(service) * 7919)
     if service == "leads":
-        return workloads.for_leads(lead_ids, total, rng)
-    return {"nurture": workloads.for_nurture, "billing": workloads.for_billing, "retention": workloads.for_retention}[
+        return lambda n: workloads.for_leads(lead_ids, n, rng)
+    build = {"nurture": workloads.for_nurture, "billing": workloads.for_billing, "retention": workloads.for_retention}[
         service
-    ](total, rng)
+    ]
+    return lambda n: build(n, rng)
+
+
+def _workload(service: str, total: int, lead_ids: list) -> list[workloads.Message]:
+    """``total`` events of the service's workload (``python -m bench.profile``)."""
+    return _maker(service, lead_ids)(total)
 
 
 def _completed(progress: Progress, task: TaskID) -> measure.Progress:
@@ -86,35 +127,55 @@ def _advanced(progress: Progress, task: TaskID) -> measure.Progress:
     return lambda more: progress.advance(task, more)
 
 
-async def run_round(
-    cfg: Config, label: str, scale: int, databases: Databases, workdir: Path, progress: Progress
-) -> dict:
-    result: dict = {"history_scale": scale, "services": {}, "memory_mb": {}}
-    total = cfg.events * scale
-    urls = {service: await databases.make(f"{service}_{label}") for service in SERVICES}
-    for service in SERVICES:
-        await migrate(service, urls[service])
+class Run:
+    """What one run shares across its rounds: the config, where files go, the progress display."""
+
+    def __init__(self, cfg: Config, out: Path, workdir: Path, progress: Progress) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.workdir = workdir
+        self.progress = progress
+        self.lead_ids: list = []
+
+    def flame_path(self, service: str, phase: str) -> Path | None:
+        return self.out / f"flame-{service}-{phase}.svg" if self.cfg.flames else None
+
+
+async def backlog_round(
+    run: Run, label: str, databases: Databases, urls: dict[str, str] | None = None, *, flames: bool = False
+) -> tuple[dict, dict[str, str]]:
+    """Each service alone on a fresh broker, consuming a backlog of its own workload, beside
+    the raw broker round trip with the same message size (and the raw database insert rate)."""
+    cfg, progress = run.cfg, run.progress
+    result: dict = {"database": databases.kind, "services": {}, "memory_mb": {}}
+    if urls is None:
+        urls = {service: await databases.make(f"{service}_{label}") for service in SERVICES}
+        for service in SERVICES:
+            await migrate(service, urls[service])
     raw_url = await databases.make(f"raw_{label}")
     result["limits"] = {"database": await measure.raw_database(raw_url, count=cfg.events, size=700)}
-
     for service in SERVICES:
-        task = progress.add_task(f"[{label}] {service}: backlog", total=total)
-        cluster = await start_broker(workdir / label, partitions=PARTITIONS)
+        task = progress.add_task(f"[{label}] {service}: backlog", total=cfg.events)
+        cluster = await start_broker(run.workdir / label, partitions=PARTITIONS)
         proc = cluster.add(service, name=service, database_url=urls[service])
         try:
-            lead_ids = []
-            if service == "leads":
-                progress.update(task, description=f"[{label}] leads: capturing {max(50, total // 4)} known leads")
-                lead_ids = await measure.seed_leads(urls["leads"], max(50, total // 4), tag=label)
-
-            history = max(50, total - cfg.events)
-            messages = _workload(service, history + cfg.events, lead_ids)
-            size = measure.message_size(messages)
+            if service == "leads" and not run.lead_ids:
+                progress.update(task, description=f"[{label}] leads: capturing {cfg.known_leads} known leads")
+                run.lead_ids = await measure.seed_leads(urls["leads"], cfg.known_leads, tag=label)
+            make = _maker(service, run.lead_ids)
+            size = measure.message_size(make(200))
             progress.update(task, description=f"[{label}] {service}: raw broker limit ({cfg.events} x {size} B)")
             raw = await measure.raw_broker(cluster.bootstrap, count=cfg.events, size=size)
-            progress.update(task, total=len(messages), description=f"[{label}] {service}: consuming the backlog")
+            progress.update(task, description=f"[{label}] {service}: consuming the backlog")
             figures = await measure.backlog(
-                cluster, proc, messages, history=history, progress=_completed(progress, task)
+                cluster,
+                proc,
+                make,
+                history=cfg.history,
+                events=cfg.events,
+                seconds=cfg.seconds,
+                progress=_completed(progress, task),
+                flame_to=run.flame_path(service, "backlog") if flames else None,
             )
         finally:
             cluster.stop()
@@ -124,20 +185,60 @@ async def run_round(
         result["memory_mb"][service] = figures["peak_rss_mb"]
         progress.update(
             task,
+            completed=figures["measured"],
+            total=figures["measured"],
             description=f"[{label}] {service}: {figures['events_per_s']:.0f} events/s ({figures['ratio']:.0%} of raw)",
         )
+    return result, urls
 
-    result["latency"] = await latency(cfg, label, urls, workdir / label, progress)
+
+async def run_main_round(run: Run, databases: Databases) -> tuple[dict, dict[str, str]]:
+    """1x: every service's backlog, then the whole system under HTTP load."""
+    result, urls = await backlog_round(run, "1x", databases, flames=True)
+    result["history_scale"] = 1
+    result["latency"] = await latency(run, "1x", urls, full=True)
+    for service, mb in result["latency"].pop("memory_mb").items():
+        result["memory_mb"][service] = max(result["memory_mb"][service], mb)
+    return result, urls
+
+
+async def run_grown_round(run: Run, databases: Databases, base_urls: dict[str, str], compare_rate: float) -> dict:
+    """The 1x databases multiplied (``bench.history``), then the backlog and a lead step again."""
+    cfg, label = run.cfg, f"{run.cfg.growth}x"
+    task = run.progress.add_task(f"[{label}] growing the history", total=len(SERVICES))
+    urls, seeded = {}, {}
+    for service in SERVICES:
+        urls[service] = await databases.copy(f"{service}_{label}", base_urls[service])
+        path = history.sqlite_path(urls[service])
+        if path is None:
+            seeded[service] = {"error": "history is multiplied on SQLite only; the 1x history as it is"}
+        else:
+            seeded[service] = await asyncio.to_thread(history.multiply, path, factor=cfg.growth, rows=cfg.history_rows)
+        run.progress.advance(task)
+    largest = max(seeded.items(), key=lambda kv: kv[1].get("largest_rows", 0))
+    run.progress.update(
+        task,
+        description=f"[{label}] history: {largest[1].get('largest_rows', 0):,} rows in "
+        f"{largest[0]}.{largest[1].get('largest_table')}",
+    )
+    result, _ = await backlog_round(run, label, databases, urls)
+    result["history_scale"] = cfg.growth
+    result["seeded"] = seeded
+    result["latency"] = await latency(run, label, urls, full=False, compare_rate=compare_rate)
     for service, mb in result["latency"].pop("memory_mb").items():
         result["memory_mb"][service] = max(result["memory_mb"][service], mb)
     return result
 
 
-async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, progress: Progress) -> dict:
-    cluster = await start_broker(workdir, partitions=PARTITIONS)
+async def latency(run: Run, label: str, urls: dict[str, str], *, full: bool, compare_rate: float | None = None) -> dict:
+    """The four services together. Full: payments, the ladder of lead loads, the target load
+    held for its time, a profiled step and the overload steps; else one lead step at
+    ``compare_rate`` (the 100x round's comparison with 1x)."""
+    cfg, progress = run.cfg, run.progress
+    cluster = await start_broker(run.workdir / label, partitions=PARTITIONS)
     procs = {s: cluster.add(s, name=s, database_url=urls[s]) for s in SERVICES}
     watcher = measure.Watcher(cluster.bootstrap, ["engagement", "payments"])
-    out: dict = {"leads": [], "payments": []}
+    out: dict = {"leads": [], "payments": [], "overload": [], "skipped_loads": []}
     try:
         # The floor under each consumer hop: one message at a time, at Kafka's default fetch wait
         # and at the one the services run with here.
@@ -147,19 +248,58 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
         ]
         await cluster.start(procs.values())
         await watcher.start()
+        # CPU per lead: the four services and the broker (the load generator, this process, apart).
+        pids = [p.process.pid for p in procs.values() if p.process is not None]
+        if cluster.broker is not None and cluster.broker.process is not None:
+            pids.append(cluster.broker.process.pid)
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         async with httpx.AsyncClient(timeout=30, limits=limits, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+
+            async def step(rate: float, seconds: float, *, kind: str, drain_s: float, **extra: Any) -> dict:
+                await settle(procs, cfg.settle_s)
+                total = int(rate * seconds)
+                task = progress.add_task(f"[{label}] POST /leads at {rate:.0f}/s for {seconds:.0f} s", total=total)
+                result = await measure.lead_step(
+                    http,
+                    procs["leads"],
+                    watcher,
+                    rate=rate,
+                    seconds=seconds,
+                    drain_s=drain_s,
+                    progress=_completed(progress, task),
+                    cpu_pids=pids,
+                    **extra,
+                )
+                result["kind"] = kind
+                progress.update(
+                    task,
+                    completed=total,
+                    description=(
+                        f"[{label}] {kind} POST /leads at {rate:.0f}/s: p99 {result['p99_ms']:.0f} ms, "
+                        f"{result['achieved_per_s']:.0f}/s, refused {result['refused']}, lost {result['lost']}, "
+                        f"{'held' if result['held'] else 'not held'}"
+                    ),
+                )
+                return result
+
             task = progress.add_task(f"[{label}] warm-up (consumer groups join)", total=None)
             await measure.lead_step(
                 http, procs["leads"], watcher, rate=5, seconds=2, drain_s=60, progress=lambda _: None
             )
+            if not full:
+                progress.update(task, description=f"[{label}] warm-up done")
+                out["leads"].append(
+                    await step(compare_rate or cfg.loads[0], cfg.step_s, kind="compare", drain_s=cfg.drain_s)
+                )
+                out["memory_mb"] = {s: p.peak_rss_mb() for s, p in procs.items()}
+                return out
             progress.update(
                 task, description=f"[{label}] preparing {cfg.payments} deposit invoices", total=cfg.payments
             )
             invoices = await measure.prepare_invoices(
-                http, procs["leads"], procs["billing"], cfg.payments, progress=_advanced(progress, task)
+                http, cluster.bootstrap, procs["billing"], cfg.payments, progress=_advanced(progress, task)
             )
-            await settle(procs)
+            await settle(procs, cfg.settle_s)
             pay_task = progress.add_task(f"[{label}] POST /payments at {cfg.payment_rate:.0f}/s", total=len(invoices))
             out["payments"].append(
                 await measure.payment_step(
@@ -172,47 +312,47 @@ async def latency(cfg: Config, label: str, urls: dict[str, str], workdir: Path, 
                     progress=_completed(progress, pay_task),
                 )
             )
-            out["skipped_loads"] = []
             for rate in cfg.loads:
                 if out["leads"] and out["leads"][-1]["achieved_per_s"] < 0.5 * out["leads"][-1]["offered_per_s"]:
-                    # Saturated already: a higher load only queues more (and would spill into the next round).
+                    # Saturated already: a higher load only queues more (and would spill into the next step).
                     out["skipped_loads"].append(rate)
                     continue
-                await settle(procs)
-                total = int(rate * cfg.step_s)
-                step_task = progress.add_task(f"[{label}] POST /leads at {rate:.0f}/s", total=total)
-                step = await measure.lead_step(
-                    http,
-                    procs["leads"],
-                    watcher,
-                    rate=rate,
-                    seconds=cfg.step_s,
-                    drain_s=cfg.drain_s,
-                    progress=_completed(progress, step_task),
+                out["leads"].append(await step(rate, cfg.step_s, kind="ladder", drain_s=cfg.drain_s))
+            # The issue's target load, held for its time, whatever the ladder found.
+            out["leads"].append(await step(cfg.target_rate, cfg.target_s, kind="target", drain_s=cfg.drain_s))
+            held = [s["offered_per_s"] for s in out["leads"] if s["held"]]
+            out["highest_held_per_s"] = max(held) if held else 0
+            # The plateau: the highest load held; when none was, the most any step completed per
+            # second (what the system can do), so the overload steps still offer 2x and 10x of it.
+            plateau = max(held) if held else max(1.0, round(max(s["achieved_per_s"] for s in out["leads"])))
+            out["plateau_per_s"] = plateau
+            out["plateau_held"] = bool(held)
+            if cfg.flames:
+                flames = {p.process.pid: run.out / f"flame-{s}-leads.svg" for s, p in procs.items() if p.process}
+                profiled = await step(
+                    plateau, min(cfg.step_s, 10.0), kind="profiled", drain_s=cfg.drain_s, flame_to=flames
                 )
-                progress.update(
-                    step_task,
-                    completed=total,
-                    description=(
-                        f"[{label}] POST /leads at {rate:.0f}/s: p99 {step['p99_ms']:.0f} ms, "
-                        f"{step['achieved_per_s']:.0f}/s, {'held' if step['held'] else 'not held'}"
-                    ),
+                out["leads"].append(profiled)
+            for times in (2, 10):
+                overload = await step(
+                    plateau * times, cfg.overload_s, kind=f"overload {times}x", drain_s=cfg.overload_drain_s
                 )
-                out["leads"].append(step)
+                overload["plateau_per_s"] = plateau
+                overload["plateau_held"] = bool(held)
+                overload["times"] = times
+                out["overload"].append(overload)
         out["memory_mb"] = {s: p.peak_rss_mb() for s, p in procs.items()}
     finally:
         await watcher.stop()
         cluster.stop()
-    held = [s["offered_per_s"] for s in out["leads"] if s["held"]]
-    out["highest_held_per_s"] = max(held) if held else 0
     return out
 
 
-async def settle(procs: dict[str, Instance]) -> None:
+async def settle(procs: dict[str, Instance], patience: float = 300) -> None:
     """Let every service finish what the previous step caused (e-mails queued for it, events
     still to apply), so a step measures its own load, not the tail of the one before."""
     async with httpx.AsyncClient(timeout=30) as client:
-        await asyncio.gather(*(measure.quiesce(client, proc) for proc in procs.values()))
+        await asyncio.gather(*(measure.quiesce(client, proc, patience) for proc in procs.values()))
 
 
 def _machine() -> dict:
@@ -237,6 +377,7 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
     workdir = out / ".work"
     shutil.rmtree(workdir, ignore_errors=True)
     databases = Databases(workdir, cfg.database_url)
+    postgres = Databases(workdir, cfg.postgres_url) if cfg.postgres_url else None
     started = time.monotonic()
     result: dict = {
         "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -248,12 +389,32 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
-            for scale in sorted({1, max(1, cfg.growth)}):
-                label = f"{scale}x"
-                result["rounds"][label] = await run_round(cfg, label, scale, databases, workdir, progress)
-                report.write_json(result, out, name="bench.partial.json")  # kept if a later round fails
+            bench = Run(cfg, out, workdir, progress)
+            phases = result["phase_seconds"] = {}
+            mark = time.monotonic()
+            result["rounds"]["1x"], urls = await run_main_round(bench, databases)
+            phases["1x"], mark = time.monotonic() - mark, time.monotonic()
+            report.write_json(result, out, name="bench.partial.json")  # kept if a later round fails
+            why = "no PostgreSQL server given (--postgres-url or BENCH_POSTGRES_URL)"
+            if postgres is not None:
+                why = await postgres.unreachable() or ""
+            if why:
+                result["rounds"]["postgresql"] = {"not_measured": why}
+            else:
+                assert postgres is not None
+                result["rounds"]["postgresql"], _ = await backlog_round(bench, "pg", postgres)
+            phases["postgresql"], mark = time.monotonic() - mark, time.monotonic()
+            report.write_json(result, out, name="bench.partial.json")
+            if cfg.growth > 1:
+                base = result["rounds"]["1x"]["latency"]
+                compare = base["highest_held_per_s"] or cfg.loads[0]
+                result["rounds"][f"{cfg.growth}x"] = await run_grown_round(bench, databases, urls, compare)
+                phases[f"{cfg.growth}x"] = time.monotonic() - mark
     finally:
         await databases.drop_all()
+        if postgres is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                await postgres.drop_all()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     result["duration_s"] = time.monotonic() - started
@@ -263,33 +424,65 @@ async def run(cfg: Config, out: Path, keep: bool) -> dict:
 
 @app.command()
 def main(
-    out: Annotated[Path, typer.Option(help="where bench.json, bench.md and bench.png go")] = Path("reports/bench"),
+    out: Annotated[
+        Path, typer.Option(help="where bench.json, bench.md, bench.png and the flame graphs go (docs/bench to publish)")
+    ] = Path("reports/bench"),
     quick: Annotated[
-        bool, typer.Option(help="a small run (about two minutes) for development and smoke tests")
+        bool, typer.Option(help="a small run (under five minutes) for development and smoke tests")
     ] = False,
-    events: Annotated[int | None, typer.Option(help="events measured per service (default 800; quick 150)")] = None,
-    growth: Annotated[int, typer.Option(help="history multiple of the second round")] = 10,
-    loads: Annotated[str | None, typer.Option(help="offered POST /leads rates, comma separated")] = None,
-    step_seconds: Annotated[float | None, typer.Option(help="seconds per offered load")] = None,
+    events: Annotated[
+        int | None, typer.Option(help="events measured at least per service backlog (default 20,000; quick 2,000)")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="seconds measured at least per service backlog (default 30; quick 5)")
+    ] = None,
+    growth: Annotated[int, typer.Option(help="history multiple of the grown round (1: no such round)")] = 100,
+    history_rows: Annotated[
+        int | None, typer.Option(help="rows of the largest table (inbox) in the grown round (default 1,000,000)")
+    ] = None,
+    loads: Annotated[str | None, typer.Option(help="the ladder of offered POST /leads rates, comma separated")] = None,
+    step_seconds: Annotated[float | None, typer.Option(help="seconds per ladder step")] = None,
+    target_rate: Annotated[float, typer.Option(help="the target load, always run (leads/s)")] = 300.0,
+    target_seconds: Annotated[float | None, typer.Option(help="seconds the target load is held (default 60)")] = None,
     payments: Annotated[int | None, typer.Option(help="deposit invoices paid in the payments step")] = None,
+    payment_rate: Annotated[float, typer.Option(help="offered POST /payments rate")] = 100.0,
+    overload_seconds: Annotated[float | None, typer.Option(help="seconds of each overload step (default 20)")] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
-            help="a PostgreSQL server (postgresql+asyncpg://...) to create the databases on; default SQLite files"
+            help="a PostgreSQL server (postgresql+asyncpg://...) to create every round's databases on; default SQLite files"
         ),
     ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BENCH_POSTGRES_URL",
+            help="a PostgreSQL server for the PostgreSQL backlog round (missing or unreachable: reported not measured)",
+        ),
+    ] = None,
+    flames: Annotated[bool, typer.Option(help="py-spy flame graphs of each service (backlog and lead load)")] = True,
     keep: Annotated[bool, typer.Option(help="keep the databases and logs in OUT/.work")] = False,
 ) -> None:
     cfg = Config(
         quick=quick,
         events=events,
+        seconds=seconds,
         growth=growth,
+        history_rows=history_rows,
         loads=[float(x) for x in loads.split(",")] if loads else [],
         step_s=step_seconds,
+        target_rate=target_rate,
+        target_s=target_seconds,
         payments=payments,
+        payment_rate=payment_rate,
+        overload_s=overload_seconds,
         database_url=database_url,
+        postgres_url=postgres_url,
+        flames=flames,
     )
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("flame-*.svg"):  # a run's report links only its own flame graphs
+        old.unlink()
     result = asyncio.run(run(cfg, out, keep))
     paths = [report.write_json(result, out), report.write_markdown(result, out), report.write_plot(result, out)]
     (out / "bench.partial.json").unlink(missing_ok=True)

@@ -45,6 +45,40 @@ class Databases:
         self.created.append(database)
         return self.server.set(database=database).render_as_string(hide_password=False)
 
+    async def copy(self, name: str, source: str) -> str:
+        """A new database holding what ``source`` (made here, its services stopped) holds."""
+        if self.server is None:
+            from bench.history import copy_database, sqlite_path
+
+            target = self.workdir / f"{name}.db"
+            source_path = sqlite_path(source)
+            assert source_path is not None
+            await asyncio.to_thread(copy_database, source_path, target)
+            return f"sqlite+aiosqlite:///{target.resolve()}"
+        import asyncpg
+
+        database = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+        connection = await asyncpg.connect(**self._connect_args())
+        try:
+            await connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{make_url(source).database}"')
+        finally:
+            await connection.close()
+        self.created.append(database)
+        return self.server.set(database=database).render_as_string(hide_password=False)
+
+    async def unreachable(self) -> str | None:
+        """Why the server cannot be used (None: it can, or SQLite)."""
+        if self.server is None:
+            return None
+        import asyncpg
+
+        try:
+            connection = await asyncio.wait_for(asyncpg.connect(**self._connect_args()), 10)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            return f"{type(error).__name__}: {error}"[:200]
+        await connection.close()
+        return None
+
     def _connect_args(self) -> dict:
         assert self.server is not None
         return {

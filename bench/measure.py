@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
+import os
 import random
 import statistics
+import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, insert, update
 
 from bench import workloads
-from bench.cluster import API_KEY, Instance, Launcher, consumed, metrics_text
+from bench.cluster import Instance, Launcher, consumed, metrics_text
 from shared.broker import ensure_topics
 from shared.db import OutboxRow, create_engine
 
@@ -207,35 +211,145 @@ async def seed_leads(url: str, count: int, *, tag: str) -> list[uuid.UUID]:
     return ids
 
 
+# --------------------------------------------------------------------------- CPU and profiles
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time (user + system, waited-for children included) the processes have used so far,
+    from /proc/<pid>/stat; a process gone meanwhile counts as nothing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+
+async def flame(pid: int, path: Path, *, seconds: float) -> dict:
+    """A py-spy flame graph of ``pid`` over ``seconds`` (sampling at 50 Hz without stopping the
+    process, so the figures measured meanwhile stay honest); what happened, for the report."""
+    if not PY_SPY.exists():
+        return {"file": None, "error": f"py-spy not found at {PY_SPY}"}
+    process = await asyncio.create_subprocess_exec(
+        str(PY_SPY),
+        *("record", "--format", "flamegraph", "-o", str(path), "--pid", str(pid)),
+        *("--duration", str(max(1, round(seconds))), "--rate", "50", "--nonblocking"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), seconds + 60)
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0 or not await asyncio.to_thread(path.exists):
+        return {"file": None, "error": err.decode(errors="replace").strip()[-300:]}
+    return {"file": path.name, "seconds": seconds}
+
+
+def start_flame(pid: int | None, path: Path | None, *, seconds: float) -> asyncio.Task[dict] | None:
+    if pid is None or path is None:
+        return None
+    return asyncio.create_task(flame(pid, path, seconds=seconds))
+
+
 # --------------------------------------------------------------------------- backlog
 
 
-async def backlog(
-    cluster: Launcher, service: Instance, messages: list[workloads.Message], *, history: int, progress: Progress
-) -> dict:
-    """The service's consumption rate over the last ``len(messages) - history`` events.
+class Publisher:
+    """One producer with the services' settings, kept open across bursts."""
 
-    The first ``history`` events are published before the service starts and consumed
-    unmeasured (they are the history; at least a few, so the consumer group has joined); once
-    the service is idle again the measured events are published in one burst (the producer is
-    many times faster than any consumer, so they queue up as a backlog at once) and timed
-    until the service's counter has seen them all."""
-    total = len(messages)
-    await produce(cluster.bootstrap, messages[:history])
-    await cluster.start([service])
-    async with httpx.AsyncClient(timeout=5) as client:
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=1, request_timeout_ms=15_000
+        )
+        self.sent = 0
+
+    async def __aenter__(self) -> Publisher:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, messages: list[workloads.Message]) -> float:
+        started = time.perf_counter()
+        futures = [await self.producer.send(m.topic, m.value, key=m.key) for m in messages]
+        await asyncio.gather(*futures)
+        self.sent += len(messages)
+        return time.perf_counter() - started
+
+
+async def backlog(
+    cluster: Launcher,
+    service: Instance,
+    make: Callable[[int], list[workloads.Message]],
+    *,
+    history: int,
+    events: int,
+    seconds: float,
+    progress: Progress,
+    flame_to: Path | None = None,
+) -> dict:
+    """The service's consumption rate over at least ``events`` events and ``seconds`` seconds.
+
+    ``history`` events are published before the service starts and consumed unmeasured (at
+    least a few, so the consumer group has joined). Once the service is idle again, ``events``
+    events are published in one burst (the producer is many times faster than any consumer,
+    so they queue up as a backlog at once); while fewer than ``seconds`` have passed, more are
+    added whenever the backlog runs low, so the service never waits for input. The rate is
+    what the service's counter has seen from the burst on, up to the moment both bounds are
+    passed. ``make(n)`` gives ``n`` new events of the service's workload."""
+    chunk = max(500, events // 4)
+    async with Publisher(cluster.bootstrap) as publisher, httpx.AsyncClient(timeout=5) as client:
+        await publisher.send(make(history))
+        await cluster.start([service])
         await _until(client, service, history, progress)
         await quiesce(client, service)
+        base = await consumed(client, service)
+        first = make(events)
+        profile = None
         started = time.monotonic()
-        publish_s = await produce(cluster.bootstrap, messages[history:])
-        end_t = await _until(client, service, total, progress)
+        publish_s = await publisher.send(first)
+        if flame_to is not None and service.process is not None:
+            profile = start_flame(service.process.pid, flame_to, seconds=min(seconds, 20))
+        topping: asyncio.Task[float] | None = None
+        done = base
+        while True:
+            done = await consumed(client, service)
+            now = time.monotonic()
+            progress(done - base)
+            if done - base >= events and now - started >= seconds:
+                break
+            backlog_left = publisher.sent - history - (done - base)
+            if now - started < seconds and backlog_left < chunk and (topping is None or topping.done()):
+                topping = asyncio.create_task(publisher.send(make(chunk)))
+            if now - started > 900 + seconds:
+                raise RuntimeError(f"{service.name} consumed {done - base} of {events} measured events in 900 s")
+            await asyncio.sleep(0.1)
+        elapsed = now - started
+        if topping is not None:
+            await topping
+        flame_result = await profile if profile is not None else None
+    measured = done - base
     return {
-        "events": total,
-        "measured": total - history,
-        "events_per_s": (total - history) / (end_t - started),
-        "seconds": end_t - started,
+        "events": history + measured,
+        "measured": measured,
+        "published": publisher.sent - history,
+        "events_per_s": measured / elapsed,
+        "seconds": elapsed,
         "publish_s": publish_s,
         "peak_rss_mb": service.peak_rss_mb(),
+        "flame": flame_result,
     }
 
 
@@ -249,7 +363,9 @@ async def _until(
         progress(seen)
         if seen >= count:
             return now
-        await asyncio.sleep(0.05)
+        # Four scrapes a second: a scrape refreshes the service's gauges from its database, so
+        # polling faster would measure the poller (0.25 s is under 1% of a 30 s measurement).
+        await asyncio.sleep(0.25)
     raise RuntimeError(f"{service.name} consumed {seen} of {count} in {patience}s")
 
 
@@ -274,13 +390,17 @@ async def quiesce(client: httpx.AsyncClient, service: Instance, patience: float 
 
 
 class Watcher:
-    """A plain aiokafka consumer timestamping the first event of each (type, lead) it sees."""
+    """A plain aiokafka consumer timestamping the first event of each (type, lead) it sees, and
+    counting doubles: a second event id for the same e-mail (lead, sequence, step) or the same
+    cleared deposit (lead, invoice) is a command applied twice, the benchmark's own check."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.consumer = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=20
         )
         self.seen: dict[tuple[str, str], float] = {}
+        # (type, lead, what) -> the event ids seen for it; more than one is a double apply
+        self.ids: dict[tuple[str, str, str], set[str]] = {}
         self._news = asyncio.Event()  # set whenever ``seen`` grows
         self._task: asyncio.Task[None] | None = None
 
@@ -296,10 +416,19 @@ class Watcher:
                 event = json.loads(record.value)
             except ValueError:
                 continue
-            key = (event.get("type"), event.get("lead_id"))
+            kind, lead = event.get("type"), event.get("lead_id")
+            key = (kind, lead)
+            payload = event.get("data") or {}
+            what = f"{payload.get('sequence')}/{payload.get('step')}/{payload.get('invoice_id')}"
+            self.ids.setdefault((kind, lead, what), set()).add(str(event.get("event_id")))
             if key not in self.seen:
                 self.seen[key] = now
                 self._news.set()
+
+    def doubles(self, kind: str, leads: Iterable[str]) -> int:
+        """How many of ``leads`` had a ``kind`` event applied twice (two event ids, one fact)."""
+        wanted = set(leads)
+        return sum(1 for (k, lead, _), ids in self.ids.items() if k == kind and lead in wanted and len(ids) > 1)
 
     async def wait_for(self, kind: str, leads: list[str], patience: float) -> None:
         """Until every one of ``leads`` has had a ``kind`` event, ``patience`` seconds at most."""
@@ -338,20 +467,48 @@ def _lead_body(n: int, tag: str) -> dict:
     }
 
 
+IN_FLIGHT = 256  # the generator's requests in flight at most (its connection pool's size)
+SLOT_WAIT_S = 30.0  # a request that waits longer for a slot is not sent (counted as failed)
+
+
 async def open_loop(
-    *, rate: float, seconds: float, send: Callable[[int, float], Coroutine[Any, Any, None]], progress: Progress
+    *,
+    rate: float,
+    seconds: float,
+    send: Callable[[int, float], Coroutine[Any, Any, None]],
+    progress: Progress,
+    unsent: list[int] | None = None,
 ) -> tuple[float, list[asyncio.Task[None]]]:
-    """Fire ``send(i)`` at fixed times t0 + i/rate, whatever the answers take (open loop)."""
+    """Fire ``send(i)`` at fixed times t0 + i/rate, whatever the answers take (open loop).
+
+    At most ``IN_FLIGHT`` requests are in flight: httpx's pool scans every waiting request at
+    each change (quadratic), so thousands waiting in it made the generator take a whole core
+    from the two the system shares. A request still without a slot after ``SLOT_WAIT_S`` is
+    not sent and its index goes to ``unsent``."""
     t0 = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
     total = int(rate * seconds)
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def gated(i: int, planned: float) -> None:
+        try:
+            await asyncio.wait_for(slots.acquire(), SLOT_WAIT_S)
+        except TimeoutError:
+            if unsent is not None:
+                unsent.append(i)
+            return
+        try:
+            await send(i, planned)
+        finally:
+            slots.release()
+
     for i in range(total):
         planned = t0 + i / rate
         delay = planned - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         # Latency counts from the planned time: a late generator does not hide a slow system.
-        tasks.append(asyncio.create_task(send(i, planned)))
+        tasks.append(asyncio.create_task(gated(i, planned)))
         if i % 20 == 0:
             progress(i)
     return t0, tasks
@@ -397,85 +554,101 @@ async def lead_step(
     seconds: float,
     drain_s: float,
     progress: Progress,
+    cpu_pids: list[int] | None = None,
+    flame_to: dict[int, Path] | None = None,
 ) -> dict:
-    """POST /leads at a fixed rate; latency from the intended send time to its email.sent."""
+    """POST /leads at a fixed rate; latency from the intended send time to its email.sent.
+
+    ``cpu_pids``: the processes whose CPU time (from the first request to the last e-mail
+    or the end of the drain) is divided by the leads completed; ``flame_to``: a py-spy flame
+    graph of each of these processes over the sending."""
     tag = uuid.uuid4().hex[:8]
     intended: dict[str, float] = {}
     failed = 0
 
-    refused: list[float] = []  # seconds from the planned send to a 503 with Retry-After
+    refused: list[float] = []  # seconds from the send to a 429/503 with Retry-After
+    reasons: collections.Counter[str] = collections.Counter()  # failures by status or error
 
     async def send(i: int, planned: float) -> None:
         nonlocal failed
+        sent_at = time.monotonic()
         try:
             response = await http.post(
                 f"{leads.url}/leads", json=_lead_body(i, tag), headers={"Idempotency-Key": f"bench-{tag}-{i}"}
             )
-            if response.status_code == 503 and "retry-after" in response.headers:
-                refused.append(time.monotonic() - planned)  # refused fast: the overload's excess
+            if response.status_code in (429, 503) and "retry-after" in response.headers:
+                # How fast the service said no: from the moment the request left (a wait for a
+                # slot in the generator is the generator's, not the service's).
+                refused.append(time.monotonic() - sent_at)
                 return
             if response.status_code >= 400:
                 failed += 1
+                reasons[str(response.status_code)] += 1
                 return
             intended[response.json()["lead_id"]] = planned
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
             failed += 1
+            reasons[type(error).__name__] += 1
 
-    t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress)
+    cpu_before = cpu_seconds(cpu_pids or [])
+    profiles = [start_flame(pid, path, seconds=seconds) for pid, path in (flame_to or {}).items()]
+    unsent: list[int] = []
+    t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress, unsent=unsent)
+    sent_s = time.monotonic() - t0
     await asyncio.gather(*tasks)
+    failed += len(unsent)
     await watcher.wait_for("email.sent", list(intended), drain_s)
     done = {lead: watcher.seen[("email.sent", lead)] for lead in intended if ("email.sent", lead) in watcher.seen}
+    cpu = cpu_seconds(cpu_pids or []) - cpu_before
     summary = _summary(rate, seconds, t0, intended, done, failed)
     summary["refused"] = len(refused)
     summary["refused_p99_ms"] = _percentile([r * 1000 for r in refused], 99) if refused else None
     summary["accepted"] = len(intended)
     summary["lost"] = len(intended) - len(done)  # accepted (201) but no e-mail within the drain
+    summary["duplicates"] = watcher.doubles("email.sent", intended)
+    # The generator is the bench's own process: when it could not send on time, the offered
+    # load was lower than asked (latency still counts from the planned times).
+    summary["sending_s"] = sent_s
+    summary["unsent"] = len(unsent)  # of failed_requests: no slot in the generator within SLOT_WAIT_S
+    summary["failures"] = dict(reasons)
+    summary["drain_s"] = drain_s
+    summary["cpu_s"] = cpu if cpu_pids else None
+    summary["cpu_ms_per_lead"] = cpu * 1000 / len(done) if cpu_pids and done else None
+    summary["held"] = summary["held"] and summary["lost"] == 0 and summary["duplicates"] == 0
+    summary["flames"] = [p for p in [await task for task in profiles if task is not None] if p]
     return summary
 
 
 async def prepare_invoices(
-    http: httpx.AsyncClient, leads: Instance, billing: Instance, count: int, progress: Progress
+    http: httpx.AsyncClient, bootstrap: str, billing: Instance, count: int, progress: Progress
 ) -> list[dict]:
-    """Leads with a won retainer each, and their deposit invoices once billing has issued them."""
-    tag = uuid.uuid4().hex[:8]
-    semaphore = asyncio.Semaphore(8)
-    auth = {"Authorization": f"Bearer {API_KEY}"}
+    """Deposit invoices to pay: a signed deal (``deal.won``) per new lead published straight to
+    the broker, and each deposit invoice once billing has issued it. (Through leads' HTTP API it
+    took three requests per invoice, minutes for the thousand the 100/s step needs.)"""
+    rng = random.Random(count)
+    lead_ids = [uuid.uuid4() for _ in range(count)]
+    async with Publisher(bootstrap) as publisher:
+        await publisher.send([workloads.deal_won(lead_id, n, rng) for n, lead_id in enumerate(lead_ids)])
+    semaphore = asyncio.Semaphore(16)
 
-    async def one(i: int) -> dict | None:
-        async with semaphore:
-            lead = await http.post(
-                f"{leads.url}/leads",
-                json=_lead_body(i, "pay" + tag),
-                headers={**auth, "Idempotency-Key": f"pl-{tag}-{i}"},
-            )
-            lead_id = lead.json()["lead_id"]
-            deal = await http.post(
-                f"{leads.url}/leads/{lead_id}/deals",
-                headers={**auth, "Idempotency-Key": f"pd-{tag}-{i}"},
-                json={
-                    "title": "Retainer",
-                    "kind": "retainer",
-                    "currency": "EUR",
-                    "monthly_fee": "1500",
-                    "included_hours": "10",
-                },
-            )
-            await http.post(
-                f"{leads.url}/deals/{deal.json()['deal_id']}/won",
-                json={"signed_by": "Load"},
-                headers={**auth, "Idempotency-Key": f"pw-{tag}-{i}"},
-            )
-        deadline = time.monotonic() + 120
+    async def one(lead_id: uuid.UUID) -> dict | None:
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            invoices = (await http.get(f"{billing.url}/invoices", params={"lead_id": lead_id})).json()
-            deposit = next((inv for inv in invoices if inv.get("kind") == "deposit"), None)
-            if deposit:
-                progress(1)
-                return {"lead_id": lead_id, "invoice_id": deposit["invoice_id"], "amount": deposit["amount_due"]}
+            async with semaphore:
+                answer = await http.get(f"{billing.url}/invoices", params={"lead_id": str(lead_id)})
+            if answer.status_code == 200:
+                deposit = next((inv for inv in answer.json() if inv.get("kind") == "deposit"), None)
+                if deposit:
+                    progress(1)
+                    return {
+                        "lead_id": str(lead_id),
+                        "invoice_id": deposit["invoice_id"],
+                        "amount": deposit["amount_due"],
+                    }
             await asyncio.sleep(0.5)
         return None
 
-    found = await asyncio.gather(*(one(i) for i in range(count)))
+    found = await asyncio.gather(*(one(lead_id) for lead_id in lead_ids))
     return [f for f in found if f]
 
 
@@ -493,10 +666,13 @@ async def payment_step(
     seconds = len(invoices) / rate
     intended: dict[str, float] = {}
     failed = 0
+    reasons: collections.Counter[str] = collections.Counter()
+    refused: list[float] = []  # seconds from the send to a 429/503 with Retry-After
 
     async def send(i: int, planned: float) -> None:
         nonlocal failed
         invoice = invoices[i]
+        sent_at = time.monotonic()
         try:
             response = await http.post(
                 f"{billing.url}/payments",
@@ -508,20 +684,36 @@ async def payment_step(
                     "method": "bank_transfer",
                 },
             )
+            if response.status_code in (429, 503) and "retry-after" in response.headers:
+                refused.append(time.monotonic() - sent_at)
+                return
             if response.status_code >= 400:
                 failed += 1
+                reasons[str(response.status_code)] += 1
                 return
             intended[invoice["lead_id"]] = planned
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
             failed += 1
+            reasons[type(error).__name__] += 1
 
-    t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress)
+    unsent: list[int] = []
+    t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress, unsent=unsent)
     await asyncio.gather(*tasks)
+    failed += len(unsent)
     await watcher.wait_for("deposit.cleared", list(intended), drain_s)
     done = {
         lead: watcher.seen[("deposit.cleared", lead)] for lead in intended if ("deposit.cleared", lead) in watcher.seen
     }
-    return _summary(rate, seconds, t0, intended, done, failed)
+    summary = _summary(rate, seconds, t0, intended, done, failed)
+    summary["accepted"] = len(intended)
+    summary["lost"] = len(intended) - len(done)
+    summary["duplicates"] = watcher.doubles("deposit.cleared", intended)
+    summary["unsent"] = len(unsent)
+    summary["failures"] = dict(reasons)
+    summary["refused"] = len(refused)
+    summary["refused_p99_ms"] = _percentile([r * 1000 for r in refused], 99) if refused else None
+    summary["held"] = summary["held"] and summary["lost"] == 0 and summary["duplicates"] == 0
+    return summary
 
 
 def message_size(messages: list[workloads.Message]) -> int:
