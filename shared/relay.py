@@ -92,8 +92,11 @@ class OutboxRelay:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 a wait_for whose wake-up and cancellation
+            # land together swallows the cancellation, and the relay never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def publish_batch(self) -> int:
@@ -146,7 +149,8 @@ class OutboxRelay:
 
     async def _send(self, row: OutboxRow) -> None:
         headers = {"event_type": row.event_type, "event_id": str(row.event_id)}
-        await asyncio.wait_for(self.publish(row.topic, row.key, row.payload, headers), self.publish_timeout_s)
+        async with asyncio.timeout(self.publish_timeout_s):
+            await self.publish(row.topic, row.key, row.payload, headers)
 
     async def refresh_gauges(self) -> None:
         async with self.sessions() as session:
