@@ -34,16 +34,7 @@ class Databases:
         if self.server is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             return f"sqlite+aiosqlite:///{(self.workdir / f'{name}.db').resolve()}"
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-
-        database = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-        connection = await asyncpg.connect(**self._connect_args())
-        try:
-            await connection.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            await connection.close()
-        self.created.append(database)
-        return self.server.set(database=database).render_as_string(hide_password=False)
+        return await self._create(name, "")
 
     async def copy(self, name: str, source: str) -> str:
         """A new database holding what ``source`` (made here, its services stopped) holds."""
@@ -55,12 +46,17 @@ class Databases:
             assert source_path is not None
             await asyncio.to_thread(copy_database, source_path, target)
             return f"sqlite+aiosqlite:///{target.resolve()}"
-        import asyncpg
+        return await self._create(name, f' TEMPLATE "{make_url(source).database}"')
+
+    async def _create(self, name: str, options: str) -> str:
+        """A new PostgreSQL database on the server (dropped by ``drop_all``); its URL."""
+        assert self.server is not None
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
         database = f"bench_{name}_{uuid.uuid4().hex[:8]}"
         connection = await asyncpg.connect(**self._connect_args())
         try:
-            await connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{make_url(source).database}"')
+            await connection.execute(f'CREATE DATABASE "{database}"{options}')
         finally:
             await connection.close()
         self.created.append(database)

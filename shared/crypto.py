@@ -500,12 +500,6 @@ class KeyRing:
             self.forget([p.key_id for p in records if isinstance(p, PersonKeyDestroyed)], erased)
         tx.after_commit(lambda: self.forget(folded, erased))
 
-    async def fold_created(self, tx: Any, p: PersonKeyCreated) -> None:
-        await self.fold(tx, [p])
-
-    async def fold_destroyed(self, tx: Any, p: PersonKeyDestroyed) -> None:
-        await self.fold(tx, [p])
-
     # ---------------------------------------------------------------- opening (readers)
 
     async def load(self, sessions: Any, key_ids: Iterable[str]) -> None:

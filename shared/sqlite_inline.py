@@ -90,16 +90,25 @@ async def _retry_busy(call: Callable[[], Any], timeout_s: float) -> Any:
 
 
 # The write gates, per event loop (a lock belongs to its loop) and database file.
-_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]] = weakref.WeakKeyDictionary()
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, WriteGate]] = weakref.WeakKeyDictionary()
 
 # How often a writer waiting at the gate checks that the one holding it is still writing.
 GATE_CHECK_S = 1.0
 
 
-class _Gate(asyncio.Lock):
-    """An asyncio lock that knows which connection holds it."""
+class WriteGate(asyncio.Lock):
+    """The write transactions of one database file on one event loop, one at a time, in the
+    order they asked: an asyncio lock that knows which connection holds it."""
 
     holder: weakref.ref[InlineConnection] | None = None
+
+    @classmethod
+    def of(cls, database: str) -> WriteGate:
+        gates = _GATES.setdefault(asyncio.get_running_loop(), {})
+        gate = gates.get(database)
+        if gate is None:
+            gate = gates[database] = cls()
+        return gate
 
     def held_by_a_writer(self) -> bool:
         """False when the holder is gone or no longer in a transaction: a connection dropped
@@ -109,20 +118,6 @@ class _Gate(asyncio.Lock):
         if holder is None or holder._conn is None:
             return False
         return holder._beginning or holder._conn.in_transaction
-
-
-class WriteGate:
-    """The write transactions of one database file on one event loop, one at a time, in the
-    order they asked (an asyncio lock)."""
-
-    @staticmethod
-    def of(database: str) -> _Gate:
-        loop = asyncio.get_running_loop()
-        gates = _GATES.setdefault(loop, {})
-        gate = gates.get(database)
-        if gate is None:
-            gate = gates[database] = _Gate()
-        return gate
 
 
 def _begins_write(sql: str) -> bool:
@@ -148,7 +143,7 @@ class InlineCursor:
         if _begins_write(sql):
             connection = self._connection
             await connection._enter_gate()
-            connection._beginning = True  # another process may hold SQLite's lock meanwhile
+            connection._beginning = True
             try:
                 await _retry_busy(lambda: self._cursor.execute(sql, args), connection.busy_timeout_s)
             except BaseException:
@@ -231,8 +226,8 @@ class InlineConnection:
         self.database = database
         self.busy_timeout_s = busy_timeout_s
         self._tx = _Immediate()
-        self._gate: _Gate | None = None
-        self._beginning = False  # held from BEGIN IMMEDIATE to commit or rollback
+        self._gate: WriteGate | None = None  # held from BEGIN IMMEDIATE to commit or rollback
+        self._beginning = False  # executing BEGIN IMMEDIATE (another process may hold the lock)
 
     async def _enter_gate(self) -> None:
         if self._gate is not None:

@@ -90,11 +90,15 @@ async def fold_keys(bootstrap: str, uow: UnitOfWorkFactory, keyring: KeyRing) ->
         if last.get(key_id) is None or last[key_id].type != "person_key.destroyed":
             last[key_id] = event
     async with uow() as tx:
-        for event in last.values():
-            if event.type == "person_key.created":
-                await keyring.fold_created(tx, PersonKeyCreated.model_validate(event.data))
-            else:
-                await keyring.fold_destroyed(tx, PersonKeyDestroyed.model_validate(event.data))
+        await keyring.fold(
+            tx,
+            [
+                PersonKeyCreated.model_validate(event.data)
+                if event.type == "person_key.created"
+                else PersonKeyDestroyed.model_validate(event.data)
+                for event in last.values()
+            ],
+        )
     await keyring.load(uow.sessions, last)
     return len(last)
 
