@@ -242,7 +242,7 @@ async def latency(run: Run, label: str, urls: dict[str, str], *, full: bool, com
     try:
         # The floor under each consumer hop: one message at a time, at Kafka's default fetch wait
         # and at the one the services run with here.
-        services_wait = int(cluster.child_env(procs["leads"])["KAFKA_FETCH_MAX_WAIT_MS"])
+        services_wait = int(cluster.child_env(procs["nurture"])["KAFKA_FETCH_MAX_WAIT_MS"])  # the lead's hop
         out["broker_hop"] = [
             await measure.raw_latency(cluster.bootstrap, fetch_max_wait_ms=wait) for wait in (500, services_wait)
         ]

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
-from clientflow.cluster import SERVICE_NAMES, TANSU_FETCH_WAIT, TANSU_GROUP_TIMING, Instance, Launcher, amigrate
+from clientflow.cluster import SERVICE_NAMES, TANSU_GROUP_TIMING, Instance, Launcher, amigrate
 
 SERVICES = SERVICE_NAMES
 API_KEY = "bench-" + uuid.uuid4().hex
@@ -107,8 +107,9 @@ def launcher(workdir: Path) -> Launcher:
     """A launcher for one round's processes: the bench's API key and, as `clientflow run` uses
     on Tansu, short group timing and fetch wait (KAFKA_FETCH_MAX_WAIT_MS overrides the latter)."""
     env = {**os.environ, "CLIENTFLOW_API_KEY": API_KEY, **TANSU_GROUP_TIMING}
-    env.setdefault("KAFKA_FETCH_MAX_WAIT_MS", TANSU_FETCH_WAIT["KAFKA_FETCH_MAX_WAIT_MS"])
-    return Launcher(workdir, env=env)
+    started = Launcher(workdir, env=env)
+    started.tansu_fetch_waits()
+    return started
 
 
 async def start_broker(workdir: Path, *, partitions: int) -> Launcher:

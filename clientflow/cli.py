@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from clientflow import access_cli, dead_letters_cli, leads_cli, retention_cli, simulate
-from clientflow.cluster import TANSU_FETCH_WAIT, TANSU_GROUP_TIMING, Instance, Launcher, port_is_free
+from clientflow.cluster import TANSU_GROUP_TIMING, Instance, Launcher, port_is_free
 from clientflow.cluster import migrate as migrate_database
 from clientflow.services import SERVICES, ServiceSpec
 from shared import topics
@@ -109,8 +109,9 @@ class System:
             port = self.kafka_port or free_port()
             with console.status(f"starting the embedded broker on 127.0.0.1:{port}"):
                 asyncio.run(launcher.start_broker(port=port))
-            for name, value in {**TANSU_GROUP_TIMING, **TANSU_FETCH_WAIT}.items():
+            for name, value in TANSU_GROUP_TIMING.items():
                 env.setdefault(name, value)
+            launcher.tansu_fetch_waits()
         partitions = int(env.get("CLIENTFLOW_TOPIC_PARTITIONS", "3"))
         created = asyncio.run(launcher.create_topics(partitions))
         console.print(f"broker {launcher.bootstrap}: {len(created)} topics created")

@@ -205,3 +205,19 @@ async def test_billing_gauges_read_open_invoices_as_columns_with_the_same_figure
     assert figures["invoices_overdue"] == 3
     assert loaded == []  # no Invoice object materialised for a gauge
     await engine.dispose()
+
+
+def test_on_the_embedded_broker_only_the_e_mail_hop_polls_fast(tmp_path) -> None:
+    """Each held fetch costs Tansu CPU: the hop a new lead waits on (nurture) polls every 20 ms,
+    the bookkeeping hops every 100 ms; a wait set by hand applies to every service."""
+    from clientflow.cluster import SERVICE_NAMES, Launcher
+
+    launcher = Launcher(tmp_path, env={})
+    launcher.tansu_fetch_waits()
+    waits = {s: launcher.child_env(launcher.add(s))["KAFKA_FETCH_MAX_WAIT_MS"] for s in SERVICE_NAMES}
+    assert waits == {"leads": "100", "nurture": "20", "billing": "100", "retention": "100"}
+    own = Launcher(tmp_path, env={"KAFKA_FETCH_MAX_WAIT_MS": "250"})
+    own.tansu_fetch_waits()
+    assert {own.child_env(own.add(s))["KAFKA_FETCH_MAX_WAIT_MS"] for s in SERVICE_NAMES} == {"250"}
+    one = own.add("leads", env={"KAFKA_FETCH_MAX_WAIT_MS": "5"})
+    assert own.child_env(one)["KAFKA_FETCH_MAX_WAIT_MS"] == "5"
