@@ -221,3 +221,20 @@ def test_on_the_embedded_broker_only_the_e_mail_hop_polls_fast(tmp_path) -> None
     assert {own.child_env(own.add(s))["KAFKA_FETCH_MAX_WAIT_MS"] for s in SERVICE_NAMES} == {"250"}
     one = own.add("leads", env={"KAFKA_FETCH_MAX_WAIT_MS": "5"})
     assert own.child_env(one)["KAFKA_FETCH_MAX_WAIT_MS"] == "5"
+
+
+def test_event_ids_follow_the_clock_so_inbox_inserts_land_together() -> None:
+    import time
+    import uuid
+
+    from shared.events import Envelope, new_event_id
+
+    first = [new_event_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_event_id()
+    assert {i.version for i in first} == {7} and {i.variant for i in first} == {uuid.RFC_4122}
+    assert len(set(first)) == 1000
+    assert max(i.hex for i in first) < later.hex  # stored as hex on SQLite, as bytes on PostgreSQL
+    assert abs(int(first[0].hex[:12], 16) - time.time() * 1000) < 5000  # the leading 48 bits: Unix ms
+    event = Envelope(type="lead.captured", occurred_at="2026-12-07T00:00:00Z", producer="leads")
+    assert event.event_id.version == 7
