@@ -30,7 +30,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 import time
 import types
 import typing
@@ -56,6 +55,7 @@ from shared.events import (
     PersonKeyCreated,
     PersonKeyDestroyed,
     Sealed,
+    new_event_id,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,9 @@ NONCE_BYTES = 12
 
 
 def new_key_id() -> str:
-    return f"pk_{secrets.token_hex(16)}"
+    """A new person key's id: time-ordered like event ids, so every service's ``person_keys``
+    (one row per person) grows at its newest end (the record says when it was made anyway)."""
+    return f"pk_{new_event_id().hex}"
 
 
 def b64e(raw: bytes) -> str:
