@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -101,18 +102,25 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish one batch of unsent rows; returns how many were published."""
-        query = select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id).limit(self.batch_size)
+        # Plain rows, not ORM objects: they are only read, published and marked by id.
+        table = OutboxRow.__table__.c
+        query = (
+            select(table.id, table.event_id, table.topic, table.event_type, table.key, table.payload)
+            .where(table.sent_at.is_(None))
+            .order_by(table.id)
+            .limit(self.batch_size)
+        )
         if is_postgres(self.engine):
             # Row locks keep other relay instances off these rows until they are marked.
             async with self.sessions() as session, session.begin():
-                rows = list(await session.scalars(query.with_for_update(skip_locked=True)))
+                rows = list(await session.execute(query.with_for_update(skip_locked=True)))
                 sent, failed, first_error = await self._send_all(rows)
                 await self._mark(session, sent, failed)
         else:
             # SQLite: one relay per database file; never hold its single write lock while
             # waiting on the broker, or HTTP writes would stall during a broker outage.
             async with self.sessions() as session:
-                rows = list(await session.scalars(query))
+                rows = list(await session.execute(query))
             sent, failed, first_error = await self._send_all(rows)
             async with self.sessions() as session, session.begin():
                 await self._mark(session, sent, failed)
@@ -123,7 +131,7 @@ class OutboxRelay:
             raise RuntimeError(f"{len(failed)} of {len(rows)} outbox rows not published: {first_error!r}")
         return len(sent)
 
-    async def _send_all(self, rows: list[OutboxRow]) -> tuple[set[int], set[int], BaseException | None]:
+    async def _send_all(self, rows: Sequence[Any]) -> tuple[set[int], set[int], BaseException | None]:
         """Hand every row to the producer, a few at a time, then wait for all the broker's acks.
         The first step of a publish (FastStream's middlewares, the producer's accumulator) is
         CPU on the loop: 500 started at once ran back to back and held the loop for a quarter
@@ -147,7 +155,7 @@ class OutboxRelay:
                 update(OutboxRow).where(OutboxRow.id.in_(failed)).values(attempts=OutboxRow.attempts + 1)
             )
 
-    async def _send(self, row: OutboxRow) -> None:
+    async def _send(self, row: Any) -> None:
         headers = {"event_type": row.event_type, "event_id": str(row.event_id)}
         async with asyncio.timeout(self.publish_timeout_s):
             await self.publish(row.topic, row.key, row.payload, headers)

@@ -8,9 +8,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
 from shared.access.context import CURRENT_ACTOR, system_actor
@@ -20,6 +20,10 @@ from shared.events import PERSONAL, Envelope, Payload, make_event, topic_of
 
 if TYPE_CHECKING:
     from shared.crypto import KeyRing
+
+# Written as plain rows (one multi-row INSERT per table and transaction), never read back.
+_OUTBOX = cast(Table, OutboxRow.__table__)
+_INBOX = cast(Table, InboxRow.__table__)
 
 
 class UnitOfWork:
@@ -124,10 +128,10 @@ class UnitOfWork:
                 }
                 for event, _type, kafka_key, _subject in entries
             ]
-            await self.session.execute(insert(OutboxRow.__table__), rows)
+            await self.session.execute(insert(_OUTBOX), rows)
         if self._inbox:
             marks, self._inbox = self._inbox, []
-            await self.session.execute(insert(InboxRow.__table__), marks)
+            await self.session.execute(insert(_INBOX), marks)
 
     async def destroy_keys(self, subjects: Iterable[uuid.UUID], *, reason: str = "erasure") -> list[str]:
         """Destroy the people's data keys (erasure): every event sealed with them becomes unreadable."""
