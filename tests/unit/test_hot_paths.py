@@ -238,3 +238,18 @@ def test_event_ids_follow_the_clock_so_inbox_inserts_land_together() -> None:
     assert abs(int(first[0].hex[:12], 16) - time.time() * 1000) < 5000  # the leading 48 bits: Unix ms
     event = Envelope(type="lead.captured", occurred_at="2026-12-07T00:00:00Z", producer="leads")
     assert event.event_id.version == 7
+
+
+def test_a_service_process_freezes_what_it_loaded_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from shared.serve import GC_YOUNG_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 10_000  # the modules, classes and schemas loaded so far
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
