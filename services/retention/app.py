@@ -53,6 +53,7 @@ def create_app(
     metrics = RetentionMetrics(runtime.registry, runtime.uow.sessions)
     # Counters count what committed, whichever path (HTTP, consumer, scheduled job) emitted it.
     runtime.uow.count_emitted(metrics.count_emitted)
+    runtime.scrape_refreshers.append(metrics.before_scrape)
     ctx = Context(settings=settings, metrics=metrics, jobs=Jobs(runtime.metrics))
     subscribers.register(runtime, ctx)
 

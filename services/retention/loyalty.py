@@ -37,15 +37,11 @@ async def queue_points(
     ]
     record.add_award(
         tx,
-        LoyaltyAward(
-            invoice_id=invoice_id,
-            lead_id=lead_id,
-            amount=sum(paid, Decimal(0)),
-            currency=currency,
-            due_at=paid_at + ctx.settings.loyalty.refund_window,
-            status="pending",
-            points=0,
-        ),
+        invoice_id=invoice_id,
+        lead_id=lead_id,
+        amount=sum(paid, Decimal(0)),
+        currency=currency,
+        due_at=paid_at + ctx.settings.loyalty.refund_window,
     )
 
 

