@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 
 from services.nurture import domain
 from shared import i18n, safe_yaml, topics
@@ -121,14 +121,26 @@ class Renderer:
         # money, date, number and digits: written in the template's language (shared/i18n.py).
         self.env.filters.update(i18n.jinja_filters())
         self._listed: tuple[float, frozenset[str]] | None = None
+        # A template's three compiled parts, kept until the listing is read again: Jinja's own
+        # cache checks each file's modification time on every lookup, three stat calls an email.
+        self._compiled: dict[str, tuple[Template, Template, Template]] = {}
 
     def _names(self) -> frozenset[str]:
         # Listing walks the directory: once per render of every e-mail it was a visible share of
-        # sending. A template added to the directory is still seen within a few seconds.
+        # sending. A template added (or changed) in the directory is still seen within a few
+        # seconds.
         now = time.monotonic()
         if self._listed is None or now - self._listed[0] > TEMPLATE_LIST_TTL_S:
             self._listed = (now, frozenset(self.env.list_templates()))
+            self._compiled = {}
         return self._listed[1]
+
+    def _parts(self, base: str) -> tuple[Template, Template, Template]:
+        parts = self._compiled.get(base)
+        if parts is None:
+            subject, text, html = (self.env.get_template(f"{base}.{part}.j2") for part in PARTS)
+            parts = self._compiled[base] = (subject, text, html)
+        return parts
 
     def _exists(self, base: str, names: frozenset[str] | None = None) -> bool:
         names = self._names() if names is None else names
@@ -151,7 +163,7 @@ class Renderer:
             if self._exists(base):
                 lang = base.rsplit(".", 1)[1]
                 values = {**context, "language": lang}
-                subject, text, html = (self.env.get_template(f"{base}.{part}.j2").render(values) for part in PARTS)
+                subject, text, html = (part.render(values) for part in self._parts(base))
                 # A header is one line: a template's stray newlines must not break it.
                 return Rendered(lang, " ".join(subject.split()), text, html)
         raise TemplateNotFound(f"{template} has no {self.fallback!r} version")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
 
@@ -15,7 +15,14 @@ from services.nurture import domain, tasks
 from services.nurture.catalog import current_catalog
 from services.nurture.domain import consent as consent_rules
 from services.nurture.metrics import NurtureMetrics
-from services.nurture.record import active_enrollments, chunks, contact_for_event, enrollments_of, known_contact
+from services.nurture.record import (
+    active_enrollments,
+    add_steps,
+    chunks,
+    contact_for_event,
+    enrollments_of,
+    known_contact,
+)
 from services.nurture.store import Contact, Enrollment, ScheduledMessage
 from shared import events as ev
 from shared.uow import UnitOfWork
@@ -76,7 +83,7 @@ async def on_event(
     metrics: NurtureMetrics,
     task_policy: domain.TaskPolicy,
     on_scheduled: Callable[[], None] | None = None,
-) -> list[ScheduledMessage]:
+) -> list[uuid.UUID]:
     """Whatever happened to a person: keep what nurture knows of them (their profile, their
     owner and account owner), end the enrollments the event is an exit of, and enroll them in
     the sequences it starts for their segment; a churn risk, a block by dunning or a move to tier
@@ -97,7 +104,7 @@ async def on_event(
     await tasks.on_client_event(tx, contact=contact, event=event, payload=payload, policy=task_policy, metrics=metrics)
     if isinstance(payload, ev.LeadCaptured) and payload.duplicate:
         return []
-    scheduled: list[ScheduledMessage] = []
+    scheduled: list[uuid.UUID] = []
     for sequence in catalog.triggered_by(event.type, profile=profile(contact), data=data):
         scheduled += await enroll(tx, sequence=sequence, lead_id=lead_id, at=now, data=data)
     if scheduled and on_scheduled is not None:
@@ -112,9 +119,10 @@ async def enroll(
     lead_id: uuid.UUID,
     at: datetime,
     data: Mapping[str, Any] | None = None,
-) -> list[ScheduledMessage]:
+) -> list[uuid.UUID]:
     """Enroll a person in a sequence when its re-entry rule allows, and schedule its steps, every
-    step a durable row in this same transaction. Returns the steps left to send."""
+    step a durable row in this same transaction (``record.add_steps``). Returns the ids of the
+    steps left to send."""
     data = dict(data or {})
     key = sequence.key_for(data, now=at)
     enrollments = await enrollments_of(tx, lead_id)
@@ -136,29 +144,29 @@ async def enroll(
     )
     tx.session.add(enrollment)
     enrollments.append(enrollment)
-    rows = [
-        ScheduledMessage(
-            id=uuid.uuid4(),
-            lead_id=lead_id,
-            sequence=sequence.name,
-            step=planned.step.number,
-            template=planned.step.template,
-            category=planned.step.category,
-            due_at=planned.due_at,
-            status=planned.status,
-            reason=planned.reason,
-            enrollment_id=enrollment.id,
-            condition=planned.step.condition,
-            immediate=planned.step.immediate,
-            variables=planned.variables,
-            attempts=0,
-        )
+    rows: list[dict[str, Any]] = [
+        {
+            "id": uuid.uuid4(),
+            "lead_id": lead_id,
+            "sequence": sequence.name,
+            "step": planned.step.number,
+            "template": planned.step.template,
+            "category": planned.step.category,
+            "due_at": planned.due_at,
+            "status": planned.status,
+            "reason": planned.reason,
+            "enrollment_id": enrollment.id,
+            "condition": planned.step.condition,
+            "immediate": planned.step.immediate,
+            "variables": planned.variables,
+            "attempts": 0,
+        }
         for planned in domain.plan_steps(sequence, enrolled_at=at, data=data)
     ]
-    tx.session.add_all(rows)
-    if not any(r.status == domain.PENDING for r in rows):
+    add_steps(tx, rows)
+    if not any(r["status"] == domain.PENDING for r in rows):
         enrollment.status, enrollment.ended_at, enrollment.ended_reason = "completed", at, "nothing left to send"
-    return [r for r in rows if r.status == domain.PENDING]
+    return [cast("uuid.UUID", r["id"]) for r in rows if r["status"] == domain.PENDING]
 
 
 async def end_each(

@@ -5,12 +5,14 @@ use, and the row loading that goes with it."""
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, event, insert, select
+from sqlalchemy.orm import Session
 
 from services.nurture import domain
 from services.nurture.catalog import current_catalog
-from services.nurture.store import Contact, Enrollment
+from services.nurture.store import Contact, Enrollment, ScheduledMessage
 from shared import events as ev
 from shared.errors import NotFound
 from shared.uow import UnitOfWork
@@ -104,3 +106,37 @@ async def enrollments_of(tx: UnitOfWork, lead_id: uuid.UUID) -> list[Enrollment]
 async def active_enrollments(tx: UnitOfWork, lead_id: uuid.UUID) -> list[Enrollment]:
     """The person's enrollments still running."""
     return [e for e in await enrollments_of(tx, lead_id) if e.status == "active"]
+
+
+# Scheduled steps are only ever inserted where they are created: built as ORM objects they were
+# a third of a consumed batch (constructing, cascading and flushing two or more a person). They
+# wait in the session and go in one executemany at its next flush, which is where the ORM would
+# have inserted them too: before any query (autoflush), a savepoint, or the commit. A new step
+# always comes with its new Enrollment, pending in the same session, so that flush does happen.
+_STEPS = "nurture.new_steps"
+
+
+def add_steps(tx: UnitOfWork, rows: list[dict[str, Any]]) -> None:
+    """Insert these ``scheduled_messages`` rows (each with every column ``enroll`` sets) at the
+    session's next flush, in the same transaction, like pending ORM objects."""
+    session = tx.session.sync_session
+    waiting: list[dict[str, Any]] | None = session.info.get(_STEPS)
+    if waiting is None:
+        waiting = session.info[_STEPS] = []
+        event.listen(session, "before_flush", _insert_steps)
+        # Rolled back before they were flushed (a savepoint flushes when it begins, so all of
+        # them are its own): gone, as the pending Enrollment they came with is.
+        event.listen(session, "after_soft_rollback", _drop_steps)
+    waiting.extend(rows)
+
+
+def _insert_steps(session: Session, _context: Any, _instances: Any) -> None:
+    waiting: list[dict[str, Any]] = session.info.get(_STEPS, [])
+    if waiting:
+        rows = list(waiting)
+        waiting.clear()
+        session.connection().execute(insert(cast("Table", ScheduledMessage.__table__)), rows)
+
+
+def _drop_steps(session: Session, _previous: Any) -> None:
+    session.info.get(_STEPS, []).clear()
