@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender
 
 from services.nurture.settings import Settings
 
@@ -383,9 +384,15 @@ class SmtpTransport:
 
     async def send(self, message: Mail) -> None:
         """Raises PermanentFailure for a 5xx refusal; anything else is worth a retry."""
+        # The bytes the file transport writes, not the EmailMessage: aiosmtplib would write that
+        # again with a 78-character limit, and a List-Unsubscribe URL (always longer, with no
+        # space to fold at) went out as encoded words mail clients ignore: no one-click unsubscribe.
+        envelope = message.message
         try:
             await aiosmtplib.send(
-                message.message,
+                message.raw,
+                sender=extract_sender(envelope),
+                recipients=extract_recipients(envelope),
                 hostname=self.host,
                 port=self.port,
                 username=self.username,

@@ -15,8 +15,15 @@ from services.nurture.settings import Settings
 from services.nurture.transport import FileTransport, SmtpTransport, compose, make_transport
 from shared.embedded import free_port
 
+LONG_UNSUBSCRIBE = "https://clientflow.example/unsubscribe?token=" + "t0k3n" * 20
 
-def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):
+
+def message(
+    message_id: uuid.UUID,
+    *,
+    to_name: str = "آدا لاولیس",
+    unsubscribe_url: str = "https://clientflow.example/unsubscribe?token=abc",
+):
     return compose(
         message_id=message_id,
         sender="Clientflow <hello@clientflow.example>",
@@ -25,7 +32,7 @@ def message(message_id: uuid.UUID, *, to_name: str = "آدا لاولیس"):
         subject="به Clientflow خوش آمدید",
         text="سلام آدا",
         html="<p dir='rtl'>سلام آدا</p>",
-        unsubscribe_url="https://clientflow.example/unsubscribe?token=abc",
+        unsubscribe_url=unsubscribe_url,
         date=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
     )
 
@@ -62,13 +69,19 @@ async def test_smtp_transport_hands_the_message_to_the_server() -> None:
     controller.start()
     try:
         message_id = uuid.uuid4()
-        await SmtpTransport(host="127.0.0.1", port=port, starttls=False, timeout_s=5).send(message(message_id))
+        sent = message(message_id, unsubscribe_url=LONG_UNSUBSCRIBE)
+        await SmtpTransport(host="127.0.0.1", port=port, starttls=False, timeout_s=5).send(sent)
     finally:
         controller.stop()
     (raw,) = inbox.received
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Message-ID"] == f"<{message_id}@clientflow.example>"
     assert parsed["To"].addresses[0].addr_spec == "ada@analytical.example"
+    # The one-click unsubscribe header arrives whole (re-folded at 78 characters it became
+    # encoded words that mail clients ignore), and the server got the bytes the file holds.
+    assert parsed["List-Unsubscribe"] == f"<{LONG_UNSUBSCRIBE}>"
+    assert b"=?utf-8?" not in raw.split(b"List-Unsubscribe:")[1].split(b"\n")[0]
+    assert raw.replace(b"\r\n", b"\n") == sent.raw.replace(b"\r\n", b"\n")
 
 
 def test_smtp_is_used_only_when_a_host_is_set(tmp_path: Path) -> None:
