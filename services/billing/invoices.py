@@ -9,10 +9,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 
-from services.billing import domain, dunning, store
+from services.billing import domain, dunning, record, store
 from services.billing.store import Account, Invoice, InvoiceLine, Payment
 from shared import events as ev
 from shared.errors import NotFound
@@ -36,53 +37,114 @@ async def issue_invoice(
 ) -> Invoice:
     """Issue an invoice (``invoice.issued``) with the year's next number, taken in this same
     transaction so a rollback gives the number back. An invoice of nothing is paid at issue."""
+    row, line_rows = await _issue(
+        tx,
+        lead_id=lead_id,
+        kind=kind,
+        currency=currency,
+        lines=lines,
+        due_in_days=due_in_days,
+        deal_id=deal_id,
+        subscription_id=subscription_id,
+        period=period,
+        hours_used=hours_used,
+        included_hours=included_hours,
+    )
+    invoice = Invoice(**row, lines=[InvoiceLine(**line) for line in line_rows])
+    tx.session.add(invoice)
+    return invoice
+
+
+async def issue_invoice_rows(
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID,
+    kind: str,
+    currency: str,
+    lines: list[ev.InvoiceLine],
+    due_in_days: int,
+    deal_id: uuid.UUID | None = None,
+    subscription_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """``issue_invoice`` for the consumer's hot path: the same number, rows and event, the rows
+    written in bulk with the batch's others (``record.insert_later``) instead of as objects.
+    Returns the invoice's row."""
+    row, line_rows = await _issue(
+        tx,
+        lead_id=lead_id,
+        kind=kind,
+        currency=currency,
+        lines=lines,
+        due_in_days=due_in_days,
+        deal_id=deal_id,
+        subscription_id=subscription_id,
+    )
+    await record.insert_later(tx, Invoice, [row])
+    await record.insert_later(tx, InvoiceLine, [{"invoice_id": row["id"], **line} for line in line_rows])
+    return row
+
+
+async def _issue(
+    tx: UnitOfWork,
+    *,
+    lead_id: uuid.UUID,
+    kind: str,
+    currency: str,
+    lines: list[ev.InvoiceLine],
+    due_in_days: int,
+    deal_id: uuid.UUID | None,
+    subscription_id: uuid.UUID | None,
+    period: tuple[datetime, datetime] | None = None,
+    hours_used: Decimal | None = None,
+    included_hours: Decimal | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Number the invoice and emit ``invoice.issued``; its row and its lines' rows to write."""
     now = tx.now()
     amount = quantize(sum((line.amount for line in lines), Decimal(0)))
     sequence = await store.next_invoice_sequence(tx.session, now.year, next_of=domain.next_sequence, memo=tx.memo)
     status = domain.invoice_status(amount=amount, amount_paid=Decimal("0.00"), voided=False)
-    invoice = Invoice(
-        id=uuid.uuid4(),
-        number=domain.invoice_number(now.year, sequence),
-        lead_id=lead_id,
-        kind=kind,
-        deal_id=deal_id,
-        subscription_id=subscription_id,
-        currency=currency,
-        amount=amount,
-        amount_paid=Decimal("0.00"),
-        status=status,
-        issued_at=now,
-        due_at=domain.due_date(now, days=due_in_days),
-        period_start=period[0] if period else None,
-        period_end=period[1] if period else None,
-        paid_at=now if status == "paid" else None,
-        lines=[
-            InvoiceLine(position=i, description=line.description, quantity=line.quantity, amount=line.amount)
-            for i, line in enumerate(lines, start=1)
-        ],
-    )
-    tx.session.add(invoice)
+    row: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "number": domain.invoice_number(now.year, sequence),
+        "lead_id": lead_id,
+        "kind": kind,
+        "deal_id": deal_id,
+        "subscription_id": subscription_id,
+        "currency": currency,
+        "amount": amount,
+        "amount_paid": Decimal("0.00"),
+        "status": status,
+        "issued_at": now,
+        "due_at": domain.due_date(now, days=due_in_days),
+        "period_start": period[0] if period else None,
+        "period_end": period[1] if period else None,
+        "paid_at": now if status == "paid" else None,
+    }
+    line_rows = [
+        {"position": i, "description": line.description, "quantity": line.quantity, "amount": line.amount}
+        for i, line in enumerate(lines, start=1)
+    ]
     tx.emit(
         "invoice.issued",
         ev.InvoiceIssued(
-            invoice_id=invoice.id,
-            number=invoice.number,
+            invoice_id=row["id"],
+            number=row["number"],
             kind=kind,
             deal_id=deal_id,
             subscription_id=subscription_id,
             amount=amount,
             currency=currency,
-            issued_at=invoice.issued_at,
-            due_at=invoice.due_at,
+            issued_at=now,
+            due_at=row["due_at"],
             lines=lines,
             hours_used=hours_used,
             included_hours=included_hours,
-            period_start=invoice.period_start,
-            period_end=invoice.period_end,
+            period_start=row["period_start"],
+            period_end=row["period_end"],
         ),
         lead_id=lead_id,
     )
-    return invoice
+    return row, line_rows
 
 
 async def get_invoice(tx: UnitOfWork, invoice_id: uuid.UUID) -> Invoice:
