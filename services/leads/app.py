@@ -28,6 +28,7 @@ from services.leads import (
 from services.leads.context import Context
 from services.leads.domain.assignment import OWNER_ROLES
 from services.leads.metrics import LeadsMetrics
+from services.leads.rows import LeadsSession
 from services.leads.settings import Settings
 from shared import topics
 from shared.clock import Clock
@@ -56,6 +57,8 @@ def create_app(
         clock=clock,
         people_owner=True,
     )
+    # Timeline, stage history, touches and red flags: one INSERT per table and flush (rows.py).
+    runtime.uow.sessions.configure(sync_session_class=LeadsSession)
     ctx = Context(
         settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
     )

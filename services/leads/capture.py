@@ -13,9 +13,9 @@ from services.leads.context import Context
 from services.leads.funnel import follow, move_stage
 from services.leads.qualification import current_icp
 from services.leads.record import (
+    capture_candidates,
     company_leads,
     lead_for_event,
-    lead_with_key_or_email,
     remember_captured,
 )
 from services.leads.store import Account, Lead, LeadRedFlag, StageChange, Touch
@@ -41,13 +41,15 @@ class Captured:
 
 async def find_duplicate(tx: UnitOfWork, data: LeadIn) -> tuple[Lead, domain.MatchedBy] | None:
     """The known lead this capture is about, and what matched it (see ``domain.dedupe``)."""
-    found = await lead_with_key_or_email(tx, domain.normalise_email(data.email), data.email)
+    company = domain.company_domain(data.email)
+    found, colleagues = await capture_candidates(tx, domain.normalise_email(data.email), data.email, company)
     matched_by: domain.MatchedBy = "email"
     if found is None:
-        company = domain.company_domain(data.email)
         if company is None:
             return None
-        found = domain.same_person(data.name, await company_leads(tx, company))
+        found = domain.same_person(
+            data.name, colleagues if colleagues is not None else await company_leads(tx, company)
+        )
         matched_by = "company_domain"
     if found is None:
         return None
@@ -319,7 +321,11 @@ async def referral_made(tx: UnitOfWork, ctx: Context, event: ev.Envelope, data: 
     created = await capture_lead(tx, ctx, body, source="referral.made", referral_cause="referral.made")
     if tx.keyring is not None:
         # The referral's key holds this person's data: it is theirs now (erased with them).
-        await tx.keyring.reassign(tx, from_subject=data.referral_id, to_subject=created.lead_id)
+        # Without the autoflush before it: the UPDATE reads person_keys only, and nothing pending
+        # in a batch holds a referral's key (erasures mark leads' keys; new keys are made at the
+        # commit). The flush it forced was one per referral, each writing its event's rows alone.
+        with tx.session.no_autoflush:
+            await tx.keyring.reassign(tx, from_subject=data.referral_id, to_subject=created.lead_id)
     if not created.duplicate:
         log_activity(
             tx,

@@ -40,8 +40,13 @@ async def current_icp(tx: UnitOfWork, ctx: Context) -> CurrentIcp:
     """The ICP in force (the newest version); a fresh database starts from the YAML file. Read
     once per transaction (``replace_icp`` keeps the memo current)."""
     icp = remembered_icp(tx)
+    if icp is None and (recent := ctx.icp.get()) is not None:
+        icp = recent
+        remember_icp(tx, icp)
     if icp is None:
         icp = await read_icp(tx)
+        if icp is not None:
+            ctx.icp.keep(icp)
     if icp is None:
         text = ctx.settings.icp_file.read_text(encoding="utf-8")
         domain.IdealClientProfile.from_yaml(text)  # a broken file fails loudly, not silently
@@ -65,6 +70,10 @@ async def replace_icp(tx: UnitOfWork, ctx: Context, document: str) -> tuple[int,
     tx.session.add(row)
     await tx.session.flush()
     remember_icp(tx, CurrentIcp(icp, document, row.id))
+    # Other transactions read the new version once this one committed (dropped now, too, so
+    # none keeps the old one meanwhile for longer than it takes to read it).
+    ctx.icp.forget()
+    tx.after_commit(ctx.icp.forget)
     leads = await tx.session.scalars(select(Lead).where(Lead.erased_at.is_(None), Lead.merged_into.is_(None)))
     rescored = 0
     for lead in leads:

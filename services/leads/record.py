@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Integer, func, literal_column, or_, select, union_all
 
 from services.leads import domain
 from services.leads.commands import LeadIn
@@ -157,6 +157,36 @@ async def lead_with_key_or_email(tx: UnitOfWork, key: str, email: str) -> Lead |
     return next((lead for lead in found if lead.email_key == key), None) or next(
         (lead for lead in found if lead.email == email), None
     )
+
+
+async def capture_candidates(
+    tx: UnitOfWork, key: str, email: str, company: str | None
+) -> tuple[Lead | None, list[Lead] | None]:
+    """What a capture dedupes against: ``lead_with_key_or_email``, and (None when not read
+    here) ``company_leads`` of ``company``, both in one query when the batch's known leads cover
+    none of them (an HTTP capture's case: it was two queries, with their flushes, per lead)."""
+    known: KnownLeads | None = tx.memo.get(_KNOWN)
+    if company is None or (
+        known is not None and (key in known.by_key or email in known.by_email or company in known.by_company)
+    ):
+        return await lead_with_key_or_email(tx, key, email), None
+    # Which part found a row, as literal columns (no parameter whose type PostgreSQL must guess).
+    by_address = select(Lead.id.label("id"), literal_column("1", Integer).label("src")).where(
+        or_(Lead.email_key == key, Lead.email == email)
+    )
+    first = (
+        select(Lead.id)
+        .where(Lead.company_domain == company, Lead.merged_into.is_(None), Lead.erased_at.is_(None))
+        .order_by(Lead.created_at, Lead.id)
+        .limit(domain.COMPANY_CANDIDATES)
+        .subquery()
+    )
+    found = union_all(by_address, select(first.c.id, literal_column("2", Integer))).subquery()
+    rows = (await tx.session.execute(select(Lead, found.c.src).join(found, found.c.id == Lead.id))).all()
+    addressed = [lead for lead, src in rows if src == 1]
+    same = sorted({lead.id: lead for lead, src in rows if src == 2}.values(), key=_capture_order)
+    by_key = next((lead for lead in addressed if lead.email_key == key), None)
+    return by_key or next((lead for lead in addressed if lead.email == email), None), same
 
 
 async def _lead_where(tx: UnitOfWork, column: Any, value: str, known: dict[str, Lead | None] | None) -> Lead | None:

@@ -128,9 +128,8 @@ async def deposit_cleared(tx: UnitOfWork, event: ev.Envelope, data: ev.DepositCl
     """A client's deposit arrived: it counts for the rep who won the deal."""
     if event.lead_id is None:
         return
-    await ensure_row(
-        tx.session,
-        ClientPayment,
+    await _insert_payment(
+        tx,
         {
             "id": uuid.uuid5(DEPOSITS, str(data.invoice_id)),
             "lead_id": event.lead_id,
@@ -148,9 +147,8 @@ async def payment_succeeded(tx: UnitOfWork, event: ev.Envelope, data: ev.Payment
     once it cleared (``deposit.cleared``), not piece by piece."""
     if event.lead_id is None or data.invoice_kind == "deposit":
         return
-    await ensure_row(
-        tx.session,
-        ClientPayment,
+    await _insert_payment(
+        tx,
         {
             "id": data.payment_id,
             "lead_id": event.lead_id,
@@ -161,6 +159,16 @@ async def payment_succeeded(tx: UnitOfWork, event: ev.Envelope, data: ev.Payment
             "paid_at": data.paid_at,
         },
     )
+
+
+async def _insert_payment(tx: UnitOfWork, values: dict[str, object]) -> None:
+    """The payment's row unless it is there already. Without the autoflush before it: client
+    payments have no foreign key and are never ORM objects, so nothing pending bears on this
+    INSERT, and the flush it forced was one per payment event, each writing that event's rows
+    alone (measured: a flush per deposit.cleared was a third of a consumed batch's flushes)."""
+    with tx.session.no_autoflush:
+        # The table, not the class: the ORM's bulk INSERT around one row cost 1.6 ms a payment.
+        await ensure_row(tx.session, ClientPayment.__table__, values)
 
 
 # --------------------------------------------------------------------------- figures
