@@ -10,12 +10,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -271,6 +272,9 @@ class ObserveMiddleware:
     def __init__(self, app: ASGIApp, metrics: PlumbingMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The metrics' children by (method, route, status): ``labels()`` checks, converts and
+        # looks its labels up under a lock on every call; the set of routes is small and fixed.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -289,9 +293,19 @@ class ObserveMiddleware:
         finally:
             # The router records the matched route in the scope it shares with us.
             path = getattr(scope.get("route"), "path", "unmatched")
-            metrics, method = self.metrics, scope["method"]
-            metrics.http_requests.labels(metrics.service, method, path, str(status)).inc()
-            metrics.http_seconds.labels(metrics.service, method, path).observe(time.perf_counter() - started)
+            method = scope["method"]
+            children = self._children.get((method, path, status))
+            if children is None:
+                children = self._children[(method, path, status)] = self._labelled(method, path, status)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
+
+    def _labelled(self, method: str, path: str, status: int) -> tuple[Any, Any]:
+        metrics = self.metrics
+        return (
+            metrics.http_requests.labels(metrics.service, method, path, str(status)),
+            metrics.http_seconds.labels(metrics.service, method, path),
+        )
 
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -346,6 +360,30 @@ class AdmissionMiddleware:
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 
+_KEYS = cast(Table, IdempotencyKeyRow.__table__)
+# Built once, with their cache keys (each was built anew for every write). The key's row is
+# written and finished with Core statements: nothing reads it back as an object in the request.
+_ANSWERED = select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == bindparam("key"))
+_CLAIM = insert(_KEYS)
+# The same, doing nothing where the key is stored already: a new key (the usual write) is
+# claimed in one statement, and only a key seen before is read (was: a read on every write).
+_CLAIM_IF_NEW = {
+    "sqlite": sqlite.insert(_KEYS).on_conflict_do_nothing(index_elements=[_KEYS.c.key]),
+    "postgresql": postgresql.insert(_KEYS).on_conflict_do_nothing(index_elements=[_KEYS.c.key]),
+}
+_FINISH = (
+    update(_KEYS)
+    .where(_KEYS.c.key == bindparam("the_key"))
+    .values(
+        state=bindparam("the_state"),
+        status_code=bindparam("the_status"),
+        response_body=bindparam("the_body"),
+        response_headers=bindparam("the_headers"),
+    )
+)
+
+_UNKNOWN = object()
+
 # Answers that say nothing about the request itself are not kept: a retry after fixing the
 # key or after a server error must run for real (Stripe keeps neither).
 _NOT_KEPT = {401, 403, 429}
@@ -360,6 +398,7 @@ class IdempotencyMiddleware:
         self.sessions = sessions
         self.clock = clock
         self.ttl = ttl
+        self._claim_if_new: Any = _UNKNOWN  # the database's insert-or-nothing, once known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
@@ -388,23 +427,23 @@ class IdempotencyMiddleware:
         request = RequestTransaction(self.sessions, self.sessions())
         try:
             await request.session.begin()
+            claim = {
+                "key": key_text,
+                "method": scope["method"],
+                "path": scope["path"],
+                "request_hash": digest,
+                "state": "in_progress",
+                "created_at": self.clock.now(),
+            }
+            if await self._claimed_if_new(request.session, claim):
+                return await self._run(scope, body, send, key_text, request)
             existing = await self._answered(key_text, request.session)
             if existing is not None:
                 request.session.expunge(existing)  # keeps its loaded values through the rollback
                 await request.session.rollback()
                 return await self._repeat(send, existing, digest)
-            request.session.add(
-                IdempotencyKeyRow(
-                    key=key_text,
-                    method=scope["method"],
-                    path=scope["path"],
-                    request_hash=digest,
-                    state="in_progress",
-                    created_at=self.clock.now(),
-                )
-            )
             try:
-                await request.session.flush()
+                await request.session.execute(_CLAIM, claim)
             except IntegrityError:
                 await request.session.rollback()
                 async with self.sessions() as session, session.begin():
@@ -444,15 +483,15 @@ class IdempotencyMiddleware:
                 await request.session.rollback()
             else:
                 await request.session.execute(
-                    update(IdempotencyKeyRow)
-                    .where(IdempotencyKeyRow.key == key_text)
-                    .values(
-                        state="done",
-                        status_code=status,
-                        response_body=b"".join(chunks),
-                        response_headers={k: v for k, v in headers_out.items() if k != "content-length"}
+                    _FINISH,
+                    {
+                        "the_key": key_text,
+                        "the_state": "done",
+                        "the_status": status,
+                        "the_body": b"".join(chunks),
+                        "the_headers": {k: v for k, v in headers_out.items() if k != "content-length"}
                         | {"content-length": str(sum(map(len, chunks)))},
-                    )
+                    },
                 )
                 await request.session.commit()
         if status < 500 and status not in _NOT_KEPT:
@@ -461,9 +500,20 @@ class IdempotencyMiddleware:
         for message in held:
             await send(message)
 
+    async def _claimed_if_new(self, session: AsyncSession, claim: dict[str, Any]) -> bool:
+        """Whether ``claim`` was stored, the key being new; False when a row holds it already
+        (or the database has no insert-or-nothing here): the caller reads it, as before."""
+        if self._claim_if_new is _UNKNOWN:
+            self._claim_if_new = _CLAIM_IF_NEW.get(session.get_bind().dialect.name)
+        statement = self._claim_if_new
+        if statement is None:
+            return False
+        result = await session.execute(statement, claim)
+        return bool(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult: an INSERT's
+
     async def _answered(self, key: str, session: AsyncSession) -> IdempotencyKeyRow | None:
         """The stored answer to ``key`` (forgotten once older than the TTL), or None."""
-        row = await session.scalar(select(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
+        row = await session.scalar(_ANSWERED, {"key": key})
         if row is not None and self.clock.now() - row.created_at > self.ttl:
             await session.delete(row)
             await session.flush()

@@ -46,3 +46,5 @@ class Context:
     jobs: Jobs = field(default_factory=Jobs)
     # The ICP in force, between transactions (qualification.current_icp).
     icp: Recent = field(default_factory=Recent)
+    # The assignment rule book in force (sales.rules_in_force).
+    rules: Recent = field(default_factory=Recent)

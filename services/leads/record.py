@@ -6,13 +6,14 @@ memo holds keeps it current or drops it."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, func, literal_column, or_, select, union_all
+from sqlalchemy import Integer, Select, bindparam, func, literal_column, or_, select, union_all
 
 from services.leads import domain
 from services.leads.commands import LeadIn
@@ -159,6 +160,25 @@ async def lead_with_key_or_email(tx: UnitOfWork, key: str, email: str) -> Lead |
     )
 
 
+@functools.cache
+def _candidates_query() -> Select[Lead, int]:
+    """``capture_candidates``' one query, built once (with its cache key) for every capture:
+    building it was a visible share of a ``POST /leads``'s CPU. Which part found a row comes
+    as literal columns (no parameter whose type PostgreSQL must guess)."""
+    by_address = select(Lead.id.label("id"), literal_column("1", Integer).label("src")).where(
+        or_(Lead.email_key == bindparam("key"), Lead.email == bindparam("email"))
+    )
+    first = (
+        select(Lead.id)
+        .where(Lead.company_domain == bindparam("company"), Lead.merged_into.is_(None), Lead.erased_at.is_(None))
+        .order_by(Lead.created_at, Lead.id)
+        .limit(domain.COMPANY_CANDIDATES)
+        .subquery()
+    )
+    found = union_all(by_address, select(first.c.id, literal_column("2", Integer))).subquery()
+    return select(Lead, found.c.src).join(found, found.c.id == Lead.id)
+
+
 async def capture_candidates(
     tx: UnitOfWork, key: str, email: str, company: str | None
 ) -> tuple[Lead | None, list[Lead] | None]:
@@ -170,19 +190,8 @@ async def capture_candidates(
         known is not None and (key in known.by_key or email in known.by_email or company in known.by_company)
     ):
         return await lead_with_key_or_email(tx, key, email), None
-    # Which part found a row, as literal columns (no parameter whose type PostgreSQL must guess).
-    by_address = select(Lead.id.label("id"), literal_column("1", Integer).label("src")).where(
-        or_(Lead.email_key == key, Lead.email == email)
-    )
-    first = (
-        select(Lead.id)
-        .where(Lead.company_domain == company, Lead.merged_into.is_(None), Lead.erased_at.is_(None))
-        .order_by(Lead.created_at, Lead.id)
-        .limit(domain.COMPANY_CANDIDATES)
-        .subquery()
-    )
-    found = union_all(by_address, select(first.c.id, literal_column("2", Integer))).subquery()
-    rows = (await tx.session.execute(select(Lead, found.c.src).join(found, found.c.id == Lead.id))).all()
+    params = {"key": key, "email": email, "company": company}
+    rows = (await tx.session.execute(_candidates_query(), params)).all()
     addressed = [lead for lead, src in rows if src == 1]
     same = sorted({lead.id: lead for lead, src in rows if src == 2}.values(), key=_capture_order)
     by_key = next((lead for lead in addressed if lead.email_key == key), None)

@@ -65,6 +65,8 @@ class _Columns:
 
 
 _COLUMNS = {cls: _Columns(cls) for cls in INSERT_ONLY}
+# Each table's INSERT, built once with its cache key (it was built anew for every flush).
+_INSERTS = {columns.table: insert(columns.table) for columns in _COLUMNS.values()}
 
 
 class LeadsSession(Session):
@@ -120,5 +122,5 @@ def _write(session: Session, rows: list[tuple[Table, dict[str, Any]]]) -> None:
         start = 0
         for end in range(1, len(params) + 1):
             if end == len(params) or params[end].keys() != params[start].keys():
-                connection.execute(insert(table), params[start:end])
+                connection.execute(_INSERTS[table], params[start:end])
                 start = end

@@ -14,12 +14,13 @@ Tasks are raised as ``task.raised`` events; nurture keeps every task (``GET /tas
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import Select, func, select
 
 from services.leads.context import Context
 from services.leads.domain.assignment import (
@@ -78,8 +79,11 @@ def raise_task(
 # --------------------------------------------------------------------------- the team
 
 
-async def rules_in_force(tx: UnitOfWork) -> AssignmentRules:
-    """The newest assignment rule book (none set: language, then round-robin)."""
+async def rules_in_force(tx: UnitOfWork, ctx: Context | None = None) -> AssignmentRules:
+    """The newest assignment rule book (none set: language, then round-robin). With ``ctx``,
+    one read in the last moments serves (``Context.rules``; ``team.put_rules`` drops it)."""
+    if _RULES not in tx.memo and ctx is not None and (recent := ctx.rules.get()) is not None:
+        tx.memo[_RULES] = recent
     if _RULES not in tx.memo:
         row = await tx.session.scalar(
             select(SalesDocument)
@@ -88,8 +92,38 @@ async def rules_in_force(tx: UnitOfWork) -> AssignmentRules:
             .limit(1)
         )
         tx.memo[_RULES] = AssignmentRules() if row is None else AssignmentRules.model_validate(row.document)
+        if ctx is not None:
+            ctx.rules.keep(tx.memo[_RULES])
     rules: AssignmentRules = tx.memo[_RULES]
     return rules
+
+
+@functools.cache
+def _team_query() -> Select[AccessPerson, SalesRep, int | None, int | None]:
+    """One statement a transaction: the people with their capacities and what each owns (open
+    leads, or a success person's accounts), counted in subqueries joined to each person. It
+    has no parameters: built once, its cache key too (building it was a visible share of a
+    ``POST /leads``'s CPU)."""
+    live = (Lead.merged_into.is_(None), Lead.erased_at.is_(None))
+    leads_owned = (
+        select(Lead.owner_id.label("person_id"), func.count().label("n"))
+        .where(Lead.owner_id.is_not(None), Lead.stage.in_(OPEN_STAGES), *live)
+        .group_by(Lead.owner_id)
+        .subquery()
+    )
+    accounts_owned = (
+        select(Lead.account_owner_id.label("person_id"), func.count().label("n"))
+        .where(Lead.account_owner_id.is_not(None), *live)
+        .group_by(Lead.account_owner_id)
+        .subquery()
+    )
+    return (
+        select(AccessPerson, SalesRep, leads_owned.c.n, accounts_owned.c.n)
+        .outerjoin(SalesRep, SalesRep.person_id == AccessPerson.id)
+        .outerjoin(leads_owned, leads_owned.c.person_id == AccessPerson.id)
+        .outerjoin(accounts_owned, accounts_owned.c.person_id == AccessPerson.id)
+        .where(AccessPerson.role.in_(OWNER_ROLES), AccessPerson.kind == "person")
+    )
 
 
 async def team(tx: UnitOfWork) -> dict[uuid.UUID, Rep]:
@@ -98,33 +132,16 @@ async def team(tx: UnitOfWork) -> dict[uuid.UUID, Rep]:
     if _TEAM in tx.memo:
         known: dict[uuid.UUID, Rep] = tx.memo[_TEAM]
         return known
-    # Two statements a transaction: the people with their capacities, and what each owns.
-    people = (
-        await tx.session.execute(
-            select(AccessPerson, SalesRep)
-            .outerjoin(SalesRep, SalesRep.person_id == AccessPerson.id)
-            .where(AccessPerson.role.in_(OWNER_ROLES), AccessPerson.kind == "person")
-        )
-    ).all()
-    live = (Lead.merged_into.is_(None), Lead.erased_at.is_(None))
-    owned = union_all(
-        select(Lead.owner_id.label("person_id"), literal("lead").label("what"), func.count().label("n"))
-        .where(Lead.owner_id.is_not(None), Lead.stage.in_(OPEN_STAGES), *live)
-        .group_by(Lead.owner_id),
-        select(Lead.account_owner_id, literal("account"), func.count())
-        .where(Lead.account_owner_id.is_not(None), *live)
-        .group_by(Lead.account_owner_id),
-    )
-    counts = {(person_id, what): n for person_id, what, n in (await tx.session.execute(owned)).all()}
+    people = (await tx.session.execute(_team_query())).all()
     known = {}
-    for p, rep in people:
+    for p, rep, leads_n, accounts_n in people:
         known[p.id] = Rep(
             person_id=p.id,
             role=p.role,
             active=p.active,
             languages=tuple(p.languages or ()),
             capacity=rep.capacity if rep is not None else 1,
-            open_leads=counts.get((p.id, "account" if p.role == "success" else "lead"), 0),
+            open_leads=(accounts_n if p.role == "success" else leads_n) or 0,
             last_assigned_at=rep.last_assigned_at if rep is not None else None,
             email=p.email,
         )
@@ -178,7 +195,7 @@ async def assign_new(tx: UnitOfWork, ctx: Context, lead: Lead) -> Assignment:
     # The team and the rules are read without flushing the lead first (it owns nothing yet), so
     # it is inserted once with its owner and clock rather than inserted, then updated.
     with tx.session.no_autoflush:
-        people, rules = await team(tx), await rules_in_force(tx)
+        people, rules = await team(tx), await rules_in_force(tx, ctx)
     choice = choose(
         LeadFacts(channel=lead.channel, country=lead.country, language=lead.language), people.values(), rules
     )
@@ -261,7 +278,7 @@ async def release_owned_by(tx: UnitOfWork, ctx: Context, person_id: uuid.UUID) -
         choice = choose(
             LeadFacts(channel=lead.channel, country=lead.country, language=lead.language),
             [r for r in (await team(tx)).values() if r.person_id != person_id],
-            await rules_in_force(tx),
+            await rules_in_force(tx, ctx),
         )
         lead.owner_id, lead.assigned_at = choice.person_id, tx.now() if choice.person_id else None
         if choice.person_id is not None:

@@ -196,7 +196,7 @@ def router(runtime: ServiceRuntime, ctx: Context) -> APIRouter:
         """Replace the rule book: the first rule whose conditions match a new lead narrows who
         may get it. A rule naming someone unknown, disabled or not in sales is refused."""
         async with uow() as tx:
-            return await team.put_rules(tx, body)
+            return await team.put_rules(tx, ctx, body)
 
     @api.get("/team/reps", dependencies=[need(P.TEAM_READ)], response_model=list[RepOut], tags=["team"])
     async def list_reps() -> list[RepOut]:

@@ -62,7 +62,7 @@ async def set_capacity(tx: UnitOfWork, person_id: uuid.UUID, capacity: int) -> S
     return row
 
 
-async def put_rules(tx: UnitOfWork, rules: AssignmentRules) -> AssignmentRules:
+async def put_rules(tx: UnitOfWork, ctx: Context, rules: AssignmentRules) -> AssignmentRules:
     """Replace the rule book; one naming someone unknown, disabled or not in sales, or a rule
     that could give a lead to nobody, is refused with every problem named."""
     problems = rule_problems(rules, await sales.team(tx) | await _all_people_as_reps(tx))
@@ -70,6 +70,9 @@ async def put_rules(tx: UnitOfWork, rules: AssignmentRules) -> AssignmentRules:
         raise Problems([(f"body.{where}", message) for where, message in problems])
     tx.session.add(SalesDocument(kind="assignment_rules", document=rules.model_dump(mode="json"), created_at=tx.now()))
     sales.forget_team(tx)
+    # Read afresh by the transactions after this one (now too: none keeps the old book meanwhile).
+    ctx.rules.forget()
+    tx.after_commit(ctx.rules.forget)
     return rules
 
 

@@ -71,6 +71,9 @@ class AccessMiddleware:
         self.protect_metrics = protect_metrics
         self.trust_forwarded_for = trust_forwarded_for
         self._table: list[tuple[APIRoute, Rule | None]] | None = None
+        # The audit counter's child by outcome: ``labels()`` on every audited request was a
+        # lookup under a lock (four outcomes, looked up once each).
+        self._audit_rows: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ routes
 
@@ -193,7 +196,11 @@ class AccessMiddleware:
             request_id=request_id,
             status=status,
         )
-        self.metrics.audit_rows.labels(self.service, outcome_of(status)).inc()
+        outcome = outcome_of(status)
+        counter = self._audit_rows.get(outcome)
+        if counter is None:
+            counter = self._audit_rows[outcome] = self.metrics.audit_rows.labels(self.service, outcome)
+        counter.inc()
 
     def _address(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         if self.trust_forwarded_for:

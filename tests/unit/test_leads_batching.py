@@ -199,10 +199,14 @@ async def test_a_batch_ends_as_its_events_applied_one_by_one(
     if not poison:
         assert went_whole  # not event by event after a failure
         # Inbox, leads, ICP, dedupe by address and by company; the sales team (people with
-        # capacities, what each owns) and the assignment rules, once for the batch, as the
+        # capacities and what each owns, one statement), once for the batch, as the
         # referral's new lead is given an owner; then only when each of the two churned
-        # clients churned (it decides whether their deposits bring them back).
-        assert len(reads) == 5 + 3 + 2, "\n".join(r[:70] for r in reads)
+        # clients churned (it decides whether their deposits bring them back). The
+        # assignment rules were read by the seed's capture and serve for RECENT_S (2 s) of
+        # the monotonic clock: read again (once) only if the seed took longer than that.
+        rules = [r for r in reads if r.startswith("SELECT sales_documents.")]
+        assert len(rules) <= 1, "\n".join(r[:70] for r in reads)
+        assert len(reads) - len(rules) == 5 + 1 + 2, "\n".join(r[:70] for r in reads)
     for app in (batched, alone):
         await app.engine.dispose()
 
