@@ -515,6 +515,38 @@ class PostError(Exception):
     """A timed POST that got no answer (connection refused or reset, timeout)."""
 
 
+class Answers:
+    """How a step's timed POSTs were answered: accepted (the body returned), refused fast (429 or
+    503 with Retry-After, timed from the moment the request left: a wait for a slot in the
+    generator is the generator's, not the service's) or failed (by status or error)."""
+
+    def __init__(self) -> None:
+        self.refused: list[float] = []
+        self.reasons: collections.Counter[str] = collections.Counter()
+
+    async def post(self, http: Poster, url: str, *, json: dict, headers: dict[str, str]) -> Any:
+        """The accepted answer's body, else None (counted as refused or failed)."""
+        sent_at = time.monotonic()
+        try:
+            status, answer, body = await http.post(url, json=json, headers=headers)
+        except PostError as error:
+            self.reasons[str(error)] += 1
+            return None
+        if status in (429, 503) and "retry-after" in answer:
+            self.refused.append(time.monotonic() - sent_at)
+            return None
+        if status >= 400 or not isinstance(body, dict):
+            self.reasons[str(status)] += 1
+            return None
+        return body
+
+    def summarise(self, summary: dict, unsent: int) -> None:
+        summary["failed_requests"] = sum(self.reasons.values()) + unsent
+        summary["failures"] = dict(self.reasons)
+        summary["refused"] = len(self.refused)
+        summary["refused_p99_ms"] = _percentile([r * 1000 for r in self.refused], 99) if self.refused else None
+
+
 def _json_or_none(body: bytes) -> Any:
     return json.loads(body) if body else None
 
@@ -565,9 +597,7 @@ async def open_loop(
     return t0, tasks
 
 
-def _summary(
-    offered: float, seconds: float, t0: float, intended: dict[str, float], done: dict[str, float], failed: int
-) -> dict:
+def _summary(offered: float, seconds: float, t0: float, intended: dict[str, float], done: dict[str, float]) -> dict:
     latencies = {lead: done[lead] - intended[lead] for lead in intended if lead in done}
     values = [v * 1000 for v in latencies.values()]
     total = int(offered * seconds)
@@ -583,7 +613,6 @@ def _summary(
         "seconds": seconds,
         "sent": total,
         "completed": len(latencies),
-        "failed_requests": failed,
         "achieved_per_s": achieved,
         "p50_ms": _percentile(values, 50),
         "p95_ms": _percentile(values, 95),
@@ -615,32 +644,16 @@ async def lead_step(
     graph of each of these processes over the sending."""
     tag = uuid.uuid4().hex[:8]
     intended: dict[str, float] = {}
-    failed = 0
-
-    refused: list[float] = []  # seconds from the send to a 429/503 with Retry-After
-    reasons: collections.Counter[str] = collections.Counter()  # failures by status or error
+    answers = Answers()
 
     async def send(i: int, planned: float) -> None:
-        nonlocal failed
-        sent_at = time.monotonic()
-        try:
-            status, headers, body = await http.post(
-                f"{leads.url}/leads", json=_lead_body(i, tag), headers={"Idempotency-Key": f"bench-{tag}-{i}"}
-            )
-        except PostError as error:
-            failed += 1
-            reasons[str(error)] += 1
-            return
-        if status in (429, 503) and "retry-after" in headers:
-            # How fast the service said no: from the moment the request left (a wait for a
-            # slot in the generator is the generator's, not the service's).
-            refused.append(time.monotonic() - sent_at)
-            return
-        if status >= 400 or not isinstance(body, dict) or "lead_id" not in body:
-            failed += 1
-            reasons[str(status)] += 1
-            return
-        intended[body["lead_id"]] = planned
+        body = await answers.post(
+            http, f"{leads.url}/leads", json=_lead_body(i, tag), headers={"Idempotency-Key": f"bench-{tag}-{i}"}
+        )
+        if body is not None and "lead_id" in body:
+            intended[body["lead_id"]] = planned
+        elif body is not None:
+            answers.reasons["no lead_id"] += 1
 
     cpu_before = cpu_seconds(cpu_pids or [])
     profiles = [start_flame(pid, path, seconds=seconds) for pid, path in (flame_to or {}).items()]
@@ -648,13 +661,11 @@ async def lead_step(
     t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress, unsent=unsent)
     sent_s = time.monotonic() - t0
     await asyncio.gather(*tasks)
-    failed += len(unsent)
     await watcher.wait_for("email.sent", list(intended), drain_s)
     done = {lead: watcher.seen[("email.sent", lead)] for lead in intended if ("email.sent", lead) in watcher.seen}
     cpu = cpu_seconds(cpu_pids or []) - cpu_before
-    summary = _summary(rate, seconds, t0, intended, done, failed)
-    summary["refused"] = len(refused)
-    summary["refused_p99_ms"] = _percentile([r * 1000 for r in refused], 99) if refused else None
+    summary = _summary(rate, seconds, t0, intended, done)
+    answers.summarise(summary, len(unsent))
     summary["accepted"] = len(intended)
     summary["lost"] = len(intended) - len(done)  # accepted (201) but no e-mail within the drain
     summary["duplicates"] = watcher.doubles("email.sent", intended)
@@ -662,7 +673,6 @@ async def lead_step(
     # load was lower than asked (latency still counts from the planned times).
     summary["sending_s"] = sent_s
     summary["unsent"] = len(unsent)  # of failed_requests: no slot in the generator within SLOT_WAIT_S
-    summary["failures"] = dict(reasons)
     summary["drain_s"] = drain_s
     summary["cpu_s"] = cpu if cpu_pids else None
     summary["cpu_ms_per_lead"] = cpu * 1000 / len(done) if cpu_pids and done else None
@@ -717,54 +727,37 @@ async def payment_step(
     """POST /payments at a fixed rate; latency from the intended time to its deposit.cleared."""
     seconds = len(invoices) / rate
     intended: dict[str, float] = {}
-    failed = 0
-    reasons: collections.Counter[str] = collections.Counter()
-    refused: list[float] = []  # seconds from the send to a 429/503 with Retry-After
+    answers = Answers()
 
     async def send(i: int, planned: float) -> None:
-        nonlocal failed
         invoice = invoices[i]
-        sent_at = time.monotonic()
-        try:
-            status, headers, _ = await http.post(
-                f"{billing.url}/payments",
-                headers={"Idempotency-Key": f"pay-{invoice['invoice_id']}"},
-                json={
-                    "invoice_id": invoice["invoice_id"],
-                    "amount": invoice["amount"],
-                    "currency": "EUR",
-                    "method": "bank_transfer",
-                },
-            )
-        except PostError as error:
-            failed += 1
-            reasons[str(error)] += 1
-            return
-        if status in (429, 503) and "retry-after" in headers:
-            refused.append(time.monotonic() - sent_at)
-            return
-        if status >= 400:
-            failed += 1
-            reasons[str(status)] += 1
-            return
-        intended[invoice["lead_id"]] = planned
+        body = await answers.post(
+            http,
+            f"{billing.url}/payments",
+            headers={"Idempotency-Key": f"pay-{invoice['invoice_id']}"},
+            json={
+                "invoice_id": invoice["invoice_id"],
+                "amount": invoice["amount"],
+                "currency": "EUR",
+                "method": "bank_transfer",
+            },
+        )
+        if body is not None:
+            intended[invoice["lead_id"]] = planned
 
     unsent: list[int] = []
     t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress, unsent=unsent)
     await asyncio.gather(*tasks)
-    failed += len(unsent)
     await watcher.wait_for("deposit.cleared", list(intended), drain_s)
     done = {
         lead: watcher.seen[("deposit.cleared", lead)] for lead in intended if ("deposit.cleared", lead) in watcher.seen
     }
-    summary = _summary(rate, seconds, t0, intended, done, failed)
+    summary = _summary(rate, seconds, t0, intended, done)
+    answers.summarise(summary, len(unsent))
     summary["accepted"] = len(intended)
     summary["lost"] = len(intended) - len(done)
     summary["duplicates"] = watcher.doubles("deposit.cleared", intended)
     summary["unsent"] = len(unsent)
-    summary["failures"] = dict(reasons)
-    summary["refused"] = len(refused)
-    summary["refused_p99_ms"] = _percentile([r * 1000 for r in refused], 99) if refused else None
     summary["held"] = summary["held"] and summary["lost"] == 0 and summary["duplicates"] == 0
     return summary
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from bench import history, measure, report
 from bench.report import SERVICES
@@ -154,17 +155,17 @@ def test_a_load_is_held_only_when_kept_up_with_and_latency_stays_bounded() -> No
     t0 = 1000.0
     intended = {f"l{i}": t0 + i / 10 for i in range(100)}
     steady = {k: v + 0.05 for k, v in intended.items()}
-    summary = measure._summary(10, 10, t0, intended, steady, 0)
+    summary = measure._summary(10, 10, t0, intended, steady)
     assert summary["held"] and summary["completed"] == 100
     assert 49 < summary["p99_ms"] < 51
     # Latency that keeps growing over the run: the system falls behind even if all complete.
     growing = {k: v + (v - t0) * 0.5 for k, v in intended.items()}
-    behind = measure._summary(10, 10, t0, intended, growing, 0)
+    behind = measure._summary(10, 10, t0, intended, growing)
     assert behind["p99_growing"] and not behind["held"]
     assert behind["achieved_per_s"] < 10 * 0.95
     # A lead that never got its email is not held either.
     missing = dict(list(steady.items())[:-1])
-    assert not measure._summary(10, 10, t0, intended, missing, 0)["held"]
+    assert not measure._summary(10, 10, t0, intended, missing)["held"]
 
 
 def test_backlog_targets_on_sqlite_and_postgresql() -> None:
@@ -281,3 +282,31 @@ def test_history_multiplies_rows_with_fresh_keys(tmp_path: Path) -> None:
     assert db.execute("SELECT count(DISTINCT email) FROM leads").fetchone() == (400,)
     assert db.execute("SELECT count(DISTINCT event_id) FROM inbox").fetchone() == (4000,)
     db.close()
+
+
+async def test_a_steps_answers_are_accepted_refused_fast_or_failed() -> None:
+    class Replies:
+        def __init__(self, *replies: Any) -> None:
+            self.replies = list(replies)
+
+        async def post(self, url: str, *, json: dict, headers: dict[str, str]) -> Any:
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+    http = Replies(
+        (201, {}, {"lead_id": "a"}),
+        (503, {"retry-after": "1"}, {"detail": "busy"}),
+        (503, {}, None),  # a 503 that says nothing of when to come back is a failure
+        (422, {}, {"detail": "bad"}),
+        measure.PostError("ClientConnectorError"),
+    )
+    answers = measure.Answers()
+    bodies = [await answers.post(http, "u", json={}, headers={}) for _ in range(5)]  # type: ignore[arg-type]
+    assert bodies == [{"lead_id": "a"}, None, None, None, None]
+    summary: dict = {}
+    answers.summarise(summary, unsent=2)
+    assert summary["refused"] == 1 and summary["refused_p99_ms"] is not None
+    assert summary["failures"] == {"503": 1, "422": 1, "ClientConnectorError": 1}
+    assert summary["failed_requests"] == 5
