@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from sqlalchemy import func, select
 
@@ -21,84 +21,45 @@ from shared.money import quantize
 from shared.uow import UnitOfWork
 
 
-async def issue_invoice(
-    tx: UnitOfWork,
-    *,
-    lead_id: uuid.UUID,
-    kind: str,
-    currency: str,
-    lines: list[ev.InvoiceLine],
-    due_in_days: int,
-    deal_id: uuid.UUID | None = None,
-    subscription_id: uuid.UUID | None = None,
-    period: tuple[datetime, datetime] | None = None,
-    hours_used: Decimal | None = None,
-    included_hours: Decimal | None = None,
-) -> Invoice:
+class InvoiceTerms(TypedDict):
+    """What an invoice is issued for (the rest, number, dates and status, follows from them)."""
+
+    lead_id: uuid.UUID
+    kind: str
+    currency: str
+    lines: list[ev.InvoiceLine]
+    due_in_days: int
+    deal_id: NotRequired[uuid.UUID | None]
+    subscription_id: NotRequired[uuid.UUID | None]
+    period: NotRequired[tuple[datetime, datetime] | None]
+    hours_used: NotRequired[Decimal | None]
+    included_hours: NotRequired[Decimal | None]
+
+
+async def issue_invoice(tx: UnitOfWork, **terms: Unpack[InvoiceTerms]) -> Invoice:
     """Issue an invoice (``invoice.issued``) with the year's next number, taken in this same
     transaction so a rollback gives the number back. An invoice of nothing is paid at issue."""
-    row, line_rows = await _issue(
-        tx,
-        lead_id=lead_id,
-        kind=kind,
-        currency=currency,
-        lines=lines,
-        due_in_days=due_in_days,
-        deal_id=deal_id,
-        subscription_id=subscription_id,
-        period=period,
-        hours_used=hours_used,
-        included_hours=included_hours,
-    )
+    row, line_rows = await _issue(tx, terms)
     invoice = Invoice(**row, lines=[InvoiceLine(**line) for line in line_rows])
     tx.session.add(invoice)
     return invoice
 
 
-async def issue_invoice_rows(
-    tx: UnitOfWork,
-    *,
-    lead_id: uuid.UUID,
-    kind: str,
-    currency: str,
-    lines: list[ev.InvoiceLine],
-    due_in_days: int,
-    deal_id: uuid.UUID | None = None,
-    subscription_id: uuid.UUID | None = None,
-) -> dict[str, Any]:
+async def issue_invoice_rows(tx: UnitOfWork, **terms: Unpack[InvoiceTerms]) -> dict[str, Any]:
     """``issue_invoice`` for the consumer's hot path: the same number, rows and event, the rows
     written in bulk with the batch's others (``record.insert_later``) instead of as objects.
     Returns the invoice's row."""
-    row, line_rows = await _issue(
-        tx,
-        lead_id=lead_id,
-        kind=kind,
-        currency=currency,
-        lines=lines,
-        due_in_days=due_in_days,
-        deal_id=deal_id,
-        subscription_id=subscription_id,
-    )
+    row, line_rows = await _issue(tx, terms)
     await record.insert_later(tx, Invoice, [row])
     await record.insert_later(tx, InvoiceLine, [{"invoice_id": row["id"], **line} for line in line_rows])
     return row
 
 
-async def _issue(
-    tx: UnitOfWork,
-    *,
-    lead_id: uuid.UUID,
-    kind: str,
-    currency: str,
-    lines: list[ev.InvoiceLine],
-    due_in_days: int,
-    deal_id: uuid.UUID | None,
-    subscription_id: uuid.UUID | None,
-    period: tuple[datetime, datetime] | None = None,
-    hours_used: Decimal | None = None,
-    included_hours: Decimal | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+async def _issue(tx: UnitOfWork, terms: InvoiceTerms) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Number the invoice and emit ``invoice.issued``; its row and its lines' rows to write."""
+    lead_id, kind, currency, lines = terms["lead_id"], terms["kind"], terms["currency"], terms["lines"]
+    deal_id, subscription_id = terms.get("deal_id"), terms.get("subscription_id")
+    period = terms.get("period")
     now = tx.now()
     amount = quantize(sum((line.amount for line in lines), Decimal(0)))
     sequence = await store.next_invoice_sequence(tx.session, now.year, next_of=domain.next_sequence, memo=tx.memo)
@@ -115,7 +76,7 @@ async def _issue(
         "amount_paid": Decimal("0.00"),
         "status": status,
         "issued_at": now,
-        "due_at": domain.due_date(now, days=due_in_days),
+        "due_at": domain.due_date(now, days=terms["due_in_days"]),
         "period_start": period[0] if period else None,
         "period_end": period[1] if period else None,
         "paid_at": now if status == "paid" else None,
@@ -137,8 +98,8 @@ async def _issue(
             issued_at=now,
             due_at=row["due_at"],
             lines=lines,
-            hours_used=hours_used,
-            included_hours=included_hours,
+            hours_used=terms.get("hours_used"),
+            included_hours=terms.get("included_hours"),
             period_start=row["period_start"],
             period_end=row["period_end"],
         ),
