@@ -43,7 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Index, LargeBinary, String, select, update
+from sqlalchemy import Index, LargeBinary, String, bindparam, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import PlumbingBase, UTCDateTime
@@ -265,6 +265,15 @@ class PersonKeyRow(PlumbingBase):
     __table_args__ = (Index("ix_person_keys_subject", "subject_id", "created_at"),)
 
 
+# Every key of some people, oldest first: built once (each write that seals a person's data
+# ran it, and building it anew cost more than running it on a small table).
+_KEYS_OF = (
+    select(PersonKeyRow)
+    .where(PersonKeyRow.subject_id.in_(bindparam("subjects", expanding=True)))
+    .order_by(PersonKeyRow.created_at, PersonKeyRow.key_id)
+)
+
+
 def _trim(cache: dict[Any, Any]) -> None:
     while len(cache) > MAX_CACHED:
         del cache[next(iter(cache))]
@@ -375,13 +384,7 @@ class KeyRing:
                 wanted.append(subject)
         if not wanted:
             return found
-        rows = list(
-            await tx.session.scalars(
-                select(PersonKeyRow)
-                .where(PersonKeyRow.subject_id.in_(wanted))
-                .order_by(PersonKeyRow.created_at, PersonKeyRow.key_id)
-            )
-        )
+        rows = list(await tx.session.scalars(_KEYS_OF, {"subjects": wanted}))
         by_subject: dict[uuid.UUID, list[PersonKeyRow]] = {}
         for row in rows:
             by_subject.setdefault(row.subject_id, []).append(row)
