@@ -249,9 +249,9 @@ async def latency(run: Run, label: str, urls: dict[str, str], *, full: bool, com
         await cluster.start(procs.values())
         await watcher.start()
         # CPU per lead: the four services and the broker (the load generator, this process, apart).
-        pids = [p.process.pid for p in procs.values() if p.process is not None]
+        pids = {s: p.process.pid for s, p in procs.items() if p.process is not None}
         if cluster.broker is not None and cluster.broker.process is not None:
-            pids.append(cluster.broker.process.pid)
+            pids["broker"] = cluster.broker.process.pid
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         auth = {"Authorization": f"Bearer {API_KEY}"}
         # The timed POSTs go through the lean Poster; the rest (setting up, reading) through httpx.

@@ -634,12 +634,12 @@ async def lead_step(
     seconds: float,
     drain_s: float,
     progress: Progress,
-    cpu_pids: list[int] | None = None,
+    cpu_pids: dict[str, int] | None = None,
     flame_to: dict[int, Path] | None = None,
 ) -> dict:
     """POST /leads at a fixed rate; latency from the intended send time to its email.sent.
 
-    ``cpu_pids``: the processes whose CPU time (from the first request to the last e-mail
+    ``cpu_pids``: the processes (by name) whose CPU time (from the first request to the last e-mail
     or the end of the drain) is divided by the leads completed; ``flame_to``: a py-spy flame
     graph of each of these processes over the sending."""
     tag = uuid.uuid4().hex[:8]
@@ -655,7 +655,8 @@ async def lead_step(
         elif body is not None:
             answers.reasons["no lead_id"] += 1
 
-    cpu_before = cpu_seconds(cpu_pids or [])
+    pids = cpu_pids or {}
+    cpu_before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
     profiles = [start_flame(pid, path, seconds=seconds) for pid, path in (flame_to or {}).items()]
     unsent: list[int] = []
     t0, tasks = await open_loop(rate=rate, seconds=seconds, send=send, progress=progress, unsent=unsent)
@@ -663,7 +664,8 @@ async def lead_step(
     await asyncio.gather(*tasks)
     await watcher.wait_for("email.sent", list(intended), drain_s)
     done = {lead: watcher.seen[("email.sent", lead)] for lead in intended if ("email.sent", lead) in watcher.seen}
-    cpu = cpu_seconds(cpu_pids or []) - cpu_before
+    by_process = {name: cpu_seconds([pid]) - cpu_before[name] for name, pid in pids.items()}
+    cpu = sum(by_process.values())
     summary = _summary(rate, seconds, t0, intended, done)
     answers.summarise(summary, len(unsent))
     summary["accepted"] = len(intended)
@@ -676,6 +678,10 @@ async def lead_step(
     summary["drain_s"] = drain_s
     summary["cpu_s"] = cpu if cpu_pids else None
     summary["cpu_ms_per_lead"] = cpu * 1000 / len(done) if cpu_pids and done else None
+    # Which process spent it: a step slower than its load explains shows here.
+    summary["cpu_ms_per_lead_by_process"] = (
+        {name: round(seconds * 1000 / len(done), 2) for name, seconds in by_process.items()} if done else {}
+    )
     summary["held"] = summary["held"] and summary["lost"] == 0 and summary["duplicates"] == 0
     summary["flames"] = [p for p in [await task for task in profiles if task is not None] if p]
     return summary

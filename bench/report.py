@@ -280,6 +280,29 @@ def _backlog_table(rnd: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_by_process(steps: list[dict]) -> list[str]:
+    """CPU per lead of each process at each lead step (where a step's CPU went)."""
+    measured = [s for s in steps if s.get("cpu_ms_per_lead_by_process")]
+    if not measured:
+        return []
+    names = list(measured[0]["cpu_ms_per_lead_by_process"])
+    lines = [
+        "",
+        "CPU per lead by process (ms):",
+        "",
+        "| step | offered/s | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for s in measured:
+        by = s["cpu_ms_per_lead_by_process"]
+        lines.append(
+            f"| {s.get('kind', '-')} | {_f(s['offered_per_s'])} | "
+            + " | ".join(_f(by.get(name), 1) for name in names)
+            + " |"
+        )
+    return lines
+
+
 def _steps_table(rnd: dict) -> list[str]:
     lines = [
         "| path | step | offered/s | achieved/s | sent | done | refused (p99) | failed (why) | lost | doubled "
@@ -299,6 +322,7 @@ def _steps_table(rnd: dict) -> list[str]:
                 f"{_f(s['p99_first_half_ms'])} / {_f(s['p99_second_half_ms'])} | "
                 f"{_f(s.get('cpu_ms_per_lead'), 1)} | {'yes' if s['held'] else 'no'} |"
             )
+    lines += _cpu_by_process(latency["leads"] + latency.get("overload", []))
     hops = latency.get("broker_hop") or []
     if hops:
         lines += [

@@ -310,3 +310,14 @@ async def test_a_steps_answers_are_accepted_refused_fast_or_failed() -> None:
     assert summary["refused"] == 1 and summary["refused_p99_ms"] is not None
     assert summary["failures"] == {"503": 1, "422": 1, "ClientConnectorError": 1}
     assert summary["failed_requests"] == 5
+
+
+def test_the_report_shows_where_each_steps_cpu_went() -> None:
+    steps = [
+        {"kind": "ladder", "offered_per_s": 25, "cpu_ms_per_lead_by_process": {"leads": 6.25, "broker": 12.0}},
+        {"kind": "ladder", "offered_per_s": 50},  # measured without CPU: left out
+    ]
+    lines = report._cpu_by_process(steps)
+    assert "| step | offered/s | leads | broker |" in lines
+    assert lines[-1].startswith("| ladder | 25 | 6.") and lines[-1].endswith("| 12.0 |")
+    assert report._cpu_by_process([{"kind": "x", "offered_per_s": 1}]) == []
