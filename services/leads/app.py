@@ -60,7 +60,9 @@ def create_app(
     # Timeline, stage history, touches and red flags: one INSERT per table and flush (rows.py).
     runtime.uow.sessions.configure(sync_session_class=LeadsSession)
     ctx = Context(
-        settings=settings, metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions), jobs=Jobs(runtime.metrics)
+        settings=settings,
+        metrics=LeadsMetrics(runtime.registry, runtime.uow.sessions, runtime.reads),
+        jobs=Jobs(runtime.metrics),
     )
     runtime.uow.count_emitted(ctx.metrics.count)
 

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.leads import domain
 from services.leads.store import Lead
 from shared.events import Envelope
+from shared.reads import ReadPool
+from shared.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from services.leads.team import RepFigures
@@ -33,9 +35,23 @@ REFRESH_EVERY_S = 1.0
 STAGE_MOVES = frozenset({"lead.captured", "lead.stage_changed"})
 
 
+async def _count_stages(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Lead.stage, func.count()).where(Lead.merged_into.is_(None)).group_by(Lead.stage)
+    )
+    return dict.fromkeys(domain.STAGES, 0) | {stage: int(n) for stage, n in rows.all()}
+
+
+async def _stage_counts(tx: UnitOfWork) -> dict[str, int]:
+    return await _count_stages(tx.session)
+
+
 class LeadsMetrics:
-    def __init__(self, registry: CollectorRegistry, sessions: async_sessionmaker) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, sessions: async_sessionmaker, reads: ReadPool | None = None
+    ) -> None:
         self.sessions = sessions
+        self.reads = reads
         self.captured = Counter(
             "clientflow_leads_captured_total", "New leads captured, by channel", ["channel"], registry=registry
         )
@@ -179,12 +195,14 @@ class LeadsMetrics:
         self.deal_value.labels(outcome, currency).inc(float(value))
 
     async def refresh(self) -> None:
-        """Read the stage gauges back from the database."""
-        async with self.sessions() as session:
-            rows = await session.execute(
-                select(Lead.stage, func.count()).where(Lead.merged_into.is_(None)).group_by(Lead.stage)
-            )
-            counts = dict.fromkeys(domain.STAGES, 0) | dict(rows.all())
+        """Read the stage gauges back from the database: through the read pool when there is one
+        (a read-only transaction on its thread; a session of the service's own would take the
+        write lock at BEGIN and queue behind every consumer batch for a count)."""
+        if self.reads is not None:
+            counts = await self.reads.run(_stage_counts, key="leads.stage_counts")
+        else:
+            async with self.sessions() as session:
+                counts = await _count_stages(session)
         for stage, n in counts.items():
             self.stage.labels(stage).set(n)
 
