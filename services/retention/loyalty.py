@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from services.retention import domain, record
 from services.retention.context import Context
@@ -18,6 +18,7 @@ from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 LOYALTY_JOB = "retention.loyalty"
 PAGE = 200
+WINDOW = 5000  # due awards read at a time (``award_due_points``)
 
 
 # --------------------------------------------------------------------------- points
@@ -56,14 +57,12 @@ async def award_due_points(uow: UnitOfWorkFactory, ctx: Context, now: datetime) 
     """Points for paid invoices whose refund window has passed (``loyalty.points_awarded``), a
     page a transaction; one that fails is kept aside (job ``retention.loyalty``). Returns how
     many awards were settled."""
-    async with uow() as tx:
-        due = list(
-            await tx.session.scalars(
-                select(LoyaltyAward.invoice_id)
-                .where(LoyaltyAward.status == "pending", LoyaltyAward.due_at <= now)
-                .order_by(LoyaltyAward.due_at)
-            )
-        )
+    due = (
+        select(LoyaltyAward.due_at, LoyaltyAward.invoice_id)
+        .where(LoyaltyAward.status == "pending", LoyaltyAward.due_at <= now)
+        .order_by(LoyaltyAward.due_at, LoyaltyAward.invoice_id)
+        .limit(WINDOW)
+    )
 
     async def load(tx: UnitOfWork, ids: list[uuid.UUID]) -> dict[uuid.UUID, LoyaltyAward]:
         query = (
@@ -91,8 +90,22 @@ async def award_due_points(uow: UnitOfWorkFactory, ctx: Context, now: datetime) 
             lead_id=client.lead_id,
         )
 
-    done = await ctx.jobs(LOYALTY_JOB).run(uow, due, settle, now=now, load=load, chunk=PAGE)
-    return len(done.done)
+    settled = 0
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        # A window of due awards at a time, after the last one seen (those kept aside stay
+        # pending): with 100,000 due, every id and the job's bookkeeping of each was held at
+        # once, 33 MB above the service's resting size.
+        async with uow() as tx:
+            query = due if after is None else due.where(tuple_(LoyaltyAward.due_at, LoyaltyAward.invoice_id) > after)
+            window = (await tx.session.execute(query)).all()
+        if not window:
+            return settled
+        done = await ctx.jobs(LOYALTY_JOB).run(uow, [i for _, i in window], settle, now=now, load=load, chunk=PAGE)
+        settled += len(done.done)
+        if len(window) < WINDOW:
+            return settled
+        after = (window[-1][0], window[-1][1])
 
 
 # --------------------------------------------------------------------------- referrals

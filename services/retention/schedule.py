@@ -27,7 +27,9 @@ async def review_health(uow: UnitOfWorkFactory, ctx: Context, now: datetime) -> 
     async def reassess(tx: UnitOfWork, client: Client) -> bool:
         return await assess(tx, ctx, client, now=now)
 
-    ids = await record.client_ids(uow)
-    result = await ctx.jobs(HEALTH_JOB).run(uow, ids, reassess, now=now, load=record.lock_clients, chunk=PAGE)
+    changed = 0
+    async for ids in record.client_id_windows(uow):
+        result = await ctx.jobs(HEALTH_JOB).run(uow, ids, reassess, now=now, load=record.lock_clients, chunk=PAGE)
+        changed += sum(result.done.values())
     await ctx.metrics.refresh()
-    return sum(result.done.values())
+    return changed

@@ -162,15 +162,14 @@ async def review_tiers(
     async def classify(tx: UnitOfWork, client: Client) -> _Classified:
         return await _classify(tx, ctx, client, now=now)
 
-    ids = await record.client_ids(uow)
-    result = await ctx.jobs(TIER_JOB).run(uow, ids, classify, now=now, load=record.lock_clients, chunk=PAGE)
+    # A window of clients at a time (record.client_id_windows), each added to the summary in
+    # key order as it is done: the same summary as one pass over every client.
+    summary = _summary([])
+    async for ids in record.client_id_windows(uow):
+        result = await ctx.jobs(TIER_JOB).run(uow, ids, classify, now=now, load=record.lock_clients, chunk=PAGE)
+        summary = _summary((result.done[i] for i in ids if i in result.done), into=summary)
     async with uow() as tx:
-        review = TierReview(
-            id=uuid.uuid4(),
-            period=period,
-            at=now,
-            result=_summary(result.done[i] for i in ids if i in result.done),
-        )
+        review = TierReview(id=uuid.uuid4(), period=period, at=now, result=summary)
         tx.session.add(review)
     await ctx.metrics.refresh()
     return review
