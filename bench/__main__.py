@@ -248,6 +248,10 @@ async def latency(run: Run, label: str, urls: dict[str, str], *, full: bool, com
         ]
         await cluster.start(procs.values())
         await watcher.start()
+        task = progress.add_task(f"[{label}] nurture sends what the backlog round queued", total=None)
+        async with httpx.AsyncClient(timeout=30) as client:
+            out["queue_left"] = await measure.sender_drained(client, procs["nurture"])
+        progress.update(task, description=f"[{label}] nurture's queue: {out['queue_left']:.0f} due e-mails left")
         # CPU per lead: the four services and the broker (the load generator, this process, apart).
         pids = {s: p.process.pid for s, p in procs.items() if p.process is not None}
         if cluster.broker is not None and cluster.broker.process is not None:
