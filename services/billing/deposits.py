@@ -51,16 +51,7 @@ async def open_deposit_invoice(tx: UnitOfWork, ctx: Billing, *, lead_id: uuid.UU
         subscription = _subscription_row(lead_id, won, now)
         subscription_id = subscription["id"]
         await record.insert_later(tx, Subscription, [subscription])
-    invoice = await invoices.issue_invoice_rows(
-        tx,
-        lead_id=lead_id,
-        kind="deposit",
-        currency=won.currency,
-        lines=lines,
-        due_in_days=ctx.settings.deposit_due_days,
-        deal_id=won.deal_id,
-        subscription_id=subscription_id,
-    )
+    invoice = await invoices.issue_invoice_rows(tx, **_deposit_terms(ctx, lead_id, won, lines, subscription_id))
     deal = _deal_row(lead_id, won, amount=amount, signed_by=signed_by, now=now)
     await record.won_later(
         tx, {**deal, "deposit_invoice_id": invoice["id"], "subscription_id": subscription_id, "cleared_at": None}
@@ -130,6 +121,24 @@ def _deal_row(
     }
 
 
+def _deposit_terms(
+    ctx: Billing,
+    lead_id: uuid.UUID,
+    won: ev.DealWon,
+    lines: list[ev.InvoiceLine],
+    subscription_id: uuid.UUID | None,
+) -> invoices.InvoiceTerms:
+    return invoices.InvoiceTerms(
+        lead_id=lead_id,
+        kind="deposit",
+        currency=won.currency,
+        lines=lines,
+        due_in_days=ctx.settings.deposit_due_days,
+        deal_id=won.deal_id,
+        subscription_id=subscription_id,
+    )
+
+
 async def _open_cleared(
     tx: UnitOfWork,
     ctx: Billing,
@@ -147,14 +156,7 @@ async def _open_cleared(
         subscription = Subscription(**_subscription_row(lead_id, won, now))
         tx.session.add(subscription)
     invoice = await invoices.issue_invoice(
-        tx,
-        lead_id=lead_id,
-        kind="deposit",
-        currency=won.currency,
-        lines=lines,
-        due_in_days=ctx.settings.deposit_due_days,
-        deal_id=won.deal_id,
-        subscription_id=subscription.id if subscription else None,
+        tx, **_deposit_terms(ctx, lead_id, won, lines, subscription.id if subscription else None)
     )
     deal = Deal(
         **_deal_row(lead_id, won, amount=amount, signed_by=signed_by, now=now),
