@@ -45,8 +45,8 @@ class UnitOfWork:
         self.cause = cause
         self.keyring = keyring
         self.emitted: list[Envelope] = []
-        # With a key ring, outbox rows are written just before the commit, once the personal
-        # fields are sealed with their person's key (one key lookup per transaction).
+        # What was emitted, written to the outbox just before the commit, once the personal
+        # fields are sealed with their person's key (with a key ring: one lookup per transaction).
         self._outbox: list[tuple[Envelope, str, bytes, uuid.UUID | None]] = []
         self._applied: set[uuid.UUID] = set()
         self._checked: set[uuid.UUID] = set()
@@ -95,7 +95,7 @@ class UnitOfWork:
         kafka_key = key.encode() if key is not None else event.key
         subject = (seal_for or lead_id) if event_type in PERSONAL else None
         if self.keyring is None:
-            subject = None
+            subject = None  # nothing to seal with
         if first:
             self._outbox.insert(0, (event, event_type, kafka_key, subject))
         else:
