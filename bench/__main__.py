@@ -250,7 +250,7 @@ async def latency(run: Run, label: str, urls: dict[str, str], *, full: bool, com
         await watcher.start()
         task = progress.add_task(f"[{label}] nurture sends what the backlog round queued", total=None)
         async with httpx.AsyncClient(timeout=30) as client:
-            out["queue_left"] = await measure.sender_drained(client, procs["nurture"])
+            out["queue_left"] = await measure.sender_drained(client, procs["nurture"], patience=600)
         progress.update(task, description=f"[{label}] nurture's queue: {out['queue_left']:.0f} due e-mails left")
         # CPU per lead: the four services and the broker (the load generator, this process, apart).
         pids = {s: p.process.pid for s, p in procs.items() if p.process is not None}
@@ -359,6 +359,11 @@ async def settle(procs: dict[str, Instance], patience: float = 300) -> None:
     still to apply), so a step measures its own load, not the tail of the one before."""
     async with httpx.AsyncClient(timeout=30) as client:
         await asyncio.gather(*(measure.quiesce(client, proc, patience) for proc in procs.values()))
+        if "nurture" in procs:
+            # The e-mails the last step's events made due (the payments step's invoices and
+            # receipts: a thousand of them), then what sending them caused.
+            await measure.sender_drained(client, procs["nurture"], patience)
+            await asyncio.gather(*(measure.quiesce(client, proc, patience) for proc in procs.values()))
 
 
 def _machine() -> dict:

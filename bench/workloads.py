@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from shared import events as ev
 from shared.events import make_event
+from shared.ids import time_ordered_id
 
 
 def _now() -> datetime:
@@ -57,7 +58,7 @@ def deal_won(lead_id: uuid.UUID, n: int, rng: random.Random) -> Message:
     return _msg(
         "deal.won",
         ev.DealWon(
-            deal_id=uuid.uuid4(),
+            deal_id=time_ordered_id(),
             title=f"Engagement {n}",
             kind="retainer" if retainer else "project",
             currency="EUR",
@@ -84,7 +85,7 @@ def invoice_issued(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: Decimal) -
             invoice_id=invoice_id,
             number=f"B-{invoice_id.hex[:8]}",
             kind="deposit",
-            deal_id=uuid.uuid4(),
+            deal_id=time_ordered_id(),
             amount=amount,
             currency="EUR",
             issued_at=now,
@@ -99,7 +100,7 @@ def payment_succeeded(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: Decimal
     return _msg(
         "payment.succeeded",
         ev.PaymentSucceeded(
-            payment_id=uuid.uuid4(),
+            payment_id=time_ordered_id(),
             invoice_id=invoice_id,
             amount=amount,
             currency="EUR",
@@ -114,12 +115,12 @@ def payment_succeeded(lead_id: uuid.UUID, invoice_id: uuid.UUID, amount: Decimal
 
 def for_nurture(count: int, rng: random.Random) -> list[Message]:
     """New leads to enroll in the welcome sequence (each schedules and sends an e-mail)."""
-    return [lead_captured(uuid.uuid4(), n, rng) for n in range(count)]
+    return [lead_captured(time_ordered_id(), n, rng) for n in range(count)]
 
 
 def for_billing(count: int, rng: random.Random) -> list[Message]:
     """Signed estimates: a deposit invoice each, and a subscription for every retainer."""
-    return [deal_won(uuid.uuid4(), n, rng) for n in range(count)]
+    return [deal_won(time_ordered_id(), n, rng) for n in range(count)]
 
 
 def for_retention(count: int, rng: random.Random) -> list[Message]:
@@ -127,7 +128,7 @@ def for_retention(count: int, rng: random.Random) -> list[Message]:
     out: list[Message] = []
     n = 0
     while len(out) < count:
-        lead_id, invoice_id, amount = uuid.uuid4(), uuid.uuid4(), Decimal(rng.randrange(500, 5000))
+        lead_id, invoice_id, amount = time_ordered_id(), time_ordered_id(), Decimal(rng.randrange(500, 5000))
         story = [
             lead_captured(lead_id, n, rng),
             deal_won(lead_id, n, rng),
@@ -148,13 +149,13 @@ def for_leads(lead_ids: list[uuid.UUID], count: int, rng: random.Random) -> list
         kind = n % 4
         if kind == 0:
             out.append(
-                _msg("email.opened", ev.EmailOpened(message_id=uuid.uuid4()), producer="nurture", lead_id=lead_id)
+                _msg("email.opened", ev.EmailOpened(message_id=time_ordered_id()), producer="nurture", lead_id=lead_id)
             )
         elif kind == 1:
             out.append(
                 _msg(
                     "email.clicked",
-                    ev.EmailClicked(message_id=uuid.uuid4(), url="https://bench.example.org/offer"),
+                    ev.EmailClicked(message_id=time_ordered_id(), url="https://bench.example.org/offer"),
                     producer="nurture",
                     lead_id=lead_id,
                 )
@@ -164,7 +165,7 @@ def for_leads(lead_ids: list[uuid.UUID], count: int, rng: random.Random) -> list
                 _msg(
                     "referral.made",
                     ev.ReferralMade(
-                        referral_id=uuid.uuid4(),
+                        referral_id=time_ordered_id(),
                         name=f"Referred {n}",
                         email=f"r{n}-{uuid.uuid4().hex[:8]}@ref{n % 991}.example.net",
                     ),
@@ -177,8 +178,8 @@ def for_leads(lead_ids: list[uuid.UUID], count: int, rng: random.Random) -> list
                 _msg(
                     "deposit.cleared",
                     ev.DepositCleared(
-                        deal_id=uuid.uuid4(),
-                        invoice_id=uuid.uuid4(),
+                        deal_id=time_ordered_id(),
+                        invoice_id=time_ordered_id(),
                         amount=Decimal(900),
                         currency="EUR",
                         cleared_at=_now(),

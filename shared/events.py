@@ -6,8 +6,6 @@ an older consumer. Producers add fields; they never rename or remove one.
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, f
 
 from shared import topics
 from shared.bounds import BoundedInt, Count, Day, Moment, TimeZoneKey
+from shared.ids import time_ordered_id
 from shared.money import Amount, Bounded, CurrencyCode
 
 FUNNEL_STAGES = (
@@ -90,15 +89,12 @@ class Sealed(BaseModel):
 
 
 def new_event_id() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7: 48 bits of Unix milliseconds, then 74 random
-    bits). Every consumer stores the ids it applied in its inbox, and retention keys its history
-    by them: random (version 4) ids sent each insert to a random page of a B-tree that grows with
-    history (with a 1,000,000-row inbox a batch's commit wrote hundreds of scattered pages), while
-    ids that follow the clock land together at the index's newest end."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (7 << 76)  # version 7
-    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # the RFC's variant
-    return uuid.UUID(int=value)
+    """A time-ordered UUID (``shared.ids.time_ordered_id``). Every consumer stores the ids it
+    applied in its inbox, and retention keys its history by them: random (version 4) ids sent
+    each insert to a random page of a B-tree that grows with history (with a 1,000,000-row inbox
+    a batch's commit wrote hundreds of scattered pages), while ids that follow the clock land
+    together at the index's newest end."""
+    return time_ordered_id()
 
 
 class Envelope(BaseModel):

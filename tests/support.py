@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,15 @@ def docker_answers() -> bool:
         return True
     except Exception:
         return False
+
+
+def same_row_ids(patch: Any, make: Callable[[], uuid.UUID]) -> None:
+    """Every module's ``time_ordered_id`` (the ids handlers give the rows they make) replaced by
+    ``make``, so two runs of one story make the same ids. Events keep their own (random) ids."""
+    for name, module in list(sys.modules.items()):
+        ours = name.startswith(("services.", "shared.")) and name not in ("shared.events", "shared.ids")
+        if ours and hasattr(module, "time_ordered_id"):  # the original, or an earlier call's
+            patch.setattr(module, "time_ordered_id", make)
 
 
 def service_settings(settings_cls: type, *, bootstrap: str, database_url: str, **overrides: Any) -> Any:

@@ -13,6 +13,7 @@ from services.billing.context import Billing
 from services.billing.store import Account, Deal, Invoice, Subscription
 from shared import events as ev
 from shared.errors import Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -89,7 +90,7 @@ async def _sign_account(tx: UnitOfWork, lead_id: uuid.UUID, *, won: ev.DealWon, 
 def _subscription_row(lead_id: uuid.UUID, won: ev.DealWon, now: datetime) -> dict[str, Any]:
     assert won.monthly_fee is not None  # deposit_amount refused a retainer without it
     return {
-        "id": uuid.uuid4(),
+        "id": time_ordered_id(),
         "lead_id": lead_id,
         "deal_id": won.deal_id,
         "status": "pending",

@@ -15,6 +15,7 @@ from services.billing.context import Billing
 from services.billing.store import BilledPeriod, ChangeOrder, Subscription, TimeEntry
 from shared import events as ev
 from shared.errors import NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 
@@ -60,7 +61,7 @@ async def record_time(
         order.work_done_at = order.work_done_at or now
     assert subscription.current_period_start is not None
     entry = TimeEntry(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         subscription_id=subscription.id,
         lead_id=subscription.lead_id,
         period_start=subscription.current_period_start,

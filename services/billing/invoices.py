@@ -17,6 +17,7 @@ from services.billing import domain, dunning, record, store
 from services.billing.store import Account, Invoice, InvoiceLine, Payment
 from shared import events as ev
 from shared.errors import NotFound
+from shared.ids import time_ordered_id
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -65,7 +66,7 @@ async def _issue(tx: UnitOfWork, terms: InvoiceTerms) -> tuple[dict[str, Any], l
     sequence = await store.next_invoice_sequence(tx.session, now.year, next_of=domain.next_sequence, memo=tx.memo)
     status = domain.invoice_status(amount=amount, amount_paid=Decimal("0.00"), voided=False)
     row: dict[str, Any] = {
-        "id": uuid.uuid4(),
+        "id": time_ordered_id(),
         "number": domain.invoice_number(now.year, sequence),
         "lead_id": lead_id,
         "kind": kind,

@@ -21,6 +21,7 @@ from services.billing.context import Billing
 from services.billing.store import CreditBalance, CreditNote, Deal, Invoice, Payment
 from shared import events as ev
 from shared.errors import Conflict, NotFound
+from shared.ids import time_ordered_id
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -112,7 +113,7 @@ async def apply_money(
     now = tx.now()
     late = domain.days_late(due_at=invoice.due_at, paid_at=now)
     payment = Payment(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         invoice_id=invoice.id,
         lead_id=invoice.lead_id,
         amount=amount,
@@ -239,7 +240,7 @@ async def issue_credit_note(
     now = tx.now()
     sequence = await store.next_credit_note_sequence(tx.session, now.year)
     note = CreditNote(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         number=domain.credit_note_number(year=now.year, sequence=sequence),
         invoice_id=invoice.id,
         lead_id=invoice.lead_id,

@@ -15,6 +15,7 @@ from services.billing.context import Billing
 from services.billing.store import PriceChange, ScheduledPrice, Subscription
 from shared import events as ev
 from shared.errors import Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.money import quantize
 from shared.uow import UnitOfWork
 
@@ -57,7 +58,7 @@ async def schedule_price_change(
             raise NotFound(f"no running subscription {', '.join(sorted(map(str, missing)))}")
     held = set(grandfathered)
     change = PriceChange(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         percent=percent,
         new_price=new_price,
         currency=currency,

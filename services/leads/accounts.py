@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, select
 from services.leads.domain.accounts import AccountKey, account_key
 from services.leads.store import Account, Deal, Lead
 from shared.errors import NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 _ACCOUNTS = "leads.accounts"  # tx.memo: the accounts this transaction found or made, by key
@@ -32,7 +33,11 @@ async def account_for(tx: UnitOfWork, *, email: str | None, company: str | None)
         # A concurrent first capture of the same company makes the commit fail on the unique
         # (domain, name_key): the capture is tried again and finds this one (api.create_lead).
         account = Account(
-            id=uuid.uuid4(), name=company.strip()[:200], domain=key.domain, name_key=key.name_key, created_at=tx.now()
+            id=time_ordered_id(),
+            name=company.strip()[:200],
+            domain=key.domain,
+            name_key=key.name_key,
+            created_at=tx.now(),
         )
         tx.session.add(account)
     known[key] = account

@@ -23,6 +23,7 @@ from services.leads.timeline import log_activity
 from shared import events as ev
 from shared.consumer import RejectEvent
 from shared.errors import Invalid
+from shared.ids import time_ordered_id
 from shared.pauses import Pauses
 from shared.uow import UnitOfWork
 
@@ -85,7 +86,7 @@ async def capture_lead(
     # A second person of the same company joins its account (a new person, never merged).
     account = await accounts.account_for(tx, email=data.email, company=data.company)
     lead = Lead(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         email=data.email,
         email_key=domain.normalise_email(data.email),
         name=data.name,

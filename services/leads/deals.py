@@ -21,6 +21,7 @@ from services.leads.store import ChangeRequest, Deal, EstimateVersion
 from services.leads.timeline import log_activity
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 # How far in the future a signature may be dated (clocks of the people signing differ).
@@ -144,7 +145,7 @@ async def propose_deal(tx: UnitOfWork, ctx: Context, lead_id: uuid.UUID, data: D
 
     data = await returning.apply_surcharge(lead, data)
     deal = Deal(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead.id,
         title=data.title,
         kind=data.kind,
@@ -296,7 +297,7 @@ async def request_change(tx: UnitOfWork, ctx: Context, deal_id: uuid.UUID, data:
     except ValueError as exc:
         raise Invalid(str(exc)) from exc
     request = ChangeRequest(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         deal_id=deal.id,
         description=data.description,
         line=decision.line,

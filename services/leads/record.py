@@ -109,6 +109,16 @@ async def read_icp(tx: UnitOfWork) -> CurrentIcp | None:
 # --------------------------------------------------------------------------- dedupe candidates
 
 
+class Colleague(NamedTuple):
+    """One of a company's leads as dedupe compares them: its name in capture order. The lead
+    itself is read only for the one whose name matches (a company of a hundred leads made
+    fifty full leads per referral the largest cost of the consumer with 100x history)."""
+
+    id: uuid.UUID
+    name: str | None
+    created_at: datetime
+
+
 @dataclass
 class KnownLeads:
     """What a batch's captures dedupe against, read by ``prefetch`` in a few queries and kept
@@ -118,7 +128,7 @@ class KnownLeads:
 
     by_key: dict[str, Lead | None]
     by_email: dict[str, Lead | None]
-    by_company: dict[str, list[Lead]]
+    by_company: dict[str, list[Colleague]]
 
     def captured(self, lead: Lead) -> None:
         if lead.email_key in self.by_key:
@@ -127,12 +137,12 @@ class KnownLeads:
             self.by_email[lead.email] = lead
         if lead.company_domain in self.by_company:
             same = self.by_company[lead.company_domain]
-            same.append(lead)
+            same.append(Colleague(lead.id, lead.name, lead.created_at))
             same.sort(key=_capture_order)
             del same[domain.COMPANY_CANDIDATES :]
 
 
-def _capture_order(lead: Lead) -> tuple[datetime, uuid.UUID]:
+def _capture_order(lead: Colleague) -> tuple[datetime, uuid.UUID]:
     return lead.created_at, lead.id
 
 
@@ -161,10 +171,11 @@ async def lead_with_key_or_email(tx: UnitOfWork, key: str, email: str) -> Lead |
 
 
 @functools.cache
-def _candidates_query() -> Select[Lead, int]:
+def _candidates_query() -> Select[Any]:
     """``capture_candidates``' one query, built once (with its cache key) for every capture:
     building it was a visible share of a ``POST /leads``'s CPU. Which part found a row comes
-    as literal columns (no parameter whose type PostgreSQL must guess)."""
+    as literal columns (no parameter whose type PostgreSQL must guess); the rows are names and
+    addresses, not leads (see ``Colleague``)."""
     by_address = select(Lead.id.label("id"), literal_column("1", Integer).label("src")).where(
         or_(Lead.email_key == bindparam("key"), Lead.email == bindparam("email"))
     )
@@ -176,12 +187,14 @@ def _candidates_query() -> Select[Lead, int]:
         .subquery()
     )
     found = union_all(by_address, select(first.c.id, literal_column("2", Integer))).subquery()
-    return select(Lead, found.c.src).join(found, found.c.id == Lead.id)
+    return select(Lead.id, Lead.name, Lead.created_at, Lead.email_key, Lead.email, found.c.src).join(
+        found, found.c.id == Lead.id
+    )
 
 
 async def capture_candidates(
     tx: UnitOfWork, key: str, email: str, company: str | None
-) -> tuple[Lead | None, list[Lead] | None]:
+) -> tuple[Lead | Colleague | None, list[Colleague] | None]:
     """What a capture dedupes against: ``lead_with_key_or_email``, and (None when not read
     here) ``company_leads`` of ``company``, both in one query when the batch's known leads cover
     none of them (an HTTP capture's case: it was two queries, with their flushes, per lead)."""
@@ -192,10 +205,14 @@ async def capture_candidates(
         return await lead_with_key_or_email(tx, key, email), None
     params = {"key": key, "email": email, "company": company}
     rows = (await tx.session.execute(_candidates_query(), params)).all()
-    addressed = [lead for lead, src in rows if src == 1]
-    same = sorted({lead.id: lead for lead, src in rows if src == 2}.values(), key=_capture_order)
-    by_key = next((lead for lead in addressed if lead.email_key == key), None)
-    return by_key or next((lead for lead in addressed if lead.email == email), None), same
+    addressed = [row for row in rows if row.src == 1]
+    same = sorted(
+        {r.id: Colleague(r.id, r.name, r.created_at) for r in rows if r.src == 2}.values(), key=_capture_order
+    )
+    by_address = next((r for r in addressed if r.email_key == key), None) or next(
+        (r for r in addressed if r.email == email), None
+    )
+    return None if by_address is None else Colleague(by_address.id, by_address.name, by_address.created_at), same
 
 
 async def _lead_where(tx: UnitOfWork, column: Any, value: str, known: dict[str, Lead | None] | None) -> Lead | None:
@@ -205,17 +222,18 @@ async def _lead_where(tx: UnitOfWork, column: Any, value: str, known: dict[str, 
     return await tx.session.scalar(select(Lead).where(column == value))
 
 
-async def company_leads(tx: UnitOfWork, company: str) -> Iterable[Lead]:
+async def company_leads(tx: UnitOfWork, company: str) -> Iterable[Colleague]:
     """The company's first ``COMPANY_CANDIDATES`` live leads, in capture order."""
     known: KnownLeads | None = tx.memo.get(_KNOWN)
     if known is not None and company in known.by_company:
         return known.by_company[company]
-    return await tx.session.scalars(
-        select(Lead)
+    rows = await tx.session.execute(
+        select(Lead.id, Lead.name, Lead.created_at)
         .where(Lead.company_domain == company, Lead.merged_into.is_(None), Lead.erased_at.is_(None))
         .order_by(Lead.created_at, Lead.id)
         .limit(domain.COMPANY_CANDIDATES)
     )
+    return [Colleague(*row) for row in rows]
 
 
 def remember_captured(tx: UnitOfWork, lead: Lead) -> None:
@@ -240,22 +258,29 @@ async def prefetch(tx: UnitOfWork, events: list[ev.Envelope]) -> None:
     ids with no lead (so a miss costs nothing), and for referrals the ICP and the leads their
     captures dedupe against. Everything here lives in this transaction only."""
     await _load_leads(tx, {e.lead_id for e in events if e.lead_id is not None})
-    referred: list[str] = []
+    referred: list[LeadIn] = []
     for event in events:
         if event.type != "referral.made":
             continue
         try:
             payload = event.payload()
             if isinstance(payload, ev.ReferralMade):
-                referred.append(LeadIn.from_referral(payload, referred_by=None).email)
+                referred.append(LeadIn.from_referral(payload, referred_by=None))
         except ValueError:
             continue  # the use case rejects it
     if referred:
         await read_icp(tx)  # a fresh database's seed version is still written by the first capture
-        known = await _known_leads(tx, referred)
+        known = await _known_leads(tx, [person.email for person in referred])
         tx.memo[_KNOWN] = known
         found = [lead for lead in (*known.by_key.values(), *known.by_email.values()) if lead is not None]
-        await _load_leads(tx, {lead.merged_into for lead in found if lead.merged_into is not None})
+        # The colleagues whose name a referral's matches: the leads those captures touch again.
+        same = (
+            domain.same_person(person.name, known.by_company.get(domain.company_domain(person.email) or "", ()))
+            for person in referred
+        )
+        await _load_leads(
+            tx, {lead.merged_into for lead in found if lead.merged_into is not None} | {c.id for c in same if c}
+        )
 
 
 def _chunks(values: set[Any], size: int = 500) -> list[list[Any]]:
@@ -305,10 +330,14 @@ async def _known_leads(tx: UnitOfWork, emails: list[str]) -> KnownLeads:
             .where(Lead.company_domain.in_(chunk), Lead.merged_into.is_(None), Lead.erased_at.is_(None))
             .subquery()
         )
-        first = select(Lead).join(ranked, ranked.c.id == Lead.id).where(ranked.c.n <= domain.COMPANY_CANDIDATES)
-        for lead in await tx.session.scalars(first):
-            if lead.company_domain is not None:
-                known.by_company[lead.company_domain].append(lead)
+        first = (
+            select(Lead.id, Lead.name, Lead.created_at, Lead.company_domain)
+            .join(ranked, ranked.c.id == Lead.id)
+            .where(ranked.c.n <= domain.COMPANY_CANDIDATES)
+        )
+        for lead_id, name, created_at, company in await tx.session.execute(first):
+            if company is not None:
+                known.by_company[company].append(Colleague(lead_id, name, created_at))
     for same in known.by_company.values():
         same.sort(key=_capture_order)
     return known

@@ -38,6 +38,7 @@ from services.leads.timeline import log_activity
 from shared import events as ev
 from shared.db import AccessPerson
 from shared.errors import Conflict, Invalid
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 from shared.zones import zone
 
@@ -316,7 +317,7 @@ async def log_sales_activity(
     if data.due_at is not None and data.next_step is None:
         raise Invalid("due_at: a due date belongs to a next_step; give one")
     activity = SalesActivity(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead.id,
         kind=data.kind,
         outcome=data.outcome,

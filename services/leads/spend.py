@@ -3,7 +3,6 @@ lead and CAC it bought."""
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,7 @@ from services.leads.commands import SpendIn
 from services.leads.store import ChannelSpend, Lead, StageChange
 from shared import events as ev
 from shared.errors import Invalid
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 
@@ -36,7 +36,7 @@ async def record_spend(tx: UnitOfWork, channel: str, data: SpendIn) -> tuple[Cha
     replaced = row is not None
     if row is None:
         row = ChannelSpend(
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             channel=channel,
             period_start=start,
             period_end=end,

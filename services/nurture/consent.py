@@ -21,6 +21,7 @@ from services.nurture.record import known_contact
 from services.nurture.store import ConsentRecord, Contact, Enrollment, ScheduledMessage
 from shared import events as ev
 from shared.errors import Conflict, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 SEQUENCE = TEMPLATE = "consent_confirm"
@@ -53,7 +54,7 @@ def record(
     tx: UnitOfWork, lead_id: uuid.UUID, *, kind: rules.ConsentKind, source: str, wording: str | None
 ) -> ConsentRecord:
     """Keep one grant, request or withdrawal in the person's history."""
-    row = ConsentRecord(id=uuid.uuid4(), lead_id=lead_id, kind=kind, source=source, wording=wording, at=tx.now())
+    row = ConsentRecord(id=time_ordered_id(), lead_id=lead_id, kind=kind, source=source, wording=wording, at=tx.now())
     tx.session.add(row)
     return row
 
@@ -113,7 +114,7 @@ async def request_confirmation(
     if open_request is not None and (now - open_request.at).total_seconds() < RESEND_AFTER_HOURS * 3600:
         return row
     enrollment = Enrollment(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=contact.lead_id,
         sequence=SEQUENCE,
         status="active",
@@ -124,7 +125,7 @@ async def request_confirmation(
     tx.session.add(enrollment)
     tx.session.add(
         ScheduledMessage(
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             lead_id=contact.lead_id,
             sequence=SEQUENCE,
             step=1,

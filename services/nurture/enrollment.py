@@ -25,6 +25,7 @@ from services.nurture.record import (
 )
 from services.nurture.store import Contact, Enrollment, ScheduledMessage
 from shared import events as ev
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 S = ScheduledMessage
@@ -134,7 +135,7 @@ async def enroll(
     if not domain.may_enroll(sequence, past, key=key, now=at):
         return []
     enrollment = Enrollment(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead_id,
         sequence=sequence.name,
         status="active",
@@ -146,7 +147,7 @@ async def enroll(
     enrollments.append(enrollment)
     rows: list[dict[str, Any]] = [
         {
-            "id": uuid.uuid4(),
+            "id": time_ordered_id(),
             "lead_id": lead_id,
             "sequence": sequence.name,
             "step": planned.step.number,

@@ -66,9 +66,10 @@ class NurtureMetrics:
         )
         self.queue_depth = Gauge(
             "clientflow_nurture_queue_depth",
-            "Pending steps already due (held by takeovers included)",
+            "Pending steps already due (held by takeovers included); NaN until the sender's first pass counts them",
             registry=registry,
         )
+        self.queue_depth.set(float("nan"))  # unknown, not empty: a check waiting for 0 must not pass at start-up
         self.send_latency = Histogram(
             "clientflow_nurture_send_latency_seconds",
             "From when a step was due (business time) to its email being accepted",

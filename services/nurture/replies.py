@@ -19,6 +19,7 @@ from services.nurture.takeover import active_takeover, start_takeover
 from services.nurture.tasks import raise_task
 from services.nurture.tracking import engage
 from shared.errors import Conflict, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 
@@ -56,7 +57,7 @@ async def record_reply(
     matched_by = "person" if lead_id is not None else ("thread" if message is not None else None)
     lead_id = lead_id or (message.lead_id if message else None)
     reply = Reply(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=None,
         matched_by=None,
         message_id=message.message_id if message else None,

@@ -114,8 +114,12 @@ class Sender:
         self.policy: domain.SendingPolicy = settings.sending
 
     async def tick(self, now: datetime) -> None:
-        """One pass: send batches until nothing due is left, then refresh the queue gauge."""
+        """One pass: count what is due, send batches until nothing due is left, count again.
+        The gauge is set before the pass as well: a pass through a long queue takes minutes, and
+        until it ends the gauge would still say what the previous (empty) pass left."""
         self._failing = None
+        async with self.uow() as tx:
+            self.metrics.queue_depth.set(await sending.queue_depth(tx, now=now))
         while await self.send_batch(now) == self.settings.send_batch_size:
             pass
         async with self.uow() as tx:

@@ -24,6 +24,7 @@ from services.nurture.store import Takeover, Task
 from services.nurture.tasks import add_task
 from shared import events as ev
 from shared.errors import Conflict
+from shared.ids import time_ordered_id
 from shared.jobs import Jobs
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -66,7 +67,7 @@ async def start_takeover(
     now = tx.now()
     ends_at = domain.reply_takeover_ends(now, days=reply_days) if kind == domain.BY_REPLY else None
     takeover = Takeover(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead_id,
         by=by,
         reason=reason,

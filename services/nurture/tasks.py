@@ -19,6 +19,7 @@ from services.nurture.store import Contact, Task
 from shared import events as ev
 from shared.db import AccessPerson
 from shared.errors import Conflict, Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 # Who may have a task on their list: the roles that work with people and clients.
@@ -42,7 +43,7 @@ async def add_task(
     if await tx.session.scalar(select(Task.id).where(Task.source == source[:200])) is not None:
         return None
     task = Task(
-        id=task_id or uuid.uuid4(),
+        id=task_id or time_ordered_id(),
         lead_id=lead_id,
         kind=kind,
         title=title[:300],

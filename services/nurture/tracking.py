@@ -18,6 +18,7 @@ from services.nurture.store import Contact, Feedback, Message, ScheduledMessage
 from services.nurture.tasks import raise_task
 from shared import events as ev
 from shared.errors import Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 S = ScheduledMessage
@@ -255,7 +256,7 @@ async def record_feedback(
     replaced = feedback is not None
     if feedback is None:
         feedback = Feedback(
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             lead_id=lead_id,
             survey=survey,
             score=score,

@@ -18,6 +18,7 @@ from services.retention.context import Context
 from services.retention.store import Cancellation, Client, Subscription
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 
@@ -69,7 +70,7 @@ async def request_cancellation(
     )
     payload = _offer_payload(offer)
     cancellation = Cancellation(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead_id,
         subscription_id=subscription.id,
         reason=reason,

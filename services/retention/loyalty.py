@@ -14,6 +14,7 @@ from services.retention.context import Context
 from services.retention.store import Client, LoyaltyAward, Referral
 from shared import events as ev
 from shared.errors import Conflict, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 LOYALTY_JOB = "retention.loyalty"
@@ -133,7 +134,7 @@ async def credit_referrer(tx: UnitOfWork, ctx: Context, client: Client) -> None:
     referral = await referral_of(tx, referrer.lead_id, client)
     if referral is None:  # referred outside retention (typed in at leads): still a referral
         referral = Referral(
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             referrer_id=referrer.lead_id,
             email_hash=client.email_hash,
             status="made",
@@ -184,7 +185,9 @@ async def make_referral(
     )
     if again is not None:
         raise Conflict(f"referral {again} already names this person")
-    referral = Referral(id=uuid.uuid4(), referrer_id=referrer_id, email_hash=hashed, status="made", created_at=tx.now())
+    referral = Referral(
+        id=time_ordered_id(), referrer_id=referrer_id, email_hash=hashed, status="made", created_at=tx.now()
+    )
     tx.session.add(referral)
     referrer.referrals_made += 1
     # Counted once committed (RetentionMetrics.count_emitted).

@@ -20,6 +20,7 @@ from services.retention.domain.tiers import LET_GO_WINDOW_DAYS, NOTE_TAGS
 from services.retention.store import ClientNote
 from shared.access.context import CURRENT_ACTOR
 from shared.errors import Conflict, Invalid
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork
 
 MAX_TEXT = 5000
@@ -37,7 +38,7 @@ async def add_note(tx: UnitOfWork, lead_id: uuid.UUID, *, text: str, tags: Seque
             raise Invalid(f"tags[{i}]: unknown tag {tag!r}; known: {', '.join(NOTE_TAGS)}")
     actor = CURRENT_ACTOR.get()
     note = ClientNote(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead_id,
         text=text,
         tags=sorted(set(tags), key=NOTE_TAGS.index),

@@ -27,6 +27,7 @@ from services.retention.context import Context
 from services.retention.domain import TimelineEntry
 from services.retention.store import Client, ClientEvent, ClientMoney, LoyaltyAward
 from shared.errors import NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 CHUNK = 500  # ids per IN (...) list
@@ -275,7 +276,7 @@ def timeline(tx: UnitOfWork, client: Client, event_type: str, *, at: datetime | 
     _pending(tx).timeline.append(
         {
             "lead_id": client.lead_id,
-            "event_id": cause.event_id if cause else uuid.uuid4(),
+            "event_id": cause.event_id if cause else time_ordered_id(),
             "type": event_type,
             "at": when_at,
             "detail": details,

@@ -21,6 +21,7 @@ from services.retention.context import Context
 from services.retention.store import Client, Subscription, Termination
 from shared import events as ev
 from shared.errors import Conflict, Invalid, NotFound
+from shared.ids import time_ordered_id
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
 END_JOB = "retention.terminations"
@@ -84,7 +85,7 @@ async def terminate_client(
     except ValueError as exc:
         raise Invalid(f"notice_days: {exc}") from None
     termination = Termination(
-        id=uuid.uuid4(),
+        id=time_ordered_id(),
         lead_id=lead_id,
         reason=reason,
         comment=comment,

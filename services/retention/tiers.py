@@ -23,6 +23,7 @@ from services.retention.domain.tiers import effective_tier, let_go_from_notes, w
 from services.retention.store import Client, ClientEvent, TierReview
 from shared.db import StateRow
 from shared.errors import NotFound
+from shared.ids import time_ordered_id
 from shared.money import quantize
 from shared.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -169,7 +170,7 @@ async def review_tiers(
         result = await ctx.jobs(TIER_JOB).run(uow, ids, classify, now=now, load=record.lock_clients, chunk=PAGE)
         summary = _summary((result.done[i] for i in ids if i in result.done), into=summary)
     async with uow() as tx:
-        review = TierReview(id=uuid.uuid4(), period=period, at=now, result=summary)
+        review = TierReview(id=time_ordered_id(), period=period, at=now, result=summary)
         tx.session.add(review)
     await ctx.metrics.refresh()
     return review

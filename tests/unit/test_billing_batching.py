@@ -33,7 +33,7 @@ from shared.db import create_engine, statement_log
 from shared.events import Envelope, make_event, topic_of
 from shared.migrations import upgrade_async
 from shared.uow import UnitOfWorkFactory
-from tests.support import consumer_record, database_state
+from tests.support import consumer_record, database_state, same_row_ids
 from tests.unit.test_outbox_inbox import FakeDeadLetters
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -142,7 +142,7 @@ def story() -> tuple[list[Envelope], list[Envelope]]:
 def sequential_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids the handlers make, the same in every run (events keep their random ids)."""
     counter = itertools.count(1)
-    monkeypatch.setattr(invoices.uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
+    same_row_ids(monkeypatch, lambda: uuid.UUID(int=next(counter)))
 
 
 async def state(engine: AsyncEngine) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from shared.db import InboxRow, OutboxRow, PlumbingBase, create_engine, statemen
 from shared.metrics import PlumbingMetrics
 from shared.uow import UnitOfWorkFactory
 from tests.conftest import fresh_database
+from tests.support import same_row_ids
 from tests.unit.test_outbox_inbox import FakeDeadLetters, record
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -180,6 +181,7 @@ async def test_a_batch_ends_as_its_events_applied_one_by_one(
         with monkeypatch.context() as patch:
             same = random.Random(1)
             patch.setattr(uuid, "uuid4", lambda same=same: uuid.UUID(int=same.getrandbits(128), version=4))
+            same_row_ids(patch, lambda same=same: uuid.UUID(int=same.getrandbits(128), version=4))
             ids = await seed(app)
         app.clock.advance_to(START + timedelta(days=1))
     events = story(ids)

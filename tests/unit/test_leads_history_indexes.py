@@ -82,13 +82,19 @@ async def test_a_batchs_company_candidates_read_the_companies_alone(tmp_path: Pa
         async with uow() as tx:
             emails = [f"new{n}@co{n}.example.com" for n in range(COMPANIES)]
             known = await record._known_leads(tx, emails)
+            companies = {}
+            for colleagues in known.by_company.values():
+                for colleague in colleagues:
+                    lead = await tx.session.get(record.Lead, colleague.id)
+                    assert lead is not None
+                    companies[colleague.id] = lead.company_domain
     finally:
         await engine.dispose()
 
     # Same candidates as before: each company's first COMPANY_CANDIDATES in capture order.
     for company, leads in known.by_company.items():
         assert len(leads) == record.domain.COMPANY_CANDIDATES
-        assert all(lead.company_domain == company for lead in leads)
+        assert all(companies[lead.id] == company for lead in leads)
         assert leads == sorted(leads, key=lambda lead: (lead.created_at, lead.id))
     [(statement, parameters)] = sent
     db = sqlite3.connect(path)
