@@ -1,20 +1,28 @@
-"""Alembic, driven from code: each service keeps its own ``migrations/`` folder and database."""
+"""Alembic, driven from code: each service keeps its own ``migrations/`` folder and database.
+
+Alembic (with Mako and Pygments, 7 MB resident) is imported when a migration runs, not when
+a service starts: services started by ``clientflow run`` or the benchmark find their
+databases migrated already, and never load it."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command, context
-from alembic.config import Config
 from sqlalchemy import MetaData, pool
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import PlumbingBase
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 def config(migrations_dir: Path, url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -29,6 +37,8 @@ def _prepare(url: str) -> None:
 
 def upgrade(migrations_dir: Path, url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (synchronous; not from a running loop)."""
+    from alembic import command
+
     _prepare(url)
     command.upgrade(config(migrations_dir, url), revision)
 
@@ -39,12 +49,16 @@ async def upgrade_async(migrations_dir: Path, url: str) -> None:
 
 def revision(migrations_dir: Path, url: str, message: str) -> None:
     """Autogenerate a new revision by comparing the models with the database at ``url``."""
+    from alembic import command
+
     _prepare(url)
     command.revision(config(migrations_dir, url), message=message, autogenerate=True)
 
 
 def run_env(metadata: MetaData) -> None:
     """Body of every service's ``migrations/env.py``."""
+    from alembic import context
+
     targets = [PlumbingBase.metadata, metadata]
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None

@@ -9,13 +9,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from shared.access.principal import Principal, Refusal
 from shared.events import ROLES
+
+if TYPE_CHECKING:
+    import httpx
+    import jwt
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class OidcVerifier:
             if time.monotonic() - self._fetched_at < self.refresh_s and self._keys is not None:
                 return
             self._fetched_at = time.monotonic()
+            import httpx
+            import jwt
+
             client = self._client or httpx.AsyncClient(timeout=5)
             try:
                 response = await client.get(self.config.jwks_url)
@@ -78,6 +82,10 @@ class OidcVerifier:
         return None
 
     async def verify(self, token: str) -> OidcIdentity | Refusal:
+        # PyJWT and httpx (with cryptography's X.509, 8 MB resident) load with the first token
+        # to verify: most deployments sign in with personal tokens and never configure OIDC.
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC
 
+import pytest
+
 from services.leads import domain
 
 
@@ -253,3 +255,17 @@ def test_a_service_process_freezes_what_it_loaded_and_collects_young_objects_les
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_service_process_keeps_two_malloc_arenas_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import platform
+
+    from shared.serve import limit_malloc_arenas
+
+    if platform.libc_ver()[0] == "glibc":
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+        assert limit_malloc_arenas() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's choice stands
