@@ -175,7 +175,9 @@ async def backlog_round(
                 events=cfg.events,
                 seconds=cfg.seconds,
                 progress=_completed(progress, task),
-                flame_to=run.flame_path(service, "backlog") if flames else None,
+                flame_to=run.flame_path(service, "backlog" if label == "1x" else f"backlog-{label}")
+                if flames
+                else None,
             )
         finally:
             cluster.stop()
@@ -221,7 +223,9 @@ async def run_grown_round(run: Run, databases: Databases, base_urls: dict[str, s
         description=f"[{label}] history: {largest[1].get('largest_rows', 0):,} rows in "
         f"{largest[0]}.{largest[1].get('largest_table')}",
     )
-    result, _ = await backlog_round(run, label, databases, urls)
+    # Profiled as the 1x backlog is (py-spy samples without stopping the process), so a rate
+    # that drops with history comes with the profile that shows where its time went.
+    result, _ = await backlog_round(run, label, databases, urls, flames=True)
     result["history_scale"] = cfg.growth
     result["seeded"] = seeded
     result["latency"] = await latency(run, label, urls, full=False, compare_rate=compare_rate)

@@ -75,6 +75,47 @@ def _leaked(detail: object) -> Decimal | None:
     return amount
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the economics of a period are computed from, as read from the store: every
+    client's facts (or one channel's), and the money, exits and signals of those clients, each
+    with the client it is of (so one read serves every channel: ``only``)."""
+
+    leads: list[domain.LeadFacts]
+    movements: list[domain.Movement]
+    spends: list[domain.Spend]
+    leaked: list[tuple[Any, datetime, Decimal, str]]  # lead, at, amount, currency
+    exits: list[tuple[Any, datetime, str]]  # lead, decided at, reason
+    terminations: list[tuple[datetime, Any, str]]
+    involuntary: list[tuple[datetime, Any]]
+    payments: list[figures_rules.Money]
+    invoices: list[figures_rules.Money]
+    signals: list[figures_rules.Signal]
+    with_hours: frozenset[Any]
+    retainers: frozenset[Any]
+    rates: list[rates_rules.Rate] | None  # read when converting
+
+    def only(self, channel: str) -> Facts:
+        """The facts of one acquisition channel's clients (what ``read_facts`` reads for it)."""
+        leads = [lead for lead in self.leads if lead.channel == channel]
+        ids = {lead.lead_id for lead in leads}
+        return Facts(
+            leads=leads,
+            movements=[m for m in self.movements if m.lead_id in ids],
+            spends=[s for s in self.spends if s.channel == channel],
+            leaked=[e for e in self.leaked if e[0] in ids],
+            exits=[e for e in self.exits if e[0] in ids],
+            terminations=[t for t in self.terminations if t[1] in ids],
+            involuntary=[i for i in self.involuntary if i[1] in ids],
+            payments=[p for p in self.payments if p.lead_id in ids],
+            invoices=[i for i in self.invoices if i.lead_id in ids],
+            signals=[s for s in self.signals if s.lead_id in ids],
+            with_hours=self.with_hours & ids,
+            retainers=self.retainers & ids,
+            rates=self.rates,
+        )
+
+
 async def economics(
     tx: UnitOfWork,
     ctx: Context,
@@ -93,8 +134,12 @@ async def economics(
     SQLite keeps exact decimals as text, where SUM would be a float."""
     if end <= start:
         raise Invalid(f"empty or inverted period: from {start.isoformat()} is not before to {end.isoformat()}")
-    policy = ctx.settings.economics
-    cur = (currency or policy.reporting_currency).upper()
+    facts = await read_facts(tx, channel=channel, convert=convert)
+    return figures_of(facts, ctx, start=start, end=end, channel=channel, currency=currency, convert=convert)
+
+
+async def read_facts(tx: UnitOfWork, *, channel: str | None, convert: bool = False) -> Facts:
+    """The facts of every client, or of one channel's, streamed from the store."""
     session = tx.session
     # Columns, not ORM objects: this reads every client, movement and change request, and
     # hydrating them held the GIL long enough to delay the loop's health checks (py-spy --gil).
@@ -155,7 +200,7 @@ async def economics(
         ClientEvent.type == "deal.change_requested"
     )
     leaked = [
-        (e.at, amount, e.detail.get("currency") or "")
+        (e.lead_id, e.at, amount, e.detail.get("currency") or "")
         async for e in _rows(session, changes)
         if e.lead_id in ids and (amount := _leaked(e.detail)) is not None
     ]
@@ -163,7 +208,9 @@ async def economics(
         Cancellation.status == "completed"
     )
     exits = [
-        (c.decided_at, c.reason) async for c in _rows(session, ended) if c.lead_id in ids and c.decided_at is not None
+        (c.lead_id, c.decided_at, c.reason)
+        async for c in _rows(session, ended)
+        if c.lead_id in ids and c.decided_at is not None
     ]
     # Terminations (the agency ended it) and exits dunning decided (involuntary) are split from
     # the churn the agency is judged on (domain.split_lost).
@@ -205,10 +252,44 @@ async def economics(
     retainers = frozenset(
         lead_id for lead_id in await session.scalars(select(Subscription.lead_id).distinct()) if lead_id in ids
     )
-    missing: str | None = None
+    rates = None
     if convert:
         rates = [rate for r in await session.scalars(select(ExchangeRate)) if (rate := _rate(r)) is not None]
-        into = rates_rules.Converter(cur, rates)
+    return Facts(
+        leads=leads,
+        movements=movements,
+        spends=spends,
+        leaked=leaked,
+        exits=exits,
+        terminations=terminations,
+        involuntary=involuntary,
+        payments=payments,
+        invoices=invoices,
+        signals=signals,
+        with_hours=with_hours,
+        retainers=retainers,
+        rates=rates,
+    )
+
+
+def figures_of(
+    facts: Facts,
+    ctx: Context,
+    *,
+    start: datetime,
+    end: datetime,
+    channel: str | None,
+    currency: str | None,
+    convert: bool = False,
+) -> dict[str, Any]:
+    """The figures of ``economics`` from facts already read (see there)."""
+    policy = ctx.settings.economics
+    cur = (currency or policy.reporting_currency).upper()
+    movements, spends, payments, invoices = facts.movements, facts.spends, facts.payments, facts.invoices
+    leaked = [(at, amount, currency) for _, at, amount, currency in facts.leaked]
+    missing: str | None = None
+    if convert:
+        into = rates_rules.Converter(cur, facts.rates or [])
         movements = [
             domain.Movement(m.lead_id, m.at, m.kind, amount, cur, m.logo)
             for m in movements
@@ -229,13 +310,13 @@ async def economics(
             end=end,
             currency=cur,
             gross_margin=policy.gross_margin,
-            leads=leads,
+            leads=facts.leads,
             movements=movements,
             spends=spends,
             leaked=leaked,
-            exits=exits,
-            terminations=terminations,
-            involuntary=involuntary,
+            exits=[(at, reason) for _, at, reason in facts.exits],
+            terminations=facts.terminations,
+            involuntary=facts.involuntary,
         )
     )
     agency = figures_rules.figures(
@@ -243,14 +324,14 @@ async def economics(
             start=start,
             end=end,
             currency=cur,
-            leads=leads,
+            leads=facts.leads,
             movements=movements,
             spends=spends,
             payments=payments,
             invoices=invoices,
-            signals=signals,
-            with_hours=with_hours,
-            retainer_clients=retainers,
+            signals=facts.signals,
+            with_hours=facts.with_hours,
+            retainer_clients=facts.retainers,
         )
     )
     figures["reasons"].update(agency.pop("figure_reasons"))
@@ -267,7 +348,7 @@ async def economics(
     )
     if missing:
         figures["reasons"]["exchange_rates"] = missing
-    if not leads:
+    if not facts.leads:
         figures["reasons"]["period"] = (
             f"no lead or client from channel {channel!r}" if channel else "no lead or client recorded yet"
         )
@@ -369,9 +450,13 @@ async def publish_trailing(reads: ReadPool, ctx: Context, now: datetime) -> None
 
     async def read(tx: UnitOfWork) -> None:
         # On the read pool: a long computation that must not hold the loop (gauges are thread-safe).
-        channels = [c for c in await tx.session.scalars(select(Client.channel).distinct()) if c]
-        for channel in [None, *sorted(channels)]:
-            figures = await economics(tx, ctx, start=start, end=now, channel=channel, currency=None)
+        # The store is read once; each channel's figures come from its share of those facts
+        # (reading it again per channel made a pass over 100,000 clients five passes).
+        facts = await read_facts(tx, channel=None)
+        channels = sorted({lead.channel for lead in facts.leads if lead.channel})
+        for channel in [None, *channels]:
+            mine = facts if channel is None else facts.only(channel)
+            figures = figures_of(mine, ctx, start=start, end=now, channel=channel, currency=None)
             ctx.metrics.publish_economics(figures, channel=channel or "all")
 
     await reads.run(read)

@@ -111,13 +111,15 @@ async def prefetch(
     for lead_id in payers:
         payments[lead_id] = []
     for chunk in _chunks(payers):
+        # By client only, the type checked here: with the type in the query SQLite's planner
+        # took the type index, a quarter of the timeline, over the client's few rows (27 ms a
+        # batch with 100,000 timeline rows, against 1.4 ms by the client index).
         rows = await tx.session.execute(
-            select(ClientEvent.lead_id, ClientEvent.detail).where(
-                ClientEvent.lead_id.in_(chunk), ClientEvent.type == "payment.succeeded"
-            )
+            select(ClientEvent.lead_id, ClientEvent.type, ClientEvent.detail).where(ClientEvent.lead_id.in_(chunk))
         )
-        for lead_id, detail in rows:
-            payments[lead_id].append(detail)
+        for lead_id, kind, detail in rows:
+            if kind == "payment.succeeded":
+                payments[lead_id].append(detail)
     since = _lookback_start(ctx, tx.now())
     scored = [i for i, c in existing.items() if c.became_client_at is not None]
     assessed = _assessed(tx)

@@ -86,3 +86,17 @@ async def test_a_rolled_back_savepoint_takes_its_steps_with_it(tmp_path: Path) -
         steps = set(await session.scalars(select(ScheduledMessage.id)))
         assert len(list(await session.scalars(select(Enrollment)))) == 2
     assert steps == set(kept) | set(later) and not set(dropped) & steps
+
+
+def test_the_queue_gauge_says_unknown_until_a_sender_pass_has_counted() -> None:
+    import math
+
+    from prometheus_client import CollectorRegistry
+
+    from services.nurture.metrics import NurtureMetrics
+
+    registry = CollectorRegistry()
+    metrics = NurtureMetrics(registry)
+    assert math.isnan(registry.get_sample_value("clientflow_nurture_queue_depth") or 0.0)
+    metrics.queue_depth.set(3)
+    assert registry.get_sample_value("clientflow_nurture_queue_depth") == 3
