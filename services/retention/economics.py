@@ -135,7 +135,19 @@ async def economics(
     if end <= start:
         raise Invalid(f"empty or inverted period: from {start.isoformat()} is not before to {end.isoformat()}")
     facts = await read_facts(tx, channel=channel, convert=convert)
-    return figures_of(facts, ctx, start=start, end=end, channel=channel, currency=currency, convert=convert)
+    return figures_of(facts, ctx, Asked(start, end, channel, currency, convert))
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Which economics: the period [start, end), the channel (None: all), the currency (None:
+    the reporting currency) and whether other currencies are converted."""
+
+    start: datetime
+    end: datetime
+    channel: str | None
+    currency: str | None
+    convert: bool = False
 
 
 async def read_facts(tx: UnitOfWork, *, channel: str | None, convert: bool = False) -> Facts:
@@ -272,17 +284,9 @@ async def read_facts(tx: UnitOfWork, *, channel: str | None, convert: bool = Fal
     )
 
 
-def figures_of(
-    facts: Facts,
-    ctx: Context,
-    *,
-    start: datetime,
-    end: datetime,
-    channel: str | None,
-    currency: str | None,
-    convert: bool = False,
-) -> dict[str, Any]:
+def figures_of(facts: Facts, ctx: Context, asked: Asked) -> dict[str, Any]:
     """The figures of ``economics`` from facts already read (see there)."""
+    start, end, channel, currency, convert = asked.start, asked.end, asked.channel, asked.currency, asked.convert
     policy = ctx.settings.economics
     cur = (currency or policy.reporting_currency).upper()
     movements, spends, payments, invoices = facts.movements, facts.spends, facts.payments, facts.invoices
@@ -456,7 +460,7 @@ async def publish_trailing(reads: ReadPool, ctx: Context, now: datetime) -> None
         channels = sorted({lead.channel for lead in facts.leads if lead.channel})
         for channel in [None, *channels]:
             mine = facts if channel is None else facts.only(channel)
-            figures = figures_of(mine, ctx, start=start, end=now, channel=channel, currency=None)
+            figures = figures_of(mine, ctx, Asked(start, now, channel, None))
             ctx.metrics.publish_economics(figures, channel=channel or "all")
 
     await reads.run(read)

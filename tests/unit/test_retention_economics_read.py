@@ -40,7 +40,7 @@ async def test_each_channels_share_of_one_read_gives_that_channels_economics(tmp
             for channel in [None, *channels]:
                 alone = await economics.economics(tx, ctx, start=start, end=end, channel=channel, currency=None)  # type: ignore[arg-type]
                 share = everyone if channel is None else everyone.only(channel)
-                split = economics.figures_of(share, ctx, start=start, end=end, channel=channel, currency=None)  # type: ignore[arg-type]
+                split = economics.figures_of(share, ctx, economics.Asked(start, end, channel, None))  # type: ignore[arg-type]
                 assert split == alone, channel
                 counted[channel] = len(share.leads)
             # The split is a split: each channel has some of the clients, together all of them.
