@@ -15,7 +15,7 @@ import logging
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
+from sqlalchemy import Float, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.retention import domain
@@ -193,12 +193,7 @@ class RetentionMetrics:
         bands = dict.fromkeys(domain.BANDS, 0)
         rows = await session.execute(select(Client.band, func.count()).where(is_client).group_by(Client.band))
         bands.update({band: n for band, n in rows.all() if band})
-        subs = await session.execute(
-            select(Subscription.status, Subscription.monthly_fee, Subscription.currency).where(
-                Subscription.status == "active"
-            )
-        )
-        mrr = domain.mrr_by_currency(domain.SubscriptionView(*row) for row in subs.all())
+        mrr = await _mrr(session)
         for tier, n in tiers.items():
             self.clients_by_tier.labels(tier).set(n)
         for band, n in bands.items():
@@ -253,3 +248,28 @@ class RetentionMetrics:
             )
         for kind, amount in figures["mrr_movements"].items():
             self.mrr_movements.labels(kind, channel, currency).set(float(amount))
+
+
+# Money is exact text on SQLite, where SUM would add floats: the fees are summed there as whole
+# ten-thousandths (Money keeps four decimals): exact for a fee under 9 * 10**11 (a float has 53
+# bits) and a total under 9 * 10**14 (SQLite sums integers in 64 bits).
+_UNITS = 10_000
+
+
+async def _mrr(session: AsyncSession) -> dict[str, Decimal]:
+    """MRR by currency, summed in SQL (``domain.mrr_by_currency``'s rule: active subscriptions
+    with a fee and a currency). Reading every active subscription to add them up in Python was
+    a fifth of retention's time with 100x history while something scraped ``/metrics`` often."""
+    fee = Subscription.monthly_fee
+    sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    total = func.sum(cast(func.round(cast(fee, Float) * _UNITS), Integer)) if sqlite else func.sum(fee)
+    rows = await session.execute(
+        select(Subscription.currency, total)
+        .where(Subscription.status == "active", fee.is_not(None), Subscription.currency.is_not(None))
+        .group_by(Subscription.currency)
+    )
+    mrr: dict[str, Decimal] = {}
+    for currency, amount in rows.all():
+        if currency and amount is not None:
+            mrr[currency] = Decimal(amount).scaleb(-4) if sqlite else Decimal(amount)
+    return dict(sorted(mrr.items()))

@@ -197,3 +197,52 @@ async def test_gauges_refresh_at_most_once_a_period_yet_a_scrape_is_never_stale(
     assert refreshes == 3  # nothing changed since the scrape
     await metrics.before_scrape()
     assert refreshes == 3
+
+
+async def test_mrr_summed_in_sql_is_the_rule_exactly(database_url: str) -> None:
+    """The MRR gauge's SQL sum (whole ten-thousandths on SQLite, NUMERIC on PostgreSQL) gives
+    what ``domain.mrr_by_currency`` gives from every subscription, to the last decimal."""
+    from decimal import Decimal as D
+
+    from services.retention import domain
+    from services.retention.metrics import _mrr
+    from services.retention.store import Subscription
+
+    await upgrade_async(MIGRATIONS, database_url)
+    engine = create_engine(database_url)
+    uow = UnitOfWorkFactory(engine, producer="retention", clock=SimulatedClock(T0))
+    fees = [
+        ("active", D("0.29"), "EUR"),  # 0.29 * 10000 is 2899.999... as a float
+        ("active", D("0.1"), "EUR"),
+        ("active", D("0.2"), "EUR"),
+        ("active", D("1234.5678"), "EUR"),
+        ("active", D("999999999.99"), "USD"),
+        ("active", D("0.01"), "USD"),
+        ("active", D("1500"), "NOK"),
+        ("paused", D("700"), "NOK"),  # paused is not MRR
+        ("cancelled", D("50"), "EUR"),
+        ("active", None, "EUR"),  # its start went astray: no fee known
+        ("active", D("80"), None),
+    ]
+    try:
+        async with uow() as tx:
+            for status, fee, currency in fees:
+                client = await record.client(tx, uuid.uuid4())
+                tx.session.add(
+                    Subscription(
+                        id=uuid.uuid4(),
+                        lead_id=client.lead_id,
+                        deal_id=None,
+                        status=status,
+                        monthly_fee=fee,
+                        currency=currency,
+                        updated_at=T0,
+                    )
+                )
+        async with uow.sessions() as session:
+            summed = await _mrr(session)
+        expected = domain.mrr_by_currency(domain.SubscriptionView(s, f, c) for s, f, c in fees)
+        assert summed == expected == {"EUR": D("1235.1578"), "NOK": D("1500"), "USD": D("1000000000.00")}
+        assert {c: float(v) for c, v in summed.items()} == {c: float(v) for c, v in expected.items()}
+    finally:
+        await engine.dispose()
