@@ -226,19 +226,10 @@ async def test_mrr_summed_in_sql_is_the_rule_exactly(database_url: str) -> None:
     ]
     try:
         async with uow() as tx:
-            for status, fee, currency in fees:
+            for values in fees:
                 client = await record.client(tx, uuid.uuid4())
-                tx.session.add(
-                    Subscription(
-                        id=uuid.uuid4(),
-                        lead_id=client.lead_id,
-                        deal_id=None,
-                        status=status,
-                        monthly_fee=fee,
-                        currency=currency,
-                        updated_at=T0,
-                    )
-                )
+                row = dict(zip(("status", "monthly_fee", "currency"), values, strict=True))
+                tx.session.add(Subscription(id=uuid.uuid4(), lead_id=client.lead_id, updated_at=T0, **row))
         async with uow.sessions() as session:
             summed = await _mrr(session)
         expected = domain.mrr_by_currency(domain.SubscriptionView(s, f, c) for s, f, c in fees)
