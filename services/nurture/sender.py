@@ -114,16 +114,19 @@ class Sender:
         self.policy: domain.SendingPolicy = settings.sending
 
     async def tick(self, now: datetime) -> None:
-        """One pass: count what is due, send batches until nothing due is left, count again.
-        The gauge is set before the pass as well: a pass through a long queue takes minutes, and
-        until it ends the gauge would still say what the previous (empty) pass left."""
+        """One pass: count what is due, send batches until nothing due is left, count again
+        if anything was handled. The gauge is set before the pass as well: a pass through a long
+        queue takes minutes, and until it ends the gauge would still say what the previous
+        (empty) pass left. A pass that found nothing to do (an idle tick) counts once."""
         self._failing = None
         async with self.uow() as tx:
             self.metrics.queue_depth.set(await sending.queue_depth(tx, now=now))
-        while await self.send_batch(now) == self.settings.send_batch_size:
-            pass
-        async with self.uow() as tx:
-            self.metrics.queue_depth.set(await sending.queue_depth(tx, now=now))
+        handled = first = await self.send_batch(now)
+        while handled == self.settings.send_batch_size:
+            handled = await self.send_batch(now)
+        if first:
+            async with self.uow() as tx:
+                self.metrics.queue_depth.set(await sending.queue_depth(tx, now=now))
 
     async def send_batch(self, now: datetime) -> int:
         try:
